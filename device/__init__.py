@@ -1,0 +1,4 @@
+"""What runs "on the device": shared-memory layout, the scheduler process, the tensor map, workers.
+
+Never imports ``host``.
+"""

@@ -1,0 +1,12 @@
+"""Host side of ptoemu: the public API.
+
+    from host import Device, Platform, In, Out, InOut
+"""
+
+from host.device import Device
+from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError, KernelError
+from host.platform import Platform
+from host.tensor import In, InOut, Out, Tensor
+
+__all__ = ["Device", "Platform", "In", "Out", "InOut", "Tensor", "DeviceError", "KernelError",
+           "DeviceLost", "DeadlockError", "DeviceClosed", "DeviceMemoryError"]

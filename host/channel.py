@@ -1,0 +1,160 @@
+"""The host's side of the control segment: how it waits, and how it hears about trouble.
+
+    host                                             scheduler
+    ────                                             ─────────
+    wait(kind, value, ready):
+      yield-spin while ready() is false (bounded)
+      WAIT_KIND/VALUE = what it needs ─────────────▶ after each step: fence; if RETIRED /
+      fence; check ready() once more                  COMPLETED / HEAP_TAIL reached the value,
+      block on host_sem (0.1 s slices) ◀──────────── post host_sem; also when it goes idle
+      on every wake-up or slice:
+        ERROR set?            -> KernelError / DeviceLost (scheduler crashed)
+        scheduler idle with everything ingested and ready() still false
+                              -> DeadlockError (nothing can ever change: the host is the one
+                                 holding the resources it waits for), with a diagnosis
+        a child process gone -> DeviceLost
+        no progress for stall_timeout -> DeadlockError with the scheduler's diagnosis
+
+Both sides store, fence, then load (a Dekker handshake), so a wake-up cannot be lost; the 0.1 s
+slices only bound how fast a dead process is noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from device import layout as L
+from device.shm import read_report
+from host.errors import DeadlockError, DeviceLost, KernelError
+from host.launch import DeviceProcesses
+
+SLICE = 0.1          # seconds between liveness checks while blocked
+SPIN_NS = 50_000     # yield-spin before blocking
+
+
+class Channel:
+    def __init__(self, procs: DeviceProcesses) -> None:
+        self.procs = procs
+        self.lay = procs.layout
+        self.q = procs.q
+        self.ctx = procs.ctx
+        self.host_sem = procs.ctx.host_sem
+        self.sched_sem = procs.ctx.sched_sem
+        self.stall_timeout = procs.platform.stall_timeout
+        self._lock = threading.Lock()
+        self._req = 0
+        self.g = {n: self.lay.g(n) for n in range(L.N_GLOBALS)}
+        self.wait_ns = 0              # time the host spent waiting (back-pressure, sync)
+        self.waits = 0
+
+    def fence(self) -> None:
+        self._lock.acquire()
+        self._lock.release()
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def wait(self, kind: int, value: int, ready: Callable[[], bool], what: str,
+             deadlock: Callable[[], str] | None = None, timeout: float | None = None,
+             errors: bool = True) -> None:
+        """Block until ``ready()``; ``what`` names the wait in errors. ``deadlock()`` explains why
+        the wait can never end when the scheduler has gone idle; None disables that check."""
+        if ready():
+            return
+        t0 = time.perf_counter_ns()
+        self.waits += 1
+        yield_ = os.sched_yield
+        q, g = self.q, self.g
+        while time.perf_counter_ns() - t0 < SPIN_NS:
+            yield_()
+            if ready():
+                self.wait_ns += time.perf_counter_ns() - t0
+                return
+            if errors and q[g[L.G_ERROR]]:
+                break
+        progress = (q[g[L.G_COMPLETED]], q[g[L.G_RETIRED]])
+        last_move = time.monotonic()
+        limit = self.stall_timeout if timeout is None else timeout
+        try:
+            while True:
+                q[g[L.G_WAIT_VALUE]] = value
+                q[g[L.G_WAIT_KIND]] = kind
+                self.fence()
+                if ready():
+                    return
+                if errors:
+                    self.check_error()
+                if deadlock is not None and q[g[L.G_IDLE]] == q[g[L.G_HEAD]] + 1:
+                    if ready():      # the scheduler's last retirement may have just landed
+                        return
+                    raise DeadlockError(f"{what}: {deadlock()}")
+                if self.host_sem.acquire(True, SLICE):
+                    while self.host_sem.acquire(False):
+                        pass
+                    continue
+                dead = self.procs.dead()
+                if dead:
+                    raise DeviceLost(f"{what}: {dead}; the device is shut down")
+                now_progress = (q[g[L.G_COMPLETED]], q[g[L.G_RETIRED]])
+                if now_progress != progress:
+                    progress, last_move = now_progress, time.monotonic()
+                elif limit and time.monotonic() - last_move > limit:
+                    raise DeadlockError(self.stall_message(what, limit))
+        finally:
+            q[g[L.G_WAIT_KIND]] = L.WAIT_NONE
+            self.wait_ns += time.perf_counter_ns() - t0
+
+    def stall_message(self, what: str, limit: float) -> str:
+        try:
+            diag = self.request(L.REQ_DIAG, timeout=1.0)
+        except DeviceLost:
+            raise
+        except Exception as e:  # noqa: BLE001 - a diagnosis is best effort
+            diag = f"(the scheduler did not answer: {e})"
+        return (f"{what}: no task finished or retired for {limit:.0f} s "
+                f"(Platform(stall_timeout=...)); a kernel may be stuck or the graph cannot "
+                f"progress.\n  scheduler state: {diag}")
+
+    # -- errors ----------------------------------------------------------------------------------
+    def check_error(self) -> None:
+        err = self.q[self.g[L.G_ERROR]]
+        if err == L.ERR_NONE:
+            return
+        if err == L.ERR_SCHEDULER:
+            rep = read_report(self.q, self.lay.err_area(self.lay.ncores), clear=False) or {}
+            raise DeviceLost(f"the scheduler crashed: {rep.get('error')}\n{rep.get('traceback', '')}")
+        reports = []
+        for c in range(self.lay.ncores):
+            rep = read_report(self.q, self.lay.err_area(c))
+            if rep is not None:
+                reports.append(rep)
+        if not reports:          # flag seen before the report landed: wait a moment for it
+            time.sleep(0.001)
+            return self.check_error() if self.q[self.g[L.G_ERROR]] else None
+        reports.sort(key=lambda r: r.get("tid", 0))
+        raise KernelError(reports[0], others=len(reports) - 1)
+
+    # -- requests --------------------------------------------------------------------------------
+    def request(self, kind: int, timeout: float = 10.0) -> object:
+        """Ask the scheduler for a report (stats, diagnosis) and return it."""
+        self._req += 1
+        req = kind << 32 | self._req
+        q, g = self.q, self.g
+        q[self.lay.sched_area] = 0
+        q[g[L.G_REQ]] = req
+        self.sched_sem.release()
+        self.wait(L.WAIT_NONE, 0, lambda: q[g[L.G_ACK]] == req, "waiting for the scheduler",
+                  timeout=timeout, errors=False)
+        return read_report(q, self.lay.sched_area)
+
+    def abort(self, timeout: float | None = None) -> None:
+        """Discard everything submitted and not yet run; return once all has retired."""
+        q, g = self.q, self.g
+        n = q[g[L.G_ABORT_REQ]] + 1
+        q[g[L.G_ABORT_REQ]] = n
+        self.sched_sem.release()
+        self.wait(L.WAIT_NONE, 0, lambda: q[g[L.G_ABORT_ACK]] == n, "aborting the run",
+                  timeout=timeout, errors=False)
+        for c in range(self.lay.ncores):            # reports of the aborted run are stale now
+            read_report(q, self.lay.err_area(c))

@@ -1,0 +1,307 @@
+"""``Device``: an emulated a2a3 device that runs in ordinary processes.
+
+    with Device(Platform(blocks=24), kernels=["kernels.paged_attention"]) as dev:
+        q = dev.to_device(query)          numpy ─copy─▶ host tensor in GM
+        out = dev.empty(shape, dtype)     host tensor in GM (contents undefined)
+        dev.run(orchestrate, q, out)      orchestrate(rt, q, out) here; tasks on the device;
+                                          returns when every task has finished and retired
+        result = dev.to_host(out)         GM ─copy─▶ numpy
+        print(dev.stats())
+
+Lifecycle: ``Device(...)`` creates the segments and forks the scheduler and 3*B workers
+(host/launch.py); ``close()`` (or leaving the ``with``) stops them and unlinks the segments, also
+on exceptions and Ctrl-C. A failed run is aborted (the scheduler discards what has not started)
+and the device stays usable; a lost process (DeviceLost) shuts the device down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from device import layout as L
+from host.engine import InlineEngine, ProcessEngine
+from host.errors import DeviceClosed, DeviceLost, DeviceMemoryError
+from host.orchestration import Runtime
+from host.platform import Platform
+from host.stats import Stats
+from host.submit import _fmt_bytes
+from host.tensor import Buffer, Tensor, check_dtype, check_shape
+from kernels.registry import Kernel, resolve
+
+ABORT_TIMEOUT_ON_INTERRUPT = 5.0
+
+
+class Device:
+    """An emulated device: one scheduler process and 3 * ``platform.blocks`` worker processes.
+
+    kernels     Kernel objects and/or names of modules whose kernels are loaded
+    timestamps  record submit/ready/dispatch/start/end/done times of every task (on by default)
+    trace       keep every task's times for ``dev.trace()``
+    sanitize    kernels see their In tensors read-only
+    inline      no processes: run every task in this process at submit, in submission order
+                (the reference semantics every device run must equal)
+    """
+
+    def __init__(self, platform: Platform | None = None, kernels: Iterable[Kernel | str] = (), *,
+                 timestamps: bool = True, trace: bool = False, sanitize: bool = False,
+                 inline: bool = False) -> None:
+        if platform is None:
+            platform = Platform()
+        if not isinstance(platform, Platform):
+            raise TypeError(f"Device(platform=...) expects a Platform, got {type(platform).__name__}")
+        self.platform = platform
+        self.kernels = resolve(kernels)
+        self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
+        self._closed = False
+        self._lost: str | None = None
+        self._running = False
+        self._buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
+        self._pending_free: list[tuple[int, int]] = []
+        self._runs = 0
+        self._last_run: dict = {}
+        t0 = time.perf_counter()
+        engine = InlineEngine if inline else ProcessEngine
+        self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=trace,
+                              sanitize=sanitize)
+        self._finalizer = weakref.finalize(self, self._engine.stop)
+        self.start_seconds = time.perf_counter() - t0
+        self._arena = self._engine.arena
+        self._writer = self._engine.writer
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every process and unlink every segment (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for b in list(self._buffers):
+            b.alive = False
+            b.why_dead = "the device was closed"
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            why = f" (lost: {self._lost})" if self._lost else ""
+            raise DeviceClosed(f"{what}: the device is closed{why}")
+
+    def _lose(self, err: DeviceLost) -> None:
+        self._lost = str(err).splitlines()[0]
+        self.close()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids: the scheduler first, then the workers in core order."""
+        return list(self._engine.pids)
+
+    @property
+    def segment_names(self) -> list[str]:
+        return list(self._engine.segment_names)
+
+    # -- memory ----------------------------------------------------------------------------------
+    def _new_host_buffer(self, nbytes: int, what: str) -> Buffer:
+        self._check_open(what)
+        self._reclaim()
+        off = self._arena.alloc(nbytes)
+        if off is None:
+            raise DeviceMemoryError(
+                f"{what}: GM exhausted: {_fmt_bytes(nbytes)} requested, largest free block "
+                f"{_fmt_bytes(self._arena.largest_free())}, {_fmt_bytes(self._arena.used)} of "
+                f"{_fmt_bytes(self._arena.size)} in use; free tensors (dev.free) or raise "
+                "Platform(gm_bytes=...)")
+        try:
+            self._engine.reserve(off, nbytes)
+        except OSError as e:
+            self._arena.free(off, nbytes)
+            raise DeviceMemoryError(f"{what}: /dev/shm cannot hold {_fmt_bytes(nbytes)} more: {e}; "
+                                    "free tensors or use a smaller Platform(gm_bytes=...)") from e
+        buf = Buffer(self, nbytes, off, False)
+        self._buffers.add(buf)
+        weakref.finalize(buf, self._pending_free.append, (off, nbytes))
+        return buf
+
+    def _reclaim(self) -> None:
+        """Return GM of host tensors nobody references, once no task can still be using it."""
+        if self._pending_free and not self._outstanding():
+            while self._pending_free:
+                self._arena.free(*self._pending_free.pop())
+
+    def empty(self, shape: Any, dtype: Any = np.float32) -> Tensor:
+        """A host tensor in GM; contents undefined."""
+        shape = check_shape(shape, "dev.empty(shape=...)")
+        dt = check_dtype(dtype, "dev.empty(dtype=...)")
+        buf = self._new_host_buffer(math.prod(shape) * dt.itemsize, "dev.empty()")
+        return Tensor.whole(buf, shape, dt)
+
+    def zeros(self, shape: Any, dtype: Any = np.float32) -> Tensor:
+        t = self.empty(shape, dtype)
+        self._view(t, "dev.zeros()")[...] = 0
+        return t
+
+    def to_device(self, array: Any) -> Tensor:
+        """Copy a numpy array into a new host tensor in GM."""
+        if not isinstance(array, np.ndarray):
+            if isinstance(array, Tensor):
+                raise TypeError("dev.to_device(array): got a device Tensor; it is already on the "
+                                "device (use dev.to_host to read it)")
+            try:
+                array = np.asarray(array)
+            except Exception as e:  # noqa: BLE001
+                raise TypeError(f"dev.to_device(array): cannot make a numpy array from "
+                                f"{type(array).__name__}: {e}") from None
+        if array.dtype == object:
+            raise TypeError("dev.to_device(array): object arrays cannot live in device memory; "
+                            "convert to a numeric dtype first")
+        shape = check_shape(array.shape, "dev.to_device(array)")
+        dt = check_dtype(array.dtype, "dev.to_device(array)")
+        t = Tensor.whole(self._new_host_buffer(array.nbytes, "dev.to_device()"), shape, dt)
+        np.copyto(self._view(t, "dev.to_device()"), array)
+        return t
+
+    def to_host(self, tensor: Tensor) -> np.ndarray:
+        """A numpy copy of a tensor, after every task submitted so far has finished."""
+        return np.array(self.host_view(tensor, "dev.to_host()"), copy=True)
+
+    def host_view(self, tensor: Tensor, what: str = "dev.host_view()") -> np.ndarray:
+        """A writable numpy view of a tensor's bytes in GM (zero copy), e.g. to fill a large
+        input in place. Waits for submitted tasks first; do not use it across a later run."""
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{what}: expected a device Tensor, got {type(tensor).__name__}")
+        self._check_open(what)
+        if not tensor.buf.alive:
+            raise ValueError(f"{what}: {tensor!r} is no longer valid: {tensor.buf.why_dead}")
+        if tensor.buf.device is not self:
+            raise ValueError(f"{what}: the tensor belongs to another device")
+        if tensor.buf.gm is None:
+            raise ValueError(f"{what}: runtime tensor {tensor!r} has not been written by any task")
+        if self._outstanding():
+            self._wait_completed()
+        return self._view(tensor, what)
+
+    def _view(self, t: Tensor, what: str) -> np.ndarray:
+        w = t.packed(L.DIR_IN)
+        keep = [d for d in range(len(t._fshape)) if not t._drop[d]]
+        shape = [w[L.A_SHAPE + d] for d in keep]
+        strides = [w[L.A_STRIDES + d] for d in keep]
+        return np.ndarray(shape, t.dtype, self._engine.gm_buf, w[L.A_LO], strides)
+
+    def free(self, tensor: Tensor) -> None:
+        """Release a host tensor's GM now (it is also released when no view of it is left)."""
+        b = tensor.buf
+        if b.runtime:
+            raise ValueError("dev.free(): runtime tensors are released by their scope, not freed")
+        if b.alive:
+            if self._outstanding():
+                self._wait_completed()
+            b.alive = False
+            b.why_dead = "it was freed with dev.free()"
+        self._reclaim()
+
+    # -- running ---------------------------------------------------------------------------------
+    def _outstanding(self) -> bool:
+        return not self._closed and self._engine.outstanding()
+
+    def _wait_completed(self) -> None:
+        self._guarded(self._engine.wait_completed)
+
+    def synchronize(self) -> None:
+        """Wait for every submitted task to finish (raises a pending kernel error)."""
+        self._check_open("dev.synchronize()")
+        self._wait_completed()
+        self._engine.check_error()
+
+    def _guarded(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except DeviceLost as e:
+            self._lose(e)
+            raise
+
+    def run(self, orchestration: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``orchestration(rt, *args, **kwargs)`` in this process; its tasks run on the
+        device. Returns the orchestration's return value once every task has finished."""
+        self._check_open("dev.run()")
+        if not callable(orchestration):
+            raise TypeError(f"dev.run(orchestration): expected a function, got "
+                            f"{type(orchestration).__name__}")
+        if self._running:
+            raise RuntimeError("dev.run(): a run is already in progress on this device "
+                               "(runs do not nest; call rt.submit from the running orchestration)")
+        self._running = True
+        rt = Runtime(self)
+        w = self._writer
+        t0 = time.perf_counter()
+        first = w.next_tid
+        submit0, wait0 = w.submit_ns, self._engine.wait_ns
+        try:
+            rt.active = True
+            top = rt._open()
+            result = orchestration(rt, *args, **kwargs)
+            rt._close(top, "its scope ended")
+            rt.active = False
+            self._guarded(self._engine.wait_retired)
+            self._engine.check_error()
+        except DeviceLost as e:
+            self._lose(e)
+            raise
+        except BaseException as e:
+            self._abort(rt, e)
+            raise
+        finally:
+            self._running = False
+            rt.active = False
+        wall = time.perf_counter() - t0
+        self._runs += 1
+        self._last_run = {"wall_s": wall, "records": w.next_tid - first, "tasks": rt.tasks,
+                          "tasks_per_s": rt.tasks / wall if wall > 0 else 0.0,
+                          "host_submit_s": (w.submit_ns - submit0) / 1e9,
+                          "host_wait_s": (self._engine.wait_ns - wait0) / 1e9}
+        self._reclaim()
+        return result
+
+    def _abort(self, rt: Runtime, exc: BaseException) -> None:
+        """The run failed: close its scopes, have the scheduler discard what has not run, and
+        keep the device usable -- or shut it down if that is no longer possible."""
+        while rt._frames:
+            rt._close(rt._frames[-1], "the run failed")
+        if self._closed:
+            return
+        timeout = ABORT_TIMEOUT_ON_INTERRUPT if isinstance(exc, KeyboardInterrupt) else None
+        try:
+            self._engine.abort(timeout)
+        except DeviceLost as e:
+            self._lose(e)
+        except BaseException:  # noqa: BLE001 - a stuck kernel or a second Ctrl-C: shut down
+            self.close()
+
+    # -- reporting -------------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """Task counts per kernel, runtime (builtin) tasks, per-phase times, last run's rate."""
+        self._check_open("dev.stats()")
+        rep = self._guarded(self._engine.stats)
+        rep["device"] = {"blocks": self.platform.blocks, "cores": self.platform.cores,
+                         "task_window": self.platform.task_window,
+                         "heap_bytes": self.platform.heap_bytes, "start_s": self.start_seconds}
+        rep["last_run"] = dict(self._last_run)
+        rep["runs"] = self._runs
+        rep["submitted"] = self._writer.submitted
+        return Stats(rep)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Device {self.platform.name} blocks={self.platform.blocks} {state}>"

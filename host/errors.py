@@ -1,0 +1,52 @@
+"""What a user gets instead of a hang: the exceptions a device raises in the host."""
+
+from __future__ import annotations
+
+
+class DeviceError(RuntimeError):
+    """Base class of ptoemu device errors."""
+
+
+class KernelError(DeviceError):
+    """A kernel raised. Carries the task id, kernel name, core, argument descriptions and the
+    kernel's own traceback text (``.remote_traceback``)."""
+
+    def __init__(self, report: dict, others: int = 0) -> None:
+        self.task_id = report.get("tid")
+        self.kernel = report.get("kernel")
+        self.core = report.get("core")
+        self.args = tuple(report.get("args", ()))
+        self.error = report.get("error", "")
+        self.remote_traceback = report.get("traceback", "")
+        more = f" ({others} more task(s) failed too)" if others else ""
+        super().__init__(
+            f"kernel {self.kernel} failed in task {self.task_id} on {self.core}: {self.error}{more}\n"
+            f"  arguments: {', '.join(self.args) or '(none)'}\n"
+            f"  kernel traceback (from the worker):\n{_indent(self.remote_traceback)}\n"
+            "  The run was aborted: tasks not yet started were skipped; the device stays usable.")
+
+    def __reduce__(self):  # picklable (for Ray and process pools)
+        return (KernelError, ({"tid": self.task_id, "kernel": self.kernel, "core": self.core,
+                               "args": list(self.args), "error": self.error,
+                               "traceback": self.remote_traceback},))
+
+
+class DeviceLost(DeviceError):
+    """A worker or the scheduler died (killed, out of memory, crashed); the device is shut down."""
+
+
+class DeadlockError(DeviceError):
+    """The run cannot make progress (a scope larger than the task ring, a heap too small, ...)
+    or made none for ``Platform.stall_timeout`` seconds. The message names the cause and the fix."""
+
+
+class DeviceClosed(DeviceError):
+    """The device was closed (or lost) and can no longer be used."""
+
+
+def _indent(text: str, pad: str = "    ") -> str:
+    return "\n".join(pad + line for line in text.rstrip().splitlines())
+
+
+class DeviceMemoryError(DeviceError, MemoryError):
+    """GM or the heap ring cannot hold an allocation; the message names the sizes and the fix."""

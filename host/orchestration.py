@@ -1,0 +1,200 @@
+"""The orchestration API (``rt``): what an orchestration function calls while ``dev.run`` runs it.
+
+    dev.run(orchestrate, *args)
+      └─ orchestrate(rt, *args)              runs here, in the host process
+           rt.make_tensor(shape, dtype)     runtime tensor: GM from the heap ring at first write
+           rt.submit(kernel, In(a), Out(t), 3)   validate ─▶ TaskWriter.write ─▶ task id
+           with rt.scope(): ...             tensors made inside die at the end; the scope's
+                                            hold on their writers is dropped (a scope-end record)
+           rt.alloc_tensors(...)            a builtin task: allocates, completes without a worker
+           rt.synchronize()                 wait for everything submitted so far
+
+Checks happen before anything is written, so a rejected submit leaves the run as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from device import layout as L
+from host.tensor import Arg, Buffer, Out, Tensor, check_dtype, check_shape
+from kernels.registry import Kernel
+
+if TYPE_CHECKING:
+    from host.device import Device
+
+MAX_SCOPE_DEPTH = 63
+
+
+class _Frame:
+    __slots__ = ("depth", "start", "buffers")
+
+    def __init__(self, depth: int, start: int) -> None:
+        self.depth, self.start, self.buffers = depth, start, []
+
+
+class Runtime:
+    """The ``rt`` handed to an orchestration function."""
+
+    def __init__(self, device: Device) -> None:
+        self._dev = device
+        self._w = device._writer
+        self._kidx = device._kernel_index
+        self._frames: list[_Frame] = []
+        self.active = False
+        self.tasks = 0
+
+    # -- scopes ----------------------------------------------------------------------------------
+    def _open(self) -> _Frame:
+        if len(self._frames) > MAX_SCOPE_DEPTH:
+            raise RuntimeError(f"rt.scope(): scopes nest at most {MAX_SCOPE_DEPTH} deep")
+        fr = _Frame(len(self._frames), self._w.next_tid)
+        self._frames.append(fr)
+        self._w.scopes.append([fr.depth, fr.start])
+        return fr
+
+    def _close(self, fr: _Frame, why: str) -> None:
+        """End a scope: its runtime tensors die, and (if the device is healthy) a scope-end
+        record releases the scope's hold on their writers."""
+        assert self._frames and self._frames[-1] is fr, "scopes must end in the order they began"
+        for b in fr.buffers:
+            b.alive = False
+            b.why_dead = why
+        if why == "its scope ended":       # the scope stays open (for diagnosis) until written
+            self._w.write(L.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
+                          aux=fr.depth)
+        self._frames.pop()
+        self._w.scopes.pop()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Runtime tensors made inside die at the end of the block, and their heap space is
+        reclaimed once the tasks using them have run."""
+        self._check_active("rt.scope()")
+        fr = self._open()
+        try:
+            yield
+        except BaseException:
+            if self._frames and self._frames[-1] is fr:
+                self._close(fr, "the run failed")
+            raise
+        self._close(fr, "its scope ended")
+
+    # -- tensors ---------------------------------------------------------------------------------
+    def make_tensor(self, shape: Any, dtype: Any = np.float32) -> Tensor:
+        """A runtime tensor; it gets GM from the heap ring when the first task that writes it
+        (``Out``) is submitted, and lives until the end of the current scope."""
+        self._check_active("rt.make_tensor()")
+        shape = check_shape(shape, "rt.make_tensor(shape=...)")
+        dt = check_dtype(dtype, "rt.make_tensor(dtype=...)")
+        fr = self._frames[-1]
+        buf = Buffer(self._dev, int(np.prod(shape)) * dt.itemsize, None, True, fr)
+        fr.buffers.append(buf)
+        return Tensor.whole(buf, shape, dt)
+
+    def alloc_tensors(self, *specs: Any) -> list[Tensor]:
+        """Allocate runtime tensors with a builtin task that completes without a worker.
+
+        Each spec is ``(shape, dtype)`` or an unwritten runtime tensor. The tensors count as
+        written (their contents are undefined), so later tasks may take them ``InOut``."""
+        self._check_active("rt.alloc_tensors()")
+        if not specs:
+            raise ValueError("rt.alloc_tensors(): give at least one (shape, dtype) or runtime tensor")
+        ts = []
+        for i, s in enumerate(specs):
+            if isinstance(s, Tensor):
+                t = s
+            elif isinstance(s, tuple) and len(s) == 2:
+                t = self.make_tensor(*s)
+            else:
+                raise TypeError(f"rt.alloc_tensors(): spec {i} must be (shape, dtype) or a runtime "
+                                f"tensor, got {s!r}")
+            ts.append(t)
+        if len(ts) > L.MAX_TENSORS:
+            raise ValueError(f"rt.alloc_tensors(): {len(ts)} tensors; at most {L.MAX_TENSORS}")
+        args = [Out(t) for t in ts]
+        new = self._check_tensors(args, "rt.alloc_tensors()")
+        if len(new) != len(ts):
+            raise ValueError("rt.alloc_tensors(): every tensor must be a whole runtime tensor "
+                             "not yet written (and given once)")
+        self._w.write(L.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
+                      "rt.alloc_tensors()")
+        return ts
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def submit(self, kernel: Kernel, *args: Any) -> int:
+        """Submit a task: tensor arguments (In/Out/InOut) first, then scalars. Returns its id."""
+        k = self._kidx.get(kernel) if isinstance(kernel, Kernel) else None
+        if k is None:
+            self._bad_kernel(kernel)
+        what = f"rt.submit({kernel.name})"
+        if not self.active:
+            self._check_active(what)
+        nt = 0
+        for a in args:
+            if isinstance(a, Arg):
+                nt += 1
+            else:
+                break
+        tensors = args[:nt]
+        scalars = args[nt:]
+        if nt > L.MAX_TENSORS:
+            raise ValueError(f"{what}: {nt} tensor arguments; at most {L.MAX_TENSORS}")
+        for i, s in enumerate(scalars):
+            if isinstance(s, Arg):
+                raise TypeError(f"{what}: tensor argument {nt + i} ({s!r}) comes after a scalar; "
+                                "put all In/Out/InOut tensors before the scalars")
+            if isinstance(s, Tensor):
+                raise TypeError(f"{what}: argument {nt + i} is a bare Tensor; wrap it in In(), "
+                                "Out() or InOut() to say how the kernel uses it")
+        new = self._check_tensors(tensors, what)
+        tid = self._w.write(L.KIND_TASK, k, kernel.shape, tensors, scalars,
+                            self._frames[-1].depth, new, what)
+        self.tasks += 1
+        return tid
+
+    def synchronize(self) -> None:
+        """Wait until every task submitted so far has finished."""
+        self._check_active("rt.synchronize()")
+        self._dev._wait_completed()
+
+    # -- checks ----------------------------------------------------------------------------------
+    def _check_active(self, what: str) -> None:
+        if not self.active:
+            raise RuntimeError(f"{what} called outside dev.run(...): the orchestration API is only "
+                               "usable while its run is in progress")
+
+    def _bad_kernel(self, kernel: Any) -> None:
+        if isinstance(kernel, Kernel):
+            loaded = ", ".join(sorted(k.name for k in self._kidx)) or "none"
+            raise ValueError(f"rt.submit(): kernel {kernel.name} is not loaded on this device; "
+                             f"pass it (or its module name) in Device(kernels=[...]). Loaded: {loaded}")
+        raise TypeError(f"rt.submit(): the first argument must be a kernel registered with "
+                        f"@kernel(...), got {type(kernel).__name__} {kernel!r}")
+
+    def _check_tensors(self, args: tuple | list, what: str) -> list[Buffer]:
+        """Validate the tensor arguments; return the runtime buffers this task writes first."""
+        new: list[Buffer] = []
+        dev = self._dev
+        for i, a in enumerate(args):
+            t = a.tensor
+            b = t.buf
+            if not b.alive:
+                raise ValueError(f"{what}: tensor argument {i} ({t!r}) is no longer valid: "
+                                 f"{b.why_dead}")
+            if b.device is not dev:
+                raise ValueError(f"{what}: tensor argument {i} belongs to another device")
+            if b.gm is None:
+                if a.dir != L.DIR_OUT:
+                    raise ValueError(
+                        f"{what}: tensor argument {i} is {type(a).__name__}({t!r}) but no earlier "
+                        "task has written this runtime tensor, so there is nothing to read; the "
+                        "first task to use it must take it as Out (or allocate it with "
+                        "rt.alloc_tensors)")
+                if b not in new:
+                    new.append(b)
+        return new

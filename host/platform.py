@@ -1,0 +1,92 @@
+"""What kind of device to emulate: number of blocks and the sizes of the runtime's rings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An emulated chip.
+
+    blocks          clusters of 1 AIC + 2 AIV cores (a2a3: up to 24, so 72 worker processes)
+    task_window     task ring slots (power of two); the host blocks when it is full
+    heap_bytes      heap ring for runtime tensors (rt.make_tensor)
+    gm_bytes        room for host tensors (dev.empty / dev.to_device); None: most of /dev/shm.
+                    Pages are only used once written, so a large value costs nothing up front.
+    mailbox_depth   tasks queued per core (2 lets a worker find its next task without a wake-up)
+    spin_us         how long an idle process yield-spins before it blocks on its semaphore
+    stall_timeout   seconds without any progress before a run fails with DeadlockError
+    max_blocks      the chip's limit on ``blocks``
+    """
+
+    blocks: int = 24
+    task_window: int = 4096
+    heap_bytes: int = 256 * MiB
+    gm_bytes: int | None = None
+    mailbox_depth: int = 2
+    spin_us: float = 30.0
+    stall_timeout: float = 60.0
+    max_blocks: int = 24
+    name: str = "a2a3"
+
+    def __post_init__(self) -> None:
+        def need_int(field: str, lo: int, hi: int | None = None) -> None:
+            v = getattr(self, field)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"Platform({field}=...) must be an int, got {type(v).__name__}")
+            if v < lo or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+                raise ValueError(f"Platform({field}={v}): expected {rng}"
+                                 + (f" for the {self.name} preset" if field == "blocks" else ""))
+        need_int("max_blocks", 1)
+        need_int("blocks", 1, self.max_blocks)
+        need_int("task_window", 2)
+        if self.task_window & (self.task_window - 1):
+            p = 1 << (self.task_window - 1).bit_length()
+            raise ValueError(f"Platform(task_window={self.task_window}): must be a power of two "
+                             f"(e.g. {p})")
+        need_int("heap_bytes", 4096)
+        if self.gm_bytes is not None:
+            need_int("gm_bytes", 4096)
+        need_int("mailbox_depth", 1, 7)
+        for f in ("spin_us", "stall_timeout"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"Platform({f}={v!r}): expected a number >= 0")
+
+    @property
+    def cores(self) -> int:
+        return 3 * self.blocks
+
+    def replace(self, **changes: object) -> Platform:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def a2a3(cls, blocks: int = 24, **kw: object) -> Platform:
+        """The a2a3 chip: 24 blocks (72 cores), task window 4096, 256 MiB heap."""
+        return cls(blocks=blocks, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def tiny(cls, blocks: int = 1, **kw: object) -> Platform:
+        """A small device for tests and debugging: tiny rings so back-pressure happens early."""
+        kw = {"task_window": 64, "heap_bytes": 1 * MiB, **kw}
+        return cls(blocks=blocks, name="tiny", **kw)  # type: ignore[arg-type]
+
+    def host_bytes(self) -> int:
+        if self.gm_bytes is not None:
+            return self.gm_bytes
+        try:
+            st = os.statvfs("/dev/shm")
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = 4 * GiB
+        return max(64 * MiB, int(free * 0.75) - self.heap_bytes) // 4096 * 4096
+
+
+PRESETS = {"a2a3": Platform.a2a3, "tiny": Platform.tiny}

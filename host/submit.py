@@ -1,0 +1,227 @@
+"""Writing task records: the host end of the task ring and of the heap ring.
+
+    rt.submit(kernel, In(a), Out(t), 3, 0.5)
+      1. ring slot     wait until task id - RETIRED < window (back-pressure; wakes at a low-water
+                       mark so the host is not woken once per freed slot)
+      2. scalars       tags + values into the slot (may raise: nothing is published yet)
+      3. heap          place every runtime tensor this task writes first (wait for HEAP_TAIL)
+      4. tensors       16 precomputed words per argument (Tensor.packed)
+      5. publish       header, HEAD = tid + 1, post the scheduler's semaphore
+
+Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
+submission order.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+
+from device import layout as L
+from host.channel import Channel
+from host.errors import DeviceMemoryError
+from host.gm import HeapRing
+from host.launch import DeviceProcesses
+from host.tensor import Arg, Buffer
+
+HDR = struct.Struct("12q")
+ARG = struct.Struct(f"{L.ARG_WORDS}q")
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+class TaskWriter:
+    def __init__(self, procs: DeviceProcesses, channel: Channel | None) -> None:
+        lay = self.lay = procs.layout
+        self.ch = channel
+        self.q = procs.q
+        self.raw = procs.ctrl.buf                  # bytes
+        self.f = procs.ctx.f
+        self.i64 = np.ndarray((lay.words,), np.int64, self.raw)
+        self.f64 = np.ndarray((lay.words,), np.float64, self.raw)
+        self.window = lay.window
+        self.lowwater = max(1, lay.window // 4)
+        self.next_tid = 0
+        self.retired = 0                           # cached RETIRED
+        self.heap = HeapRing(procs.heap_base, procs.platform.heap_bytes)
+        self.heap_tail = 0                         # cached HEAP_TAIL
+        self.g_head = lay.g(L.G_HEAD)
+        self.g_retired = lay.g(L.G_RETIRED)
+        self.g_tail = lay.g(L.G_HEAP_TAIL)
+        self.g_error = lay.g(L.G_ERROR)
+        self.sched_sem = procs.ctx.sched_sem
+        self.scopes: list[list[int]] = []          # open scopes: [depth, first task id]
+        self.submitted = 0
+        self.submit_ns = 0
+
+    # -- ring space ------------------------------------------------------------------------------
+    def _ring_slot(self) -> int:
+        tid = self.next_tid
+        if tid - self.retired >= self.window:
+            q = self.q
+            self.retired = q[self.g_retired]
+            if tid - self.retired >= self.window:
+                need = tid - self.window + 1
+                g = self.g_retired
+
+                def ready() -> bool:
+                    return q[g] >= need
+                self.ch.wait(L.WAIT_RETIRED, need + self.lowwater - 1, ready,
+                             f"waiting for a task ring slot for task {tid}", self._ring_deadlock)
+                self.retired = q[g]
+        return self.lay.rec(tid)
+
+    def _holding_scope(self, tid: int) -> list[int] | None:
+        """The open scope whose end the (unretired) task ``tid`` waits for, if any."""
+        r = self.lay.rec(tid)
+        depth = self.q[r + L.H_DEPTH]
+        for sc in self.scopes:
+            if sc[0] == depth and tid >= sc[1]:
+                return sc
+        return None
+
+    def _ring_deadlock(self) -> str:
+        oldest = self.q[self.g_retired]
+        sc = self._holding_scope(oldest)
+        where = (f"the scope opened at task {sc[1]} (depth {sc[0]}) that the orchestration is still in"
+                 if sc else "scopes the orchestration has not ended")
+        n = self.next_tid - (sc[1] if sc else oldest)
+        fix = 1 << (n + 2).bit_length()
+        return (f"scope deadlock: the task ring is full ({self.window} slots) and its oldest task "
+                f"{oldest} cannot retire before {where} ends; that scope holds {n} tasks. Split it "
+                f"into smaller rt.scope() blocks, or raise Platform(task_window=...) to at least {fix}.")
+
+    # -- heap space ------------------------------------------------------------------------------
+    def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> int:
+        """Give every buffer in ``bufs`` its heap space (all in one bump); returns the new head."""
+        heap = self.heap
+        sizes = [b.nbytes for b in bufs]
+        total = sum(-(-n // 1024) * 1024 for n in sizes)
+        if total > heap.size:
+            raise DeviceMemoryError(
+                f"{what}: the runtime tensors this task writes first need {_fmt_bytes(total)} of "
+                f"heap, but the heap ring is {_fmt_bytes(heap.size)}; raise "
+                f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (2 * total - 1).bit_length())}")
+        start, end = heap.place(total)
+        need = heap.needed_tail(end)
+        if self.heap_tail < need:
+            q, g = self.q, self.g_tail
+            self.heap_tail = q[g]
+            if self.heap_tail < need:
+                def ready() -> bool:
+                    return q[g] >= need
+
+                def deadlock() -> str:
+                    held = heap.head - q[g]
+                    fix = 1 << (held + total).bit_length()
+                    return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but "
+                            f"{_fmt_bytes(held)} of the {_fmt_bytes(heap.size)} heap ring is held by "
+                            "runtime tensors of scopes that are still open. End scopes sooner "
+                            f"(rt.scope() per step), or raise Platform(heap_bytes=...) to at least "
+                            f"{_fmt_bytes(fix)}.")
+                self.ch.wait(L.WAIT_HEAP, need, ready, f"waiting for {_fmt_bytes(total)} of heap",
+                             deadlock)
+                self.heap_tail = q[g]
+        off = start
+        for b, n in zip(bufs, sizes):
+            b.gm = heap.gm_offset(off)
+            b.owner = tid
+            off += -(-n // 1024) * 1024
+        heap.head = end
+        return end
+
+    # -- records ---------------------------------------------------------------------------------
+    def write(self, kind: int, k: int, shape: int, args: list[Arg], scalars: tuple | list,
+              depth: int, new: list[Buffer] | None, what: str, aux: int = 0) -> int:
+        """Write one record and publish it; returns its task id."""
+        if self.q[self.g_error]:
+            self.ch.check_error()
+        t0 = time.perf_counter_ns()
+        r = self._ring_slot()
+        tid = self.next_tid
+        nvals = self._scalars(r, scalars, what) if scalars else 0
+        flags = 0
+        if new:
+            self._place(new, tid, what, depth)
+            flags = L.FLAG_HEAP
+        raw = self.raw
+        pack = ARG.pack_into
+        a = (r + L.ARGS_OFF) * 8
+        for x in args:
+            pack(raw, a, *x.tensor.packed(x.dir))
+            a += L.ARG_WORDS * 8
+        HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags,
+                      self.heap.head, t0, nvals, aux)
+        self.next_tid = tid + 1
+        self.publish(tid, r)
+        self.submitted += 1
+        self.submit_ns += time.perf_counter_ns() - t0
+        return tid
+
+    def publish(self, tid: int, r: int) -> None:
+        """Hand the record to the scheduler."""
+        self.q[self.g_head] = tid + 1
+        self.sched_sem.release()
+
+    def _scalars(self, r: int, scalars: tuple | list, what: str) -> int:
+        """Encode scalars into the record at word r; returns the number of value words used."""
+        if len(scalars) > L.MAX_SCALARS:
+            raise ValueError(f"{what}: {len(scalars)} scalar arguments; at most {L.MAX_SCALARS}")
+        q, f, raw = self.q, self.f, self.raw
+        tb = (r + L.TAGS_OFF) * 8
+        v0 = v = r + L.VALUES_OFF
+        vend = v0 + L.VALUE_WORDS
+        for j, x in enumerate(scalars):
+            t = type(x)
+            if v >= vend:
+                raise ValueError(f"{what}: the scalars need more than {L.VALUE_WORDS} words "
+                                 f"(arrays count their length + 1); pass fewer or smaller arrays")
+            if t is int or (isinstance(x, np.integer) and t is not bool):
+                x = int(x)
+                if not INT64_MIN <= x <= INT64_MAX:
+                    raise ValueError(f"{what}: scalar argument {j} = {x} does not fit in int64")
+                raw[tb + j] = L.TAG_INT
+                q[v] = x
+                v += 1
+            elif t is float or isinstance(x, np.floating):
+                raw[tb + j] = L.TAG_FLOAT
+                f[v] = float(x)
+                v += 1
+            elif t is bool or t is np.bool_:
+                raw[tb + j] = L.TAG_BOOL
+                q[v] = int(x)
+                v += 1
+            elif isinstance(x, (np.ndarray, list, tuple)):
+                arr = self._scalar_array(x, j, what)
+                n = arr.shape[0]
+                if v + 1 + n > vend:
+                    raise ValueError(f"{what}: scalar argument {j} (an array of {n}) does not fit: "
+                                     f"scalars may take {L.VALUE_WORDS} words in all")
+                raw[tb + j] = L.TAG_ARRAY + L.DTYPE_CODE[arr.dtype]
+                q[v] = n
+                (self.f64 if arr.dtype.kind == "f" else self.i64)[v + 1:v + 1 + n] = arr
+                v += 1 + n
+            else:
+                raise TypeError(f"{what}: scalar argument {j} has type {t.__name__}; expected int, "
+                                "float, bool or a small 1-D int/float array (tensors must be wrapped "
+                                "in In/Out/InOut and come before the scalars)")
+        return v - v0
+
+    @staticmethod
+    def _scalar_array(x: object, j: int, what: str) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in L.DTYPE_CODE:
+            raise TypeError(f"{what}: scalar argument {j} is an array of shape {arr.shape} dtype "
+                            f"{arr.dtype}; scalar arrays must be 1-D int or float")
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > INT64_MAX:
+            raise ValueError(f"{what}: scalar argument {j} has uint64 values beyond int64")
+        return arr

@@ -1,0 +1,252 @@
+"""Device tensors as the orchestration sees them, and the In / Out / InOut direction markers.
+
+    Buffer  one allocation in GM: a host tensor (dev.empty / dev.to_device, lives until freed)
+            or a runtime tensor (rt.make_tensor: no address until the first task that writes it
+            is submitted, then a slice of the heap ring, reclaimed when that task retires)
+    Tensor  a view of a buffer: a box in the buffer's coordinate system
+              sys    (origin, shape, strides) -- the base layout, or the layout a reshape made
+              box    start and extent per dimension of sys
+              drop   dimensions indexed away by an integer (extent 1, not shown to the kernel)
+
+Slicing (step 1) and ``view(shape, offsets)`` make sub-boxes; ``reshape`` of a contiguous view
+starts a new coordinate system over the same bytes. A task record carries, per tensor argument,
+the buffer id, the byte range [lo, hi), the box (for exact overlap of strided views) and the
+kernel-visible layout; ``packed(dir)`` computes those 16 words once per view and direction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from device import layout as L
+from kernels.args import Arg, In, InOut, Out  # noqa: F401  (re-exported)
+
+_ids = itertools.count(1)
+
+
+class Buffer:
+    """One GM allocation. ``gm`` is its byte offset in GM, None until a runtime tensor is written."""
+
+    __slots__ = ("id", "nbytes", "gm", "runtime", "owner", "scope", "alive", "device", "why_dead",
+                 "__weakref__")
+
+    def __init__(self, device: Any, nbytes: int, gm: int | None, runtime: bool, scope: Any = None):
+        self.id = next(_ids)
+        self.nbytes = nbytes
+        self.gm = gm
+        self.runtime = runtime
+        self.owner = -1            # runtime buffers: the task id that allocated it
+        self.scope = scope
+        self.alive = True
+        self.device = device
+        self.why_dead = ""
+
+
+def c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    out, acc = [], itemsize
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(out))
+
+
+def check_dtype(dtype: Any, what: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"{what}: {dtype!r} is not a dtype ({e})") from None
+    if dt not in L.DTYPE_CODE:
+        names = ", ".join(str(d) for d in L.DTYPES)
+        raise TypeError(f"{what}: dtype {dt} cannot live in device memory; expected one of {names}")
+    return dt
+
+
+def check_shape(shape: Any, what: str) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        shape = tuple(int(n) if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else None
+                      for n in shape)
+    except TypeError:
+        raise TypeError(f"{what}: shape must be an int or a tuple of ints, got {shape!r}") from None
+    if None in shape:
+        raise TypeError(f"{what}: shape must contain only ints, got {shape!r}")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{what}: shape {shape} has a negative extent")
+    if len(shape) > L.MAX_DIMS:
+        raise ValueError(f"{what}: shape {shape} has {len(shape)} dimensions; at most {L.MAX_DIMS}")
+    return shape
+
+
+class Tensor:
+    """A view of a device buffer. Make views with ``t[...]`` (integers and step-1 slices),
+    ``t.view(shape, offsets)`` and ``t.reshape(shape)``."""
+
+    __slots__ = ("buf", "dtype", "shape", "_sys", "_start", "_fshape", "_drop", "_packed")
+    is_device_tensor = True
+
+    def __init__(self, buf: Buffer, dtype: np.dtype, sys: tuple, start: tuple, fshape: tuple,
+                 drop: tuple) -> None:
+        self.buf = buf
+        self.dtype = dtype
+        self._sys = sys                 # (origin byte offset in the buffer, shape, strides)
+        self._start = start
+        self._fshape = fshape
+        self._drop = drop
+        self.shape = tuple(n for n, d in zip(fshape, drop) if not d)
+        self._packed: list | None = None
+
+    @classmethod
+    def whole(cls, buf: Buffer, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
+        nd = len(shape)
+        return cls(buf, dtype, (0, shape, c_strides(shape, dtype.itemsize)), (0,) * nd, shape,
+                   (False,) * nd)
+
+    # -- numpy-like attributes -------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def is_runtime(self) -> bool:
+        return self.buf.runtime
+
+    def __repr__(self) -> str:
+        kind = "runtime" if self.buf.runtime else "host"
+        where = "unallocated" if self.buf.gm is None else f"gm+{self.buf.gm + self.lo_rel():#x}"
+        return f"Tensor({self.shape}, {self.dtype}, {kind} buffer {self.buf.id}, {where})"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # -- footprint ------------------------------------------------------------------------------
+    def lo_rel(self) -> int:
+        _, _, strides = self._sys
+        return self._sys[0] + sum(s * st for s, st in zip(self._start, strides))
+
+    def span_rel(self) -> tuple[int, int]:
+        """[lo, hi) of the bytes this view covers, relative to the buffer start."""
+        lo = self.lo_rel()
+        if 0 in self._fshape:
+            return lo, lo
+        strides = self._sys[2]
+        return lo, lo + sum((n - 1) * st for n, st in zip(self._fshape, strides)) + self.dtype.itemsize
+
+    def is_contiguous(self) -> bool:
+        expect = self.dtype.itemsize
+        for n, st in zip(reversed(self._fshape), reversed(self._sys[2])):
+            if n == 1:
+                continue
+            if st != expect:
+                return False
+            expect = st * n
+        return True
+
+    # -- views ----------------------------------------------------------------------------------
+    def _visible(self) -> list[int]:
+        return [d for d, dropped in enumerate(self._drop) if not dropped]
+
+    def __getitem__(self, key: Any) -> Tensor:
+        if not isinstance(key, tuple):
+            key = (key,)
+        vis = self._visible()
+        if sum(k is not Ellipsis for k in key) > len(vis):
+            raise IndexError(f"too many indices for a tensor of shape {self.shape}: {key!r}")
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (len(vis) - len(key) + 1) + key[i + 1:]
+        start, fshape, drop = list(self._start), list(self._fshape), list(self._drop)
+        for d, k in zip(vis, key):
+            n = fshape[d]
+            if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+                k = int(k)
+                if not -n <= k < n:
+                    raise IndexError(f"index {k} is out of bounds for dimension of size {n} "
+                                     f"(tensor shape {self.shape})")
+                start[d] += k % n
+                fshape[d] = 1
+                drop[d] = True
+            elif isinstance(k, slice):
+                b, e, step = k.indices(n)
+                if step != 1:
+                    raise ValueError(f"tensor slicing supports step 1 only, got step {step} in {k!r}")
+                start[d] += b
+                fshape[d] = max(0, e - b)
+            else:
+                raise TypeError(f"tensor index must be an int, a slice or ..., got {type(k).__name__}")
+        return Tensor(self.buf, self.dtype, self._sys, tuple(start), tuple(fshape), tuple(drop))
+
+    def view(self, shape: Any, offsets: Any) -> Tensor:
+        """The sub-box of ``shape`` starting at ``offsets`` (both in this view's dimensions)."""
+        shape = check_shape(shape, "view(shape=...)")
+        offsets = tuple(offsets) if not isinstance(offsets, (int, np.integer)) else (offsets,)
+        if len(shape) != self.ndim or len(offsets) != self.ndim:
+            raise ValueError(f"view(shape={shape}, offsets={offsets}): expected {self.ndim} entries "
+                             f"each, one per dimension of this tensor of shape {self.shape}")
+        key = []
+        for i, (n, o, have) in enumerate(zip(shape, offsets, self.shape)):
+            if not isinstance(o, (int, np.integer)) or o < 0:
+                raise ValueError(f"view(offsets={offsets}): offset {o!r} of dimension {i} must be "
+                                 "an int >= 0")
+            if o + n > have:
+                raise ValueError(f"view(shape={shape}, offsets={offsets}): dimension {i} covers "
+                                 f"[{o}, {o + n}) but the tensor has {have}")
+            key.append(slice(int(o), int(o) + n))
+        return self[tuple(key)]
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """Same bytes, new shape; the view must be contiguous. One extent may be -1."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        shape = tuple(int(n) for n in shape)
+        if shape.count(-1) > 1:
+            raise ValueError(f"reshape{shape}: at most one -1")
+        if -1 in shape:
+            rest = math.prod(n for n in shape if n != -1)
+            if rest == 0 or self.size % rest:
+                raise ValueError(f"reshape{shape}: cannot infer -1 for a tensor of size {self.size}")
+            shape = tuple(self.size // rest if n == -1 else n for n in shape)
+        shape = check_shape(shape, "reshape(shape)")
+        if math.prod(shape) != self.size:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
+                             f"(size {self.size}) into {shape}")
+        if not self.is_contiguous():
+            raise ValueError(f"reshape: the view of shape {self.shape} is not contiguous; "
+                             "reshape the base tensor and slice that instead")
+        nd = len(shape)
+        sys = (self.lo_rel(), shape, c_strides(shape, self.dtype.itemsize))
+        return Tensor(self.buf, self.dtype, sys, (0,) * nd, shape, (False,) * nd)
+
+    # -- record words ---------------------------------------------------------------------------
+    def packed(self, d: int) -> tuple:
+        """The 16 record words of this view as argument direction ``d`` (buffer must be placed)."""
+        p = self._packed
+        if p is None:
+            p = self._packed = [None, None, None, None]
+        w = p[d]
+        if w is None:
+            buf = self.buf
+            lo, hi = self.span_rel()
+            g = buf.gm
+            nd = len(self._fshape)
+            drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
+            meta = (d | (L.META_CONTIG if self.is_contiguous() else 0) | L.DTYPE_CODE[self.dtype] << 8
+                    | nd << 16 | drop << 20)
+            pad = (0,) * (L.MAX_DIMS - nd)
+            w = p[d] = ((buf.id, meta, lo + g, hi + g, buf.owner, self._sys[0] + g)
+                        + self._fshape + pad + self._sys[2] + pad)
+        return w

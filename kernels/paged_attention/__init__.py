@@ -1,0 +1,33 @@
+"""Decode paged attention (a2a3 ``paged_attention_unroll``): kernels, golden, cases.
+
+    kernels.py   QK (AIC), SF (AIV), PV (AIC), UP (AIV), HUB (AIV) — numpy, in-place outputs
+    tiling.py    head tiles and KV chunks of a sequence (block ids, valid_len_last, is_first/last)
+    golden.py    independent vectorised numpy model of the chunked online-softmax recurrence
+    cases.py     CASES (small, Case1-3, edge cases) and generate_inputs
+    bench.py     per-kernel timings: ``python -m kernels.paged_attention.bench``
+"""
+
+from kernels.paged_attention.cases import CASES, case_params, generate_inputs, input_specs
+from kernels.paged_attention.golden import golden
+from kernels.paged_attention.kernels import hub, pv, qk, sf, up
+from kernels.paged_attention.tiling import Chunk, chunks, head_tiles, num_blocks, q_tile_size
+
+# orchestrate: added by the runtime engineer (orchestration.py)
+
+__all__ = [
+    "CASES",
+    "Chunk",
+    "case_params",
+    "chunks",
+    "generate_inputs",
+    "golden",
+    "head_tiles",
+    "hub",
+    "input_specs",
+    "num_blocks",
+    "pv",
+    "q_tile_size",
+    "qk",
+    "sf",
+    "up",
+]

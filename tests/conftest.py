@@ -1,0 +1,59 @@
+"""Shared fixtures. Every test ends with no child process of ours alive and no ptoemu segment of
+this process left in /dev/shm (checked after each test, not assumed)."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from host import Device, Platform
+
+
+def our_segments() -> list[str]:
+    prefix = f"ptoemu-{os.getpid()}-"
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
+
+
+def live_children() -> list[psutil.Process]:
+    """Child processes, except the multiprocessing resource tracker (one per test session)."""
+    out = []
+    for c in psutil.Process().children(recursive=True):
+        try:
+            if c.status() == psutil.STATUS_ZOMBIE:
+                out.append(c)
+                continue
+            if any("resource_tracker" in part for part in c.cmdline()):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        out.append(c)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    before = {c.pid for c in live_children()}
+    yield
+    left = [c for c in live_children() if c.pid not in before]
+    segs = our_segments()
+    for c in left:
+        c.kill()
+    assert not left, f"test left child processes behind: {[c.pid for c in left]}"
+    assert not segs, f"test left shared-memory segments behind: {segs}"
+
+
+@pytest.fixture
+def make_device():
+    """Factory: make_device(platform=None, kernels=..., **kw) -> Device, closed at teardown."""
+    made: list[Device] = []
+
+    def make(platform: Platform | None = None, kernels=(), **kw) -> Device:
+        dev = Device(platform or Platform(blocks=1), kernels=kernels, **kw)
+        made.append(dev)
+        return dev
+
+    yield make
+    for d in made:
+        d.close()

@@ -1,0 +1,65 @@
+"""Deterministic kernels for runtime tests (integer arithmetic, so results compare bit for bit)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels import AIC, AIV, Mixed, kernel
+
+MOD = 1_000_003
+
+
+def _mix_body(args):
+    *tensors, dirs, salt = args
+    acc = int(salt)
+    for i, (t, d) in enumerate(zip(tensors, dirs)):
+        if d != 2:                                   # In or InOut: read
+            acc = (acc * 31 + int(t.astype(np.int64).sum()) * (i + 1)) % MOD
+    for i, (t, d) in enumerate(zip(tensors, dirs)):
+        if d == 2:                                   # Out: write everything, read nothing
+            t[...] = (acc + np.arange(t.size, dtype=np.int64).reshape(t.shape) * (i + 7)) % MOD
+        elif d == 3:                                 # InOut: read then write
+            t[...] = (t.astype(np.int64) * 3 + acc + i) % MOD
+
+
+@kernel(AIV)
+def mix(*args):
+    """Tensors, then scalars: ``dirs`` (int array, 1 In / 2 Out / 3 InOut per tensor) and ``salt``."""
+    _mix_body(args)
+
+
+@kernel(AIC)
+def mix_cube(*args):
+    _mix_body(args)
+
+
+mix_block = kernel(Mixed(aic=lambda *a: None, aiv0=lambda *a: _mix_body(a)), name="testkernels.mix_block")
+
+
+@kernel(AIV)
+def noop(*args):
+    pass
+
+
+@kernel(AIV)
+def fail(x, msg):
+    raise ValueError(f"kernel failed on purpose: {msg}")
+
+
+@kernel(AIV)
+def echo_scalars(out, *scalars):
+    """Write repr of the scalars (types and values) into a uint8 tensor."""
+    text = repr([(type(s).__name__, s.dtype.name if isinstance(s, np.ndarray) else None,
+                  s.tolist() if isinstance(s, np.ndarray) else s) for s in scalars]).encode()
+    out[:len(text)] = np.frombuffer(text, np.uint8)
+    out[len(text):] = 0
+
+
+@kernel(AIV)
+def fill(out, value):
+    out[...] = value
+
+
+@kernel(AIV)
+def add_into(x, acc):
+    np.add(acc, x, out=acc)
