@@ -290,6 +290,12 @@ class Device:
             self.close()
 
     # -- reporting -------------------------------------------------------------------------------
+    def progress(self) -> tuple[int, int]:
+        """(records finished, records submitted) so far -- safe to call from another thread."""
+        if self._closed:
+            return (0, 0)
+        return self._engine.finished(), self._writer.next_tid
+
     def stats(self) -> Stats:
         """Task counts per kernel, runtime (builtin) tasks, per-phase times, last run's rate."""
         self._check_open("dev.stats()")

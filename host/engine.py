@@ -64,6 +64,9 @@ class ProcessEngine:
     def outstanding(self) -> bool:
         return self.writer.next_tid != self._g(L.G_COMPLETED)
 
+    def finished(self) -> int:
+        return self._g(L.G_COMPLETED)
+
     def wait_for(self, counter: int, kind: int, what: str) -> None:
         """Wait until the global ``counter`` reaches the last submitted task."""
         q, g = self.procs.q, self.lay.g(counter)
@@ -180,6 +183,9 @@ class InlineEngine:
 
     def outstanding(self) -> bool:
         return False
+
+    def finished(self) -> int:
+        return self.writer.next_tid
 
     def wait_completed(self) -> None:
         pass

@@ -8,6 +8,7 @@
                                             hold on their writers is dropped (a scope-end record)
            rt.alloc_tensors(...)            a builtin task: allocates, completes without a worker
            rt.synchronize()                 wait for everything submitted so far
+           rt.read(t)                       a tensor's values (block tables, lengths, ...)
 
 Checks happen before anything is written, so a rejected submit leaves the run as it was.
 """
@@ -161,6 +162,12 @@ class Runtime:
         """Wait until every task submitted so far has finished."""
         self._check_active("rt.synchronize()")
         self._dev._wait_completed()
+
+    def read(self, tensor: Tensor) -> np.ndarray:
+        """A numpy copy of a tensor's current values, as the orchestration (the AICPU) reads GM:
+        waits for the tasks submitted so far if any are still running."""
+        self._check_active("rt.read()")
+        return self._dev.to_host(tensor)
 
     # -- checks ----------------------------------------------------------------------------------
     def _check_active(self, what: str) -> None:

@@ -3,6 +3,7 @@
     kernels.py   QK (AIC), SF (AIV), PV (AIC), UP (AIV), HUB (AIV) — numpy, in-place outputs
     tiling.py    head tiles and KV chunks of a sequence (block ids, valid_len_last, is_first/last)
     golden.py    independent vectorised numpy model of the chunked online-softmax recurrence
+    orchestration.py   orchestrate(rt, ...) in the hub / first_output / alloc variants, load_case
     cases.py     CASES (small, Case1-3, edge cases) and generate_inputs
     bench.py     per-kernel timings: ``python -m kernels.paged_attention.bench``
 """
@@ -10,9 +11,8 @@
 from kernels.paged_attention.cases import CASES, case_params, generate_inputs, input_specs
 from kernels.paged_attention.golden import golden
 from kernels.paged_attention.kernels import hub, pv, qk, sf, up
+from kernels.paged_attention.orchestration import VARIANTS, expected_tasks, load_case, orchestrate
 from kernels.paged_attention.tiling import Chunk, chunks, head_tiles, num_blocks, q_tile_size
-
-# orchestrate: added by the runtime engineer (orchestration.py)
 
 __all__ = [
     "CASES",
@@ -30,4 +30,8 @@ __all__ = [
     "qk",
     "sf",
     "up",
+    "orchestrate",
+    "load_case",
+    "expected_tasks",
+    "VARIANTS",
 ]

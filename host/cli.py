@@ -1,0 +1,171 @@
+"""The ``ptoemu`` command.
+
+    ptoemu paged-attention [--case Case1] [--variant first_output] [--unroll 64] [--blocks 24] ...
+    ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,24] [--json FILE]
+    ptoemu cases           list the paged-attention cases
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _progress(dev, label: str, stop: threading.Event, total: int | None = None) -> None:
+    """A one-line progress display of finished/submitted records while a run is going."""
+    if not sys.stderr.isatty():
+        return
+    t0 = time.perf_counter()
+    while not stop.wait(0.2):
+        done, sub = dev.progress()
+        tot = total or sub
+        frac = done / tot if tot else 0.0
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r  {label} [{bar:<30}] {done}/{tot} records  {time.perf_counter() - t0:5.1f} s")
+        sys.stderr.flush()
+    sys.stderr.write("\r" + " " * 100 + "\r")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_paged_attention(a: argparse.Namespace) -> int:
+    import kernels.paged_attention as pa
+    from host import Device, Platform
+
+    params = dict(pa.case_params(a.case))
+    for key, val in (("batch", a.batch), ("num_heads", a.heads), ("head_dim", a.head_dim),
+                     ("block_size", a.block_size), ("context_len", a.context_len)):
+        if val is not None:
+            params[key] = val
+    unroll = a.unroll if a.unroll is not None else params.get("unroll", 64)
+    variants = pa.VARIANTS if a.variant == "all" else (a.variant,)
+    platform = Platform(blocks=a.blocks)
+    ok = True
+    _say(f"case {a.case}: batch {params['batch']}, heads {params['num_heads']}, head_dim "
+         f"{params['head_dim']}, block_size {params['block_size']}, context {params['context_len']}, "
+         f"unroll {unroll}; device {platform.blocks} blocks ({platform.cores} cores)")
+    t0 = time.perf_counter()
+    with Device(platform, kernels=["kernels.paged_attention"], inline=a.inline) as dev:
+        _say(f"  device started in {dev.start_seconds:.2f} s")
+        t1 = time.perf_counter()
+        data = pa.load_case(dev, params, a.seed)
+        kv_mib = (data["key_cache"].nbytes + data["value_cache"].nbytes) / 2**20
+        _say(f"  inputs generated in device memory in {time.perf_counter() - t1:.2f} s "
+             f"(K+V cache {kv_mib:.0f} MiB)")
+        host = data["host"]
+        golden = None
+        if not a.no_check:
+            t2 = time.perf_counter()
+            golden = pa.golden(host["query"], host["key_cache"], host["value_cache"],
+                               host["block_table"], host["context_lens"], data["scale"], unroll=unroll)
+            golden_s = time.perf_counter() - t2
+        for variant in variants:
+            before = dev.stats()
+            stop = threading.Event()
+            th = threading.Thread(target=_progress, args=(dev, variant, stop), daemon=True)
+            th.start()
+            t3 = time.perf_counter()
+            try:
+                shape = dev.run(pa.orchestrate, data["query"], data["key_cache"], data["value_cache"],
+                                data["block_table"], data["context_lens"], data["out"],
+                                scale=data["scale"], variant=variant, unroll=unroll)
+            finally:
+                stop.set()
+                th.join()
+            run_s = time.perf_counter() - t3
+            after = dev.stats()
+            counts = {k: v["tasks"] - before["kernels"].get(k, {}).get("tasks", 0)
+                      for k, v in after["kernels"].items()}
+            counts = {k.rsplit(".", 1)[-1]: n for k, n in counts.items() if n}
+            worker = sum(counts.values())
+            runtime = after.runtime_tasks - before.runtime_tasks
+            _say(f"variant {variant}: {shape['groups']} groups, {shape['chunks']} chunks")
+            _say(f"  tasks submitted: {worker} worker tasks ("
+                 + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+                 + f") + {runtime} runtime (alloc) tasks")
+            _say(f"  device run: {run_s:.3f} s ({worker / run_s:,.0f} tasks/s)")
+            if golden is not None:
+                res = dev.to_host(data["out"])
+                err = np.abs(res - golden)
+                rel = err / np.maximum(np.abs(golden), 1e-12)
+                passed = bool(np.allclose(res, golden, rtol=1e-3, atol=1e-3))
+                ok &= passed
+                _say(f"  golden: {golden_s:.3f} s; device/golden time {run_s / golden_s:.2f}x")
+                _say(f"  max abs error {err.max():.3e}, max rel error {rel.max():.3e} "
+                     f"(rtol = atol = 1e-3): {'PASS' if passed else 'FAIL'}")
+    _say(f"total {time.perf_counter() - t0:.1f} s")
+    return 0 if ok else 1
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from host import bench
+    if a.what == "dispatch":
+        blocks = [int(x) for x in a.blocks.split(",")]
+        _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
+        r = bench.run_dispatch(blocks, a.tasks, a.rounds, log=_say)
+        _say(bench.format_dispatch(r))
+        if a.json:
+            bench.write_json(r, a.json)
+            _say(f"results written to {a.json}")
+        return 0
+    raise SystemExit(f"unknown benchmark {a.what!r}")
+
+
+def cmd_cases(a: argparse.Namespace) -> int:
+    import kernels.paged_attention as pa
+    for name, p in pa.CASES.items():
+        _say(f"{name:<18} " + ", ".join(f"{k}={v}" for k, v in p.items()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptoemu", description="An emulated Ascend a2a3 device in processes.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pa = sub.add_parser("paged-attention", help="run the decode paged-attention pipeline and check it")
+    pa.add_argument("--case", default="Case1", help="case name (see `ptoemu cases`; default Case1)")
+    pa.add_argument("--variant", default="first_output", choices=["hub", "first_output", "alloc", "all"])
+    pa.add_argument("--unroll", type=int, default=None, help="KV blocks per chunk (N_UNROLL; default 64)")
+    pa.add_argument("--blocks", type=int, default=24, help="device blocks (1 AIC + 2 AIV each)")
+    pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--batch", type=int)
+    pa.add_argument("--heads", type=int)
+    pa.add_argument("--head-dim", type=int)
+    pa.add_argument("--block-size", type=int)
+    pa.add_argument("--context-len", type=lambda s: [int(x) for x in s.split(",")] if "," in s else int(s),
+                    help="tokens per sequence, or a comma-separated list (per sequence)")
+    pa.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    pa.add_argument("--no-check", action="store_true", help="skip the golden comparison")
+    pa.set_defaults(fn=cmd_paged_attention)
+
+    b = sub.add_parser("bench", help="throughput benchmarks")
+    b.add_argument("what", choices=["dispatch"])
+    b.add_argument("--tasks", type=int, default=20000)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--blocks", default="1,24", help="comma-separated device sizes")
+    b.add_argument("--json", help="write results as JSON to this file")
+    b.set_defaults(fn=cmd_bench)
+
+    c = sub.add_parser("cases", help="list the paged-attention cases")
+    c.set_defaults(fn=cmd_cases)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The paged-attention orchestration, in its three variants, and loading a case onto a device.
+
+    for each sequence b, head tile (h0, qt):              one scope per group (as the reference)
+        accumulators mi_acc (qt,), li_acc (qt,), oi_acc (qt, D) fp32
+            hub:           HUB task writes them (Out); every UP takes them InOut
+            first_output:  no extra task: the first UP takes them Out, later UPs InOut
+            alloc:         rt.alloc_tensors -- a runtime task that completes without a worker
+        for each chunk of up to ``unroll`` KV blocks (block ids travel as a scalar array):
+            QK  In(q tile), In(key_cache)        -> Out(sij)
+            SF  In(sij)                          -> Out(pij), Out(mi), Out(li)
+            PV  In(pij), In(value_cache)         -> Out(oi_new)
+            UP  In(mi, li, oi_new), accumulators, InOut(out tile); writes out on the last chunk
+
+Groups are independent; chunks of a group chain through the accumulators. ``first_output`` and
+``alloc`` submit exactly one worker task fewer per group than ``hub``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kernels.args import In, InOut, Out
+from kernels.paged_attention.cases import generate_inputs
+from kernels.paged_attention.kernels import hub, pv, qk, sf, up
+from kernels.paged_attention.tiling import chunks, head_tiles
+
+VARIANTS = ("hub", "first_output", "alloc")
+F32 = np.dtype(np.float32)
+
+
+def _values(rt: Any, x: Any) -> np.ndarray:
+    """Host values of a small index tensor (block table, context lengths): a numpy array as is,
+    a device tensor read back (the orchestration runs on the host, like the AICPU reads GM)."""
+    if isinstance(x, np.ndarray):
+        return x
+    return rt.read(x)
+
+
+def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_table: Any,
+                context_lens: Any, out: Any, *, scale: float, variant: str = "first_output",
+                unroll: int = 64) -> dict[str, int]:
+    """Submit the decode paged-attention pipeline. Returns the number of groups and chunks."""
+    if variant not in VARIANTS:
+        raise ValueError(f"orchestrate(variant={variant!r}): expected one of {', '.join(VARIANTS)}")
+    if not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"orchestrate(unroll={unroll!r}): expected an int >= 1")
+    batch, heads, head_dim = query.shape
+    block_size = key_cache.shape[1]
+    if out.shape != (batch * heads, head_dim):
+        raise ValueError(f"orchestrate: out has shape {out.shape}, expected {(batch * heads, head_dim)}")
+    bt = _values(rt, block_table)
+    ctx = _values(rt, context_lens)
+    pdt = query.dtype
+    groups = nchunks = 0
+    for b in range(batch):
+        seq_chunks = chunks(int(ctx[b]), block_size, unroll)
+        for h0, qt in head_tiles(heads):
+            groups += 1
+            with rt.scope():
+                qi = query[b, h0:h0 + qt]
+                out_t = out[b * heads + h0:b * heads + h0 + qt]
+                specs = (((qt,), F32), ((qt,), F32), ((qt, head_dim), F32))
+                if variant == "alloc":
+                    mi_acc, li_acc, oi_acc = rt.alloc_tensors(*specs)
+                else:
+                    mi_acc, li_acc, oi_acc = (rt.make_tensor(*s) for s in specs)
+                if variant == "hub":
+                    rt.submit(hub, Out(mi_acc), Out(li_acc), Out(oi_acc))
+                for ch in seq_chunks:
+                    nchunks += 1
+                    width = ch.n_blocks * block_size
+                    ids = bt[b, ch.first_block:ch.first_block + ch.n_blocks]
+                    sij = rt.make_tensor((qt, width), F32)
+                    rt.submit(qk, In(qi), In(key_cache), Out(sij), ids)
+                    pij = rt.make_tensor((qt, width), pdt)
+                    mi = rt.make_tensor((qt,), F32)
+                    li = rt.make_tensor((qt,), F32)
+                    rt.submit(sf, In(sij), Out(pij), Out(mi), Out(li), float(scale),
+                              ch.valid_len_last, ch.n_blocks)
+                    oi_new = rt.make_tensor((qt, head_dim), F32)
+                    rt.submit(pv, In(pij), In(value_cache), Out(oi_new), ids)
+                    acc = Out if (variant == "first_output" and ch.is_first) else InOut
+                    rt.submit(up, In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
+                              InOut(out_t), ch.is_first, ch.is_last)
+    return {"groups": groups, "chunks": nchunks}
+
+
+def expected_tasks(groups: int, chunks_: int, variant: str) -> dict[str, int]:
+    """Worker and runtime task counts of one orchestration."""
+    worker = 4 * chunks_ + (groups if variant == "hub" else 0)
+    return {"worker": worker, "runtime": groups if variant == "alloc" else 0}
+
+
+def load_case(dev: Any, case: str | dict, seed: int = 0) -> dict[str, Any]:
+    """Generate a case's inputs directly in device memory (no host copy of the KV cache).
+
+    Returns the case parameters, the device tensors (query, key_cache, value_cache, block_table,
+    context_lens), their zero-copy numpy views under ``"host"`` (for the golden), and ``out``."""
+    made: dict[int, Any] = {}
+
+    def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        t = dev.empty(shape, dtype)
+        view = dev.host_view(t)
+        made[id(view)] = (t, view)
+        return view
+
+    inp = generate_inputs(case, seed, alloc=alloc)
+    names = ("query", "key_cache", "value_cache", "block_table", "context_lens")
+    tensors = {n: made[id(inp[n])][0] for n in names}
+    batch, heads, head_dim = inp["query"].shape
+    out = dev.empty((batch * heads, head_dim), np.float32)
+    return {**inp, **tensors, "host": {n: inp[n] for n in names}, "out": out}
