@@ -306,6 +306,8 @@ class Device:
         rep["last_run"] = dict(self._last_run)
         rep["runs"] = self._runs
         rep["submitted"] = self._writer.submitted
+        rep["host"] = {"records": self._writer.submitted, "submit_s": self._writer.submit_ns / 1e9,
+                       "waits": self._engine.waits, "wait_s": self._engine.wait_ns / 1e9}
         return Stats(rep)
 
     def __repr__(self) -> str:

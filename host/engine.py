@@ -96,6 +96,10 @@ class ProcessEngine:
     def wait_ns(self) -> int:
         return self.channel.wait_ns
 
+    @property
+    def waits(self) -> int:
+        return self.channel.waits
+
 
 class _InlineWriter(TaskWriter):
     """Packs records exactly as the device does, then runs them at once."""
@@ -171,6 +175,7 @@ class InlineEngine:
         self.writer = _InlineWriter(procs, kernels, self.arena, self.reserve)
         self.kernels = kernels
         self.wait_ns = 0
+        self.waits = 0
 
     def reserve(self, off: int, nbytes: int) -> None:
         pass

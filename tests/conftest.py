@@ -1,5 +1,6 @@
-"""Shared fixtures. Every test ends with no child process of ours alive and no ptoemu segment of
-this process left in /dev/shm (checked after each test, not assumed)."""
+"""Shared fixtures. Every test ends with no new child process alive and no new ptoemu segment of
+this process in /dev/shm (module-scoped devices are checked when their module ends), and the
+session ends with none at all (checked after each test, not assumed)."""
 
 from __future__ import annotations
 
@@ -32,16 +33,27 @@ def live_children() -> list[psutil.Process]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def no_leaks():
-    before = {c.pid for c in live_children()}
-    yield
-    left = [c for c in live_children() if c.pid not in before]
-    segs = our_segments()
+def _check_leaks(before_pids: set[int], before_segs: set[str], what: str) -> None:
+    left = [c for c in live_children() if c.pid not in before_pids]
+    segs = [s for s in our_segments() if s not in before_segs]
     for c in left:
         c.kill()
-    assert not left, f"test left child processes behind: {[c.pid for c in left]}"
-    assert not segs, f"test left shared-memory segments behind: {segs}"
+    assert not left, f"{what} left child processes behind: {[c.pid for c in left]}"
+    assert not segs, f"{what} left shared-memory segments behind: {segs}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leaks_per_module():
+    before = ({c.pid for c in live_children()}, set(our_segments()))
+    yield
+    _check_leaks(*before, "test module")
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(no_leaks_per_module):
+    before = ({c.pid for c in live_children()}, set(our_segments()))
+    yield
+    _check_leaks(*before, "test")
 
 
 @pytest.fixture
