@@ -123,11 +123,13 @@ class TaskWriter:
                 def deadlock() -> str:
                     held = heap.head - q[g]
                     fix = 1 << (held + total).bit_length()
+                    oldest = self.q[self.g_retired]
                     return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but "
-                            f"{_fmt_bytes(held)} of the {_fmt_bytes(heap.size)} heap ring is held by "
-                            "runtime tensors of scopes that are still open. End scopes sooner "
-                            f"(rt.scope() per step), or raise Platform(heap_bytes=...) to at least "
-                            f"{_fmt_bytes(fix)}.")
+                            f"{_fmt_bytes(held)} of the {_fmt_bytes(heap.size)} heap ring is in use: "
+                            "the ring is reclaimed in allocation order and its oldest allocation "
+                            f"(by task {oldest}) belongs to a scope that is still open. End scopes "
+                            f"sooner (rt.scope() per step), or raise Platform(heap_bytes=...) to at "
+                            f"least {_fmt_bytes(fix)}.")
                 self.ch.wait(L.WAIT_HEAP, need, ready, f"waiting for {_fmt_bytes(total)} of heap",
                              deadlock)
                 self.heap_tail = q[g]

@@ -56,14 +56,15 @@ def make_program(seed: int, ntasks: int, window: int, heap_slots: int):
         stack = []            # open scopes: [context, runtime tensors made in it...]
         held = 0              # heap allocations alive in open scopes
         since_hold = -1       # records written since the oldest allocation an open scope holds
+        allocs = 0            # allocations since then (the heap ring is reclaimed in order too)
         written: set[int] = set()
         for i in range(ntasks):
-            # Keep clear of the one true deadlock: the ring filling up behind a held task while
-            # its scope is open (the runtime reports it; test_errors covers that).
-            if since_hold >= 0 and since_hold + len(stack) + 2 >= window:
+            # Keep clear of the true deadlocks: a ring filling up behind a held task or
+            # allocation while its scope is open (the runtime reports those; tests cover that).
+            if since_hold >= 0 and (since_hold + len(stack) + 2 >= window or allocs + 1 >= heap_slots):
                 while stack:
                     stack.pop()[0].__exit__(None, None, None)
-                held, since_hold = 0, -1
+                held, since_hold, allocs = 0, -1, 0
             if since_hold >= 0:
                 since_hold += 1
             r = rng.random()
@@ -78,16 +79,17 @@ def make_program(seed: int, ntasks: int, window: int, heap_slots: int):
                 held -= sum(1 for x in scope[1:] if id(x) in written)
                 scope[0].__exit__(None, None, None)
                 if not held:
-                    since_hold = -1
+                    since_hold, allocs = -1, 0
                 continue
             pool = list(host) + [t for s in stack for t in s[1:] if id(t) in written]
             args = []
-            if stack and rng.random() < 0.3 and held < min(window // 2, heap_slots) - 1:
+            if stack and rng.random() < 0.3:
                 t = rt.make_tensor(rng.choice([(4, 4), (8,), (2, 3, 2)]), np.int64)
                 stack[-1].append(t)
                 args.append(Out(t))               # first use writes all of it
                 written.add(id(t))
                 held += 1
+                allocs += 1
                 since_hold = max(since_hold, 0)
             for _ in range(rng.randrange(1, 4)):
                 args.append(rng.choice(DIRS)(random_view(rng, rng.choice(pool))))
