@@ -155,3 +155,111 @@ def format_dispatch(r: dict) -> str:
 def write_json(r: dict, path: str) -> None:
     with open(path, "w") as f:
         json.dump(r, f, indent=2)
+
+
+class PssSampler:
+    """Peak proportional set size (PSS) of this process and all its children, sampled in a
+    background thread. PSS splits shared pages (GM) among the processes mapping them, so the sum
+    counts the device's shared memory once."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        import threading
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        import psutil
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self.peak = max(self.peak, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> PssSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def run_paged_attention(cases: list[str], variants: list[str], unrolls: list[int | None],
+                        blocks: int, rounds: int, seed: int = 0,
+                        log: Callable[[str], None] = print) -> dict:
+    """hub vs first_output vs alloc on the device, beside the golden, per case and unroll."""
+    import kernels.paged_attention as pa
+    out: dict = {"blocks": blocks, "rounds": rounds, "runs": []}
+    for case in cases:
+        with PssSampler() as pss, Device(Platform(blocks=blocks), kernels=["kernels.paged_attention"]) as dev:
+            data = pa.load_case(dev, case, seed)
+            inputs = sum(data[n].nbytes for n in ("query", "key_cache", "value_cache", "block_table",
+                                                  "context_lens"))
+            h = data["host"]
+            for unroll in unrolls:
+                u = unroll or pa.case_params(case)["unroll"]
+                g_times = []
+                for _ in range(rounds):
+                    t0 = time.perf_counter()
+                    pa.golden(h["query"], h["key_cache"], h["value_cache"], h["block_table"],
+                              h["context_lens"], data["scale"], unroll=u)
+                    g_times.append(time.perf_counter() - t0)
+                for variant in variants:
+                    times = []
+                    for _ in range(rounds):
+                        before = dev.stats()
+                        t0 = time.perf_counter()
+                        shape = dev.run(pa.orchestrate, data["query"], data["key_cache"],
+                                        data["value_cache"], data["block_table"], data["context_lens"],
+                                        data["out"], scale=data["scale"], variant=variant, unroll=u)
+                        times.append(time.perf_counter() - t0)
+                        after = dev.stats()
+                    worker = after.worker_tasks - before.worker_tasks
+                    row = {"case": case, "unroll": u, "variant": variant, **shape,
+                           "worker_tasks": worker,
+                           "runtime_tasks": after.runtime_tasks - before.runtime_tasks,
+                           "wall_s": statistics.median(times), "wall_s_all": times,
+                           "golden_s": statistics.median(g_times),
+                           "tasks_per_s": worker / statistics.median(times)}
+                    row["device_over_golden"] = row["wall_s"] / row["golden_s"]
+                    out["runs"].append(row)
+                    log(f"  {case} unroll {u} {variant}: {worker} worker tasks, "
+                        f"{row['wall_s'] * 1e3:.1f} ms (golden {row['golden_s'] * 1e3:.1f} ms, "
+                        f"{row['device_over_golden']:.2f}x)")
+        out.setdefault("memory", {})[case] = {"inputs_bytes": inputs, "peak_pss_bytes": pss.peak,
+                                              "peak_over_inputs": pss.peak / inputs}
+        log(f"  {case}: peak PSS of host + scheduler + workers {pss.peak / 2**20:.0f} MiB for "
+            f"{inputs / 2**20:.0f} MiB of inputs ({pss.peak / inputs:.2f}x)")
+    return out
+
+
+def format_paged_attention(r: dict) -> str:
+    lines = [f"{'case':<8} {'unroll':>6} {'variant':<13} {'tasks':>6} {'wall ms':>9} {'golden ms':>10} "
+             f"{'dev/golden':>10} {'tasks/s':>9}"]
+    for x in r["runs"]:
+        lines.append(f"{x['case']:<8} {x['unroll']:>6} {x['variant']:<13} {x['worker_tasks']:>6} "
+                     f"{x['wall_s'] * 1e3:>9.1f} {x['golden_s'] * 1e3:>10.1f} "
+                     f"{x['device_over_golden']:>10.2f} {x['tasks_per_s']:>9,.0f}")
+    by = {(x["case"], x["unroll"], x["variant"]): x for x in r["runs"]}
+    for (case, u, v), x in by.items():
+        if v == "first_output" and (case, u, "hub") in by:
+            hub = by[(case, u, "hub")]
+            lines.append(f"{case} unroll {u}: first_output saves {hub['worker_tasks'] - x['worker_tasks']} "
+                         f"tasks and {(hub['wall_s'] - x['wall_s']) * 1e3:.1f} ms "
+                         f"({(1 - x['wall_s'] / hub['wall_s']) * 100:.1f} %) over hub")
+    for case, m in r.get("memory", {}).items():
+        lines.append(f"{case}: peak PSS {m['peak_pss_bytes'] / 2**20:.0f} MiB = "
+                     f"{m['peak_over_inputs']:.2f}x the inputs")
+    return "\n".join(lines)

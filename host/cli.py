@@ -2,6 +2,7 @@
 
     ptoemu paged-attention [--case Case1] [--variant first_output] [--unroll 64] [--blocks 24] ...
     ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,24] [--json FILE]
+    ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--rounds 3] [--json FILE]
     ptoemu cases           list the paged-attention cases
 """
 
@@ -115,6 +116,19 @@ def cmd_bench(a: argparse.Namespace) -> int:
             bench.write_json(r, a.json)
             _say(f"results written to {a.json}")
         return 0
+    if a.what == "paged-attention":
+        cases = a.cases.split(",")
+        variants = ["hub", "first_output", "alloc"] if a.variant == "all" else [a.variant]
+        unrolls = [int(x) for x in a.unroll.split(",")] if a.unroll else [None]
+        blocks = int(a.blocks.split(",")[-1])
+        _say(f"paged-attention benchmark: cases {cases}, variants {variants}, unroll "
+             f"{a.unroll or 'case default'}, {blocks} blocks, {a.rounds} rounds")
+        r = bench.run_paged_attention(cases, variants, unrolls, blocks, a.rounds, log=_say)
+        _say(bench.format_paged_attention(r))
+        if a.json:
+            bench.write_json(r, a.json)
+            _say(f"results written to {a.json}")
+        return 0
     raise SystemExit(f"unknown benchmark {a.what!r}")
 
 
@@ -146,10 +160,14 @@ def parser() -> argparse.ArgumentParser:
     pa.set_defaults(fn=cmd_paged_attention)
 
     b = sub.add_parser("bench", help="throughput benchmarks")
-    b.add_argument("what", choices=["dispatch"])
-    b.add_argument("--tasks", type=int, default=20000)
+    b.add_argument("what", choices=["dispatch", "paged-attention"])
+    b.add_argument("--tasks", type=int, default=20000, help="dispatch: tasks per run")
     b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--blocks", default="1,24", help="comma-separated device sizes")
+    b.add_argument("--blocks", default="1,24", help="comma-separated device sizes (paged-attention: "
+                   "the last one)")
+    b.add_argument("--cases", default="Case1", help="paged-attention: comma-separated case names")
+    b.add_argument("--variant", default="all", choices=["hub", "first_output", "alloc", "all"])
+    b.add_argument("--unroll", default=None, help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--json", help="write results as JSON to this file")
     b.set_defaults(fn=cmd_bench)
 

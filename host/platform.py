@@ -27,7 +27,7 @@ class Platform:
 
     blocks: int = 24
     task_window: int = 4096
-    heap_bytes: int = 256 * MiB
+    heap_bytes: int = 64 * MiB
     gm_bytes: int | None = None
     mailbox_depth: int = 2
     spin_us: float = 30.0
@@ -69,7 +69,7 @@ class Platform:
 
     @classmethod
     def a2a3(cls, blocks: int = 24, **kw: object) -> Platform:
-        """The a2a3 chip: 24 blocks (72 cores), task window 4096, 256 MiB heap."""
+        """The a2a3 chip: 24 blocks (72 cores), task window 4096, 64 MiB heap."""
         return cls(blocks=blocks, **kw)  # type: ignore[arg-type]
 
     @classmethod
