@@ -32,6 +32,7 @@ never waits forever. An abort is acknowledged once nothing is in flight and all 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 import time
@@ -41,8 +42,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from device import layout as L
+from device import sanitizer
 from device.shm import read_report, unlink_name, write_report
 from device.tensormap import TensorMap
+from device.worker import ArgDecoder, core_name, describe_args
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 # Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
@@ -165,6 +168,9 @@ class Scheduler:
         self.account_batch = max(1, min(256, W // 8))
         self.ts_off = lay.ts_off
         self.ts_np = np.ndarray((W, L.TS_WORDS), np.int64, ctx.ctrl_buf, lay.ts_off * 8)
+        self.sanitize = ArgDecoder(ctx) if ctx.sanitize else None
+        # Schedule fuzzing: take ready tasks and free cores in a seeded random order.
+        self.rng = random.Random(ctx.seed) if ctx.schedule == "random" else None
         self.rec_np = np.ndarray((W, L.REC_WORDS), np.int64, ctx.ctrl_buf, lay.ring_off * 8)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -320,6 +326,8 @@ class Scheduler:
                 t = ts_off + s * L.TS_WORDS
                 if now:
                     q[t + L.T_DONE] = now
+                if self.sanitize and q[t + L.T_STATUS] != L.STATUS_ERROR:
+                    self._check_outs(tid, t)
                 if q[t + L.T_STATUS] == L.STATUS_ERROR:
                     self._kernel_failed(tid)
                 self._finish(tid, s)
@@ -380,6 +388,28 @@ class Scheduler:
                     np.arange(a, b)[task][ran], k, rec[:, L.H_SUBMIT_NS], ts[:, L.T_READY], dsp,
                     start, end, ts[:, L.T_DONE], ts[:, L.T_CORE0], ts[:, L.T_CORE1],
                     ts[:, L.T_CORE2], ts[:, L.T_STATUS]]))
+
+    def _poison(self, tid: int) -> None:
+        dec = self.sanitize
+        for a, d in zip(dec.tensors(self.lay.rec(tid)), dec.last_dirs):
+            if d == L.DIR_OUT:
+                sanitizer.poison(a)
+
+    def _check_outs(self, tid: int, t: int) -> None:
+        """Sanitizer: report Out elements the task left holding poison."""
+        dec, q, r = self.sanitize, self.q, self.lay.rec(tid)
+        k = self.kernel[tid & self.mask]
+        arrays = dec.tensors(r)
+        fn = next(p for p in self.ctx.kernel_parts[k] if p is not None)
+        bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
+        if not bad:
+            return
+        q[t + L.T_STATUS] = L.STATUS_ERROR
+        core = q[t + L.T_CORE0] if q[t + L.T_START0] >= q[t + L.T_DISPATCH] else q[t + L.T_CORE1]
+        write_report(q, self.lay.err_area(core), L.ERR_AREA_WORDS, {
+            "tid": tid, "kernel": self.ctx.kernel_names[k], "core": core_name(core), "part": 0,
+            "args": describe_args(q, r), "error": "direction violation", "traceback": "",
+            "violation": "; ".join(bad)})
 
     def _kernel_failed(self, tid: int) -> None:
         q = self.q
@@ -452,6 +482,8 @@ class Scheduler:
                 stack = self.free_aic if shape == SHAPE_AIC else self.free_aiv
                 part = 0 if shape == SHAPE_AIC else 1
                 while rq and stack:
+                    if self.rng:
+                        self._shuffle(rq, stack)
                     c = stack[-1]
                     if skip[c] or self.reserved >= 0:
                         c = self._pop_free(stack)
@@ -461,6 +493,8 @@ class Scheduler:
                         stack.pop()
                     tid = rq.popleft()
                     parts_left[tid & mask] = 1
+                    if self.sanitize:
+                        self._poison(tid)
                     if ts_on:
                         q[ts_off + (tid & mask) * TSW + L.T_DISPATCH] = time.perf_counter_ns()
                     self._post(c, tid * 4 + part)
@@ -468,10 +502,14 @@ class Scheduler:
                     did = True
             else:
                 while rq:
+                    if self.rng:
+                        self._shuffle(rq, None)
                     cores = self._idle_block(shape)
                     if cores is None:
                         break
                     tid = rq.popleft()
+                    if self.sanitize:
+                        self._poison(tid)
                     if ts_on:
                         q[ts_off + (tid & mask) * TSW + L.T_DISPATCH] = time.perf_counter_ns()
                     parts_left[tid & mask] = len(cores)
@@ -481,6 +519,15 @@ class Scheduler:
                     self.nready -= 1
                     did = True
         return did
+
+    def _shuffle(self, rq: deque, stack: list | None) -> None:
+        """Fuzzing: bring a random ready task to the front and a random free core to the top."""
+        rng = self.rng
+        if len(rq) > 1:
+            rq.rotate(-rng.randrange(len(rq)))
+        if stack is not None and len(stack) > 1:
+            i = rng.randrange(len(stack))
+            stack[i], stack[-1] = stack[-1], stack[i]
 
     def _idle_block(self, shape: int) -> list | None:
         """Cores (with the part each runs) of one block able to start a mixed task now."""
@@ -630,11 +677,17 @@ class Scheduler:
                           else L.KIND_NAMES[q[lay.rec(tid) + L.H_KIND]],
                           "state": state, "fanin": self.fanin[s], "users": self.users[s],
                           "held_by_scope": self.held[s]})
-        cores = {c: list(self.pending[c]) for c in range(self.ncores) if self.pending[c]}
+        now = time.perf_counter_ns()
+        running = []
+        for c in range(self.ncores):
+            for e in self.pending[c]:
+                tid = e >> 2
+                running.append({"tid": tid, "kernel": self.ctx.kernel_names[self.kernel[tid & mask]],
+                                "core": core_name(c),
+                                "for_s": (now - q[lay.ts(tid) + L.T_DISPATCH]) / 1e9 if self.ts_on else None})
         return {"head": q[self.g_head], "ingested": self.ingested, "retired": self.retired,
                 "completed": self.completed, "in_flight": self.n_inflight, "ready": self.nready,
-                "discarding": self.discard, "oldest": tasks,
-                "running": {c: [(e >> 2, e & 3) for e in v] for c, v in cores.items()},
+                "discarding": self.discard, "oldest": tasks, "running": running,
                 "tensormap_buffers": len(self.tmap), "tensormap_entries": self.tmap.entries()}
 
     # -- 5. the loop -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ second only to notice that its host has died.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 import traceback
@@ -25,6 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from device import layout as L
+from device import sanitizer
 from device.shm import write_report
 from kernels.registry import CoreInfo, _set_core
 
@@ -57,14 +59,17 @@ class ArgDecoder:
         return m
 
     def tensors(self, r: int) -> list:
+        """Numpy views of the record's tensor arguments (their directions in ``last_dirs``)."""
         q, gm = self.q, self.gm
         out = []
+        self.last_dirs = dirs = []
         for i in range(q[r + L.H_NTENSORS]):
             a = r + L.ARGS_OFF + i * L.ARG_WORDS
             dt, keep, d = self._meta(q[a + L.A_META])
             shape = [q[a + L.A_SHAPE + k] for k in keep]
             strides = [q[a + L.A_STRIDES + k] for k in keep]
             arr = np.ndarray(shape, dt, gm, q[a + L.A_LO], strides)
+            dirs.append(d)
             if d == L.DIR_IN and self.readonly_inputs:
                 arr.flags.writeable = False
             out.append(arr)
@@ -126,6 +131,8 @@ def run(ctx: SimpleNamespace, core: int) -> None:
     names = ctx.kernel_names
     dec = ArgDecoder(ctx, ctx.sanitize)
     spin_ns = ctx.spin_ns
+    jitter = ctx.jitter_ns / 1e9
+    rng = random.Random(ctx.seed * 1_000_003 + core) if jitter else None
     g_stop = lay.g(L.G_STOP)
     host_pid = ctx.host_pid
     err_area = lay.err_area(core)
@@ -153,15 +160,22 @@ def run(ctx: SimpleNamespace, core: int) -> None:
         t = lay.ts(tid)
         q[wl + L.W_RUNNING] = tid + 1
         start = perf()
+        fn = parts[q[r + L.H_KERNEL]][part]
+        if rng:
+            time.sleep(rng.random() * jitter)      # fuzzing: shake up the completion order
+        tensors = []
         try:
-            args = dec.scalars(r, dec.tensors(r))
-            parts[q[r + L.H_KERNEL]][part](*args)
+            tensors = dec.tensors(r)
+            fn(*dec.scalars(r, list(tensors)))
         except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
             q[t + L.T_STATUS] = L.STATUS_ERROR
-            write_report(q, err_area, L.ERR_AREA_WORDS, {
-                "tid": tid, "kernel": names[q[r + L.H_KERNEL]], "core": core_name(core),
-                "part": part, "args": describe_args(q, r),
-                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            rep = {"tid": tid, "kernel": names[q[r + L.H_KERNEL]], "core": core_name(core),
+                   "part": part, "args": describe_args(q, r),
+                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            if ctx.sanitize:
+                rep["violation"] = sanitizer.written_in(
+                    e, tensors, dec.last_dirs, sanitizer.arg_names(fn, len(tensors)))
+            write_report(q, err_area, L.ERR_AREA_WORDS, rep)
         end = perf()
         q[t + L.T_START0 + 2 * part] = start
         q[t + L.T_END0 + 2 * part] = end

@@ -4,9 +4,17 @@
 """
 
 from host.device import Device
-from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError, KernelError
+from host.errors import (
+                         DeadlockError,
+                         DeviceClosed,
+                         DeviceError,
+                         DeviceLost,
+                         DeviceMemoryError,
+                         DirectionViolation,
+                         KernelError,
+)
 from host.platform import Platform
 from host.tensor import In, InOut, Out, Tensor
 
 __all__ = ["Device", "Platform", "In", "Out", "InOut", "Tensor", "DeviceError", "KernelError",
-           "DeviceLost", "DeadlockError", "DeviceClosed", "DeviceMemoryError"]
+           "DeviceLost", "DeadlockError", "DeviceClosed", "DeviceMemoryError", "DirectionViolation"]

@@ -35,6 +35,23 @@ SLICE = 0.1          # seconds between liveness checks while blocked
 SPIN_NS = 50_000     # yield-spin before blocking
 
 
+def format_diagnosis(diag: object) -> str:
+    """The scheduler's state (Scheduler.diagnose) as a few readable lines."""
+    if not isinstance(diag, dict):
+        return f"  scheduler state: {diag}"
+    lines = [f"  scheduler: {diag['ingested']} of {diag['head']} records read, {diag['completed']} "
+             f"finished, {diag['retired']} retired, {diag['in_flight']} in flight, {diag['ready']} ready"
+             + (", discarding" if diag.get("discarding") else "")]
+    for r in diag.get("running", []):
+        since = f" for {r['for_s']:.1f} s" if r.get("for_s") is not None else ""
+        lines.append(f"  running: task {r['tid']} ({r['kernel']}) on {r['core']}{since}")
+    for t in diag.get("oldest", [])[:8]:
+        lines.append(f"  unretired: task {t['tid']} ({t['kernel']}) {t['state']}, waits for {t['fanin']} "
+                     f"task(s), {t['users']} user(s) of its buffers"
+                     + (", held by its scope" if t["held_by_scope"] else ""))
+    return "\n".join(lines)
+
+
 class Channel:
     def __init__(self, procs: DeviceProcesses) -> None:
         self.procs = procs
@@ -114,7 +131,7 @@ class Channel:
             diag = f"(the scheduler did not answer: {e})"
         return (f"{what}: no task finished or retired for {limit:.0f} s "
                 f"(Platform(stall_timeout=...)); a kernel may be stuck or the graph cannot "
-                f"progress.\n  scheduler state: {diag}")
+                f"progress.\n{format_diagnosis(diag)}")
 
     # -- errors ----------------------------------------------------------------------------------
     def check_error(self) -> None:
@@ -133,7 +150,7 @@ class Channel:
             time.sleep(0.001)
             return self.check_error() if self.q[self.g[L.G_ERROR]] else None
         reports.sort(key=lambda r: r.get("tid", 0))
-        raise KernelError(reports[0], others=len(reports) - 1)
+        raise KernelError.from_report(reports[0], others=len(reports) - 1)
 
     # -- requests --------------------------------------------------------------------------------
     def request(self, kind: int, timeout: float = 10.0) -> object:

@@ -3,6 +3,7 @@
     ptoemu paged-attention [--case Case1] [--variant first_output] [--unroll 64] [--blocks 24] ...
     ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,24] [--json FILE]
     ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--rounds 3] [--json FILE]
+    ptoemu stress --seconds 600   soak: tiny tasks, tiny rings, results and memory checked
     ptoemu cases           list the paged-attention cases
 """
 
@@ -132,6 +133,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
     raise SystemExit(f"unknown benchmark {a.what!r}")
 
 
+def cmd_stress(a: argparse.Namespace) -> int:
+    from host import stress
+    _say(f"soak: {a.seconds:.0f} s of tiny tasks on {a.blocks} blocks, task window {a.window}, "
+         f"heap {a.heap_kib} KiB")
+    v = stress.soak(a.seconds, a.blocks, a.window, a.heap_kib, log=_say)
+    _say(f"{v['tasks']:,} tasks; growth since the first round (MiB): "
+         + ", ".join(f"{k} {x:+.1f}" for k, x in v["growth_mib"].items()))
+    _say("PASS" if v["ok"] else "FAIL: " + "; ".join(v["problems"]))
+    return 0 if v["ok"] else 1
+
+
 def cmd_cases(a: argparse.Namespace) -> int:
     import kernels.paged_attention as pa
     for name, p in pa.CASES.items():
@@ -170,6 +182,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--unroll", default=None, help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--json", help="write results as JSON to this file")
     b.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("stress", help="soak: tiny tasks through tiny rings, checking results and memory")
+    s.add_argument("--seconds", type=float, default=60.0)
+    s.add_argument("--blocks", type=int, default=2)
+    s.add_argument("--window", type=int, default=16)
+    s.add_argument("--heap-kib", type=int, default=16)
+    s.set_defaults(fn=cmd_stress)
 
     c = sub.add_parser("cases", help="list the paged-attention cases")
     c.set_defaults(fn=cmd_cases)

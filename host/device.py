@@ -10,8 +10,16 @@
 
 Lifecycle: ``Device(...)`` creates the segments and forks the scheduler and 3*B workers
 (host/launch.py); ``close()`` (or leaving the ``with``) stops them and unlinks the segments, also
-on exceptions and Ctrl-C. A failed run is aborted (the scheduler discards what has not started)
-and the device stays usable; a lost process (DeviceLost) shuts the device down.
+on exceptions and Ctrl-C.
+
+When a run fails:
+  the orchestration raises (its own bug, a rejected submit)  the tasks it submitted still run to
+                                                             completion, then the exception is
+                                                             re-raised; nothing is lost
+  KernelError, DeadlockError, Ctrl-C                         the run is aborted: tasks not yet
+                                                             started are skipped
+  DeviceLost (a process died)                                the device shuts down
+In every case but the last the device stays usable for the next run.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import numpy as np
 
 from device import layout as L
 from host.engine import InlineEngine, ProcessEngine
-from host.errors import DeviceClosed, DeviceLost, DeviceMemoryError
+from host.errors import DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
 from host.orchestration import Runtime
 from host.platform import Platform
 from host.stats import Stats
@@ -43,18 +51,29 @@ class Device:
     kernels     Kernel objects and/or names of modules whose kernels are loaded
     timestamps  record submit/ready/dispatch/start/end/done times of every task (on by default)
     trace       keep every task's times for ``dev.trace()``
-    sanitize    kernels see their In tensors read-only
+    sanitize    direction sanitizer: In tensors read-only, Out tensors poisoned before each
+                task and checked after it (device/sanitizer.py); a violation fails the run
+    schedule    "fifo" (default) or "random": ready tasks and free cores are taken in a random
+                order drawn from ``seed``; ``jitter_us`` adds a random delay up to that long
+                before every kernel. Any correct graph gives bit-identical results for every seed.
     inline      no processes: run every task in this process at submit, in submission order
                 (the reference semantics every device run must equal)
     """
 
     def __init__(self, platform: Platform | None = None, kernels: Iterable[Kernel | str] = (), *,
                  timestamps: bool = True, trace: bool = False, sanitize: bool = False,
+                 schedule: str = "fifo", seed: int = 0, jitter_us: float = 0.0,
                  inline: bool = False) -> None:
         if platform is None:
             platform = Platform()
         if not isinstance(platform, Platform):
             raise TypeError(f"Device(platform=...) expects a Platform, got {type(platform).__name__}")
+        if schedule not in ("fifo", "random"):
+            raise ValueError(f"Device(schedule={schedule!r}): expected 'fifo' or 'random'")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"Device(seed=...) expects an int, got {type(seed).__name__}")
+        if not isinstance(jitter_us, (int, float)) or jitter_us < 0:
+            raise ValueError(f"Device(jitter_us={jitter_us!r}): expected a number >= 0")
         self.platform = platform
         self.kernels = resolve(kernels)
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
@@ -68,7 +87,7 @@ class Device:
         t0 = time.perf_counter()
         engine = InlineEngine if inline else ProcessEngine
         self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=trace,
-                              sanitize=sanitize)
+                              sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us)
         self._finalizer = weakref.finalize(self, self._engine.stop)
         self.start_seconds = time.perf_counter() - t0
         self._arena = self._engine.arena
@@ -259,8 +278,20 @@ class Device:
         except DeviceLost as e:
             self._lose(e)
             raise
-        except BaseException as e:
+        except (DeviceError, KeyboardInterrupt) as e:
             self._abort(rt, e)
+            raise
+        except BaseException:
+            # The orchestration itself failed (a bug, a rejected submit): what it submitted still
+            # runs to completion before the exception reaches the caller; nothing is lost.
+            rt.active = False
+            try:
+                while rt._frames:
+                    rt._close(rt._frames[-1], "its scope ended")
+                self._guarded(self._engine.wait_retired)
+            except BaseException as e2:  # noqa: BLE001 - report the orchestration's error
+                if not isinstance(e2, DeviceLost):
+                    self._abort(rt, e2)
             raise
         finally:
             self._running = False

@@ -21,7 +21,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from device import layout as L
-from device.worker import ArgDecoder, core_name, describe_args
+from device import sanitizer
+from device.worker import ArgDecoder, describe_args
 from host.channel import Channel
 from host.errors import DeviceMemoryError, KernelError
 from host.gm import HostArena
@@ -105,12 +106,13 @@ class _InlineWriter(TaskWriter):
     """Packs records exactly as the device does, then runs them at once."""
 
     def __init__(self, procs: SimpleNamespace, kernels: list[Kernel], arena: HostArena,
-                 reserve: Any) -> None:
+                 reserve: Any, sanitize: bool) -> None:
         super().__init__(procs, None)  # type: ignore[arg-type]
         self.kernels = kernels
         self.arena = arena
         self.reserve = reserve
-        self.dec = ArgDecoder(procs.ctx)
+        self.sanitize = sanitize
+        self.dec = ArgDecoder(procs.ctx, readonly_inputs=sanitize)
         self.by_depth: dict[int, list[tuple[int, int]]] = {}
         self.counts = [0] * len(kernels)
         self.n_alloc = 0
@@ -140,18 +142,31 @@ class _InlineWriter(TaskWriter):
             self.n_alloc += 1
             return
         k = q[r + L.H_KERNEL]
-        parts = self.kernels[k].parts
-        for part, fn in enumerate(parts):
-            if fn is None:
-                continue
+        dec = self.dec
+        rep = {"tid": tid, "kernel": self.kernels[k].name, "core": "inline", "args": describe_args(q, r),
+               "traceback": ""}
+        fn = next(p for p in self.kernels[k].parts if p is not None)
+        if self.sanitize:
+            for a, d in zip(dec.tensors(r), dec.last_dirs):
+                if d == L.DIR_OUT:
+                    sanitizer.poison(a)
+        for fn in (p for p in self.kernels[k].parts if p is not None):
+            tensors = dec.tensors(r)
             try:
-                fn(*self.dec.scalars(r, self.dec.tensors(r)))
+                fn(*dec.scalars(r, list(tensors)))
             except Exception as e:
                 import traceback
-                raise KernelError({"tid": tid, "kernel": self.kernels[k].name,
-                                   "core": f"inline ({core_name(part)})", "args": describe_args(q, r),
-                                   "error": f"{type(e).__name__}: {e}",
-                                   "traceback": traceback.format_exc()}) from e
+                rep.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+                if self.sanitize:
+                    rep["violation"] = sanitizer.written_in(
+                        e, tensors, dec.last_dirs, sanitizer.arg_names(fn, len(tensors)))
+                raise KernelError.from_report(rep) from e
+        if self.sanitize:
+            tensors = dec.tensors(r)
+            bad = sanitizer.unwritten_outs(tensors, dec.last_dirs, sanitizer.arg_names(fn, len(tensors)))
+            if bad:
+                rep.update(error="direction violation", violation="; ".join(bad))
+                raise KernelError.from_report(rep)
         self.counts[k] += 1
 
 
@@ -172,7 +187,8 @@ class InlineEngine:
                                 heap_base=0, platform=platform)
         ctx.sched_sem = None
         self.arena = HostArena(self.host_bytes)
-        self.writer = _InlineWriter(procs, kernels, self.arena, self.reserve)
+        self.writer = _InlineWriter(procs, kernels, self.arena, self.reserve,
+                                    bool(options.get("sanitize")))
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0

@@ -8,27 +8,43 @@ class DeviceError(RuntimeError):
 
 
 class KernelError(DeviceError):
-    """A kernel raised. Carries the task id, kernel name, core, argument descriptions and the
-    kernel's own traceback text (``.remote_traceback``)."""
+    """A kernel raised. Carries the task id, kernel name, core, argument descriptions
+    (``.arguments``) and the kernel's own traceback text (``.remote_traceback``)."""
 
     def __init__(self, report: dict, others: int = 0) -> None:
+        self.report = dict(report)
         self.task_id = report.get("tid")
         self.kernel = report.get("kernel")
         self.core = report.get("core")
-        self.args = tuple(report.get("args", ()))
+        self.arguments = tuple(report.get("args", ()))
         self.error = report.get("error", "")
         self.remote_traceback = report.get("traceback", "")
-        more = f" ({others} more task(s) failed too)" if others else ""
-        super().__init__(
-            f"kernel {self.kernel} failed in task {self.task_id} on {self.core}: {self.error}{more}\n"
-            f"  arguments: {', '.join(self.args) or '(none)'}\n"
-            f"  kernel traceback (from the worker):\n{_indent(self.remote_traceback)}\n"
-            "  The run was aborted: tasks not yet started were skipped; the device stays usable.")
+        self.others = others
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        more = f" ({self.others} more task(s) failed too)" if self.others else ""
+        tb = (f"\n  kernel traceback (from the worker):\n{_indent(self.remote_traceback)}"
+              if self.remote_traceback else "")
+        return (f"kernel {self.kernel} failed in task {self.task_id} on {self.core}: {self.error}{more}\n"
+                f"  arguments: {', '.join(self.arguments) or '(none)'}{tb}\n"
+                "  The run was aborted: tasks not yet started were skipped; the device stays usable.")
 
     def __reduce__(self):  # picklable (for Ray and process pools)
-        return (KernelError, ({"tid": self.task_id, "kernel": self.kernel, "core": self.core,
-                               "args": list(self.args), "error": self.error,
-                               "traceback": self.remote_traceback},))
+        return (type(self), (self.report, self.others))
+
+    @staticmethod
+    def from_report(report: dict, others: int = 0) -> KernelError:
+        return (DirectionViolation if report.get("violation") else KernelError)(report, others)
+
+
+class DirectionViolation(KernelError):
+    """The sanitizer caught a kernel breaking its declared directions (``.violation`` says how)."""
+
+    def _message(self) -> str:
+        self.violation = self.report.get("violation", "")
+        return (f"direction violation in task {self.task_id} (kernel {self.kernel}, {self.core}): "
+                f"{self.violation}\n" + super()._message())
 
 
 class DeviceLost(DeviceError):

@@ -50,7 +50,8 @@ class DeviceProcesses:
     """The segments, semaphores and processes of one device."""
 
     def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
-                 trace: bool = False, sanitize: bool = False) -> None:
+                 trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
+                 jitter_us: float = 0.0) -> None:
         self.platform = platform
         lay = self.layout = L.Layout(platform.cores, platform.task_window, platform.mailbox_depth)
         self.host_bytes = platform.host_bytes()
@@ -84,7 +85,8 @@ class DeviceProcesses:
             kernel_names=[k.name for k in kernels],
             spin_ns=int(platform.spin_us * 1000), host_pid=os.getpid(),
             segment_names=[s.name for s in self.segments],
-            timestamps=timestamps, trace=trace, sanitize=sanitize, trace_out=None)
+            timestamps=timestamps, trace=trace, sanitize=sanitize, trace_out=None,
+            schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000))
         self._fork()
 
     def _fork(self) -> None:

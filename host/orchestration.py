@@ -81,9 +81,18 @@ class Runtime:
             yield
         except BaseException:
             if self._frames and self._frames[-1] is fr:
-                self._close(fr, "the run failed")
+                self._end_after_error(fr)
             raise
         self._close(fr, "its scope ended")
+
+    def _end_after_error(self, fr: _Frame) -> None:
+        """Leave a scope that an exception is passing through: end it normally if the device is
+        healthy (what was submitted stays valid), else just forget it (the run will abort)."""
+        try:
+            self._close(fr, "its scope ended")
+        except BaseException:  # noqa: BLE001 - the original exception is the one to report
+            if self._frames and self._frames[-1] is fr:
+                self._close(fr, "the run failed")
 
     # -- tensors ---------------------------------------------------------------------------------
     def make_tensor(self, shape: Any, dtype: Any = np.float32) -> Tensor:
@@ -127,12 +136,18 @@ class Runtime:
         return ts
 
     # -- tasks -----------------------------------------------------------------------------------
-    def submit(self, kernel: Kernel, *args: Any) -> int:
-        """Submit a task: tensor arguments (In/Out/InOut) first, then scalars. Returns its id."""
+    def submit(self, kernel: Kernel, *args: Any, core: Any = None) -> int:
+        """Submit a task: tensor arguments (In/Out/InOut) first, then scalars. Returns its id.
+
+        ``core`` (AIC, AIV or a Mixed) optionally states the core type the caller expects, as the
+        reference's rt_submit_aic_task / rt_submit_aiv_task do; a mismatch is an error."""
         k = self._kidx.get(kernel) if isinstance(kernel, Kernel) else None
         if k is None:
             self._bad_kernel(kernel)
         what = f"rt.submit({kernel.name})"
+        if core is not None and getattr(core, "shape", None) != kernel.shape:
+            raise TypeError(f"{what}, core={core!r}: {kernel.name} is an {kernel.shape_name} kernel, "
+                            f"not {getattr(core, 'name', core)}")
         if not self.active:
             self._check_active(what)
         nt = 0

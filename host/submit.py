@@ -97,8 +97,9 @@ class TaskWriter:
         n = self.next_tid - (sc[1] if sc else oldest)
         fix = 1 << (n + 2).bit_length()
         return (f"scope deadlock: the task ring is full ({self.window} slots) and its oldest task "
-                f"{oldest} cannot retire before {where} ends; that scope holds {n} tasks. Split it "
-                f"into smaller rt.scope() blocks, or raise Platform(task_window=...) to at least {fix}.")
+                f"{oldest} cannot retire before {where} ends; that scope holds {n} tasks so far. "
+                f"Split it into smaller rt.scope() blocks, or raise Platform(task_window=...) above "
+                f"the number of tasks it holds (at least {fix}).")
 
     # -- heap space ------------------------------------------------------------------------------
     def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> int:

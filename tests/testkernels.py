@@ -63,3 +63,51 @@ def fill(out, value):
 @kernel(AIV)
 def add_into(x, acc):
     np.add(acc, x, out=acc)
+
+
+@kernel(AIV)
+def up_reads_acc_when_first(mi, li, oi_new, mi_acc, li_acc, oi_acc, out, is_first, is_last):
+    """A broken UP: it treats the first chunk like any other, i.e. it assumes a hub task has
+    zero-filled the accumulators and reads them. Right with `hub`, wrong with `first_output`."""
+    m = np.maximum(mi_acc, mi)
+    alpha = np.exp(mi_acc - m)
+    beta = np.exp(mi - m)
+    li_acc[...] = alpha * li_acc + beta * li
+    oi_acc[...] = alpha[:, None] * oi_acc + beta[:, None] * oi_new
+    mi_acc[...] = m
+    if is_last:
+        np.divide(oi_acc, li_acc[:, None], out=out)
+
+
+@kernel(AIV)
+def writes_its_input(src, dst):
+    np.copyto(dst, src)
+    src += 1                       # declared In: a direction violation
+
+
+@kernel(AIV)
+def half_writer(out):
+    out[: out.shape[0] // 2] = 1   # declared Out but leaves half unwritten
+
+
+@kernel(AIV)
+def spin_forever(x):
+    import time
+    while True:
+        time.sleep(0.01)
+
+
+@kernel(AIV)
+def kill_self(x):
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@kernel(AIV)
+def kill_pid(x, pid):
+    import os
+    import signal
+    os.kill(int(pid), signal.SIGKILL)
+    import time
+    time.sleep(0.2)

@@ -17,6 +17,7 @@ Groups are independent; chunks of a group chain through the accumulators. ``firs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,12 @@ def _values(rt: Any, x: Any) -> np.ndarray:
 
 def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_table: Any,
                 context_lens: Any, out: Any, *, scale: float, variant: str = "first_output",
-                unroll: int = 64) -> dict[str, int]:
-    """Submit the decode paged-attention pipeline. Returns the number of groups and chunks."""
+                unroll: int = 64, kernels: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Submit the decode paged-attention pipeline. Returns the number of groups and chunks.
+
+    ``kernels`` may replace any of "qk", "sf", "pv", "up", "hub" by another kernel with the same
+    signature (e.g. to check a modified UP with the sanitizer)."""
+    k = {"qk": qk, "sf": sf, "pv": pv, "up": up, "hub": hub, **(kernels or {})}
     if variant not in VARIANTS:
         raise ValueError(f"orchestrate(variant={variant!r}): expected one of {', '.join(VARIANTS)}")
     if not isinstance(unroll, int) or unroll < 1:
@@ -67,22 +72,22 @@ def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_tab
                 else:
                     mi_acc, li_acc, oi_acc = (rt.make_tensor(*s) for s in specs)
                 if variant == "hub":
-                    rt.submit(hub, Out(mi_acc), Out(li_acc), Out(oi_acc))
+                    rt.submit(k["hub"], Out(mi_acc), Out(li_acc), Out(oi_acc))
                 for ch in seq_chunks:
                     nchunks += 1
                     width = ch.n_blocks * block_size
                     ids = bt[b, ch.first_block:ch.first_block + ch.n_blocks]
                     sij = rt.make_tensor((qt, width), F32)
-                    rt.submit(qk, In(qi), In(key_cache), Out(sij), ids)
+                    rt.submit(k["qk"], In(qi), In(key_cache), Out(sij), ids)
                     pij = rt.make_tensor((qt, width), pdt)
                     mi = rt.make_tensor((qt,), F32)
                     li = rt.make_tensor((qt,), F32)
-                    rt.submit(sf, In(sij), Out(pij), Out(mi), Out(li), float(scale),
+                    rt.submit(k["sf"], In(sij), Out(pij), Out(mi), Out(li), float(scale),
                               ch.valid_len_last, ch.n_blocks)
                     oi_new = rt.make_tensor((qt, head_dim), F32)
-                    rt.submit(pv, In(pij), In(value_cache), Out(oi_new), ids)
+                    rt.submit(k["pv"], In(pij), In(value_cache), Out(oi_new), ids)
                     acc = Out if (variant == "first_output" and ch.is_first) else InOut
-                    rt.submit(up, In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
+                    rt.submit(k["up"], In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
                               InOut(out_t), ch.is_first, ch.is_last)
     return {"groups": groups, "chunks": nchunks}
 
