@@ -51,6 +51,11 @@ from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_A
 # Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
 INGEST_BATCH = 256          # records per loop before the scheduler goes back to dispatching
+# Trace rows: tid kernel shape submit ready dispatch done status core0..2 start0..2 end0..2 (ns;
+# a part that did not run has core -1).
+TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done", "status",
+                 "core0", "core1", "core2", "start0", "start1", "start2", "end0", "end1", "end2")
+TRACE_COLS = len(TRACE_COLUMNS)
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
 
 
@@ -127,7 +132,15 @@ class Scheduler:
         self.completed = 0
         self.heap_tail = 0
         self.discard = False
-        self.tmap = TensorMap(self.is_done, self.geometry)
+        self.tracing = bool(ctx.trace)
+        self.tmap = TensorMap(self.is_done, self.geometry, keep_done=self.tracing)
+        self.edges: list[tuple[int, int]] = []         # (consumer, producer), tracing only
+        self.phase_ns = dict.fromkeys(("ingest", "complete", "dispatch", "retire", "idle"), 0)
+        self.t_start = time.perf_counter_ns()
+        if self.tracing:            # time each step of the loop (costs ~0.3 us per loop)
+            for phase, name in (("ingest", "ingest"), ("complete", "collect"), ("dispatch", "dispatch"),
+                                ("retire", "retire"), ("retire", "publish")):
+                setattr(self, name, self._timed(phase, getattr(self, name)))
         # cores
         n = lay.ncores
         self.ncores, self.nblocks, self.D = n, n // 3, lay.depth
@@ -203,10 +216,13 @@ class Scheduler:
             self.succ[s] = None
             if kind == L.KIND_SCOPE_END:
                 self.n_scope += 1
-                lst = self.scopes[q[r + L.H_AUX]]     # inner scopes ended before this one
+                depth = q[r + L.H_AUX]
+                lst = self.scopes[depth]     # inner scopes ended before this one
                 for t in lst:
                     self.held[t & mask] = False
                 lst.clear()
+                if depth == 0 and self.tracing:
+                    self.tmap.clear()        # a run's end: nothing later depends on it
                 self._finish(tid, s)
                 continue
             nt = q[r + L.H_NTENSORS]
@@ -248,6 +264,8 @@ class Scheduler:
             if preds:
                 is_done = self.is_done
                 succ = self.succ
+                if self.tracing:
+                    self.edges.extend((tid, p) for p in set(preds) if p != tid)
                 for p in set(preds):
                     if p != tid and not is_done(p):
                         ps = p & mask
@@ -384,10 +402,11 @@ class Scheduler:
                 self.k_exec[i] += int(e[i])
             self.n_timed += len(k)
             if self.trace is not None:
+                cores = np.where(valid, ts[:, L.T_CORE0:L.T_CORE2 + 1], -1)
                 self.trace.append(np.column_stack([
-                    np.arange(a, b)[task][ran], k, rec[:, L.H_SUBMIT_NS], ts[:, L.T_READY], dsp,
-                    start, end, ts[:, L.T_DONE], ts[:, L.T_CORE0], ts[:, L.T_CORE1],
-                    ts[:, L.T_CORE2], ts[:, L.T_STATUS]]))
+                    np.arange(a, b)[task][ran], k, rec[:, L.H_SHAPE], rec[:, L.H_SUBMIT_NS],
+                    ts[:, L.T_READY], dsp, ts[:, L.T_DONE], ts[:, L.T_STATUS],
+                    cores, np.where(valid, starts, 0), np.where(valid, ends, 0)]))
 
     def _poison(self, tid: int) -> None:
         dec = self.sanitize
@@ -575,7 +594,7 @@ class Scheduler:
             return False
         self.retired = r
         self.q[self.g_tail] = self.heap_tail
-        if r == end:
+        if r == end and not self.tracing:
             self.tmap.clear()      # nothing unfinished is left to depend on
         if r - self.accounted >= self.account_batch:
             self.flush_retired()
@@ -620,9 +639,7 @@ class Scheduler:
             elif kind == L.REQ_DIAG:
                 write_report(q, area, L.SCHED_AREA_WORDS, self.diagnose())
             elif kind == L.REQ_TRACE:
-                rows, self.trace = self.trace, ([] if self.trace is not None else None)
-                self.ctx.trace_out(rows)
-                write_report(q, area, L.SCHED_AREA_WORDS, {"rows": len(rows or ())})
+                write_report(q, area, L.SCHED_AREA_WORDS, self.take_trace())
             q[lay.g(L.G_ACK)] = req
             self.ctx.host_sem.release()
         abort = q[lay.g(L.G_ABORT_REQ)]
@@ -648,6 +665,34 @@ class Scheduler:
                     self.ctx.host_sem.release()
         return False
 
+    def _timed(self, phase: str, fn):
+        perf, acc = time.perf_counter_ns, self.phase_ns
+
+        def timed(*a):
+            t0 = perf()
+            r = fn(*a)
+            acc[phase] += perf() - t0
+            return r
+        return timed
+
+    def phases(self) -> dict:
+        """Scheduler time per step of its loop since it started; "idle" is everything else
+        (spinning, sleeping, servicing the host)."""
+        ph = dict(self.phase_ns)
+        ph["idle"] = time.perf_counter_ns() - self.t_start - sum(v for k, v in ph.items() if k != "idle")
+        return ph
+
+    def take_trace(self) -> dict:
+        """Hand the trace collected so far to the host (through a file: it can be large)."""
+        if self.trace is None:
+            return {"path": None}
+        rows = np.concatenate(self.trace) if self.trace else np.zeros((0, TRACE_COLS), np.int64)
+        edges = np.array(self.edges, np.int64).reshape(-1, 2)
+        self.trace, self.edges = [], []
+        path = os.path.join(self.ctx.trace_dir, f"trace-{os.getpid()}-{self.loops}.npz")
+        np.savez(path, rows=rows, edges=edges)
+        return {"path": path, "phase_ns": self.phases(), "kernel_names": self.ctx.kernel_names}
+
     def stats(self) -> dict:
         names = self.ctx.kernel_names
         return {
@@ -662,6 +707,7 @@ class Scheduler:
                                   "execute", "end_to_seen"), self.phase)),
             "scheduler_busy_ns": self.busy_ns,
             "scheduler_loops": self.loops,
+            "scheduler_phase_ns": self.phases() if self.tracing else None,
         }
 
     def diagnose(self) -> dict:

@@ -9,13 +9,17 @@ answer gives exactly the edges sequential consistency needs on overlapping bytes
     In           writers                      read after write
     Out / InOut  writers and readers          write after write, write after read
 
-Per buffer the map keeps two lists of live entries ``(tid, lo, hi, contig, argref)``: writers
-(Out and InOut) and readers (In). Reads never scan readers, so a buffer that thousands of tasks
-only read (a KV cache) costs O(1) per read. Entries of finished tasks are dropped while scanning
-(and, for reader lists that are never scanned, whenever a list doubles). A write that covers an
+Per buffer the map keeps two lists of live entries ``(tid, lo, hi, contig, argref)``, sorted by
+first byte: writers (Out and InOut) and readers (In). Reads never scan readers, so a buffer that
+thousands of tasks only read (a KV cache) costs O(1) per read, and a scan only visits entries
+whose byte range can reach the access (many disjoint tiles of one buffer stay cheap). Entries of
+finished tasks are dropped while scanning, and whenever a list has doubled since its last clean. A write that covers an
 earlier entry's bytes makes that entry redundant (anything later that touches those bytes meets
 the new writer first, which already waits for the old entry), so a chain of InOut tasks on one
 buffer keeps a single entry.
+
+With ``keep_done`` (tracing) finished entries are kept too, so the answer is every earlier
+access the new one depends on -- the graph's edges -- and the caller filters the unfinished ones.
 
 Overlap is decided on byte ranges first. Only when both ranges meet and one view is not
 contiguous (a column slice, say) does it compare footprint boxes: two views of the same base with
@@ -27,6 +31,7 @@ cannot be reused while its task is unfinished, and only entries of unfinished ta
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 READ, WRITE, READWRITE = 1, 2, 3        # same codes as the record's direction field
@@ -52,20 +57,56 @@ def boxes_overlap(lo_a: int, ga: Geometry, lo_b: int, gb: Geometry) -> bool:
     return True
 
 
+class _Entries:
+    """Accesses of one kind (writes or reads) to one buffer, sorted by first byte. An entry can
+    only reach a query range [lo, hi) if it starts in (lo - longest entry, hi), so a scan looks at
+    that slice only: many disjoint tiles of one buffer cost O(log n) per access, not O(n)."""
+
+    __slots__ = ("los", "items", "maxlen", "prune_at")
+
+    def __init__(self) -> None:
+        self.los: list[int] = []
+        self.items: list[tuple] = []
+        self.maxlen = 0
+        self.prune_at = 32
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, e: tuple, is_done: Callable[[int], bool]) -> None:
+        i = bisect_right(self.los, e[1])
+        self.los.insert(i, e[1])
+        self.items.insert(i, e)
+        if e[2] - e[1] > self.maxlen:
+            self.maxlen = e[2] - e[1]
+        if len(self.items) > self.prune_at:      # entries no query reaches: drop finished ones
+            keep = [x for x in self.items if not is_done(x[0])]
+            self.items = keep
+            self.los = [x[1] for x in keep]
+            self.prune_at = 2 * len(keep) + 32
+
+    def window(self, lo: int, hi: int) -> tuple[int, int]:
+        return bisect_right(self.los, lo - self.maxlen), bisect_left(self.los, hi)
+
+
 class TensorMap:
     """Access history per buffer id. ``is_done(tid)`` says whether a task has finished;
     ``geometry(argref)`` reads a view's footprint box from its task record."""
 
-    def __init__(self, is_done: Callable[[int], bool], geometry: Callable[[int], Geometry]) -> None:
-        self.is_done = is_done
+    def __init__(self, is_done: Callable[[int], bool], geometry: Callable[[int], Geometry],
+                 keep_done: bool = False) -> None:
+        # keep_done (tracing): also answer with finished tasks, so that every dependency of the
+        # graph is known, not only the ones that still had to be waited for.
+        self.is_done = (lambda t: False) if keep_done else is_done
+        self.eager = keep_done
         self.geometry = geometry
-        self.bufs: dict[int, list] = {}      # buf -> [writers, readers, reader_prune_at]
+        self.bufs: dict[int, tuple[_Entries, _Entries]] = {}      # buf -> (writers, readers)
 
     def __len__(self) -> int:
         return len(self.bufs)
 
     def entries(self) -> int:
-        return sum(len(w) + len(r) for w, r, _ in self.bufs.values())
+        return sum(len(w) + len(r) for w, r in self.bufs.values())
 
     def clear(self) -> None:
         self.bufs.clear()
@@ -74,50 +115,58 @@ class TensorMap:
         """Forget a buffer whose memory has been released (its entries are all finished)."""
         self.bufs.pop(buf, None)
 
-    def _overlaps(self, lo: int, hi: int, contig: int, ref: int, e: tuple) -> bool:
-        if lo >= e[2] or e[1] >= hi:
-            return False
-        if contig and e[3]:
-            return True
-        return boxes_overlap(lo, self.geometry(ref), e[1], self.geometry(e[4]))
-
-    def _scan(self, lst: list, tid: int, lo: int, hi: int, contig: int, ref: int,
+    def _scan(self, ents: _Entries, tid: int, lo: int, hi: int, contig: int, ref: int,
               preds: list, write: bool) -> None:
         """Append overlapping unfinished entries to preds; drop finished ones and (for a write)
         ones the new access covers."""
+        i0, i1 = ents.window(lo, hi)
+        if i0 >= i1:
+            return
         is_done = self.is_done
-        keep = []
-        for e in lst:
+        items = ents.items
+        gone = []
+        geo = None
+        for i in range(i0, i1):
+            e = items[i]
             t = e[0]
             if t == tid:
-                keep.append(e)
                 continue
             if is_done(t):
+                gone.append(i)
                 continue
-            if self._overlaps(lo, hi, contig, ref, e):
-                preds.append(t)
-                if write and contig and lo <= e[1] and e[2] <= hi:
-                    continue                 # covered by this write: redundant from now on
-            keep.append(e)
-        lst[:] = keep
+            if e[2] <= lo:
+                continue
+            if not (contig and e[3]):
+                if geo is None:
+                    geo = self.geometry(ref)
+                g = e[4]
+                if not boxes_overlap(lo, geo, e[1], g if type(g) is tuple else self.geometry(g)):
+                    continue
+            preds.append(t)
+            if write and contig and lo <= e[1] and e[2] <= hi:
+                gone.append(i)           # covered by this write: redundant from now on
+        for i in reversed(gone):
+            del items[i]
+            del ents.los[i]
 
     def access(self, buf: int, tid: int, mode: int, lo: int, hi: int, contig: int, ref: int,
                preds: list) -> None:
         """Record an access of task ``tid`` and append the tids it must wait for to ``preds``."""
+        if hi <= lo:
+            return                       # an empty view touches no byte
         st = self.bufs.get(buf)
         if st is None:
-            st = self.bufs[buf] = [[], [], 16]
-        writers, readers = st[0], st[1]
-        entry = (tid, lo, hi, contig, ref)
-        if writers:
+            st = self.bufs[buf] = (_Entries(), _Entries())
+        writers, readers = st
+        # The footprint box is read from the task record when needed -- safe while the task is
+        # unfinished (its record cannot be reused). Tracing keeps finished tasks, so there the
+        # box is copied into the entry up front.
+        entry = (tid, lo, hi, contig, self.geometry(ref) if self.eager else ref)
+        if writers.items:
             self._scan(writers, tid, lo, hi, contig, ref, preds, mode != READ)
         if mode == READ:
-            readers.append(entry)
-            if len(readers) > st[2]:
-                is_done = self.is_done
-                readers[:] = [e for e in readers if not is_done(e[0])]
-                st[2] = 2 * len(readers) + 16
+            readers.add(entry, self.is_done)
         else:
-            if readers:
+            if readers.items:
                 self._scan(readers, tid, lo, hi, contig, ref, preds, True)
-            writers.append(entry)
+            writers.add(entry, self.is_done)

@@ -1,8 +1,10 @@
 """The ``ptoemu`` command.
 
     ptoemu paged-attention [--case Case1] [--variant first_output] [--unroll 64] [--blocks 24] ...
-    ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,24] [--json FILE]
-    ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--rounds 3] [--json FILE]
+    ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,2,4,8,16,24] [--json FILE]
+    ptoemu bench granularity [--sizes 0,10,30,100,300,1000] [--blocks 2,8,24] [--json FILE]
+    ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--trace PREFIX] [--json FILE]
+    ptoemu trace summary run.json
     ptoemu stress --seconds 600   soak: tiny tasks, tiny rings, results and memory checked
     ptoemu cases           list the paged-attention cases
 """
@@ -54,7 +56,8 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
          f"{params['head_dim']}, block_size {params['block_size']}, context {params['context_len']}, "
          f"unroll {unroll}; device {platform.blocks} blocks ({platform.cores} cores)")
     t0 = time.perf_counter()
-    with Device(platform, kernels=["kernels.paged_attention"], inline=a.inline) as dev:
+    with Device(platform, kernels=["kernels.paged_attention"], inline=a.inline,
+                trace=a.trace or False) as dev:
         _say(f"  device started in {dev.start_seconds:.2f} s")
         t1 = time.perf_counter()
         data = pa.load_case(dev, params, a.seed)
@@ -102,35 +105,58 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
                 _say(f"  golden: {golden_s:.3f} s; device/golden time {run_s / golden_s:.2f}x")
                 _say(f"  max abs error {err.max():.3e}, max rel error {rel.max():.3e} "
                      f"(rtol = atol = 1e-3): {'PASS' if passed else 'FAIL'}")
+    if a.trace:
+        _say(f"trace written to {a.trace} (open it in https://ui.perfetto.dev)")
     _say(f"total {time.perf_counter() - t0:.1f} s")
     return 0 if ok else 1
 
 
+def _ints(text: str | None) -> list[int]:
+    return [int(x) for x in text.split(",")] if text else []
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
-    from host import bench
+    from host.bench import common, dispatch, granularity, paged_attention
     if a.what == "dispatch":
-        blocks = [int(x) for x in a.blocks.split(",")]
+        blocks = _ints(a.blocks or "1,2,4,8,16,24")
         _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
-        r = bench.run_dispatch(blocks, a.tasks, a.rounds, log=_say)
-        _say(bench.format_dispatch(r))
-        if a.json:
-            bench.write_json(r, a.json)
-            _say(f"results written to {a.json}")
-        return 0
-    if a.what == "paged-attention":
+        mod, r = dispatch, dispatch.run(blocks, a.tasks, a.rounds, log=_say)
+    elif a.what == "granularity":
+        blocks = _ints(a.blocks or "2,8,24")
+        sizes = [float(x) for x in a.sizes.split(",")]
+        _say(f"granularity benchmark: busy kernels of {sizes} us, blocks {blocks}, {a.rounds} rounds")
+        mod, r = granularity, granularity.run(blocks, sizes, a.rounds, log=_say)
+    else:
         cases = a.cases.split(",")
         variants = ["hub", "first_output", "alloc"] if a.variant == "all" else [a.variant]
-        unrolls = [int(x) for x in a.unroll.split(",")] if a.unroll else [None]
-        blocks = int(a.blocks.split(",")[-1])
+        unrolls: list[int | None] = list(_ints(a.unroll)) or [None]
+        blocks = _ints(a.blocks or "24")[-1]
         _say(f"paged-attention benchmark: cases {cases}, variants {variants}, unroll "
              f"{a.unroll or 'case default'}, {blocks} blocks, {a.rounds} rounds")
-        r = bench.run_paged_attention(cases, variants, unrolls, blocks, a.rounds, log=_say)
-        _say(bench.format_paged_attention(r))
-        if a.json:
-            bench.write_json(r, a.json)
-            _say(f"results written to {a.json}")
-        return 0
-    raise SystemExit(f"unknown benchmark {a.what!r}")
+        mod, r = paged_attention, paged_attention.run(cases, variants, unrolls, blocks, a.rounds,
+                                                      trace_prefix=a.trace, log=_say)
+    _say(mod.format(r))
+    traces = r.pop("traces", None)
+    if a.json:
+        common.write_json(r, a.json)
+        _say(f"results written to {a.json}")
+        r["traces"] = traces
+        for p in mod.plots(r, a.json.rsplit(".", 1)[0]):
+            _say(f"plot written to {p}")
+    return 0
+
+
+def cmd_trace(a: argparse.Namespace) -> int:
+    import json
+
+    from host.trace import format_summary, summarize
+    with open(a.file) as f:
+        s = summarize(json.load(f))
+    _say(format_summary(s))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(s, f, indent=2)
+    return 0
 
 
 def cmd_stress(a: argparse.Namespace) -> int:
@@ -169,19 +195,28 @@ def parser() -> argparse.ArgumentParser:
                     help="tokens per sequence, or a comma-separated list (per sequence)")
     pa.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
     pa.add_argument("--no-check", action="store_true", help="skip the golden comparison")
+    pa.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
     pa.set_defaults(fn=cmd_paged_attention)
 
-    b = sub.add_parser("bench", help="throughput benchmarks")
-    b.add_argument("what", choices=["dispatch", "paged-attention"])
-    b.add_argument("--tasks", type=int, default=20000, help="dispatch: tasks per run")
+    b = sub.add_parser("bench", help="measurement harness (results as JSON, PNG plots with matplotlib)")
+    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention"])
     b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--blocks", default="1,24", help="comma-separated device sizes (paged-attention: "
-                   "the last one)")
+    b.add_argument("--blocks", default=None, help="comma-separated device sizes (defaults: dispatch "
+                   "1,2,4,8,16,24; granularity 2,8,24; paged-attention 24)")
+    b.add_argument("--tasks", type=int, default=20000, help="dispatch: tasks per run")
+    b.add_argument("--sizes", default="0,10,30,100,300,1000", help="granularity: task sizes in us")
     b.add_argument("--cases", default="Case1", help="paged-attention: comma-separated case names")
     b.add_argument("--variant", default="all", choices=["hub", "first_output", "alloc", "all"])
     b.add_argument("--unroll", default=None, help="paged-attention: comma-separated N_UNROLL values")
-    b.add_argument("--json", help="write results as JSON to this file")
+    b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
+    b.add_argument("--json", help="write results as JSON to this file (and plots beside it)")
     b.set_defaults(fn=cmd_bench)
+
+    t = sub.add_parser("trace", help="analyse a trace written with --trace / Device(trace=...)")
+    t.add_argument("action", choices=["summary"])
+    t.add_argument("file")
+    t.add_argument("--json", help="also write the summary as JSON")
+    t.set_defaults(fn=cmd_trace)
 
     s = sub.add_parser("stress", help="soak: tiny tasks through tiny rings, checking results and memory")
     s.add_argument("--seconds", type=float, default=60.0)

@@ -25,6 +25,7 @@ In every case but the last the device stays usable for the next run.
 from __future__ import annotations
 
 import math
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -40,6 +41,7 @@ from host.platform import Platform
 from host.stats import Stats
 from host.submit import _fmt_bytes
 from host.tensor import Buffer, Tensor, check_dtype, check_shape
+from host.trace import TraceData, write_chrome
 from kernels.registry import Kernel, resolve
 
 ABORT_TIMEOUT_ON_INTERRUPT = 5.0
@@ -50,7 +52,8 @@ class Device:
 
     kernels     Kernel objects and/or names of modules whose kernels are loaded
     timestamps  record submit/ready/dispatch/start/end/done times of every task (on by default)
-    trace       keep every task's times for ``dev.trace()``
+    trace       True: keep every task's times and dependencies for ``dev.trace()`` /
+                ``dev.write_trace(path)``; a path: also write the Chrome trace there at close
     sanitize    direction sanitizer: In tensors read-only, Out tensors poisoned before each
                 task and checked after it (device/sanitizer.py); a violation fails the run
     schedule    "fifo" (default) or "random": ready tasks and free cores are taken in a random
@@ -61,7 +64,7 @@ class Device:
     """
 
     def __init__(self, platform: Platform | None = None, kernels: Iterable[Kernel | str] = (), *,
-                 timestamps: bool = True, trace: bool = False, sanitize: bool = False,
+                 timestamps: bool = True, trace: bool | str = False, sanitize: bool = False,
                  schedule: str = "fifo", seed: int = 0, jitter_us: float = 0.0,
                  inline: bool = False) -> None:
         if platform is None:
@@ -86,7 +89,9 @@ class Device:
         self._last_run: dict = {}
         t0 = time.perf_counter()
         engine = InlineEngine if inline else ProcessEngine
-        self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=trace,
+        self._trace_path = trace if isinstance(trace, (str, os.PathLike)) else None
+        self._trace: TraceData | None = None
+        self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
                               sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us)
         self._finalizer = weakref.finalize(self, self._engine.stop)
         self.start_seconds = time.perf_counter() - t0
@@ -101,9 +106,15 @@ class Device:
         self.close()
 
     def close(self) -> None:
-        """Stop every process and unlink every segment (idempotent)."""
+        """Stop every process and unlink every segment (idempotent). A device made with
+        ``trace="path"`` writes its trace first."""
         if self._closed:
             return
+        if self._trace_path and not self._lost:
+            try:
+                self.write_trace(self._trace_path)
+            except DeviceError:
+                pass
         self._closed = True
         for b in list(self._buffers):
             b.alive = False
@@ -297,6 +308,8 @@ class Device:
             self._running = False
             rt.active = False
         wall = time.perf_counter() - t0
+        if self._engine.tracing:
+            self._take_trace([(int(t0 * 1e9), time.perf_counter_ns())])
         self._runs += 1
         self._last_run = {"wall_s": wall, "records": w.next_tid - first, "tasks": rt.tasks,
                           "tasks_per_s": rt.tasks / wall if wall > 0 else 0.0,
@@ -319,6 +332,34 @@ class Device:
             self._lose(e)
         except BaseException:  # noqa: BLE001 - a stuck kernel or a second Ctrl-C: shut down
             self.close()
+
+    # -- tracing ---------------------------------------------------------------------------------
+    def _take_trace(self, runs: list[tuple[int, int]] | None = None) -> None:
+        part = self._guarded(self._engine.take_trace)
+        if part is None:
+            return
+        part.runs = runs or []
+        if self._trace is None:
+            self._trace = part
+        else:
+            self._trace.extend(part)
+
+    def trace(self, clear: bool = False) -> TraceData:
+        """Everything traced so far (needs ``Device(..., trace=True)``); ``clear`` starts afresh."""
+        self._check_open("dev.trace()")
+        if not self._engine.tracing:
+            raise RuntimeError("dev.trace(): this device was made without Device(..., trace=True)")
+        self._take_trace()
+        data = self._trace
+        assert data is not None
+        if clear:
+            self._trace = None
+        return data
+
+    def write_trace(self, path: str) -> str:
+        """Write the trace as Chrome Trace Event JSON (open it in https://ui.perfetto.dev)."""
+        write_chrome(self.trace(), str(path))
+        return str(path)
 
     # -- reporting -------------------------------------------------------------------------------
     def progress(self) -> tuple[int, int]:

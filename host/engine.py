@@ -30,6 +30,7 @@ from host.launch import DeviceProcesses
 from host.platform import Platform
 from host.submit import TaskWriter, _fmt_bytes
 from host.tensor import Buffer
+from host.trace import TraceData
 from kernels.registry import Kernel
 
 
@@ -43,6 +44,7 @@ class ProcessEngine:
         self.gm_buf = self.procs.gm.buf
         self.host_bytes = self.procs.host_bytes
         self.arena = HostArena(self.host_bytes)
+        self.tracing = bool(options.get("trace"))
         self.lay = self.procs.layout
 
     def reserve(self, off: int, nbytes: int) -> None:
@@ -92,6 +94,14 @@ class ProcessEngine:
         rep = self.channel.request(L.REQ_STATS)
         assert isinstance(rep, dict)
         return rep
+
+    def take_trace(self) -> TraceData | None:
+        rep = self.channel.request(L.REQ_TRACE)
+        assert isinstance(rep, dict)
+        if not rep.get("path"):
+            return None
+        return TraceData.load(rep["path"], rep["kernel_names"], self.procs.platform.blocks,
+                              rep["phase_ns"])
 
     @property
     def wait_ns(self) -> int:
@@ -192,6 +202,7 @@ class InlineEngine:
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0
+        self.tracing = False
 
     def reserve(self, off: int, nbytes: int) -> None:
         pass
@@ -219,6 +230,9 @@ class InlineEngine:
 
     def abort(self, timeout: float | None) -> None:
         self.writer.by_depth.clear()
+
+    def take_trace(self) -> TraceData | None:
+        return None
 
     def stats(self) -> dict:
         w = self.writer

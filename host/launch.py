@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -85,7 +86,8 @@ class DeviceProcesses:
             kernel_names=[k.name for k in kernels],
             spin_ns=int(platform.spin_us * 1000), host_pid=os.getpid(),
             segment_names=[s.name for s in self.segments],
-            timestamps=timestamps, trace=trace, sanitize=sanitize, trace_out=None,
+            timestamps=timestamps or trace, trace=trace, sanitize=sanitize,
+            trace_dir=tempfile.gettempdir(),
             schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000))
         self._fork()
 

@@ -1,0 +1,187 @@
+"""``ptoemu bench dispatch``: no-op tasks through the whole path, beside ProcessPoolExecutor.
+
+Every task is a no-op kernel, so what is measured is the runtime: record, tensor map, ready
+queue, mailbox, wake-up, completion, retirement, timestamps.
+
+    scenario    graph                                                     per round
+    indep       independent tasks, no arguments                           N tasks
+    chain       each task InOut on the same buffer: one chain of N        N tasks
+    fanout      one writer (Out), then 64 readers (In) of it; repeated    N tasks
+    fanin       64 writers of disjoint rows, one reader of all; repeated  N tasks
+    shape_*     independent tasks of one core shape (AIC, AIV, AIV_X2,    N/4 tasks each
+                AIC_AIV, AIC_AIV_X2): mixed shapes need idle cores of one block
+
+Baselines in the same run, interleaved round by round: ProcessPoolExecutor(cpu_count, fork)
+on N/10 no-op calls -- all submitted then waited ("indep"), and submit-and-wait one at a time
+(a dependent task cannot start before the previous result is back: the baseline for "chain").
+The cost of timestamps is measured as the same indep/chain rounds on a device without them.
+
+Rows: {"scenario", "blocks", "timestamps", tasks/s and us/task min/median/max, "x_ppe"}.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from host.bench import common
+from host.device import Device
+from host.platform import Platform
+from kernels import AIC, AIV, In, InOut, Mixed, Out, kernel
+
+
+def _nothing(*args):
+    """Does nothing: what is measured is the runtime around it."""
+
+
+noop = kernel(AIV, name="bench.noop")(_nothing)
+noop_aic = kernel(AIC, name="bench.noop_aic")(_nothing)
+noop_aiv_x2 = kernel(Mixed(aiv0=_nothing, aiv1=_nothing), name="bench.noop_aiv_x2")
+noop_aic_aiv = kernel(Mixed(aic=_nothing, aiv=_nothing), name="bench.noop_aic_aiv")
+noop_aic_aiv_x2 = kernel(Mixed(aic=_nothing, aiv0=_nothing, aiv1=_nothing), name="bench.noop_aic_aiv_x2")
+SHAPES = {"AIC": noop_aic, "AIV": noop, "AIV_X2": noop_aiv_x2, "AIC_AIV": noop_aic_aiv,
+          "AIC_AIV_X2": noop_aic_aiv_x2}
+KERNELS = [noop, *SHAPES.values()]
+
+
+def orch_indep(rt, n: int, k=noop) -> None:
+    submit = rt.submit
+    for _ in range(n):
+        submit(k)
+
+
+def orch_chain(rt, buf, n: int) -> None:
+    submit = rt.submit
+    arg = InOut(buf)
+    for _ in range(n):
+        submit(noop, arg)
+
+
+def orch_fanout(rt, buf, n: int) -> None:
+    w, r = Out(buf), In(buf)
+    for i in range(0, n, 65):
+        rt.submit(noop, w)
+        for _ in range(min(64, n - i - 1)):
+            rt.submit(noop, r)
+
+
+def orch_fanin(rt, rows, n: int) -> None:
+    outs = [Out(rows[j]) for j in range(64)]
+    whole = In(rows)
+    for i in range(0, n, 65):
+        for j in range(min(64, n - i)):
+            rt.submit(noop, outs[j])
+        rt.submit(noop, whole)
+
+
+def _ppe_noop() -> None:
+    return None
+
+
+def ppe_indep(pool: cf.ProcessPoolExecutor, n: int) -> None:
+    cf.wait([pool.submit(_ppe_noop) for _ in range(n)])
+
+
+def ppe_chain(pool: cf.ProcessPoolExecutor, n: int) -> None:
+    for _ in range(n):
+        pool.submit(_ppe_noop).result()
+
+
+def scenarios(dev: Device, n: int) -> dict[str, Callable[[], object]]:
+    buf = dev.empty((8,), np.float32)
+    rows = dev.empty((64, 8), np.float32)
+    out = {"indep": lambda: dev.run(orch_indep, n),
+           "chain": lambda: dev.run(orch_chain, buf, n),
+           "fanout": lambda: dev.run(orch_fanout, buf, n),
+           "fanin": lambda: dev.run(orch_fanin, rows, n)}
+    for name, k in SHAPES.items():
+        out[f"shape_{name}"] = lambda k=k: dev.run(orch_indep, n // 4, k)
+    return out
+
+
+def run(blocks: list[int], tasks: int, rounds: int, log: Callable[[str], None] = print) -> dict:
+    ppe_n = max(1000, tasks // 10)
+    workers = os.cpu_count() or 2
+    rows: list[dict] = []
+    ppe_times: dict[str, list[float]] = {"indep": [], "chain": []}
+    life: dict[str, dict] = {}
+    configs = [(b, True) for b in blocks] + [(max(blocks), False)]
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, \
+            common.progress("dispatch", len(configs) * rounds) as advance:
+        ppe_indep(pool, 200)                          # warm the pool's workers
+        for b, ts in configs:
+            t0 = time.perf_counter()
+            with Device(Platform(blocks=b), kernels=KERNELS, timestamps=ts) as dev:
+                start_s = time.perf_counter() - t0
+                scen = scenarios(dev, tasks)
+                if not ts:                            # timestamp cost: indep and chain only
+                    scen = {k: scen[k] for k in ("indep", "chain")}
+                for f in scen.values():               # warm-up: fault in the ring, fill caches
+                    f()
+                times: dict[str, list[float]] = {k: [] for k in scen}
+                for _ in range(rounds):
+                    for k, f in scen.items():
+                        times[k].append(common.timed(f))
+                    if ts:
+                        ppe_times["indep"].append(common.timed(lambda: ppe_indep(pool, ppe_n)))
+                        ppe_times["chain"].append(common.timed(lambda: ppe_chain(pool, ppe_n)))
+                    advance()
+                t1 = time.perf_counter()
+            if ts:
+                life[str(b)] = {"start_s": start_s, "stop_s": time.perf_counter() - t1}
+                log(f"  {b} block(s): device started in {start_s:.2f} s, stopped in "
+                    f"{life[str(b)]['stop_s']:.2f} s")
+            for k, v in times.items():
+                n = tasks // 4 if k.startswith("shape_") else tasks
+                rows.append({"scenario": k, "blocks": b, "timestamps": ts, **common.rate_summary(v, n)})
+    ppe = {k: common.rate_summary(v, ppe_n) for k, v in ppe_times.items()}
+    for r in rows:
+        base = {"indep": ppe["indep"], "chain": ppe["chain"]}.get(r["scenario"])
+        r["x_ppe"] = r["tasks_per_s_median"] / base["tasks_per_s_median"] if base and r["timestamps"] else None
+    for k, p in ppe.items():
+        rows.append({"scenario": f"ppe_{k}", "blocks": None, "timestamps": None, **p, "x_ppe": 1.0})
+    big = max(blocks)
+    med = {(r["scenario"], r["blocks"], r["timestamps"]): r["tasks_per_s_median"] for r in rows}
+    summary = {
+        "indep_x_ppe": {str(b): med[("indep", b, True)] / ppe["indep"]["tasks_per_s_median"] for b in blocks},
+        "chain_x_ppe_submit_and_wait": {str(b): med[("chain", b, True)] / ppe["chain"]["tasks_per_s_median"]
+                                        for b in blocks},
+        "timestamp_cost": {k: 1 - med[(k, big, True)] / med[(k, big, False)] for k in ("indep", "chain")},
+        "device_lifecycle_s": life}
+    return common.results("dispatch", {"blocks": blocks, "tasks": tasks, "rounds": rounds}, rows, summary)
+
+
+def format(r: dict) -> str:
+    cols = [("scenario", "{}"), ("blocks", "{}"), ("timestamps", "{}"), ("tasks_per_s_min", "{:,.0f}"),
+            ("tasks_per_s_median", "{:,.0f}"), ("tasks_per_s_max", "{:,.0f}"),
+            ("us_per_task_median", "{:.2f}"), ("x_ppe", "{:.1f}x")]
+    s = r["summary"]
+    lines = [common.table("dispatch: no-op tasks through the whole path", cols, r["rows"])]
+    lines.append("timestamps cost (tasks/s lost with them on): " + ", ".join(
+        f"{k} {v * 100:+.1f} %" for k, v in s["timestamp_cost"].items()))
+    for b, x in s["device_lifecycle_s"].items():
+        lines.append(f"{b} block(s): start {x['start_s']:.2f} s, stop {x['stop_s']:.2f} s")
+    return "\n".join(lines)
+
+
+def plots(r: dict, prefix: str) -> list[str]:
+    def draw(ax):
+        for scen in ("indep", "chain", "fanout", "fanin"):
+            pts = sorted((x["blocks"], x["tasks_per_s_median"]) for x in r["rows"]
+                         if x["scenario"] == scen and x["timestamps"])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=scen)
+        for k in ("indep", "chain"):
+            p = next(x for x in r["rows"] if x["scenario"] == f"ppe_{k}")
+            ax.axhline(p["tasks_per_s_median"], ls="--", lw=1, label=f"ProcessPoolExecutor {k}")
+        ax.set_xlabel("blocks (3 worker processes each)")
+        ax.set_ylabel("tasks/s (median)")
+        ax.set_yscale("log")
+        ax.set_title("no-op task throughput")
+        ax.legend()
+    p = common.plot(f"{prefix}-tasks_per_s.png", draw)
+    return [p] if p else []
