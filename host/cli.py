@@ -4,6 +4,8 @@
     ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,2,4,8,16,24] [--json FILE]
     ptoemu bench granularity [--sizes 0,10,30,100,300,1000] [--blocks 2,8,24] [--json FILE]
     ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--trace PREFIX] [--json FILE]
+    ptoemu bench KIND --sweep blocks=1,8,24 unroll=1,8,64 [--backend ray]
+    ptoemu paged-attention --devices 4 --backend ray|local
     ptoemu trace summary run.json
     ptoemu stress --seconds 600   soak: tiny tasks, tiny rings, results and memory checked
     ptoemu cases           list the paged-attention cases
@@ -39,6 +41,45 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def cmd_paged_attention_sharded(a: argparse.Namespace, params: dict, unroll: int) -> int:
+    """--devices N: shard the batch over N devices (local processes or Ray actors)."""
+    import kernels.paged_attention as pa
+    from host import Platform
+    from host.cluster import DeviceGroup
+    from kernels.paged_attention import sharding
+
+    variant = "first_output" if a.variant == "all" else a.variant
+    t0 = time.perf_counter()
+    inp = pa.generate_inputs(params, a.seed)
+    _say(f"  inputs generated on the host in {time.perf_counter() - t0:.2f} s")
+    shards = sharding.shard(inp, a.devices, variant=variant, unroll=unroll)
+    t1 = time.perf_counter()
+    with DeviceGroup(a.devices, Platform(blocks=a.blocks), kernels=["kernels.paged_attention"],
+                     backend=a.backend) as group:
+        _say(f"  {a.devices} devices ({a.backend}) started in {time.perf_counter() - t1:.2f} s")
+        t2 = time.perf_counter()
+        res = group.run_sharded(pa.orchestrate, shards)
+        wall = time.perf_counter() - t2
+        timings = group.timings
+    out = sharding.gather(shards, res)
+    _say(f"variant {variant} on {a.devices} devices: wall {wall:.3f} s")
+    for i, t in enumerate(timings):
+        _say(f"  shard {i}: rows {shards[i]['rows']}, to device {t['to_device_s']:.3f} s, run {t['run_s']:.3f} s, "
+             f"to host {t['to_host_s']:.3f} s, total {t['total_s']:.3f} s (attempts {t['attempts']})")
+    ok = True
+    if not a.no_check:
+        t3 = time.perf_counter()
+        g = pa.golden(inp["query"], inp["key_cache"], inp["value_cache"], inp["block_table"],
+                      inp["context_lens"], inp["scale"], unroll=unroll)
+        err = np.abs(out - g)
+        ok = bool(np.allclose(out, g, rtol=1e-3, atol=1e-3))
+        _say(f"  golden {time.perf_counter() - t3:.3f} s; max abs error {err.max():.3e}: {'PASS' if ok else 'FAIL'}")
+    if a.backend == "ray":
+        import ray
+        ray.shutdown()
+    return 0 if ok else 1
+
+
 def cmd_paged_attention(a: argparse.Namespace) -> int:
     import kernels.paged_attention as pa
     from host import Device, Platform
@@ -55,6 +96,8 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
     _say(f"case {a.case}: batch {params['batch']}, heads {params['num_heads']}, head_dim "
          f"{params['head_dim']}, block_size {params['block_size']}, context {params['context_len']}, "
          f"unroll {unroll}; device {platform.blocks} blocks ({platform.cores} cores)")
+    if a.devices > 1 or a.backend != "local":
+        return cmd_paged_attention_sharded(a, params, unroll)
     t0 = time.perf_counter()
     with Device(platform, kernels=["kernels.paged_attention"], inline=a.inline,
                 trace=a.trace or False) as dev:
@@ -116,7 +159,23 @@ def _ints(text: str | None) -> list[int]:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from host.bench import common, dispatch, granularity, paged_attention
+    from host.bench import common, dispatch, granularity, paged_attention, sweep
+    if a.sweep or a.backend == "ray":
+        base = {"rounds": a.rounds, "tasks": a.tasks}
+        if a.what == "paged-attention":
+            base.update(case=a.cases.split(",")[0])
+        spec = sweep.parse(a.sweep or [])
+        spec.setdefault("blocks", _ints(a.blocks or "24"))
+        _say(f"{a.what} sweep over {spec} ({a.backend} backend)")
+        r = sweep.run(a.what, base, spec, a.backend, log=_say)
+        _say(sweep.format(r))
+        if a.json:
+            common.write_json(r, a.json)
+            _say(f"results written to {a.json}")
+        if a.backend == "ray":
+            import ray
+            ray.shutdown()
+        return 0 if not r["summary"]["failed"] else 1
     if a.what == "dispatch":
         blocks = _ints(a.blocks or "1,2,4,8,16,24")
         _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
@@ -196,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
     pa.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
     pa.add_argument("--no-check", action="store_true", help="skip the golden comparison")
     pa.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
+    pa.add_argument("--devices", type=int, default=1, help="shard the batch over this many devices")
+    pa.add_argument("--backend", default="local", choices=["local", "ray"],
+                    help="where the devices live: this machine, or one Ray actor each")
     pa.set_defaults(fn=cmd_paged_attention)
 
     b = sub.add_parser("bench", help="measurement harness (results as JSON, PNG plots with matplotlib)")
@@ -210,6 +272,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--unroll", default=None, help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
     b.add_argument("--json", help="write results as JSON to this file (and plots beside it)")
+    b.add_argument("--sweep", nargs="*", default=None, metavar="NAME=V1,V2",
+                   help="run one configuration per combination, e.g. blocks=1,8,24 unroll=1,8,64")
+    b.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="ray: fan the sweep's configurations out over a Ray cluster")
     b.set_defaults(fn=cmd_bench)
 
     t = sub.add_parser("trace", help="analyse a trace written with --trace / Device(trace=...)")
