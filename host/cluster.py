@@ -7,7 +7,9 @@
                       shards run in threads, one per device
     backend "ray"     one Ray actor per device (the vLLM way across nodes: keep the device as it
                       is, put one behind each actor); shard inputs go through Ray's object store
-                      as numpy arrays (zero-copy on a node), outputs come back the same way
+                      as numpy arrays (zero-copy on a node; each array object is put once, so
+                      running the same shards again sends nothing new), outputs come back the
+                      same way
 
 A shard is ``{"args": [...], "outputs": [(shape, dtype), ...], "kwargs": {...}}``: numpy arrays in
 ``args`` become device tensors, other values pass as they are; one empty device tensor per
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -115,10 +118,21 @@ class _RayBackend:
         self.actor_cls = ray.remote(num_cpus=0)(DeviceActor)
         self.actors = [self.actor_cls.remote(*self.spec) for _ in range(n)]
         ray.get([a.ready.remote() for a in self.actors])
+        self.refs: dict[int, tuple] = {}
+
+    def _ref(self, a: np.ndarray):
+        """The object-store copy of an input array, put once per array object (running the same
+        shards again sends nothing new; a changed array must be a new array object)."""
+        key = id(a)
+        hit = self.refs.get(key)
+        if hit is not None and hit[0]() is a:
+            return hit[1]
+        ref = self.ray.put(a)
+        self.refs[key] = (weakref.ref(a, lambda _, k=key: self.refs.pop(k, None)), ref)
+        return ref
 
     def submit(self, slot: int, orchestration: Callable, shard: dict) -> cf.Future:
-        ray = self.ray
-        arrays = [ray.put(a) for a in shard["args"] if isinstance(a, np.ndarray)]
+        arrays = [self._ref(a) for a in shard["args"] if isinstance(a, np.ndarray)]
         meta = {**shard, "args": [_Array() if isinstance(a, np.ndarray) else a for a in shard["args"]]}
         ref = self.actors[slot].run.remote(orchestration, meta, *arrays)
         return ref.future()
@@ -150,6 +164,7 @@ class _RayBackend:
                 pass
             self.ray.kill(a, no_restart=True)
         self.actors = []
+        self.refs.clear()
 
 
 class DeviceActor:

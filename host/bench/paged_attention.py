@@ -23,7 +23,7 @@ import kernels.paged_attention as pa
 from host.bench import common
 from host.device import Device
 from host.platform import Platform
-from host.trace import TraceData, critical_path
+from host.trace import C, TraceData, critical_path
 
 INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
 
@@ -126,18 +126,19 @@ def plots(r: dict, prefix: str) -> list[str]:
 
         def draw(ax, tr=tr, name=name):
             rows = tr.rows
-            t0 = rows[:, 3].min()
-            colors = {}
-            for row in rows.tolist():
-                k = tr.kernel_names[row[1]].rsplit(".", 1)[-1]
+            t0 = rows[:, C["submit"]].min()
+            spans: dict[tuple[int, int], list] = {}          # (core, kernel) -> [(start, width)]
+            for p in range(3):
+                ran = rows[rows[:, C[f"core{p}"]] >= 0]
+                for core, k, st, en in zip(ran[:, C[f"core{p}"]].tolist(), ran[:, C["kernel"]].tolist(),
+                                           ran[:, C[f"start{p}"]].tolist(), ran[:, C[f"end{p}"]].tolist()):
+                    spans.setdefault((core, k), []).append(((st - t0) / 1e6, max((en - st) / 1e6, 1e-3)))
+            colors: dict[int, str] = {}
+            for (core, k), bars in sorted(spans.items()):
                 c = colors.setdefault(k, f"C{len(colors)}")
-                for p in range(3):
-                    core = row[8 + p]
-                    if core >= 0:
-                        ax.broken_barh([((row[11 + p] - t0) / 1e6, max((row[14 + p] - row[11 + p]) / 1e6, 1e-3))],
-                                       (core - 0.4, 0.8), color=c)
+                ax.broken_barh(bars, (core - 0.4, 0.8), color=c)
             for k, c in colors.items():
-                ax.plot([], [], color=c, lw=6, label=k)
+                ax.plot([], [], color=c, lw=6, label=tr.kernel_names[k].rsplit(".", 1)[-1])
             ax.set_xlabel("ms")
             ax.set_ylabel("core (AIC = 3b, AIV = 3b+1, 3b+2)")
             ax.set_title(f"per-core timeline: {name}")
