@@ -27,6 +27,12 @@ name it.
 After a kernel error, or when the host asks to abort, the scheduler discards: ready tasks finish
 as "skipped" without running, in-flight ones drain, and every scope hold is released, so the host
 never waits forever. An abort is acknowledged once nothing is in flight and all is retired.
+
+Options that change the loop (all off by default): tracing keeps every task's times and every
+dependency edge (and times the loop's steps); the sanitizer poisons Out regions at dispatch and
+checks them at completion (device/sanitizer.py); schedule fuzzing takes ready tasks and free cores
+in a seeded random order. Statistics are folded in with numpy when tasks retire, in batches, so
+they cost little per task; RETIRED moves in the same batches (or at once when the host waits).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import numpy as np
 
 from device import layout as L
 from device import sanitizer
-from device.shm import read_report, unlink_name, write_report
+from device.shm import unlink_name, write_report
 from device.tensormap import TensorMap
 from device.worker import ArgDecoder, core_name, describe_args
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
@@ -848,4 +854,4 @@ class Scheduler:
                     pass
 
 
-__all__ = ["run", "Scheduler", "read_report"]
+__all__ = ["run", "Scheduler", "TRACE_COLUMNS"]

@@ -82,7 +82,6 @@ class DeviceProcesses:
             sched_sem=MP.Semaphore(0), host_sem=MP.Semaphore(0),
             worker_sems=[MP.Semaphore(0) for _ in range(lay.ncores)],
             kernel_parts=[k.parts for k in kernels],
-            kernel_nparts=[sum(p is not None for p in k.parts) for k in kernels],
             kernel_names=[k.name for k in kernels],
             spin_ns=int(platform.spin_us * 1000), host_pid=os.getpid(),
             segment_names=[s.name for s in self.segments],
