@@ -35,7 +35,7 @@ import numpy as np
 
 from device import layout as L
 from host.engine import InlineEngine, ProcessEngine
-from host.errors import DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
+from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
 from host.orchestration import Runtime
 from host.platform import Platform
 from host.stats import Stats
@@ -45,6 +45,7 @@ from host.trace import TraceData, write_chrome
 from kernels.registry import Kernel, resolve
 
 ABORT_TIMEOUT_ON_INTERRUPT = 5.0
+ABORT_TIMEOUT_ON_STALL = 1.0
 
 
 class Device:
@@ -325,13 +326,20 @@ class Device:
             rt._close(rt._frames[-1], "the run failed")
         if self._closed:
             return
-        timeout = ABORT_TIMEOUT_ON_INTERRUPT if isinstance(exc, KeyboardInterrupt) else None
+        timeout = None
+        if isinstance(exc, KeyboardInterrupt):
+            timeout = ABORT_TIMEOUT_ON_INTERRUPT
+        elif isinstance(exc, DeadlockError):           # after a stall a kernel is likely stuck
+            timeout = min(self.platform.stall_timeout, ABORT_TIMEOUT_ON_STALL)
         try:
             self._engine.abort(timeout)
         except DeviceLost as e:
             self._lose(e)
+            exc.add_note(f"The device was lost while the run was being aborted: {e}")
         except BaseException:  # noqa: BLE001 - a stuck kernel or a second Ctrl-C: shut down
             self.close()
+            exc.add_note("A task was still running when the run was aborted, so the device was shut "
+                         "down (its processes stopped); make a new Device to go on.")
 
     # -- tracing ---------------------------------------------------------------------------------
     def _take_trace(self, runs: list[tuple[int, int]] | None = None) -> None:

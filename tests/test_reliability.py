@@ -111,9 +111,10 @@ def test_stuck_kernel_ends_in_a_stall_error_naming_it(make_device):
     x = dev.zeros((4,), np.float32)
     t0 = time.monotonic()
     with pytest.raises(DeadlockError, match=r"(?s)no task finished or retired for 1 s.*running: task \d+ "
-                                            r"\(testkernels.spin_forever\) on AIV"):
+                                            r"\(testkernels.spin_forever\) on AIV") as ei:
         dev.run(lambda rt: rt.submit(tk.spin_forever, In(x)))
     assert time.monotonic() - t0 < 10
+    assert dev.closed and "device was shut down" in "".join(ei.value.__notes__)
 
 
 # --------------------------------------------------------------------------------------------
