@@ -164,6 +164,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         base = {"rounds": a.rounds, "tasks": a.tasks}
         if a.what == "paged-attention":
             base.update(case=a.cases.split(",")[0])
+        if a.what == "granularity":
+            base.update(sizes=[float(x) for x in a.sizes.split(",")])
         spec = sweep.parse(a.sweep or [])
         spec.setdefault("blocks", _ints(a.blocks or "24"))
         _say(f"{a.what} sweep over {spec} ({a.backend} backend)")
@@ -172,6 +174,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.json:
             common.write_json(r, a.json)
             _say(f"results written to {a.json}")
+            mod = {"dispatch": dispatch, "granularity": granularity}.get(a.what)
+            if mod and r["rows"]:                # the merged rows plot like a single run's
+                for p in mod.plots(r, a.json.rsplit(".", 1)[0]):
+                    _say(f"plot written to {p}")
         if a.backend == "ray":
             import ray
             ray.shutdown()

@@ -11,6 +11,7 @@ without stopping the others.
 from __future__ import annotations
 
 import itertools
+import json
 import traceback
 from collections.abc import Callable
 
@@ -102,8 +103,7 @@ def format(r: dict) -> str:
     lines = [f"sweep of {len(r['summary']['configs']) + len(r['summary']['failed'])} configuration(s) "
              f"({r['config']['backend']} backend): {len(r['rows'])} rows"]
     for c in r["summary"]["configs"]:
-        lines.append(f"  {c['config']}: " + ", ".join(f"{k}={v}" for k, v in c["summary"].items()
-                                                     if not isinstance(v, (dict, list)))[:200])
+        lines.append(f"  {c['config']}: {json.dumps(c['summary'], default=str)[:300]}")
     for f in r["summary"]["failed"]:
         lines.append(f"  FAILED {f['config']}: {f['error']}")
     return "\n".join(lines)
