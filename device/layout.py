@@ -42,7 +42,7 @@ LINE = 8                      # int64 words per 64-byte cache line
 
 # --- globals (one cache line each) -------------------------------------------------------------
 (G_HEAD, G_RETIRED, G_HEAP_TAIL, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
- G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_EPOCH) = range(16)
+ G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED) = range(15)
 N_GLOBALS = 16
 
 # Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds.

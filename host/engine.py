@@ -93,6 +93,13 @@ class ProcessEngine:
     def stats(self) -> dict:
         rep = self.channel.request(L.REQ_STATS)
         assert isinstance(rep, dict)
+        q, lay = self.procs.q, self.lay
+        cores = {"AIC": [0, 0], "AIV": [0, 0]}          # kind -> [parts run, busy ns], from the workers
+        for c in range(lay.ncores):
+            k = cores["AIC" if c % 3 == 0 else "AIV"]
+            k[0] += q[lay.wline(c) + L.W_TASKS]
+            k[1] += q[lay.wline(c) + L.W_BUSY_NS]
+        rep["cores"] = {k: {"parts_run": n, "busy_s": ns / 1e9} for k, (n, ns) in cores.items()}
         return rep
 
     def take_trace(self) -> TraceData | None:

@@ -32,6 +32,8 @@ class Stats(dict):
         rt = self.get("runtime_tasks", {})
         lines.append(f"worker tasks {self.worker_tasks}; runtime tasks (no worker): alloc "
                      f"{rt.get('alloc', 0)}, scope ends {rt.get('scope_end', 0)}")
+        for kind, c in self.get("cores", {}).items():
+            lines.append(f"{kind} cores: {c['parts_run']} task parts run, {c['busy_s'] * 1e3:.1f} ms busy")
         n = self.get("timed_tasks", 0)
         if n:
             ph = self.get("phase_ns", {})

@@ -39,6 +39,7 @@ def test_contract_snippet_from_the_issue():
         assert np.allclose(dev.to_host(c), (np.arange(1024) + 1) * 0.5)
         st = dev.stats()
         assert st["kernels"][add.name]["tasks"] == 1 and st["kernels"][scale.name]["tasks"] == 1
+        assert st["cores"]["AIV"]["parts_run"] == 2 and st["cores"]["AIC"]["parts_run"] == 0
         assert "tasks" in str(st)
 
 
