@@ -43,6 +43,13 @@ def poison(arr: np.ndarray) -> None:
         arr[...] = _pattern(arr.dtype)
 
 
+def poison_outs(arrays: list[np.ndarray], dirs: list[int]) -> None:
+    """Poison every Out argument of a task."""
+    for a, d in zip(arrays, dirs):
+        if d == L.DIR_OUT:
+            poison(a)
+
+
 def poisoned(arr: np.ndarray) -> int:
     """How many elements of ``arr`` still hold poison."""
     if arr.size == 0 or arr.dtype.kind == "b":

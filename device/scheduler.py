@@ -416,9 +416,7 @@ class Scheduler:
 
     def _poison(self, tid: int) -> None:
         dec = self.sanitize
-        for a, d in zip(dec.tensors(self.lay.rec(tid)), dec.last_dirs):
-            if d == L.DIR_OUT:
-                sanitizer.poison(a)
+        sanitizer.poison_outs(dec.tensors(self.lay.rec(tid)), dec.last_dirs)
 
     def _check_outs(self, tid: int, t: int) -> None:
         """Sanitizer: report Out elements the task left holding poison."""

@@ -159,10 +159,10 @@ def run(ctx: SimpleNamespace, core: int) -> None:
         r = lay.rec(tid)
         t = lay.ts(tid)
         q[wl + L.W_RUNNING] = tid + 1
-        start = perf()
         fn = parts[q[r + L.H_KERNEL]][part]
         if rng:
-            time.sleep(rng.random() * jitter)      # fuzzing: shake up the completion order
+            time.sleep(rng.random() * jitter)      # fuzzing: a late start shakes up the order
+        start = perf()
         tensors = []
         try:
             tensors = dec.tensors(r)

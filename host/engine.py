@@ -159,28 +159,24 @@ class _InlineWriter(TaskWriter):
             self.n_alloc += 1
             return
         k = q[r + L.H_KERNEL]
-        dec = self.dec
-        rep = {"tid": tid, "kernel": self.kernels[k].name, "core": "inline", "args": describe_args(q, r),
-               "traceback": ""}
-        fn = next(p for p in self.kernels[k].parts if p is not None)
+        kern, dec = self.kernels[k], self.dec
+        tensors = dec.tensors(r)                 # views: every part sees (and writes) the same GM
+        dirs = dec.last_dirs
+        names = sanitizer.arg_names(kern.fn, len(tensors)) if self.sanitize else []
+        rep = {"tid": tid, "kernel": kern.name, "core": "inline", "args": describe_args(q, r), "traceback": ""}
         if self.sanitize:
-            for a, d in zip(dec.tensors(r), dec.last_dirs):
-                if d == L.DIR_OUT:
-                    sanitizer.poison(a)
-        for fn in (p for p in self.kernels[k].parts if p is not None):
-            tensors = dec.tensors(r)
+            sanitizer.poison_outs(tensors, dirs)
+        for part in (p for p in kern.parts if p is not None):
             try:
-                fn(*dec.scalars(r, list(tensors)))
+                part(*dec.scalars(r, list(tensors)))
             except Exception as e:
                 import traceback
                 rep.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
                 if self.sanitize:
-                    rep["violation"] = sanitizer.written_in(
-                        e, tensors, dec.last_dirs, sanitizer.arg_names(fn, len(tensors)))
+                    rep["violation"] = sanitizer.written_in(e, tensors, dirs, names)
                 raise KernelError.from_report(rep) from e
         if self.sanitize:
-            tensors = dec.tensors(r)
-            bad = sanitizer.unwritten_outs(tensors, dec.last_dirs, sanitizer.arg_names(fn, len(tensors)))
+            bad = sanitizer.unwritten_outs(tensors, dirs, names)
             if bad:
                 rep.update(error="direction violation", violation="; ".join(bad))
                 raise KernelError.from_report(rep)
