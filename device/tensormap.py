@@ -9,14 +9,14 @@ answer gives exactly the edges sequential consistency needs on overlapping bytes
     In           writers                      read after write
     Out / InOut  writers and readers          write after write, write after read
 
-Per buffer the map keeps two lists of live entries ``(tid, lo, hi, contig, argref)``, sorted by
-first byte: writers (Out and InOut) and readers (In). Reads never scan readers, so a buffer that
-thousands of tasks only read (a KV cache) costs O(1) per read, and a scan only visits entries
-whose byte range can reach the access (many disjoint tiles of one buffer stay cheap). Entries of
-finished tasks are dropped while scanning, and whenever a list has doubled since its last clean. A write that covers an
-earlier entry's bytes makes that entry redundant (anything later that touches those bytes meets
-the new writer first, which already waits for the old entry), so a chain of InOut tasks on one
-buffer keeps a single entry.
+Per buffer the map keeps two lists of live entries ``(tid, lo, hi, contig, footprint)``, sorted
+by first byte: writers (Out and InOut) and readers (In). Reads never scan readers, so a buffer
+that thousands of tasks only read (a KV cache) costs O(1) per read, and a scan only visits
+entries whose byte range can reach the access (many disjoint tiles of one buffer stay cheap).
+Entries of finished tasks are dropped while scanning, and whenever a list has doubled since its
+last clean. A write that covers an earlier entry's bytes makes that entry redundant (anything
+later that touches those bytes meets the new writer first, which already waits for the old
+entry), so a chain of InOut tasks on one buffer keeps a single entry.
 
 With ``keep_done`` (tracing) finished entries are kept too, so the answer is every earlier
 access the new one depends on -- the graph's edges -- and the caller filters the unfinished ones.
@@ -25,8 +25,9 @@ Overlap is decided on byte ranges first. Only when both ranges meet and one view
 contiguous (a column slice, say) does it compare footprint boxes: two views of the same base with
 the same strides overlap iff their boxes intersect in every dimension. Views of one buffer seen
 through different layouts (after a reshape) are treated as overlapping when their ranges meet:
-conservative, never wrong. ``argref`` locates the view's geometry in its task record; the record
-cannot be reused while its task is unfinished, and only entries of unfinished tasks are compared.
+conservative, never wrong. ``footprint`` is where the view's box lives in its task record (read
+only when needed: the record cannot be reused while its task is unfinished, and only unfinished
+entries are compared) -- or, when tracing keeps finished entries, the box itself.
 """
 
 from __future__ import annotations

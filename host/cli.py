@@ -22,19 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _progress(dev, label: str, stop: threading.Event, total: int | None = None) -> None:
-    """A one-line progress display of finished/submitted records while a run is going."""
-    if not sys.stderr.isatty():
-        return
-    t0 = time.perf_counter()
-    while not stop.wait(0.2):
-        done, sub = dev.progress()
-        tot = total or sub
-        frac = done / tot if tot else 0.0
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r  {label} [{bar:<30}] {done}/{tot} records  {time.perf_counter() - t0:5.1f} s")
-        sys.stderr.flush()
-    sys.stderr.write("\r" + " " * 100 + "\r")
+def _progress(dev, label: str, stop: threading.Event) -> None:
+    """Finished / submitted records of a device while a run is going, as a progress bar."""
+    from host.bench.common import progress
+    with progress(label, 0) as step:
+        while not stop.wait(0.2):
+            done, submitted = dev.progress()
+            step(done=done, total=submitted)
 
 
 def _say(msg: str) -> None:

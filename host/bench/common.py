@@ -79,18 +79,27 @@ def table(title: str, columns: list[tuple[str, str]], rows: Iterable[dict]) -> s
 
 @contextmanager
 def progress(label: str, total: int):
-    """A progress bar on stderr (rich, when a terminal is attached); yields advance(n=1)."""
+    """A progress bar on stderr (rich, when a terminal is attached). Yields ``step``:
+    ``step()`` advances by one, ``step(done=d, total=t)`` sets both."""
+    def nothing(n: int = 1, *, done: int | None = None, total: int | None = None) -> None:
+        pass
     if not sys.stderr.isatty():
-        yield lambda n=1: None
+        yield nothing
         return
     try:
         from rich.progress import Progress
     except ImportError:
-        yield lambda n=1: None
+        yield nothing
         return
     with Progress(transient=True) as p:
         task = p.add_task(label, total=total)
-        yield lambda n=1: p.advance(task, n)
+
+        def step(n: int = 1, *, done: int | None = None, total: int | None = None) -> None:
+            if done is None:
+                p.advance(task, n)
+            else:
+                p.update(task, completed=done, total=total)
+        yield step
 
 
 class PssSampler:
