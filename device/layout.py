@@ -3,17 +3,22 @@
 Two segments, created by the host and inherited by every forked process (nobody attaches by name):
 
     GM (global memory)        [ host tensors (dev.empty / dev.to_device) | heap ring (runtime tensors) ]
-    control                   [ globals | per-core lines | task ring | per-slot times | error areas ]
+    control                   [ globals | per-core lines | task ring | per-slot times | freed queue
+                                | error areas ]
 
 Control segment, in int64 words; every writer owns whole 64-byte lines so two processes never
 write the same cache line:
 
     globals      one line per word (G_*): host writes HEAD/WAIT_*/ABORT_REQ/REQ/STOP,
-                 the scheduler writes RETIRED/HEAP_TAIL/COMPLETED/IDLE/ERROR/ACKs
+                 the scheduler writes RETIRED/FREED/COMPLETED/IDLE/ERROR/ACKs
     per core c   line 2c:   mailbox, written by the scheduler: [head, slot 0 .. slot D-1]
                  line 2c+1: written by the worker: [done, pid, running, tasks, busy_ns]
     task ring    WINDOW records of REC_WORDS words; task id t lives in slot t & (WINDOW-1)
     times        WINDOW rows of TS_WORDS words: when each phase of the task in that slot happened
+    freed queue  FREE_SLOTS words: the tids of dead heap allocations, in the order they died
+                 (entry n at n & (FREE_SLOTS-1); G_FREED counts them). The host frees their
+                 ranges. FREE_SLOTS exceeds the most allocations the heap can hold at once, so
+                 the scheduler never overwrites an entry the host has not read.
     error areas  one per core plus one for the scheduler: [nbytes, pickled report ...]
 
 A mailbox slot holds ``tid * 4 + part`` (part 0 = the AIC function, 1/2 = the vector functions).
@@ -21,8 +26,9 @@ The worker bumps ``done`` after each entry and posts the scheduler's semaphore.
 
 Task record (REC_WORDS int64 words; the host writes it, scheduler and workers only read it):
 
-    header   H_TID H_KIND H_KERNEL H_SHAPE H_NTENSORS H_NSCALARS H_DEPTH H_FLAGS H_HEAP_END
-             H_SUBMIT_NS H_NVALS H_AUX
+    header   H_TID H_KIND H_KERNEL H_SHAPE H_NTENSORS H_NSCALARS H_DEPTH H_FLAGS H_HOLD
+             H_SUBMIT_NS H_NVALS H_AUX; H_HOLD is the scope depth whose end releases the heap
+             space this record allocated: where its tensors were made, not where it was submitted
     tensors  MAX_TENSORS x ARG_WORDS: [buffer id, meta, lo, hi, owner tid, base, shape[5], strides[5]]
              meta = dir | contiguous<<2 | dtype code<<8 | ndim<<16 | drop mask<<20
              lo/hi bound the bytes the view covers in GM; shape/strides describe the footprint box
@@ -39,14 +45,16 @@ import numpy as np
 from kernels.args import DIR_IN, DIR_INOUT, DIR_NAMES, DIR_OUT  # noqa: F401  (one definition)
 
 LINE = 8                      # int64 words per 64-byte cache line
+HEAP_ALIGN = 1024             # every runtime tensor starts on this boundary, as in the reference
 
 # --- globals (one cache line each) -------------------------------------------------------------
-(G_HEAD, G_RETIRED, G_HEAP_TAIL, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
+(G_HEAD, G_RETIRED, G_FREED, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
  G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED) = range(15)
 N_GLOBALS = 16
 
-# Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds.
-WAIT_NONE, WAIT_RETIRED, WAIT_COMPLETED, WAIT_HEAP = 0, 1, 2, 3
+# Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds
+# (RETIRED, COMPLETED or FREED has reached G_WAIT_VALUE).
+WAIT_NONE, WAIT_RETIRED, WAIT_COMPLETED, WAIT_FREED = 0, 1, 2, 3
 
 # Scheduler error states (G_ERROR).
 ERR_NONE, ERR_KERNEL, ERR_SCHEDULER = 0, 1, 2
@@ -60,7 +68,7 @@ W_DONE, W_PID, W_RUNNING, W_TASKS, W_BUSY_NS = range(5)   # in the worker line
 MAX_DEPTH = LINE - 1
 
 # --- task record ---------------------------------------------------------------------------------
-(H_TID, H_KIND, H_KERNEL, H_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HEAP_END,
+(H_TID, H_KIND, H_KERNEL, H_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
  H_SUBMIT_NS, H_NVALS, H_AUX) = range(12)
 HEADER_WORDS = 16
 KIND_TASK, KIND_SCOPE_END, KIND_ALLOC = 0, 1, 2
@@ -104,10 +112,17 @@ def dtype_code(dt: np.dtype) -> int:
     return DTYPE_CODE[np.dtype(dt)]
 
 
+def arg_geometry(q, ref: int) -> tuple:
+    """(base, shape, strides) of the footprint box of the tensor argument at word ``ref``."""
+    nd = (q[ref + A_META] >> 16) & 7
+    return (q[ref + A_BASE], tuple(q[ref + A_SHAPE + d] for d in range(nd)),
+            tuple(q[ref + A_STRIDES + d] for d in range(nd)))
+
+
 class Layout:
     """Word offsets of everything in the control segment of a device with ``ncores`` cores."""
 
-    def __init__(self, ncores: int, window: int, depth: int) -> None:
+    def __init__(self, ncores: int, window: int, depth: int, heap_bytes: int = 0) -> None:
         if window < 2 or window & (window - 1):
             raise ValueError(f"task_window must be a power of two >= 2, got {window}")
         if not 1 <= depth <= MAX_DEPTH:
@@ -116,7 +131,9 @@ class Layout:
         self.core_off = N_GLOBALS * LINE
         self.ring_off = self.core_off + 2 * LINE * ncores
         self.ts_off = self.ring_off + window * REC_WORDS
-        self.err_off = self.ts_off + window * TS_WORDS
+        self.free_off = self.ts_off + window * TS_WORDS
+        self.free_slots = 1 << (heap_bytes // HEAP_ALIGN + 1).bit_length()
+        self.err_off = self.free_off + self.free_slots
         self.sched_area = self.err_off + (ncores + 1) * ERR_AREA_WORDS
         self.words = self.sched_area + SCHED_AREA_WORDS
         self.nbytes = self.words * 8

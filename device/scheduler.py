@@ -6,7 +6,8 @@
     workers ◀──mailbox + sem── dispatch ◀── ready queue per core shape (AIC, AIV, AIV_X2, ...)
        │
        └── done counter + sem ──▶ completions ──▶ release successors, drop buffer users
-                                                  retire in order ──▶ RETIRED / HEAP_TAIL ──▶ host
+                                                  retire in order ──▶ RETIRED ──▶ host
+                                                  dead heap allocations ──▶ FREED queue ──▶ host
 
 One loop does five things, each as far as it can before the next:
   1. ingest   new records: task (dependencies from the tensor map), scope end (drop the scope's
@@ -14,15 +15,14 @@ One loop does five things, each as far as it can before the next:
   2. complete done counters that moved: a task whose parts all finished releases its successors
   3. dispatch ready tasks to cores with a free mailbox slot; widest shapes first; a mixed task
               waits for all the cores it needs in one block to be idle, so its parts start together
-  4. retire   the oldest tasks, in order, once finished, unreferenced and out of their scope;
-              publish RETIRED (task ring space) and HEAP_TAIL (heap ring space) for the host
+  4. retire   the oldest records, in order, once finished; publish RETIRED (task ring space)
   5. wait     yield-spin while tasks are in flight, then block on the scheduler semaphore (one
               token per published record and per completion, so no wake-up is ever lost)
 
-A task retires when it has finished, no unfinished task still uses a runtime buffer it allocated,
-and -- if it allocated heap space -- its scope has ended. Only heap-allocating tasks are held by
-their scope: the hold exists to keep a runtime tensor's memory while the orchestration can still
-name it.
+A record retires (its ring slot goes back to the host) as soon as it has finished. The memory of
+runtime tensors lives apart from ring slots (device/lifetime.py): a heap allocation stays until the
+scope its tensors were made in has ended and its last user has finished; the heap tail moves over
+dead allocations in allocation order.
 
 After a kernel error, or when the host asks to abort, the scheduler discards: ready tasks finish
 as "skipped" without running, in-flight ones drain, and every scope hold is released, so the host
@@ -49,9 +49,12 @@ import numpy as np
 
 from device import layout as L
 from device import sanitizer
-from device.shm import unlink_name, write_report
+from device.execute import ArgDecoder, unwritten_report
+from device.hostlink import alive, child_signals, orphaned
+from device.lifetime import BUFS, TID, Lifetimes
+from device.shm import write_report
 from device.tensormap import TensorMap
-from device.worker import ArgDecoder, core_name, describe_args
+from device.worker import core_name
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 # Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
@@ -76,22 +79,9 @@ def _fence_factory():
     return fence
 
 
-def orphaned(host_pid: int) -> bool:
-    return os.getppid() != host_pid
-
-
-def _alive(pid: int) -> bool:
-    """Is this (non-child) process still running? Zombies count as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def run(ctx: SimpleNamespace) -> None:
     """Entry point of the scheduler process (forked from the host)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the host's business
+    child_signals()
     sched = Scheduler(ctx)
     prof_path = os.environ.get("PTOEMU_PROFILE_SCHEDULER")   # developer aid: cProfile the loop
     try:
@@ -122,27 +112,26 @@ class Scheduler:
         self.fanin = [0] * W
         self.succ: list[list | None] = [None] * W
         self.done_tid = [-1] * W
-        self.users = [0] * W
-        self.held = [False] * W
-        self.heap_end = [0] * W
         self.parts_left = [0] * W
-        self.owners: list[list | None] = [None] * W     # allocators this task holds a use of
-        self.allocated: list[list | None] = [None] * W  # buffers this task allocated
+        self.owners: list[list | None] = [None] * W     # allocation records this task uses
         self.kernel = [0] * W
         self.shape = [0] * W
-        self.scopes: list[list[int]] = [[] for _ in range(64)]
         self.ready = [deque() for _ in range(5)]
         self.nready = 0
         self.ingested = 0
         self.retired = 0
         self.completed = 0
-        self.heap_tail = 0
         self.discard = False
         self.tracing = bool(ctx.trace)
-        self.tmap = TensorMap(self.is_done, self.geometry, keep_done=self.tracing)
+        # Tracing and graph recording keep every dependency edge, also to finished producers.
+        self.keep_edges = self.tracing or bool(ctx.record)
+        self.tmap = TensorMap(self.is_done, self.geometry, keep_done=self.keep_edges)
+        self.heap = Lifetimes(self._freed)
+        self.nfreed = 0
         self.edges: list[tuple[int, int]] = []         # (consumer, producer), tracing only
         self.phase_ns = dict.fromkeys(("ingest", "complete", "dispatch", "retire", "idle"), 0)
         self.t_start = time.perf_counter_ns()
+        self.phase_mark: dict[str, int] = {}       # phases() at the last trace take
         if self.tracing:            # time each step of the loop (costs ~0.3 us per loop)
             for phase, name in (("ingest", "ingest"), ("complete", "collect"), ("dispatch", "dispatch"),
                                 ("retire", "retire"), ("retire", "publish")):
@@ -182,7 +171,8 @@ class Scheduler:
         self.last_abort = 0
         self.g_head = lay.g(L.G_HEAD)
         self.g_retired = lay.g(L.G_RETIRED)
-        self.g_tail = lay.g(L.G_HEAP_TAIL)
+        self.g_freed = lay.g(L.G_FREED)
+        self.free_off, self.free_mask = lay.free_off, lay.free_slots - 1
         self.accounted = 0
         self.account_batch = max(1, min(256, W // 8))
         self.ts_off = lay.ts_off
@@ -197,11 +187,7 @@ class Scheduler:
         return tid < self.retired or self.done_tid[tid & self.mask] == tid
 
     def geometry(self, ref: int) -> tuple:
-        q = self.q
-        nd = (q[ref + L.A_META] >> 16) & 7
-        return (q[ref + L.A_BASE],
-                tuple(q[ref + L.A_SHAPE + d] for d in range(nd)),
-                tuple(q[ref + L.A_STRIDES + d] for d in range(nd)))
+        return L.arg_geometry(self.q, ref)
 
     # -- 1. ingest ------------------------------------------------------------------------------
     def ingest(self, head: int) -> None:
@@ -214,51 +200,39 @@ class Scheduler:
             r = ring_off + s * L.REC_WORDS
             self.done_tid[s] = -1
             kind = q[r + L.H_KIND]
-            self.heap_end[s] = q[r + L.H_HEAP_END]
-            self.held[s] = False
-            self.users[s] = 0
             self.owners[s] = None
-            self.allocated[s] = None
             self.succ[s] = None
             if kind == L.KIND_SCOPE_END:
                 self.n_scope += 1
                 depth = q[r + L.H_AUX]
-                lst = self.scopes[depth]     # inner scopes ended before this one
-                for t in lst:
-                    self.held[t & mask] = False
-                lst.clear()
-                if depth == 0 and self.tracing:
+                self.heap.end_scope(depth)
+                if depth == 0 and self.keep_edges:
                     self.tmap.clear()        # a run's end: nothing later depends on it
                 self._finish(tid, s)
                 continue
             nt = q[r + L.H_NTENSORS]
             preds: list[int] = []
             owners = None
-            alloc = None
+            if q[r + L.H_FLAGS] & L.FLAG_HEAP:
+                bufs = [q[a] for a in range(r + L.ARGS_OFF, r + L.ARGS_OFF + nt * L.ARG_WORDS, L.ARG_WORDS)
+                        if q[a + L.A_OWNER] == tid]
+                owners = [self.heap.allocate(tid, bufs, q[r + L.H_HOLD])]
+            use = self.heap.use
             for i in range(nt):
                 a = r + L.ARGS_OFF + i * L.ARG_WORDS
-                buf = q[a]
                 owner = q[a + L.A_OWNER]
-                if owner == tid:
-                    if alloc is None:
-                        alloc = [buf]
-                    else:
-                        alloc.append(buf)
-                elif owner >= 0:
-                    self.users[owner & mask] += 1
-                    if owners is None:
-                        owners = [owner]
-                    else:
-                        owners.append(owner)
+                if owner >= 0 and owner != tid:
+                    rec = use(owner)
+                    if rec is not None:
+                        if owners is None:
+                            owners = [rec]
+                        else:
+                            owners.append(rec)
                 if kind == L.KIND_TASK:
                     meta = q[a + L.A_META]
-                    access(buf, tid, meta & 3, q[a + L.A_LO], q[a + L.A_HI], meta & L.META_CONTIG, a,
+                    access(q[a], tid, meta & 3, q[a + L.A_LO], q[a + L.A_HI], meta & L.META_CONTIG, a,
                            preds)
             self.owners[s] = owners
-            self.allocated[s] = alloc
-            if q[r + L.H_FLAGS] & L.FLAG_HEAP:
-                self.held[s] = True
-                self.scopes[q[r + L.H_DEPTH]].append(tid)
             if kind == L.KIND_ALLOC:
                 self.n_alloc += 1
                 self._finish(tid, s)
@@ -270,7 +244,7 @@ class Scheduler:
             if preds:
                 is_done = self.is_done
                 succ = self.succ
-                if self.tracing:
+                if self.keep_edges:
                     self.edges.extend((tid, p) for p in set(preds) if p != tid)
                 for p in set(preds):
                     if p != tid and not is_done(p):
@@ -309,9 +283,20 @@ class Scheduler:
                     self._make_ready(t, ts)
         own = self.owners[s]
         if own is not None:
-            users = self.users
-            for o in own:
-                users[o & mask] -= 1
+            self.owners[s] = None
+            release = self.heap.release
+            for a in own:
+                release(a)
+
+    def _freed(self, a: list) -> None:
+        """A heap allocation died: forget its buffers and tell the host (FREED queue)."""
+        drop = self.tmap.drop
+        for b in a[BUFS]:
+            drop(b)
+        n = self.nfreed
+        self.q[self.free_off + (n & self.free_mask)] = a[TID]
+        self.nfreed = n + 1
+        self.q[self.g_freed] = n + 1
 
     # -- 2. complete -----------------------------------------------------------------------------
     def collect(self) -> bool:
@@ -420,19 +405,14 @@ class Scheduler:
 
     def _check_outs(self, tid: int, t: int) -> None:
         """Sanitizer: report Out elements the task left holding poison."""
-        dec, q, r = self.sanitize, self.q, self.lay.rec(tid)
+        q, r = self.q, self.lay.rec(tid)
         k = self.kernel[tid & self.mask]
-        arrays = dec.tensors(r)
         fn = next(p for p in self.ctx.kernel_parts[k] if p is not None)
-        bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
-        if not bad:
-            return
-        q[t + L.T_STATUS] = L.STATUS_ERROR
         core = q[t + L.T_CORE0] if q[t + L.T_START0] >= q[t + L.T_DISPATCH] else q[t + L.T_CORE1]
-        write_report(q, self.lay.err_area(core), L.ERR_AREA_WORDS, {
-            "tid": tid, "kernel": self.ctx.kernel_names[k], "core": core_name(core), "part": 0,
-            "args": describe_args(q, r), "error": "direction violation", "traceback": "",
-            "violation": "; ".join(bad)})
+        rep = unwritten_report(self.sanitize, r, fn, tid, self.ctx.kernel_names[k], core_name(core))
+        if rep is not None:
+            q[t + L.T_STATUS] = L.STATUS_ERROR
+            write_report(q, self.lay.err_area(core), L.ERR_AREA_WORDS, rep)
 
     def _kernel_failed(self, tid: int) -> None:
         q = self.q
@@ -583,22 +563,13 @@ class Scheduler:
         r0 = r = self.retired
         end = self.ingested
         mask = self.mask
-        done_tid, users, held = self.done_tid, self.users, self.held
-        while r < end:
-            s = r & mask
-            if done_tid[s] != r or users[s] or held[s]:
-                break
-            al = self.allocated[s]
-            if al is not None:
-                for b in al:
-                    self.tmap.drop(b)
-            self.heap_tail = self.heap_end[s]
+        done_tid = self.done_tid
+        while r < end and done_tid[r & mask] == r:
             r += 1
         if r == r0:
             return False
         self.retired = r
-        self.q[self.g_tail] = self.heap_tail
-        if r == end and not self.tracing:
+        if r == end and not self.keep_edges:
             self.tmap.clear()      # nothing unfinished is left to depend on
         if r - self.accounted >= self.account_batch:
             self.flush_retired()
@@ -623,7 +594,7 @@ class Scheduler:
                 self.flush_retired()
             if ((kind == L.WAIT_RETIRED and self.accounted >= v)
                     or (kind == L.WAIT_COMPLETED and self.completed >= v)
-                    or (kind == L.WAIT_HEAP and self.heap_tail >= v)):
+                    or (kind == L.WAIT_FREED and self.nfreed >= v)):
                 self.ctx.host_sem.release()
 
     # -- host requests ---------------------------------------------------------------------------
@@ -649,10 +620,7 @@ class Scheduler:
         abort = q[lay.g(L.G_ABORT_REQ)]
         if abort != self.last_abort:
             self.discard = True
-            for lst in self.scopes:
-                for t in lst:
-                    self.held[t & self.mask] = False
-                lst.clear()
+            self.heap.release_all_holds()
             self.skip_ready()
             head = q[self.g_head]
             if self.n_inflight == 0 and self.ingested == head:
@@ -688,14 +656,17 @@ class Scheduler:
 
     def take_trace(self) -> dict:
         """Hand the trace collected so far to the host (through a file: it can be large)."""
-        if self.trace is None:
+        if not self.keep_edges:
             return {"path": None}
         rows = np.concatenate(self.trace) if self.trace else np.zeros((0, TRACE_COLS), np.int64)
         edges = np.array(self.edges, np.int64).reshape(-1, 2)
-        self.trace, self.edges = [], []
+        self.trace, self.edges = ([] if self.tracing else None), []
         path = os.path.join(self.ctx.trace_dir, f"trace-{os.getpid()}-{self.loops}.npz")
         np.savez(path, rows=rows, edges=edges)
-        return {"path": path, "phase_ns": self.phases(), "kernel_names": self.ctx.kernel_names}
+        now, mark = self.phases(), self.phase_mark
+        self.phase_mark = now                    # each take covers the time since the previous one
+        return {"path": path, "phase_ns": {k: v - mark.get(k, 0) for k, v in now.items()},
+                "kernel_names": self.ctx.kernel_names}
 
     def stats(self) -> dict:
         names = self.ctx.kernel_names
@@ -725,8 +696,7 @@ class Scheduler:
             tasks.append({"tid": tid, "kernel": self.ctx.kernel_names[self.kernel[s]]
                           if q[lay.rec(tid) + L.H_KIND] == L.KIND_TASK
                           else L.KIND_NAMES[q[lay.rec(tid) + L.H_KIND]],
-                          "state": state, "fanin": self.fanin[s], "users": self.users[s],
-                          "held_by_scope": self.held[s]})
+                          "state": state, "fanin": self.fanin[s]})
         now = time.perf_counter_ns()
         running = []
         for c in range(self.ncores):
@@ -738,6 +708,7 @@ class Scheduler:
         return {"head": q[self.g_head], "ingested": self.ingested, "retired": self.retired,
                 "completed": self.completed, "in_flight": self.n_inflight, "ready": self.nready,
                 "discarding": self.discard, "oldest": tasks, "running": running,
+                "heap_allocations": self.heap.describe(),
                 "tensormap_buffers": len(self.tmap), "tensormap_entries": self.tmap.entries()}
 
     # -- 5. the loop -----------------------------------------------------------------------------
@@ -832,20 +803,18 @@ class Scheduler:
         return any(q[self.done_idx[c]] != acked[c] for c in self.busy)
 
     def orphan_exit(self) -> None:
-        """The host died without closing the device: unlink the segments, stop the workers (kill
-        the ones still inside a kernel after a short grace), and leave."""
+        """The host died without closing the device: stop the workers (kill the ones still inside
+        a kernel after a short grace) and leave. The memory goes with the last process."""
         q, lay = self.q, self.lay
-        for name in self.ctx.segment_names:
-            unlink_name(name)
         q[lay.g(L.G_STOP)] = 1
         for s in self.sems:
             s.release()
         pids = [q[lay.wline(c) + L.W_PID] for c in range(self.ncores)]
         deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.01)
         for p in pids:
-            if _alive(p):
+            if alive(p):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:

@@ -1,15 +1,17 @@
-"""Shared-memory segments of a device, and pickled reports in fixed areas of the control segment.
+"""Shared memory of a device, and pickled reports in fixed areas of the control segment.
 
-    host:  Segment.create("gm", n) ──fork──▶ scheduler, workers (inherit the mapping; never attach)
+    host:  Segment("gm", n)  memfd_create + mmap ──fork──▶ scheduler, workers inherit the mapping
            ...
-           Segment.destroy()   unlink the name, then unmap (once every view into it is gone)
+           Segment.close()   unmap (or leave the mapping to views a user still holds) and close
+                             the fd; the kernel frees the memory when the last mapping is gone
 
-Segments are POSIX shared memory (``/dev/shm/ptoemu-<pid>-<n>-<what>``) so a user can see what a
-live device holds. Because children are forked, no process ever attaches by name, which sidesteps
-the pre-3.13 resource tracker behaviour of unlinking a segment when an attaching process exits.
-The creating process does register the name with the resource tracker: if the host is killed with
-SIGKILL the tracker unlinks the segment once every process that maps it has exited, and the
-orphaned scheduler unlinks it first (see ``scheduler.orphaned``).
+Segments are anonymous (``memfd_create``): they have no name in /dev/shm, so no signal, crash or
+kill -9 of any process can orphan them -- the memory lives exactly as long as some process maps
+it. (The alternatives were to unlink a named segment once every child had forked, which leaves
+a window, or to have the next Device collect stale names, which leaves the memory held until
+then.) A live device's memory shows in ``/proc/<pid>/maps`` as ``/memfd:ptoemu-<pid>-<n>-gm``.
+Children are forked, so nothing ever attaches by name and the pre-3.13 resource tracker (which
+unlinks segments an attaching process registered) never sees these segments.
 """
 
 from __future__ import annotations
@@ -19,27 +21,31 @@ import mmap
 import os
 import pickle
 
-from multiprocess import shared_memory
-
 PREFIX = "ptoemu"
 _counter = itertools.count()
 
 
 class Segment:
-    """One named shared-memory segment, owned (created and unlinked) by the host process."""
+    """One shared-memory segment, created and closed by the host process."""
 
     def __init__(self, what: str, nbytes: int) -> None:
         self.name = f"{PREFIX}-{os.getpid()}-{next(_counter)}-{what}"
         self.nbytes = nbytes
-        self._shm = shared_memory.SharedMemory(name=self.name, create=True, size=max(nbytes, 1))
-        self.buf: memoryview = self._shm.buf
         self.owner_pid = os.getpid()
+        self._fd = os.memfd_create(self.name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self._fd, max(nbytes, 1))
+            self._mmap: mmap.mmap | None = mmap.mmap(self._fd, max(nbytes, 1))
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.buf: memoryview = memoryview(self._mmap)
 
     def reserve(self, offset: int, nbytes: int) -> None:
-        """Make tmpfs allocate the pages of [offset, offset+nbytes) now, so that running out of
-        /dev/shm is an OSError here rather than a SIGBUS in whichever process touches the page."""
+        """Make the kernel allocate the pages of [offset, offset+nbytes) now, so that running out
+        of memory is an OSError here rather than a SIGBUS in whichever process touches the page."""
         if nbytes > 0:
-            os.posix_fallocate(self._shm._fd, offset, nbytes)
+            os.posix_fallocate(self._fd, offset, nbytes)
 
     def prefault(self, offset: int, nbytes: int) -> None:
         """Touch every page once in this process (first touch of shm is 10x slower than later ones)."""
@@ -51,35 +57,21 @@ class Segment:
                 mv[i] = 0
             mv.release()
 
-    def unlink(self) -> None:
-        """Remove the name (idempotent); the memory lives on while someone maps it."""
-        try:
-            self._shm.unlink()
-        except FileNotFoundError:
-            pass
-
     def close(self) -> None:
-        """Unlink, then unmap if no numpy view still exports the buffer (else the GC unmaps it)."""
-        if os.getpid() != self.owner_pid:
+        """Unmap and close (idempotent). If a numpy view a user holds still maps the memory, the
+        mapping becomes that view's and goes away with the last such view."""
+        if os.getpid() != self.owner_pid or self._mmap is None:
             return
-        self.unlink()
-        self.buf = None  # type: ignore[assignment]
         try:
-            self._shm.close()
+            if self.buf is not None:
+                self.buf.release()
+            self._mmap.close()
         except BufferError:
-            pass  # a user still holds a view; the mapping goes away with it
-
-
-def unlink_name(name: str) -> None:
-    """Unlink a segment by name from a process that does not own the object (orphan cleanup)."""
-    try:
-        from _posixshmem import shm_unlink
-
-        from multiprocess import resource_tracker
-        shm_unlink("/" + name)
-        resource_tracker.unregister("/" + name, "shared_memory")
-    except (FileNotFoundError, OSError, ImportError):
-        pass
+            pass                    # exported to a user's view (Device.host_view): it owns it now
+        self.buf = None  # type: ignore[assignment]
+        self._mmap = None
+        os.close(self._fd)
+        self._fd = -1
 
 
 def write_report(words: memoryview, off: int, nwords: int, report: object) -> bool:

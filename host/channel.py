@@ -5,7 +5,7 @@
     wait(kind, value, ready):
       yield-spin while ready() is false (bounded)
       WAIT_KIND/VALUE = what it needs ─────────────▶ after each step: fence; if RETIRED /
-      fence; check ready() once more                  COMPLETED / HEAP_TAIL reached the value,
+      fence; check ready() once more                  COMPLETED / FREED reached the value,
       block on host_sem (0.1 s slices) ◀──────────── post host_sem; also when it goes idle
       on every wake-up or slice:
         ERROR set?            -> KernelError / DeviceLost (scheduler crashed)
@@ -25,6 +25,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+
+import psutil
 
 from device import layout as L
 from device.shm import read_report
@@ -46,9 +48,10 @@ def format_diagnosis(diag: object) -> str:
         since = f" for {r['for_s']:.1f} s" if r.get("for_s") is not None else ""
         lines.append(f"  running: task {r['tid']} ({r['kernel']}) on {r['core']}{since}")
     for t in diag.get("oldest", [])[:8]:
-        lines.append(f"  unretired: task {t['tid']} ({t['kernel']}) {t['state']}, waits for {t['fanin']} "
-                     f"task(s), {t['users']} user(s) of its buffers"
-                     + (", held by its scope" if t["held_by_scope"] else ""))
+        lines.append(f"  unretired: task {t['tid']} ({t['kernel']}) {t['state']}, waits for {t['fanin']} task(s)")
+    for a in diag.get("heap_allocations", [])[:4]:
+        lines.append(f"  heap held by task {a['tid']}'s allocation: {a['users']} unfinished user(s)"
+                     + (", its tensors' scope still open" if a["held_by_scope"] else ""))
     return "\n".join(lines)
 
 
@@ -66,6 +69,7 @@ class Channel:
         self.g = {n: self.lay.g(n) for n in range(L.N_GLOBALS)}
         self.wait_ns = 0              # time the host spent waiting (back-pressure, sync)
         self.waits = 0
+        self.first_error: tuple[dict, int] | None = None    # (report, others) of this run's failure
 
     def fence(self) -> None:
         self._lock.acquire()
@@ -74,9 +78,12 @@ class Channel:
     # -- waiting ---------------------------------------------------------------------------------
     def wait(self, kind: int, value: int, ready: Callable[[], bool], what: str,
              deadlock: Callable[[], str] | None = None, timeout: float | None = None,
-             errors: bool = True) -> None:
+             errors: bool = True, diagnose: bool = True) -> None:
         """Block until ``ready()``; ``what`` names the wait in errors. ``deadlock()`` explains why
-        the wait can never end when the scheduler has gone idle; None disables that check."""
+        the wait can never end when the scheduler has gone idle; None disables that check. After
+        ``timeout`` (default: the stall timeout) without progress: a DeadlockError with the
+        scheduler's diagnosis, or -- ``diagnose=False``, for waits on the scheduler itself -- a
+        TimeoutError (asking an unresponsive scheduler for a diagnosis would wait forever)."""
         if ready():
             return
         t0 = time.perf_counter_ns()
@@ -117,10 +124,20 @@ class Channel:
                 if now_progress != progress:
                     progress, last_move = now_progress, time.monotonic()
                 elif limit and time.monotonic() - last_move > limit:
+                    if not diagnose:
+                        raise TimeoutError(f"{what}: no answer within {limit:g} s; {self.sched_state()}")
                     raise DeadlockError(self.stall_message(what, limit))
         finally:
             q[g[L.G_WAIT_KIND]] = L.WAIT_NONE
             self.wait_ns += time.perf_counter_ns() - t0
+
+    def sched_state(self) -> str:
+        """What the OS says the scheduler process is doing (it may be stopped, say by SIGSTOP)."""
+        pid = self.procs.pids[0] if self.procs.pids else 0
+        try:
+            return f"the scheduler (pid {pid}) is {psutil.Process(pid).status()}"
+        except (psutil.Error, ValueError):
+            return f"the scheduler (pid {pid}) cannot be inspected"
 
     def stall_message(self, what: str, limit: float) -> str:
         try:
@@ -135,22 +152,37 @@ class Channel:
 
     # -- errors ----------------------------------------------------------------------------------
     def check_error(self) -> None:
+        """Raise what went wrong on the device, if anything. The first kernel failure of a run is
+        kept: every later check in the same run raises it again (a caught KernelError does not
+        make the run usable: it was aborted), until ``abort`` has cleaned up."""
         err = self.q[self.g[L.G_ERROR]]
         if err == L.ERR_NONE:
             return
         if err == L.ERR_SCHEDULER:
             rep = read_report(self.q, self.lay.err_area(self.lay.ncores), clear=False) or {}
             raise DeviceLost(f"the scheduler crashed: {rep.get('error')}\n{rep.get('traceback', '')}")
-        reports = []
-        for c in range(self.lay.ncores):
-            rep = read_report(self.q, self.lay.err_area(c))
-            if rep is not None:
-                reports.append(rep)
-        if not reports:          # flag seen before the report landed: wait a moment for it
+        if self.first_error is None:
+            reports = self._take_reports()
+            reports.sort(key=lambda r: r.get("tid", 0))
+            first = reports[0] if reports else {"error": "a kernel failed, but its report did not arrive"}
+            self.first_error = (first, len(reports) - 1)
+            raise KernelError.from_report(first, others=max(0, len(reports) - 1))
+        first, others = self.first_error
+        e = KernelError.from_report(first, others=others)
+        e.add_note("This is the run's first failure again: it aborted the run, and calls that touch the "
+                   "device keep raising it until the run has ended.")
+        raise e
+
+    def _take_reports(self) -> list[dict]:
+        """Error reports of failed tasks; the error flag can be seen before the first report
+        lands, so look for up to a second."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            reports = [r for c in range(self.lay.ncores)
+                       if (r := read_report(self.q, self.lay.err_area(c))) is not None]
+            if reports or time.monotonic() > deadline:
+                return reports
             time.sleep(0.001)
-            return self.check_error() if self.q[self.g[L.G_ERROR]] else None
-        reports.sort(key=lambda r: r.get("tid", 0))
-        raise KernelError.from_report(reports[0], others=len(reports) - 1)
 
     # -- requests --------------------------------------------------------------------------------
     def request(self, kind: int, timeout: float = 10.0) -> object:
@@ -162,7 +194,7 @@ class Channel:
         q[g[L.G_REQ]] = req
         self.sched_sem.release()
         self.wait(L.WAIT_NONE, 0, lambda: q[g[L.G_ACK]] == req, "waiting for the scheduler",
-                  timeout=timeout, errors=False)
+                  timeout=timeout, errors=False, diagnose=False)
         return read_report(q, self.lay.sched_area)
 
     def abort(self, timeout: float | None = None) -> None:
@@ -172,6 +204,7 @@ class Channel:
         q[g[L.G_ABORT_REQ]] = n
         self.sched_sem.release()
         self.wait(L.WAIT_NONE, 0, lambda: q[g[L.G_ABORT_ACK]] == n, "aborting the run",
-                  timeout=timeout, errors=False)
+                  timeout=timeout, errors=False, diagnose=False)
         for c in range(self.lay.ncores):            # reports of the aborted run are stale now
             read_report(q, self.lay.err_area(c))
+        self.first_error = None

@@ -21,6 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from host.cliargs import count, listed, number
+from host.platform import A2A3_BLOCKS, MAX_TASK_WINDOW
+from kernels.paged_attention.cases import CASES
+
 
 def _progress(dev, label: str, stop: threading.Event) -> None:
     """Finished / submitted records of a device while a run is going, as a progress bar."""
@@ -80,7 +84,9 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
 
     params = dict(pa.case_params(a.case))
     for key, val in (("batch", a.batch), ("num_heads", a.heads), ("head_dim", a.head_dim),
-                     ("block_size", a.block_size), ("context_len", a.context_len)):
+                     ("block_size", a.block_size),
+                     ("context_len", a.context_len[0] if a.context_len and len(a.context_len) == 1
+                      else a.context_len)):
         if val is not None:
             params[key] = val
     unroll = a.unroll if a.unroll is not None else params.get("unroll", 64)
@@ -94,7 +100,7 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
         return cmd_paged_attention_sharded(a, params, unroll)
     t0 = time.perf_counter()
     with Device(platform, kernels=["kernels.paged_attention"], inline=a.inline,
-                trace=a.trace or False) as dev:
+                trace=a.trace or False, record=a.record or a.predict) as dev:
         _say(f"  device started in {dev.start_seconds:.2f} s")
         t1 = time.perf_counter()
         data = pa.load_case(dev, params, a.seed)
@@ -133,6 +139,13 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
                  + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
                  + f") + {runtime} runtime (alloc) tasks")
             _say(f"  device run: {run_s:.3f} s ({worker / run_s:,.0f} tasks/s)")
+            if a.predict:
+                from host.predict import predict
+                g = dev.graph()
+                pr = predict(g, run=len(g.runs) - 1)
+                _say(f"  predicted on an a2a3 chip: {pr.device_us / 1e3:.3f} ms (orchestration "
+                     f"{pr.orchestration_us / 1e3:.3f} ms, critical path {pr.critical_path_us / 1e3:.3f} ms); "
+                     f"{pr.bound}")
             if golden is not None:
                 res = dev.to_host(data["out"])
                 err = np.abs(res - golden)
@@ -144,12 +157,10 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
                      f"(rtol = atol = 1e-3): {'PASS' if passed else 'FAIL'}")
     if a.trace:
         _say(f"trace written to {a.trace} (open it in https://ui.perfetto.dev)")
+    if a.record:
+        _say(f"task graph recorded to {a.record} (predict a2a3 time: ptoemu predict {a.record})")
     _say(f"total {time.perf_counter() - t0:.1f} s")
     return 0 if ok else 1
-
-
-def _ints(text: str | None) -> list[int]:
-    return [int(x) for x in text.split(",")] if text else []
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -157,11 +168,11 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.sweep or a.backend == "ray":
         base = {"rounds": a.rounds, "tasks": a.tasks}
         if a.what == "paged-attention":
-            base.update(case=a.cases.split(",")[0])
+            base.update(case=a.cases[0])
         if a.what == "granularity":
-            base.update(sizes=[float(x) for x in a.sizes.split(",")])
+            base.update(sizes=a.sizes)
         spec = sweep.parse(a.sweep or [])
-        spec.setdefault("blocks", _ints(a.blocks or "24"))
+        spec.setdefault("blocks", a.blocks or [24])
         _say(f"{a.what} sweep over {spec} ({a.backend} backend)")
         r = sweep.run(a.what, base, spec, a.backend, log=_say)
         _say(sweep.format(r))
@@ -177,23 +188,23 @@ def cmd_bench(a: argparse.Namespace) -> int:
             ray.shutdown()
         return 0 if not r["summary"]["failed"] else 1
     if a.what == "dispatch":
-        blocks = _ints(a.blocks or "1,2,4,8,16,24")
+        blocks = a.blocks or [1, 2, 4, 8, 16, 24]
         _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
         mod, r = dispatch, dispatch.run(blocks, a.tasks, a.rounds, log=_say)
     elif a.what == "granularity":
-        blocks = _ints(a.blocks or "2,8,24")
-        sizes = [float(x) for x in a.sizes.split(",")]
+        blocks = a.blocks or [2, 8, 24]
+        sizes = a.sizes
         _say(f"granularity benchmark: busy kernels of {sizes} us, blocks {blocks}, {a.rounds} rounds")
         mod, r = granularity, granularity.run(blocks, sizes, a.rounds, log=_say)
     else:
-        cases = a.cases.split(",")
+        cases = a.cases
         variants = ["hub", "first_output", "alloc"] if a.variant == "all" else [a.variant]
-        unrolls: list[int | None] = list(_ints(a.unroll)) or [None]
-        blocks = _ints(a.blocks or "24")[-1]
+        unrolls: list[int | None] = list(a.unroll or []) or [None]
+        blocks = (a.blocks or [24])[-1]
         _say(f"paged-attention benchmark: cases {cases}, variants {variants}, unroll "
-             f"{a.unroll or 'case default'}, {blocks} blocks, {a.rounds} rounds")
+             f"{','.join(map(str, a.unroll)) if a.unroll else 'case default'}, {blocks} blocks, {a.rounds} rounds")
         mod, r = paged_attention, paged_attention.run(cases, variants, unrolls, blocks, a.rounds,
-                                                      trace_prefix=a.trace, log=_say)
+                                                      trace_prefix=a.trace, predict=a.predict, log=_say)
     _say(mod.format(r))
     traces = r.pop("traces", None)
     if a.json:
@@ -236,41 +247,65 @@ def cmd_cases(a: argparse.Namespace) -> int:
     return 0
 
 
+def _case(name: str) -> str:
+    if name not in CASES:
+        raise argparse.ArgumentTypeError(f"unknown case {name!r}; known: {', '.join(CASES)}")
+    return name
+
+
+def _power_of_two(text: str) -> int:
+    v = count(2, MAX_TASK_WINDOW)(text)
+    if v & (v - 1):
+        raise argparse.ArgumentTypeError(f"expected a power of two, got {v}")
+    return v
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptoemu", description="An emulated Ascend a2a3 device in processes.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     pa = sub.add_parser("paged-attention", help="run the decode paged-attention pipeline and check it")
-    pa.add_argument("--case", default="Case1", help="case name (see `ptoemu cases`; default Case1)")
+    pa.add_argument("--case", default="Case1", choices=list(CASES), metavar="CASE",
+                    help="case name (see `ptoemu cases`; default Case1)")
     pa.add_argument("--variant", default="first_output", choices=["hub", "first_output", "alloc", "all"])
-    pa.add_argument("--unroll", type=int, default=None, help="KV blocks per chunk (N_UNROLL; default 64)")
-    pa.add_argument("--blocks", type=int, default=24, help="device blocks (1 AIC + 2 AIV each)")
-    pa.add_argument("--seed", type=int, default=0)
-    pa.add_argument("--batch", type=int)
-    pa.add_argument("--heads", type=int)
-    pa.add_argument("--head-dim", type=int)
-    pa.add_argument("--block-size", type=int)
-    pa.add_argument("--context-len", type=lambda s: [int(x) for x in s.split(",")] if "," in s else int(s),
+    pa.add_argument("--unroll", type=count(1), default=None, help="KV blocks per chunk (N_UNROLL; default 64)")
+    pa.add_argument("--blocks", type=count(1, A2A3_BLOCKS), default=24, help="device blocks (1 AIC + 2 AIV each)")
+    pa.add_argument("--seed", type=count(0), default=0)
+    pa.add_argument("--batch", type=count(1))
+    pa.add_argument("--heads", type=count(1))
+    pa.add_argument("--head-dim", type=count(1))
+    pa.add_argument("--block-size", type=count(1))
+    pa.add_argument("--context-len", type=listed(count(1)),
                     help="tokens per sequence, or a comma-separated list (per sequence)")
     pa.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
     pa.add_argument("--no-check", action="store_true", help="skip the golden comparison")
     pa.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
-    pa.add_argument("--devices", type=int, default=1, help="shard the batch over this many devices")
+    pa.add_argument("--record", default=None, metavar="FILE",
+                    help="record the task graph of the runs to FILE (input of `ptoemu predict`)")
+    pa.add_argument("--predict", action="store_true",
+                    help="also predict each run's time on an a2a3 chip (ptoemu predict's model)")
+    pa.add_argument("--devices", type=count(1), default=1, help="shard the batch over this many devices")
     pa.add_argument("--backend", default="local", choices=["local", "ray"],
                     help="where the devices live: this machine, or one Ray actor each")
     pa.set_defaults(fn=cmd_paged_attention)
 
     b = sub.add_parser("bench", help="measurement harness (results as JSON, PNG plots with matplotlib)")
     b.add_argument("what", choices=["dispatch", "granularity", "paged-attention"])
-    b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--blocks", default=None, help="comma-separated device sizes (defaults: dispatch "
-                   "1,2,4,8,16,24; granularity 2,8,24; paged-attention 24)")
-    b.add_argument("--tasks", type=int, default=20000, help="dispatch: tasks per run")
-    b.add_argument("--sizes", default="0,10,30,100,300,1000", help="granularity: task sizes in us")
-    b.add_argument("--cases", default="Case1", help="paged-attention: comma-separated case names")
+    b.add_argument("--rounds", type=count(1), default=3)
+    b.add_argument("--blocks", type=listed(count(1, A2A3_BLOCKS)), default=None,
+                   help="comma-separated device sizes (defaults: dispatch 1,2,4,8,16,24; granularity "
+                   "2,8,24; paged-attention 24)")
+    b.add_argument("--tasks", type=count(1), default=20000, help="dispatch: tasks per run")
+    b.add_argument("--sizes", type=listed(number(0)), default=[0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
+                   help="granularity: task sizes in us")
+    b.add_argument("--cases", type=listed(_case), default=["Case1"],
+                   help="paged-attention: comma-separated case names")
     b.add_argument("--variant", default="all", choices=["hub", "first_output", "alloc", "all"])
-    b.add_argument("--unroll", default=None, help="paged-attention: comma-separated N_UNROLL values")
+    b.add_argument("--unroll", type=listed(count(1)), default=None,
+                   help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
+    b.add_argument("--predict", action="store_true",
+                   help="paged-attention: add the predicted a2a3 time of every point (ptoemu predict)")
     b.add_argument("--json", help="write results as JSON to this file (and plots beside it)")
     b.add_argument("--sweep", nargs="*", default=None, metavar="NAME=V1,V2",
                    help="run one configuration per combination, e.g. blocks=1,8,24 unroll=1,8,64")
@@ -285,14 +320,17 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_trace)
 
     s = sub.add_parser("stress", help="soak: tiny tasks through tiny rings, checking results and memory")
-    s.add_argument("--seconds", type=float, default=60.0)
-    s.add_argument("--blocks", type=int, default=2)
-    s.add_argument("--window", type=int, default=16)
-    s.add_argument("--heap-kib", type=int, default=16)
+    s.add_argument("--seconds", type=number(0, open_lo=True), default=60.0)
+    s.add_argument("--blocks", type=count(1, A2A3_BLOCKS), default=2)
+    s.add_argument("--window", type=_power_of_two, default=16)
+    s.add_argument("--heap-kib", type=count(4), default=16)
     s.set_defaults(fn=cmd_stress)
 
     c = sub.add_parser("cases", help="list the paged-attention cases")
     c.set_defaults(fn=cmd_cases)
+
+    from host.predict.cli import add_parser as add_predict
+    add_predict(sub)            # ptoemu predict: sets fn itself
     return p
 
 

@@ -18,7 +18,8 @@ and the outputs come back as numpy arrays. Shards beyond the number of devices q
 
 Failures: a device that dies (DeviceLost, or its actor process lost) is replaced by a fresh one
 and the shard is retried once; a second failure, or any other error (KernelError, bad input),
-raises ``ShardError`` naming the shard and carrying the device's error. Moving a script from one
+raises ``ShardError`` naming the shard and carrying the device's error. A lost device is always
+replaced -- also when its shard gives up -- so the group is whole for the next run. Moving a script from one
 machine to a Ray cluster is one argument: ``backend="ray"``.
 """
 
@@ -98,6 +99,12 @@ class _LocalBackend:
         self.devices[slot].close()
         self.devices[slot] = self.make()
 
+    def heal(self) -> None:
+        """Replace every device that was lost since the last run."""
+        for slot, d in enumerate(self.devices):
+            if d.closed:
+                self.replace(slot)
+
     def pids(self) -> list[list[int]]:
         return [d.pids for d in self.devices]
 
@@ -156,6 +163,16 @@ class _RayBackend:
     def pids(self) -> list[list[int]]:
         return self.ray.get([a.pids.remote() for a in self.actors])
 
+    def heal(self) -> None:
+        """Replace every actor whose device is gone (a lost actor shows as an error here)."""
+        for slot, a in enumerate(self.actors):
+            try:
+                alive = self.ray.get(a.alive.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - any failure to answer means the actor is gone
+                alive = False
+            if not alive:
+                self.replace(slot)
+
     def close(self) -> None:
         for a in self.actors:
             try:
@@ -175,6 +192,9 @@ class DeviceActor:
 
     def ready(self) -> bool:
         return True
+
+    def alive(self) -> bool:
+        return not self.dev.closed
 
     def pids(self) -> list[int]:
         return self.dev.pids
@@ -225,6 +245,7 @@ class DeviceGroup:
         if self.backend is None:
             raise RuntimeError("DeviceGroup.run_sharded(): the group is closed")
         be = self.backend
+        be.heal()
         results: list = [None] * len(shards)
         self.timings = [{} for _ in shards]
         attempts = [0] * len(shards)
@@ -246,12 +267,13 @@ class DeviceGroup:
                                        "attempts": attempts[i]}
                     free.append(slot)
                     continue
-                if be.lost(err) and attempts[i] < 2:
-                    self.retries += 1
-                    be.replace(slot)                 # a fresh device, then the shard once more
-                    queue.insert(0, i)
-                    free.append(slot)
-                    continue
+                if be.lost(err):
+                    be.replace(slot)                 # never leave a dead device in the group
+                    if attempts[i] < 2:
+                        self.retries += 1            # the shard once more, on the fresh device
+                        queue.insert(0, i)
+                        free.append(slot)
+                        continue
                 for f in running:
                     f.cancel()
                 cf.wait(running)

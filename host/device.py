@@ -24,9 +24,11 @@ In every case but the last the device stays usable for the next run.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,6 +38,8 @@ import numpy as np
 from device import layout as L
 from host.engine import InlineEngine, ProcessEngine
 from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
+from host.graph import Graph, Recorder
+from host.launch import no_interrupts
 from host.orchestration import Runtime
 from host.platform import Platform
 from host.stats import Stats
@@ -46,6 +50,17 @@ from kernels.registry import Kernel, resolve
 
 ABORT_TIMEOUT_ON_INTERRUPT = 5.0
 ABORT_TIMEOUT_ON_STALL = 1.0
+
+
+def _check_writable(path: str | os.PathLike, what: str) -> None:
+    """Fail now, not at close, if a file cannot be written at ``path``."""
+    d = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if os.path.isdir(os.fspath(path)):
+        raise ValueError(f"{what}: is a directory; expected a file name")
+    if not os.path.isdir(d):
+        raise ValueError(f"{what}: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise ValueError(f"{what}: directory {d} is not writable")
 
 
 class Device:
@@ -62,12 +77,15 @@ class Device:
                 before every kernel. Any correct graph gives bit-identical results for every seed.
     inline      no processes: run every task in this process at submit, in submission order
                 (the reference semantics every device run must equal)
+    record      keep the task graph of every run (host/graph.py) for ``dev.graph()``; a path:
+                also write it there (JSON Lines, ``.gz`` to compress) at close -- the input of
+                ``ptoemu predict``
     """
 
     def __init__(self, platform: Platform | None = None, kernels: Iterable[Kernel | str] = (), *,
                  timestamps: bool = True, trace: bool | str = False, sanitize: bool = False,
                  schedule: str = "fifo", seed: int = 0, jitter_us: float = 0.0,
-                 inline: bool = False) -> None:
+                 inline: bool = False, record: bool | str = False) -> None:
         if platform is None:
             platform = Platform()
         if not isinstance(platform, Platform):
@@ -92,12 +110,27 @@ class Device:
         engine = InlineEngine if inline else ProcessEngine
         self._trace_path = trace if isinstance(trace, (str, os.PathLike)) else None
         self._trace: TraceData | None = None
-        self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
-                              sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us)
-        self._finalizer = weakref.finalize(self, self._engine.stop)
+        self._record_path = record if isinstance(record, (str, os.PathLike)) else None
+        for what, path in (("trace", self._trace_path), ("record", self._record_path)):
+            if path is not None:
+                _check_writable(path, f"Device({what}={str(path)!r})")
+        self._owner_pid = os.getpid()
+        try:
+            with no_interrupts():      # a Ctrl-C now is raised once the device is whole
+                self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
+                                      sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us,
+                                      record=bool(record))
+                self._finalizer = weakref.finalize(self, self._engine.stop)
+        except BaseException:
+            if hasattr(self, "_finalizer"):      # whole, then interrupted: nobody will get to close it
+                with no_interrupts():
+                    self._finalizer()
+            raise
         self.start_seconds = time.perf_counter() - t0
         self._arena = self._engine.arena
         self._writer = self._engine.writer
+        self._recorder = Recorder(self.kernels, platform) if record else None
+        self._writer.recorder = self._recorder
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> Device:
@@ -109,24 +142,44 @@ class Device:
     def close(self) -> None:
         """Stop every process and unlink every segment (idempotent). A device made with
         ``trace="path"`` writes its trace first."""
-        if self._closed:
+        if self._closed or os.getpid() != self._owner_pid:
             return
-        if self._trace_path and not self._lost:
+        try:
+            if not self._lost:
+                self._write_outputs()
+        finally:
+            # Whatever happened above, the processes stop and the segments go: close never fails
+            # half-way and never replaces the exception a ``with`` body is raising.
+            with no_interrupts():      # a Ctrl-C now is raised once the device is gone
+                self._closed = True
+                for b in list(self._buffers):
+                    b.alive = False
+                    b.why_dead = "the device was closed"
+                self._finalizer()
+
+    def _write_outputs(self) -> None:
+        """The trace and graph files asked for at construction; a failure is a warning, not an
+        exception (close must always complete)."""
+        for path, write in ((self._trace_path, self.write_trace), (self._record_path, self._save_graph)):
+            if not path:
+                continue
             try:
-                self.write_trace(self._trace_path)
-            except DeviceError:
-                pass
-        self._closed = True
-        for b in list(self._buffers):
-            b.alive = False
-            b.why_dead = "the device was closed"
-        self._finalizer()
+                write(path)
+            except Exception as e:  # noqa: BLE001 - report and go on closing
+                warnings.warn(f"Device.close(): could not write {path}: {type(e).__name__}: {e}",
+                              RuntimeWarning, stacklevel=3)
+
+    def _save_graph(self, path: str) -> str:
+        return self.graph().save(path)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def _check_open(self, what: str) -> None:
+        if os.getpid() != self._owner_pid:
+            raise DeviceClosed(f"{what}: this device belongs to process {self._owner_pid}; a process "
+                               "forked from it cannot use it (make a new Device there)")
         if self._closed:
             why = f" (lost: {self._lost})" if self._lost else ""
             raise DeviceClosed(f"{what}: the device is closed{why}")
@@ -210,7 +263,8 @@ class Device:
 
     def host_view(self, tensor: Tensor, what: str = "dev.host_view()") -> np.ndarray:
         """A writable numpy view of a tensor's bytes in GM (zero copy), e.g. to fill a large
-        input in place. Waits for submitted tasks first; do not use it across a later run."""
+        input in place. Waits for submitted tasks first; do not use it across a later run. The
+        view stays readable after the device is closed (it keeps its memory mapped)."""
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{what}: expected a device Tensor, got {type(tensor).__name__}")
         self._check_open(what)
@@ -229,7 +283,14 @@ class Device:
         keep = [d for d in range(len(t._fshape)) if not t._drop[d]]
         shape = [w[L.A_SHAPE + d] for d in keep]
         strides = [w[L.A_STRIDES + d] for d in keep]
-        return np.ndarray(shape, t.dtype, self._engine.gm_buf, w[L.A_LO], strides)
+        # numpy keeps a reference to its buffer's underlying object (the mmap), not an export of
+        # it, so an array made over GM directly would let close() unmap the memory under it (a
+        # segfault on the next use). A ctypes array over the range holds an export and is what
+        # numpy keeps: the mapping cannot go while any view of it is alive.
+        lo, n = w[L.A_LO], w[L.A_HI] - w[L.A_LO]
+        if n <= 0:
+            return np.empty(shape, t.dtype)
+        return np.ndarray(shape, t.dtype, (ctypes.c_char * n).from_buffer(self._engine.gm_buf, lo), 0, strides)
 
     def free(self, tensor: Tensor) -> None:
         """Release a host tensor's GM now (it is also released when no view of it is left)."""
@@ -278,7 +339,12 @@ class Device:
         w = self._writer
         t0 = time.perf_counter()
         first = w.next_tid
+        if self._recorder:
+            self._recorder.begin_run(first)
+        if self._engine.tracing:
+            self._take_trace(phases=False)   # what happened before this run is not the run's time
         submit0, wait0 = w.submit_ns, self._engine.wait_ns
+        self._engine.begin_run()
         try:
             rt.active = True
             top = rt._open()
@@ -287,13 +353,14 @@ class Device:
             rt.active = False
             self._guarded(self._engine.wait_retired)
             self._engine.check_error()
+            rt.check_misuse()
         except DeviceLost as e:
             self._lose(e)
             raise
         except (DeviceError, KeyboardInterrupt) as e:
             self._abort(rt, e)
             raise
-        except BaseException:
+        except BaseException as e:
             # The orchestration itself failed (a bug, a rejected submit): what it submitted still
             # runs to completion before the exception reaches the caller; nothing is lost.
             rt.active = False
@@ -301,16 +368,24 @@ class Device:
                 while rt._frames:
                     rt._close(rt._frames[-1], "its scope ended")
                 self._guarded(self._engine.wait_retired)
-            except BaseException as e2:  # noqa: BLE001 - report the orchestration's error
+                self._engine.check_error()
+            except BaseException as e2:  # noqa: BLE001 - report the orchestration's error, with this
                 if not isinstance(e2, DeviceLost):
                     self._abort(rt, e2)
+                if isinstance(e2, DeviceError):
+                    e.add_note(f"The device failed in this run as well: {str(e2).splitlines()[0]}")
+                    if e.__cause__ is None:
+                        e.__cause__ = e2
             raise
         finally:
             self._running = False
             rt.active = False
+            self._engine.end_run()
         wall = time.perf_counter() - t0
-        if self._engine.tracing:
+        if self._engine.tracing or self._recorder:
             self._take_trace([(int(t0 * 1e9), time.perf_counter_ns())])
+        if self._recorder:
+            self._recorder.end_run(w.next_tid)
         self._runs += 1
         self._last_run = {"wall_s": wall, "records": w.next_tid - first, "tasks": rt.tasks,
                           "tasks_per_s": rt.tasks / wall if wall > 0 else 0.0,
@@ -342,9 +417,15 @@ class Device:
                          "down (its processes stopped); make a new Device to go on.")
 
     # -- tracing ---------------------------------------------------------------------------------
-    def _take_trace(self, runs: list[tuple[int, int]] | None = None) -> None:
+    def _take_trace(self, runs: list[tuple[int, int]] | None = None, phases: bool = True) -> None:
         part = self._guarded(self._engine.take_trace)
         if part is None:
+            return
+        if not phases:
+            part.phase_ns = {}
+        if self._recorder:
+            self._recorder.add_edges(part.edges)
+        if not self._engine.tracing:
             return
         part.runs = runs or []
         if self._trace is None:
@@ -363,6 +444,13 @@ class Device:
         if clear:
             self._trace = None
         return data
+
+    def graph(self) -> Graph:
+        """The task graph of every run so far (needs ``Device(..., record=...)``)."""
+        self._check_open("dev.graph()")
+        if self._recorder is None:
+            raise RuntimeError("dev.graph(): this device was made without Device(..., record=True)")
+        return self._recorder.finish()
 
     def write_trace(self, path: str) -> str:
         """Write the trace as Chrome Trace Event JSON (open it in https://ui.perfetto.dev)."""

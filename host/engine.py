@@ -10,8 +10,9 @@
 
 The inline engine is the definition of correct: "the result of a run must equal running every
 task one at a time in submission order". It shares the record packing (TaskWriter) and the
-kernel-argument decoding (device.worker.ArgDecoder) with the real device, so a difference between
-the two is a scheduling difference, never an encoding one. Tests and users (``Device(...,
+kernel-argument decoding and the running of a task part (device/execute.py) with the real device,
+so a difference between the two is a scheduling difference, never an encoding one. Kernels run
+with one BLAS thread, as on the workers, so the two agree bit for bit. Tests and users (``Device(...,
 inline=True)``) use it to check orchestrations and kernels without processes.
 """
 
@@ -20,12 +21,16 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+from threadpoolctl import threadpool_limits
+
 from device import layout as L
 from device import sanitizer
-from device.worker import ArgDecoder, describe_args
+from device.execute import ArgDecoder, run_part, unwritten_report
+from device.tensormap import TensorMap
 from host.channel import Channel
 from host.errors import DeviceMemoryError, KernelError
-from host.gm import HostArena
+from host.gm import Arena
 from host.launch import DeviceProcesses
 from host.platform import Platform
 from host.submit import TaskWriter, _fmt_bytes
@@ -43,19 +48,26 @@ class ProcessEngine:
         self.writer = TaskWriter(self.procs, self.channel)
         self.gm_buf = self.procs.gm.buf
         self.host_bytes = self.procs.host_bytes
-        self.arena = HostArena(self.host_bytes)
+        self.arena = Arena(self.host_bytes)
         self.tracing = bool(options.get("trace"))
+        self.recording = bool(options.get("record"))
         self.lay = self.procs.layout
 
     def reserve(self, off: int, nbytes: int) -> None:
         self.procs.gm.reserve(off, nbytes)
+
+    def begin_run(self) -> None:
+        pass
+
+    def end_run(self) -> None:
+        pass
 
     def stop(self) -> None:
         self.procs.stop()
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs.procs]
+        return list(self.procs.pids)
 
     @property
     def segment_names(self) -> list[str]:
@@ -88,7 +100,7 @@ class ProcessEngine:
     def abort(self, timeout: float | None) -> None:
         self.channel.abort(timeout)
         self.writer.retired = self._g(L.G_RETIRED)
-        self.writer.heap_tail = self._g(L.G_HEAP_TAIL)
+        self.writer._take_freed()
 
     def stats(self) -> dict:
         rep = self.channel.request(L.REQ_STATS)
@@ -122,20 +134,22 @@ class ProcessEngine:
 class _InlineWriter(TaskWriter):
     """Packs records exactly as the device does, then runs them at once."""
 
-    def __init__(self, procs: SimpleNamespace, kernels: list[Kernel], arena: HostArena,
+    def __init__(self, procs: SimpleNamespace, kernels: list[Kernel], arena: Arena,
                  reserve: Any, sanitize: bool) -> None:
         super().__init__(procs, None)  # type: ignore[arg-type]
         self.kernels = kernels
         self.arena = arena
         self.reserve = reserve
         self.sanitize = sanitize
-        self.dec = ArgDecoder(procs.ctx, readonly_inputs=sanitize)
+        self.dec = ArgDecoder(procs.ctx)
         self.by_depth: dict[int, list[tuple[int, int]]] = {}
         self.counts = [0] * len(kernels)
         self.n_alloc = 0
         self.n_scope = 0
+        self.edges: list[tuple[int, int]] = []       # (consumer, producer) while recording
+        self.tmap = TensorMap(lambda t: True, lambda ref: L.arg_geometry(self.q, ref), keep_done=True)
 
-    def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> int:
+    def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> None:
         for b in bufs:
             off = self.arena.alloc(b.nbytes)
             if off is None:
@@ -144,7 +158,6 @@ class _InlineWriter(TaskWriter):
             self.reserve(off, b.nbytes)
             b.gm, b.owner = off, tid
             self.by_depth.setdefault(depth, []).append((off, b.nbytes))
-        return self.heap.head
 
     def publish(self, tid: int, r: int) -> None:
         q = self.q
@@ -154,33 +167,38 @@ class _InlineWriter(TaskWriter):
             self.n_scope += 1
             for off, n in self.by_depth.pop(q[r + L.H_AUX], []):
                 self.arena.free(off, n)
+            if q[r + L.H_AUX] == 0:
+                self.tmap.clear()            # a run's end: nothing later depends on it
             return
         if kind == L.KIND_ALLOC:
             self.n_alloc += 1
             return
+        if self.recorder is not None:
+            self._edges(tid, r)
         k = q[r + L.H_KERNEL]
         kern, dec = self.kernels[k], self.dec
-        tensors = dec.tensors(r)                 # views: every part sees (and writes) the same GM
-        dirs = dec.last_dirs
-        names = sanitizer.arg_names(kern.fn, len(tensors)) if self.sanitize else []
-        rep = {"tid": tid, "kernel": kern.name, "core": "inline", "args": describe_args(q, r), "traceback": ""}
         if self.sanitize:
-            sanitizer.poison_outs(tensors, dirs)
-        for part in (p for p in kern.parts if p is not None):
-            try:
-                part(*dec.scalars(r, list(tensors)))
-            except Exception as e:
-                import traceback
-                rep.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-                if self.sanitize:
-                    rep["violation"] = sanitizer.written_in(e, tensors, dirs, names)
-                raise KernelError.from_report(rep) from e
+            sanitizer.poison_outs(dec.tensors(r), dec.last_dirs)
+        for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
+            if fn is not None:
+                rep = run_part(fn, dec, r, tid, kern.name, "inline", part)
+                if rep is not None:
+                    raise KernelError.from_report(rep)
         if self.sanitize:
-            bad = sanitizer.unwritten_outs(tensors, dirs, names)
-            if bad:
-                rep.update(error="direction violation", violation="; ".join(bad))
+            rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline")
+            if rep is not None:
                 raise KernelError.from_report(rep)
         self.counts[k] += 1
+
+
+    def _edges(self, tid: int, r: int) -> None:
+        """The dependency edges of a task, from the same tensor map the scheduler uses."""
+        q, preds = self.q, []
+        for i in range(q[r + L.H_NTENSORS]):
+            a = r + L.ARGS_OFF + i * L.ARG_WORDS
+            meta = q[a + L.A_META]
+            self.tmap.access(q[a], tid, meta & 3, q[a + L.A_LO], q[a + L.A_HI], meta & L.META_CONTIG, a, preds)
+        self.edges.extend((tid, p) for p in set(preds) if p != tid)
 
 
 class InlineEngine:
@@ -188,7 +206,7 @@ class InlineEngine:
 
     def __init__(self, platform: Platform, kernels: list[Kernel], **options: Any) -> None:
         lay = self.lay = L.Layout(3, 2, 1)
-        self.host_bytes = platform.gm_bytes or 1 << 30
+        self.host_bytes = platform.host_bytes()
         # Private memory: a growable GM would move under existing views, so reserve the address
         # space once (anonymous pages cost nothing until touched).
         import mmap
@@ -199,16 +217,26 @@ class InlineEngine:
         procs = SimpleNamespace(layout=lay, q=ctx.q, ctrl=SimpleNamespace(buf=ctrl), ctx=ctx,
                                 heap_base=0, platform=platform)
         ctx.sched_sem = None
-        self.arena = HostArena(self.host_bytes)
+        self.arena = Arena(self.host_bytes)
         self.writer = _InlineWriter(procs, kernels, self.arena, self.reserve,
                                     bool(options.get("sanitize")))
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0
         self.tracing = False
+        self._blas: threadpool_limits | None = None
 
     def reserve(self, off: int, nbytes: int) -> None:
         pass
+
+    def begin_run(self) -> None:
+        # One BLAS thread while kernels run here, as on the workers: same summation order, same bits.
+        self._blas = threadpool_limits(limits=1)
+
+    def end_run(self) -> None:
+        blas, self._blas = self._blas, None
+        if blas is not None:
+            blas.restore_original_limits()
 
     def stop(self) -> None:
         pass
@@ -232,10 +260,19 @@ class InlineEngine:
         pass
 
     def abort(self, timeout: float | None) -> None:
-        self.writer.by_depth.clear()
+        w = self.writer
+        for allocs in w.by_depth.values():          # every scope of the failed run is gone
+            for off, n in allocs:
+                w.arena.free(off, n)
+        w.by_depth.clear()
 
     def take_trace(self) -> TraceData | None:
-        return None
+        w = self.writer
+        if w.recorder is None:
+            return None
+        edges = np.array(w.edges, np.int64).reshape(-1, 2)
+        w.edges = []
+        return TraceData(np.zeros((0, 0), np.int64), edges, [k.name for k in self.kernels], 0)
 
     def stats(self) -> dict:
         w = self.writer

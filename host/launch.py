@@ -1,28 +1,42 @@
 """Bring-up and tear-down of a device's processes and segments.
 
     DeviceProcesses(platform, kernels, options)
-      1. create the control and GM segments (named POSIX shm, see device/shm.py)
+      1. create the control and GM segments (anonymous memfd, see device/shm.py)
       2. fork the scheduler and 3*B workers from this (host) process -- fork start method,
          pinned explicitly: children inherit the mappings, the semaphores and the kernel table,
          and BLAS is limited to one thread per worker while they fork
       3. wait until every child has written its pid (or report the one that failed to start)
-    stop()   STOP flag + one token per semaphore, join briefly, SIGKILL stragglers, unlink
+    stop()   STOP flag + one token per semaphore, join briefly, SIGKILL stragglers, release the
+             processes' pipes, unmap and close the segments
 
-``weakref.finalize`` runs ``stop`` if the host forgets to close the device (or exits with an
-exception); children are daemonic, so the interpreter's own exit hook terminates them too; and a
-child whose host disappeared exits on its own within a second (scheduler/worker poll getppid).
+What guarantees that nothing outlives the host:
+  - ``weakref.finalize`` runs ``stop`` if the host forgets to close the device;
+  - Ctrl-C cannot land half-way through a start or a stop: SIGINT is held back (``no_interrupts``)
+    until the device is whole or gone, then delivered;
+  - a child whose host disappeared (kill -9, SIGHUP, SIGTERM) exits on its own: the scheduler
+    polls getppid and stops the workers, which poll it too; children ignore SIGINT, SIGHUP and
+    SIGQUIT, so a closed terminal or Ctrl-\\ reaches the host, which decides;
+  - the segments are anonymous: the memory goes with the last process that maps it;
+  - a process made by ``os.fork()`` in user code inherits neither the duty nor the right to stop
+    the device: ``stop`` does nothing outside the owner, and multiprocess forgets our children
+    there (it would otherwise terminate them when the fork exits).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
 import tempfile
+import threading
 import time
+import weakref
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import multiprocess
+from multiprocess import process as mp_process
 from threadpoolctl import threadpool_limits
 
 from device import layout as L
@@ -34,6 +48,37 @@ from kernels.registry import Kernel
 
 MP = multiprocess.get_context("fork")     # pinned: workers must inherit mappings and kernels
 START_TIMEOUT = 30.0
+_LIVE: weakref.WeakSet[DeviceProcesses] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C back while resources are being made or released, so it cannot leave a
+    half-started or half-stopped device; a Ctrl-C that came meanwhile is raised on the way out.
+
+    The Python handler is swapped rather than the signal blocked: a signal sent to the process
+    lands on any thread that does not block it, and Python then raises KeyboardInterrupt in the
+    main thread whatever that thread's mask says."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if held and callable(old):
+            old(*held[0])                  # the default handler raises KeyboardInterrupt here
+
+
+def _forget_in_fork_child() -> None:
+    for procs in list(_LIVE):
+        for p in procs.procs:
+            mp_process._children.discard(p)
+
+
+os.register_at_fork(after_in_child=_forget_in_fork_child)
 
 
 def signame(code: int | None) -> str:
@@ -52,14 +97,17 @@ class DeviceProcesses:
 
     def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
                  trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
-                 jitter_us: float = 0.0) -> None:
+                 jitter_us: float = 0.0, record: bool = False) -> None:
         self.platform = platform
-        lay = self.layout = L.Layout(platform.cores, platform.task_window, platform.mailbox_depth)
+        lay = self.layout = L.Layout(platform.cores, platform.task_window, platform.mailbox_depth,
+                                     platform.heap_bytes)
         self.host_bytes = platform.host_bytes()
         self.heap_base = self.host_bytes
         self.segments: list[Segment] = []
         self.procs: list = []
+        self.pids: list[int] = []
         self.stopped = False
+        self.owner_pid = os.getpid()
         try:
             self.ctrl = Segment("ctrl", lay.nbytes)
             self.segments.append(self.ctrl)
@@ -71,7 +119,7 @@ class DeviceProcesses:
             self.gm.reserve(self.heap_base, platform.heap_bytes)
         except OSError as e:
             self.stop()
-            raise MemoryError(f"cannot create the device's shared memory in /dev/shm "
+            raise MemoryError(f"cannot create the device's shared memory "
                               f"({lay.nbytes + self.host_bytes + platform.heap_bytes} bytes): {e}; "
                               "use a smaller Platform(heap_bytes=..., gm_bytes=..., task_window=...)"
                               ) from e
@@ -84,14 +132,14 @@ class DeviceProcesses:
             kernel_parts=[k.parts for k in kernels],
             kernel_names=[k.name for k in kernels],
             spin_ns=int(platform.spin_us * 1000), host_pid=os.getpid(),
-            segment_names=[s.name for s in self.segments],
-            timestamps=timestamps or trace, trace=trace, sanitize=sanitize,
+            timestamps=timestamps or trace, trace=trace, record=record, sanitize=sanitize,
             trace_dir=tempfile.gettempdir(),
             schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000))
         self._fork()
 
     def _fork(self) -> None:
         lay = self.layout
+        _LIVE.add(self)
         gc.collect()
         gc.freeze()           # children never touch (copy) the host's existing objects in a GC
         try:
@@ -110,6 +158,7 @@ class DeviceProcesses:
             raise
         finally:
             gc.unfreeze()
+        self.pids = [p.pid for p in self.procs]
         self._wait_started()
 
     def _wait_started(self) -> None:
@@ -131,6 +180,8 @@ class DeviceProcesses:
 
     def dead(self) -> str | None:
         """Describe the first process that has exited, or None if all are alive."""
+        if self.stopped:
+            return None
         for i, p in enumerate(self.procs):
             if p.exitcode is not None:
                 what = f"{self.role(i)} (pid {p.pid}) died with {signame(p.exitcode)}"
@@ -146,9 +197,14 @@ class DeviceProcesses:
         return None
 
     def stop(self, grace: float = 1.0) -> None:
-        """Stop every process and unlink every segment. Idempotent; safe on a half-built device."""
-        if self.stopped:
+        """Stop every process and release every segment. Idempotent; safe on a half-built device;
+        does nothing in a process forked from the owner."""
+        if self.stopped or os.getpid() != self.owner_pid:
             return
+        with no_interrupts():
+            self._stop(grace)
+
+    def _stop(self, grace: float) -> None:
         self.stopped = True
         if self.procs:
             try:
@@ -166,8 +222,8 @@ class DeviceProcesses:
                     p.kill()
             for p in self.procs:
                 p.join(5.0)
-        for s in self.segments:
-            s.unlink()
+                if p.exitcode is not None:
+                    p.close()             # its sentinel pipe: close releases every OS resource
         # Release our views before unmapping; a user's leftover numpy view keeps its mapping
         # alive (Segment.close then leaves the unmap to the garbage collector).
         if hasattr(self, "ctx"):

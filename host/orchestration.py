@@ -16,12 +16,16 @@ Checks happen before anything is written, so a rejected submit leaves the run as
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from device import layout as L
+from host.errors import DeviceMemoryError
+from host.submit import _fmt_bytes
 from host.tensor import Arg, Buffer, Out, Tensor, check_dtype, check_shape
 from kernels.registry import Kernel
 
@@ -48,6 +52,8 @@ class Runtime:
         self._frames: list[_Frame] = []
         self.active = False
         self.tasks = 0
+        self._thread = threading.get_ident()       # the run's thread: the only one that may submit
+        self._misuse: str | None = None            # first call from another thread, raised by dev.run
 
     # -- scopes ----------------------------------------------------------------------------------
     def _open(self) -> _Frame:
@@ -55,13 +61,18 @@ class Runtime:
             raise RuntimeError(f"rt.scope(): scopes nest at most {MAX_SCOPE_DEPTH} deep")
         fr = _Frame(len(self._frames), self._w.next_tid)
         self._frames.append(fr)
-        self._w.scopes.append([fr.depth, fr.start])
         return fr
 
     def _close(self, fr: _Frame, why: str) -> None:
         """End a scope: its runtime tensors die, and (if the device is healthy) a scope-end
         record releases the scope's hold on their writers."""
-        assert self._frames and self._frames[-1] is fr, "scopes must end in the order they began"
+        if not self._frames or self._frames[-1] is not fr:
+            top = self._frames[-1] if self._frames else None
+            raise RuntimeError(
+                f"rt.scope(): scopes must end in the reverse order they began, but the scope begun at "
+                f"task {fr.start} (depth {fr.depth}) is ending while "
+                + (f"the scope begun at task {top.start} (depth {top.depth}) is still open"
+                   if top else "no scope is open") + "; nest them with `with rt.scope():`")
         for b in fr.buffers:
             b.alive = False
             b.why_dead = why
@@ -69,7 +80,6 @@ class Runtime:
             self._w.write(L.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
                           aux=fr.depth)
         self._frames.pop()
-        self._w.scopes.pop()
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
@@ -102,7 +112,15 @@ class Runtime:
         shape = check_shape(shape, "rt.make_tensor(shape=...)")
         dt = check_dtype(dtype, "rt.make_tensor(dtype=...)")
         fr = self._frames[-1]
-        buf = Buffer(self._dev, int(np.prod(shape)) * dt.itemsize, None, True, fr)
+        nbytes = math.prod(shape) * dt.itemsize
+        heap = self._dev.platform.heap_bytes
+        if nbytes > heap:
+            raise DeviceMemoryError(
+                f"rt.make_tensor(shape={shape}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
+                f"device heap ({_fmt_bytes(heap)}) that runtime tensors live in; raise "
+                f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
+                "a host tensor (dev.empty)")
+        buf = Buffer(self._dev, nbytes, None, True, fr)
         fr.buffers.append(buf)
         return Tensor.whole(buf, shape, dt)
 
@@ -148,7 +166,7 @@ class Runtime:
         if core is not None and getattr(core, "shape", None) != kernel.shape:
             raise TypeError(f"{what}, core={core!r}: {kernel.name} is an {kernel.shape_name} kernel, "
                             f"not {getattr(core, 'name', core)}")
-        if not self.active:
+        if not self.active or threading.get_ident() != self._thread:
             self._check_active(what)
         nt = 0
         for a in args:
@@ -185,7 +203,19 @@ class Runtime:
         return self._dev.to_host(tensor)
 
     # -- checks ----------------------------------------------------------------------------------
+    def check_misuse(self) -> None:
+        """Raise (once the run is over) what another thread tried to do to this run."""
+        if self._misuse:
+            raise RuntimeError(self._misuse)
+
     def _check_active(self, what: str) -> None:
+        if threading.get_ident() != self._thread:
+            msg = (f"{what} was called from thread {threading.current_thread().name}, but this run's "
+                   f"orchestration runs in another thread; the orchestration API is not thread-safe: "
+                   "call it from the orchestration's own thread (hand work over with a queue)")
+            if self._misuse is None:
+                self._misuse = f"dev.run(): tasks may be missing: {msg}"
+            raise RuntimeError(msg)
         if not self.active:
             raise RuntimeError(f"{what} called outside dev.run(...): the orchestration API is only "
                                "usable while its run is in progress")

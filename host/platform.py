@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
 MiB = 1 << 20
 GiB = 1 << 30
+A2A3_BLOCKS = 24                # clusters of the a2a3 chip
+MAX_BLOCKS = 256                # 768 worker processes: far beyond any chip, still a sane bound
+MAX_TASK_WINDOW = 1 << 16       # the control segment holds ~4.5 KiB per slot
+MAX_HEAP = 1 << 40
+MAX_GM = 1 << 44
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Platform:
                     Pages are only used once written, so a large value costs nothing up front.
     mailbox_depth   tasks queued per core (2 lets a worker find its next task without a wake-up)
     spin_us         how long an idle process yield-spins before it blocks on its semaphore
-    stall_timeout   seconds without any progress before a run fails with DeadlockError
+    stall_timeout   seconds without any progress before a run fails with DeadlockError (0: never)
     max_blocks      the chip's limit on ``blocks``
     """
 
@@ -32,33 +38,42 @@ class Platform:
     mailbox_depth: int = 2
     spin_us: float = 30.0
     stall_timeout: float = 60.0
-    max_blocks: int = 24
+    max_blocks: int = A2A3_BLOCKS
     name: str = "a2a3"
 
     def __post_init__(self) -> None:
-        def need_int(field: str, lo: int, hi: int | None = None) -> None:
+        # Everything is checked here, before a Device creates anything, so a bad field is a
+        # ValueError/TypeError naming it and never a half-made device.
+        def need_int(field: str, lo: int, hi: int) -> None:
             v = getattr(self, field)
             if not isinstance(v, int) or isinstance(v, bool):
-                raise TypeError(f"Platform({field}=...) must be an int, got {type(v).__name__}")
-            if v < lo or (hi is not None and v > hi):
-                rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-                raise ValueError(f"Platform({field}={v}): expected {rng}"
+                raise TypeError(f"Platform({field}=...) must be an int, got {type(v).__name__} {v!r}")
+            if not lo <= v <= hi:
+                raise ValueError(f"Platform({field}={v}): expected {lo}..{hi}"
                                  + (f" for the {self.name} preset" if field == "blocks" else ""))
-        need_int("max_blocks", 1)
+
+        def need_number(field: str, lo: float, hi: float, why: str = "") -> None:
+            v = getattr(self, field)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise TypeError(f"Platform({field}=...) must be a number, got {type(v).__name__} {v!r}")
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise ValueError(f"Platform({field}={v!r}): expected a finite number in {lo:g}..{hi:g}{why}")
+
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Platform(name=...) must be a non-empty string, got {self.name!r}")
+        need_int("max_blocks", 1, MAX_BLOCKS)
         need_int("blocks", 1, self.max_blocks)
-        need_int("task_window", 2)
+        need_int("task_window", 2, MAX_TASK_WINDOW)
         if self.task_window & (self.task_window - 1):
             p = 1 << (self.task_window - 1).bit_length()
             raise ValueError(f"Platform(task_window={self.task_window}): must be a power of two "
                              f"(e.g. {p})")
-        need_int("heap_bytes", 4096)
+        need_int("heap_bytes", 4096, MAX_HEAP)
         if self.gm_bytes is not None:
-            need_int("gm_bytes", 4096)
+            need_int("gm_bytes", 4096, MAX_GM)
         need_int("mailbox_depth", 1, 7)
-        for f in ("spin_us", "stall_timeout"):
-            v = getattr(self, f)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"Platform({f}={v!r}): expected a number >= 0")
+        need_number("spin_us", 0, 1e6)
+        need_number("stall_timeout", 0, 1e7, " (0 turns the stall check off)")
 
     @property
     def cores(self) -> int:

@@ -7,7 +7,7 @@ Each round submits ``tasks`` tasks in scopes of 4 pairs: make a runtime tensor (
 
     results    every counter equals its closed-form value (no task lost, doubled or misordered)
     memory     resident set of the host, the scheduler and every worker (must stay flat)
-    segments   the device's /dev/shm segments (must stay two, same size)
+    segments   the device's shared-memory segments mapped here (must stay two, same size)
     fds        open file descriptors of the host (must stay flat)
 
 The verdict compares the last rounds with the first ones (after a warm-up round), so slow growth
@@ -66,6 +66,19 @@ def rss_mib(pids: list[int]) -> list[float]:
     return out
 
 
+def _mapped(names: set[str]) -> dict:
+    """How many of the device's segments this process maps, and their bytes (from /proc)."""
+    seen: dict[str, int] = {}
+    with open("/proc/self/maps") as f:
+        for line in f:
+            i = line.find("/memfd:")
+            if i >= 0 and line[i + 7:].split()[0] in names:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                name = line[i + 7:].split()[0]
+                seen[name] = seen.get(name, 0) + hi - lo
+    return {"segments": len(seen), "segment_bytes": sum(seen.values())}
+
+
 def soak(seconds: float, blocks: int = 2, window: int = 16, heap_kib: int = 16, tasks: int = 20000,
          log: Callable[[str], None] = print) -> dict:
     platform = Platform(blocks=blocks, task_window=window, heap_bytes=heap_kib * 1024, gm_bytes=16 << 20)
@@ -73,7 +86,7 @@ def soak(seconds: float, blocks: int = 2, window: int = 16, heap_kib: int = 16, 
     with Device(platform, kernels=[fill, bump]) as dev:
         counters = [dev.zeros((1,), np.int64) for _ in range(COUNTERS)]
         pids = [os.getpid(), *dev.pids]
-        segs = [f"/dev/shm/{s}" for s in dev.segment_names]
+        segs = set(dev.segment_names)
         t_end = time.monotonic() + seconds
         done = 0
         while True:
@@ -87,8 +100,7 @@ def soak(seconds: float, blocks: int = 2, window: int = 16, heap_kib: int = 16, 
             rounds.append({"tasks": done * 2, "tasks_per_s": tasks / wall, "ok": ok,
                            "rss_host": rss[0], "rss_scheduler": rss[1], "rss_workers_max": max(rss[2:]),
                            "rss_total": sum(rss), "fds": len(os.listdir("/proc/self/fd")),
-                           "segments": sum(os.path.exists(s) for s in segs),
-                           "segment_bytes": sum(os.path.getsize(s) for s in segs if os.path.exists(s))})
+                           **_mapped(segs)})
             r = rounds[-1]
             log(f"  {r['tasks']:>10,} tasks  {r['tasks_per_s']:>9,.0f}/s  results {'ok' if ok else 'WRONG'}"
                 f"  rss host {r['rss_host']:.1f} sched {r['rss_scheduler']:.1f} worker(max) "

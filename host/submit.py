@@ -4,7 +4,9 @@
       1. ring slot     wait until task id - RETIRED < window (back-pressure; wakes at a low-water
                        mark so the host is not woken once per freed slot)
       2. scalars       tags + values into the slot (may raise: nothing is published yet)
-      3. heap          place every runtime tensor this task writes first (wait for HEAP_TAIL)
+      3. heap          place every runtime tensor this task writes first (first fit; the host
+                       frees what the scheduler reports dead on the FREED queue, and waits for
+                       it when the heap is full)
       4. tensors       16 precomputed words per argument (Tensor.packed)
       5. publish       header, HEAD = tid + 1, post the scheduler's semaphore
 
@@ -22,7 +24,7 @@ import numpy as np
 from device import layout as L
 from host.channel import Channel
 from host.errors import DeviceMemoryError
-from host.gm import HeapRing
+from host.gm import HEAP_ALIGN, Arena
 from host.launch import DeviceProcesses
 from host.tensor import Arg, Buffer
 
@@ -52,16 +54,18 @@ class TaskWriter:
         self.lowwater = max(1, lay.window // 4)
         self.next_tid = 0
         self.retired = 0                           # cached RETIRED
-        self.heap = HeapRing(procs.heap_base, procs.platform.heap_bytes)
-        self.heap_tail = 0                         # cached HEAP_TAIL
+        self.heap = Arena(procs.platform.heap_bytes, HEAP_ALIGN)
+        self.heap_base = procs.heap_base
+        self.live: dict[int, tuple[int, int, int]] = {}   # allocating tid -> (offset, bytes, hold depth)
+        self.freed = 0                             # entries of the freed queue taken so far
         self.g_head = lay.g(L.G_HEAD)
         self.g_retired = lay.g(L.G_RETIRED)
-        self.g_tail = lay.g(L.G_HEAP_TAIL)
+        self.g_freed = lay.g(L.G_FREED)
         self.g_error = lay.g(L.G_ERROR)
         self.sched_sem = procs.ctx.sched_sem
-        self.scopes: list[list[int]] = []          # open scopes: [depth, first task id]
         self.submitted = 0
         self.submit_ns = 0
+        self.recorder = None                       # host.graph.Recorder while recording
 
     # -- ring space ------------------------------------------------------------------------------
     def _ring_slot(self) -> int:
@@ -80,67 +84,72 @@ class TaskWriter:
                 self.retired = q[g]
         return self.lay.rec(tid)
 
-    def _holding_scope(self, tid: int) -> list[int] | None:
-        """The open scope whose end the (unretired) task ``tid`` waits for, if any."""
-        r = self.lay.rec(tid)
-        depth = self.q[r + L.H_DEPTH]
-        for sc in self.scopes:
-            if sc[0] == depth and tid >= sc[1]:
-                return sc
-        return None
-
     def _ring_deadlock(self) -> str:
+        # Ring slots retire as soon as their tasks finish, and every task can finish once the
+        # ones before it have: an idle scheduler with a full ring means the runtime itself is broken.
         oldest = self.q[self.g_retired]
-        sc = self._holding_scope(oldest)
-        where = (f"the scope opened at task {sc[1]} (depth {sc[0]}) that the orchestration is still in"
-                 if sc else "scopes the orchestration has not ended")
-        n = self.next_tid - (sc[1] if sc else oldest)
-        fix = 1 << (n + 2).bit_length()
-        return (f"scope deadlock: the task ring is full ({self.window} slots) and its oldest task "
-                f"{oldest} cannot retire before {where} ends; that scope holds {n} tasks so far. "
-                f"Split it into smaller rt.scope() blocks, or raise Platform(task_window=...) above "
-                f"the number of tasks it holds (at least {fix}).")
+        return (f"the task ring is full ({self.window} slots) and its oldest task {oldest} has not "
+                "finished although the scheduler is idle; this is a ptoemu bug, please report it")
 
     # -- heap space ------------------------------------------------------------------------------
-    def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> int:
-        """Give every buffer in ``bufs`` its heap space (all in one bump); returns the new head."""
+    def _take_freed(self) -> None:
+        """Free the heap ranges of the allocations the scheduler has reported dead."""
+        q = self.q
+        n = q[self.g_freed]
+        if n == self.freed:
+            return
+        off, m, live, heap = self.lay.free_off, self.lay.free_slots - 1, self.live, self.heap
+        for i in range(self.freed, n):
+            start, size, _ = live.pop(q[off + (i & m)])
+            heap.free(start, size)
+        self.freed = n
+
+    def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> None:
+        """Give every buffer in ``bufs`` its heap space (one allocation, 1 KiB per tensor);
+        ``depth`` is the scope whose end releases it."""
         heap = self.heap
-        sizes = [b.nbytes for b in bufs]
-        total = sum(-(-n // 1024) * 1024 for n in sizes)
+        sizes = [-(-b.nbytes // HEAP_ALIGN) * HEAP_ALIGN for b in bufs]
+        total = sum(sizes)
         if total > heap.size:
             raise DeviceMemoryError(
                 f"{what}: the runtime tensors this task writes first need {_fmt_bytes(total)} of "
-                f"heap, but the heap ring is {_fmt_bytes(heap.size)}; raise "
+                f"heap, but the heap is {_fmt_bytes(heap.size)}; raise "
                 f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (2 * total - 1).bit_length())}")
-        start, end = heap.place(total)
-        need = heap.needed_tail(end)
-        if self.heap_tail < need:
-            q, g = self.q, self.g_tail
-            self.heap_tail = q[g]
-            if self.heap_tail < need:
-                def ready() -> bool:
-                    return q[g] >= need
-
-                def deadlock() -> str:
-                    held = heap.head - q[g]
-                    fix = 1 << (held + total).bit_length()
-                    oldest = self.q[self.g_retired]
-                    return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but "
-                            f"{_fmt_bytes(held)} of the {_fmt_bytes(heap.size)} heap ring is in use: "
-                            "the ring is reclaimed in allocation order and its oldest allocation "
-                            f"(by task {oldest}) belongs to a scope that is still open. End scopes "
-                            f"sooner (rt.scope() per step), or raise Platform(heap_bytes=...) to at "
-                            f"least {_fmt_bytes(fix)}.")
-                self.ch.wait(L.WAIT_HEAP, need, ready, f"waiting for {_fmt_bytes(total)} of heap",
-                             deadlock)
-                self.heap_tail = q[g]
-        off = start
+        self._take_freed()
+        start = heap.alloc(total)
+        while start is None:
+            self._wait_freed(tid, total)
+            start = heap.alloc(total)
+        self.live[tid] = (start, total, depth)
+        off = self.heap_base + start
         for b, n in zip(bufs, sizes):
-            b.gm = heap.gm_offset(off)
+            b.gm = off
             b.owner = tid
-            off += -(-n // 1024) * 1024
-        heap.head = end
-        return end
+            off += n
+
+    def _wait_freed(self, tid: int, total: int) -> None:
+        """Block until the scheduler reports at least one more dead allocation, then free it."""
+        q, g, seen = self.q, self.g_freed, self.freed
+
+        def ready() -> bool:
+            return q[g] > seen
+        self.ch.wait(L.WAIT_FREED, seen + 1, ready, f"waiting for {_fmt_bytes(total)} of heap",
+                     lambda: self._heap_deadlock(tid, total))
+        self._take_freed()
+
+    def _heap_deadlock(self, tid: int, total: int) -> str:
+        heap = self.heap
+        by_depth: dict[int, list[int]] = {}
+        for _, n, d in self.live.values():
+            by_depth.setdefault(d, []).append(n)
+        held = ", ".join(f"{_fmt_bytes(sum(v))} by {len(v)} allocation(s) of tensors made at scope depth {d}"
+                         + (" (the run itself)" if d == 0 else "") for d, v in sorted(by_depth.items()))
+        fix = 1 << (heap.used + total).bit_length()
+        return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but {_fmt_bytes(heap.used)} "
+                f"of the {_fmt_bytes(heap.size)} heap is held ({held}; largest free block "
+                f"{_fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still "
+                "in can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() "
+                f"per step), or raise Platform(heap_bytes=...) to at least {_fmt_bytes(fix)}.")
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, kind: int, k: int, shape: int, args: list[Arg], scalars: tuple | list,
@@ -152,9 +161,12 @@ class TaskWriter:
         r = self._ring_slot()
         tid = self.next_tid
         nvals = self._scalars(r, scalars, what) if scalars else 0
-        flags = 0
+        flags = hold = 0
         if new:
-            self._place(new, tid, what, depth)
+            # The allocation lives until the scope its tensors were made in ends, which may be
+            # outside the scope this task is submitted in.
+            hold = min(b.scope.depth for b in new)
+            self._place(new, tid, what, hold)
             flags = L.FLAG_HEAP
         raw = self.raw
         pack = ARG.pack_into
@@ -162,9 +174,12 @@ class TaskWriter:
         for x in args:
             pack(raw, a, *x.tensor.packed(x.dir))
             a += L.ARG_WORDS * 8
-        HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags,
-                      self.heap.head, t0, nvals, aux)
+        HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
+                      t0, nvals, aux)
         self.next_tid = tid + 1
+        if self.recorder is not None:
+            self.recorder.add(tid, kind, k, args, scalars, depth,
+                              sum(-(-b.nbytes // 1024) * 1024 for b in new) if new else 0)
         self.publish(tid, r)
         self.submitted += 1
         self.submit_ns += time.perf_counter_ns() - t0

@@ -66,15 +66,16 @@ def check_dtype(dtype: Any, what: str) -> np.dtype:
 
 
 def check_shape(shape: Any, what: str) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
+    given = shape
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
     try:
         shape = tuple(int(n) if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else None
                       for n in shape)
     except TypeError:
-        raise TypeError(f"{what}: shape must be an int or a tuple of ints, got {shape!r}") from None
+        raise TypeError(f"{what}: shape must be an int or a tuple of ints, got {given!r}") from None
     if None in shape:
-        raise TypeError(f"{what}: shape must contain only ints, got {shape!r}")
+        raise TypeError(f"{what}: shape must contain only ints, got {given!r}")
     if any(n < 0 for n in shape):
         raise ValueError(f"{what}: shape {shape} has a negative extent")
     if len(shape) > L.MAX_DIMS:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ class TraceData:
     edges: np.ndarray                      # (consumer, producer) task ids
     kernel_names: list[str]
     blocks: int
-    phase_ns: dict = field(default_factory=dict)
+    phase_ns: dict = field(default_factory=dict)     # scheduler time per loop step, over the runs only
     runs: list[tuple[int, int]] = field(default_factory=list)   # (start, end) ns of each dev.run
 
     @staticmethod
@@ -53,12 +54,29 @@ class TraceData:
     def extend(self, other: TraceData) -> None:
         self.rows = np.concatenate([self.rows, other.rows])
         self.edges = np.concatenate([self.edges, other.edges])
-        self.phase_ns = other.phase_ns or self.phase_ns
+        self.phase_ns = {k: self.phase_ns.get(k, 0) + other.phase_ns.get(k, 0)
+                         for k in {*self.phase_ns, *other.phase_ns}}
         self.runs += other.runs
 
 
 def _us(ns: int | float, t0: int) -> float:
     return (ns - t0) / 1000.0
+
+
+def track_metadata(blocks: int, runtime_tracks: Sequence[str]) -> list[dict]:
+    """The track layout every ptoemu trace shares, so an emulated and a predicted trace line up:
+    process "runtime" (pid 0) with ``runtime_tracks`` (tid 0, 1, ...) and, per block b, process
+    "block b" (pid 1 + b) with tracks AIC, AIV0, AIV1 (tid = lane)."""
+    ev: list[dict] = [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "runtime"}},
+                      {"ph": "M", "name": "process_sort_index", "pid": 0, "args": {"sort_index": 0}}]
+    for tid, name in enumerate(runtime_tracks):
+        ev.append({"ph": "M", "name": "thread_name", "pid": 0, "tid": tid, "args": {"name": name}})
+    for b in range(blocks):
+        ev.append({"ph": "M", "name": "process_name", "pid": 1 + b, "args": {"name": f"block {b}"}})
+        ev.append({"ph": "M", "name": "process_sort_index", "pid": 1 + b, "args": {"sort_index": 1 + b}})
+        for lane, name in enumerate(LANES):
+            ev.append({"ph": "M", "name": "thread_name", "pid": 1 + b, "tid": lane, "args": {"name": name}})
+    return ev
 
 
 def to_chrome(data: TraceData) -> dict:
@@ -68,15 +86,7 @@ def to_chrome(data: TraceData) -> dict:
     t0 = int(rows[:, C["submit"]].min()) if len(rows) else 0
     if data.runs:
         t0 = min(t0, min(s for s, _ in data.runs)) if len(rows) else min(s for s, _ in data.runs)
-    ev.append({"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "runtime"}})
-    ev.append({"ph": "M", "name": "process_sort_index", "pid": 0, "args": {"sort_index": 0}})
-    for tid, name in ((0, "orchestrator (host)"), (1, "scheduler")):
-        ev.append({"ph": "M", "name": "thread_name", "pid": 0, "tid": tid, "args": {"name": name}})
-    for b in range(data.blocks):
-        ev.append({"ph": "M", "name": "process_name", "pid": 1 + b, "args": {"name": f"block {b}"}})
-        ev.append({"ph": "M", "name": "process_sort_index", "pid": 1 + b, "args": {"sort_index": 1 + b}})
-        for lane, name in enumerate(LANES):
-            ev.append({"ph": "M", "name": "thread_name", "pid": 1 + b, "tid": lane, "args": {"name": name}})
+    ev.extend(track_metadata(data.blocks, ("orchestrator (host)", "scheduler")))
     for i, (s, e) in enumerate(data.runs):
         ev.append({"ph": "X", "name": "dev.run", "cat": "run", "pid": 0, "tid": 0, "ts": _us(s, t0),
                    "dur": (e - s) / 1000.0, "args": {"run": i}})

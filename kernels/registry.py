@@ -74,6 +74,10 @@ class Mixed:
         for k, v in given.items():
             if v is not True and not callable(v):
                 raise TypeError(f"Mixed({k}=...) expects a function or True, got {type(v).__name__}")
+            if isinstance(v, Kernel):          # an already registered kernel: use its function
+                if sum(p is not None for p in v.parts) != 1:
+                    raise TypeError(f"Mixed({k}={v.name}): a mixed kernel cannot be a part of another one")
+                given[k] = v.fn
         self.aic = given.get("aic")
         nvec = ("aiv0" in given) + ("aiv1" in given)
         # One vector part, however named, runs on whichever vector core is free.
@@ -115,6 +119,7 @@ class Kernel:
     shape: int
     parts: tuple          # (aic, vec0, vec1): callables or None, per core of the block
     module: str
+    cost: Callable | None = None   # cost law for ``ptoemu predict`` (host/predict): task -> Cost
 
     @property
     def shape_name(self) -> str:
@@ -135,24 +140,35 @@ _REGISTRY: dict[str, Kernel] = {}
 
 
 def _register(k: Kernel) -> Kernel:
-    _REGISTRY[k.name] = k       # re-registering a name (a reloaded module) replaces it
+    old = _REGISTRY.get(k.name)
+    if old is not None and old.module != k.module:
+        raise ValueError(f"kernel name {k.name!r} is taken by a kernel of module {old.module}; "
+                         f"give the one in {k.module} another name (kernel(..., name=...))")
+    _REGISTRY[k.name] = k       # re-registering a name from the same module (a reload) replaces it
     return k
 
 
-def kernel(core: CoreType | Mixed, *, name: str | None = None) -> Any:
+def kernel(core: CoreType | Mixed, *, name: str | None = None, cost: Callable | None = None) -> Any:
     """Register a kernel for a core type.
 
     ``@kernel(AIC)``, ``@kernel(AIV)`` and ``@kernel(Mixed(aic=True, aiv0=True))`` decorate a
     function. ``kernel(Mixed(aic=f, aiv0=g), name="fg")``, where every part is a function, returns
     the registered kernel directly.
+
+    ``cost`` is the kernel's cost law for ``ptoemu predict``: a function of one recorded task
+    (its argument shapes, dtypes, bytes and scalars) returning the time it would take on an a2a3
+    core and the HBM bytes it moves (see host/predict). Kernels without one get a roofline default.
     """
+    if cost is not None and not callable(cost):
+        raise TypeError(f"kernel(cost=...) expects a function (a cost law), got {type(cost).__name__}")
     if isinstance(core, Mixed):
         if core.complete():
             parts = core.parts(None)
             first = next(p for p in parts if p is not None)
-            mod = getattr(first, "__module__", "__main__")
+            # Attributed to the parts' module, so Device(kernels=["thatmodule"]) loads it.
+            mod = getattr(first, "__module__", None) or "__main__"
             nm = name or f"{mod}.mixed_" + "_".join(getattr(p, "__name__", "part") for p in parts if p)
-            return _register(Kernel(nm, core.shape, parts, mod))
+            return _register(Kernel(nm, core.shape, parts, mod, cost))
     elif not isinstance(core, CoreType):
         raise TypeError(f"kernel(core) expects AIC, AIV or Mixed(...), got {core!r}")
 
@@ -162,9 +178,9 @@ def kernel(core: CoreType | Mixed, *, name: str | None = None) -> Any:
         mod = getattr(fn, "__module__", "__main__")
         nm = name or f"{mod}.{fn.__qualname__}"
         if isinstance(core, Mixed):
-            return _register(Kernel(nm, core.shape, core.parts(fn), mod))
+            return _register(Kernel(nm, core.shape, core.parts(fn), mod, cost))
         parts = (fn, None, None) if core is AIC else (None, fn, None)
-        return _register(Kernel(nm, core.shape, parts, mod))
+        return _register(Kernel(nm, core.shape, parts, mod, cost))
 
     return decorate
 
@@ -198,7 +214,11 @@ def resolve(kernels: Iterable[Kernel | str]) -> list[Kernel]:
                             f"got {type(k).__name__} {k!r}")
     seen: dict[str, Kernel] = {}
     for k in out:
-        seen.setdefault(k.name, k)
+        other = seen.setdefault(k.name, k)
+        if other is not k and (other.parts != k.parts or other.shape != k.shape):
+            raise ValueError(f"kernels: two different kernels are both named {k.name!r} (from modules "
+                             f"{other.module} and {k.module}); give one of them another name "
+                             "(@kernel(..., name=...))")
     return list(seen.values())
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures. Every test ends with no new child process alive and no new ptoemu segment of
-this process in /dev/shm (module-scoped devices are checked when their module ends), and the
-session ends with none at all (checked after each test, not assumed)."""
+this process -- none in /dev/shm, none mapped or open here (device memory is anonymous memfd, see
+device/shm.py) -- (module-scoped devices are checked when their module ends), and the session
+ends with none at all (checked after each test, not assumed)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,37 @@ import pytest
 from host import Device, Platform
 
 
+def segments_of(pid: int, prefix: str = "ptoemu-") -> set[str]:
+    """ptoemu memfd segments process ``pid`` maps or holds open."""
+    out = set()
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                i = line.find("/memfd:" + prefix)
+                if i >= 0:
+                    out.add(line[i + 7:].split()[0])
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/memfd:" + prefix):
+                out.add(target[7:].split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def mapped_anywhere(names: list[str] | set[str]) -> list[int]:
+    """Processes that still map or hold any of these segments."""
+    names = set(names)
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and segments_of(int(p)) & names]
+
+
 def our_segments() -> list[str]:
     prefix = f"ptoemu-{os.getpid()}-"
-    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
+    shm = {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+    return sorted(shm | segments_of(os.getpid(), prefix))
 
 
 def live_children() -> list[psutil.Process]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import numpy as np
 import pytest
@@ -55,6 +56,9 @@ def test_paged_attention_bench_compares_variants(tmp_path):
     assert rows["first_output"]["critical_path"] == 3 + rows["first_output"]["chunks"] // rows["first_output"]["groups"]
     assert back["summary"]["savings"][0]["tasks"] == rows["hub"]["groups"]
     assert (tmp_path / "t-small-u4-hub.json").exists()
+    # 0.3 MiB of inputs next to ~40 MiB of process baseline: no ratio, and the text says why
+    assert back["summary"]["memory"]["small"]["peak_over_inputs"] is None
+    assert "too small for a meaningful ratio" in paged_attention.format(r)
 
 
 def _random_graph(seed: int, n: int):
@@ -146,6 +150,19 @@ def test_trace_is_faithful(tmp_path, seed):
                 assert j in reach[i], f"tasks {i} and {j} conflict but no flow path orders them"
     s = summarize(trace)
     assert s["tasks"] == len(ids) and set(s["utilisation"]) == {"AIC", "AIV"}
+
+
+@pytest.mark.timeout(120)
+def test_trace_summary_covers_the_runs_not_the_devices_idle_life(tmp_path):
+    with Device(Platform(blocks=1), kernels=[tk.add_into], trace=str(tmp_path / "t.json")) as dev:
+        x = dev.zeros((4,), np.float32)
+        time.sleep(1.0)                           # the device idles (inputs being made, say)
+        t0 = time.perf_counter()
+        dev.run(lambda rt: [rt.submit(tk.add_into, In(x), InOut(x)) for _ in range(30)])
+        run_s = time.perf_counter() - t0
+    s = summarize(json.loads((tmp_path / "t.json").read_text()))
+    total_s = sum(p["ms"] for p in s["scheduler_phases"].values()) / 1e3
+    assert total_s <= run_s + 0.05, f"phases cover {total_s:.2f} s for a {run_s:.2f} s run"
 
 
 @pytest.mark.timeout(120)

@@ -13,6 +13,7 @@ import numpy as np
 import psutil
 import pytest
 import testkernels as tk
+from conftest import mapped_anywhere
 
 from host import Device, DeviceLost, In, InOut, KernelError, Platform
 
@@ -34,13 +35,13 @@ def test_a2a3_device_starts_72_workers_and_stops_clean():
         pids = dev.pids
         assert len(pids) == 73
         assert all(psutil.pid_exists(p) for p in pids)
-        segs = [f"/dev/shm/{n}" for n in dev.segment_names]
-        assert all(os.path.exists(s) for s in segs)
+        segs = dev.segment_names
+        assert sorted(mapped_anywhere(segs)) == sorted([os.getpid(), *pids])   # every process maps both
     finally:
         dev.close()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                    for p in pids)
-    assert not any(os.path.exists(s) for s in segs)
+    assert not mapped_anywhere(segs)             # so the kernel has freed the memory
     dev.close()                                  # idempotent
 
 
@@ -139,7 +140,7 @@ def _start_script() -> tuple[subprocess.Popen, list[int], list[str]]:
 def _gone(pids: list[int], segs: list[str]) -> bool:
     alive = [p for p in pids if psutil.pid_exists(p)
              and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    return not alive and not any(os.path.exists(f"/dev/shm/{s}") for s in segs)
+    return not alive and not mapped_anywhere(segs)
 
 
 @pytest.mark.timeout(60)

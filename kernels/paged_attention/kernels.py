@@ -54,6 +54,7 @@ import ml_dtypes
 import numpy as np
 
 from kernels import AIC, AIV, kernel
+from kernels.paged_attention import laws
 
 __all__ = ["BF16", "hub", "pv", "qk", "sf", "up"]
 
@@ -95,7 +96,7 @@ def _gather_blocks_f32(cache: np.ndarray, block_ids: np.ndarray) -> np.ndarray:
     return out.reshape(ids.size * block_size, head_dim)
 
 
-@kernel(AIC)
+@kernel(AIC, cost=laws.qk_cost)
 def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray) -> None:
     """sij (q_tile, n*block_size) fp32 = qi · Kᵀ over the n blocks ``block_ids`` (no scale)."""
     k = _gather_blocks_f32(key_cache, block_ids)                  # (T, D)
@@ -108,7 +109,7 @@ def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.nda
         np.matmul(q, k.T, out=sij)
 
 
-@kernel(AIV)
+@kernel(AIV, cost=laws.sf_cost)
 def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: float,
        valid_len_last: int, n_blocks: int) -> None:
     """Chunk softmax: pij = bf16(exp(sij·scale − mi)), mi = row max, li = row sum of the bf16 p.
@@ -145,7 +146,7 @@ def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: 
     np.sum(s, axis=1, out=li)
 
 
-@kernel(AIC)
+@kernel(AIC, cost=laws.pv_cost)
 def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: np.ndarray) -> None:
     """oi_new (q_tile, head_dim) fp32 = p · V over the n blocks ``block_ids`` (fp32 accumulation)."""
     v = _gather_blocks_f32(value_cache, block_ids)                # (T, D)
@@ -154,7 +155,7 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
     np.matmul(p, v, out=oi_new)
 
 
-@kernel(AIV)
+@kernel(AIV, cost=laws.up_cost)
 def up(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, li_acc: np.ndarray,
        oi_acc: np.ndarray, out: np.ndarray, is_first: int, is_last: int) -> None:
     """Online-softmax update of the accumulators with one chunk's (mi, li, oi_new).
@@ -185,7 +186,7 @@ def up(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, l
         np.divide(oi_acc, li_acc[:, None], out=out)
 
 
-@kernel(AIV)
+@kernel(AIV, cost=laws.hub_cost)
 def hub(mi_acc: np.ndarray, li_acc: np.ndarray, oi_acc: np.ndarray) -> None:
     """Zero-fill the accumulators (the ``hub`` orchestration's extra task; UP with is_first ignores them)."""
     mi_acc[...] = 0.0

@@ -1,6 +1,7 @@
 """The paged-attention orchestration, in its three variants, and loading a case onto a device.
 
-    for each sequence b, head tile (h0, qt):              one scope per group (as the reference)
+    for each sequence b, head tile (h0, qt):              one scope per group (as the reference);
+                                                          chunk_scope=True: one per chunk too
         accumulators mi_acc (qt,), li_acc (qt,), oi_acc (qt, D) fp32
             hub:           HUB task writes them (Out); every UP takes them InOut
             first_output:  no extra task: the first UP takes them Out, later UPs InOut
@@ -17,6 +18,7 @@ Groups are independent; chunks of a group chain through the accumulators. ``firs
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,11 +43,14 @@ def _values(rt: Any, x: Any) -> np.ndarray:
 
 def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_table: Any,
                 context_lens: Any, out: Any, *, scale: float, variant: str = "first_output",
-                unroll: int = 64, kernels: Mapping[str, Any] | None = None) -> dict[str, int]:
+                unroll: int = 64, kernels: Mapping[str, Any] | None = None,
+                chunk_scope: bool = False) -> dict[str, int]:
     """Submit the decode paged-attention pipeline. Returns the number of groups and chunks.
 
     ``kernels`` may replace any of "qk", "sf", "pv", "up", "hub" by another kernel with the same
-    signature (e.g. to check a modified UP with the sanitizer)."""
+    signature (e.g. to check a modified UP with the sanitizer). ``chunk_scope`` puts every chunk
+    in its own ``rt.scope()`` (as the reference's non-unrolled version does per block): a chunk's
+    scratch tensors then die at its end, so a small heap holds one group's chunks one at a time."""
     k = {"qk": qk, "sf": sf, "pv": pv, "up": up, "hub": hub, **(kernels or {})}
     if variant not in VARIANTS:
         raise ValueError(f"orchestrate(variant={variant!r}): expected one of {', '.join(VARIANTS)}")
@@ -75,21 +80,30 @@ def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_tab
                     rt.submit(k["hub"], Out(mi_acc), Out(li_acc), Out(oi_acc))
                 for ch in seq_chunks:
                     nchunks += 1
-                    width = ch.n_blocks * block_size
-                    ids = bt[b, ch.first_block:ch.first_block + ch.n_blocks]
-                    sij = rt.make_tensor((qt, width), F32)
-                    rt.submit(k["qk"], In(qi), In(key_cache), Out(sij), ids)
-                    pij = rt.make_tensor((qt, width), pdt)
-                    mi = rt.make_tensor((qt,), F32)
-                    li = rt.make_tensor((qt,), F32)
-                    rt.submit(k["sf"], In(sij), Out(pij), Out(mi), Out(li), float(scale),
-                              ch.valid_len_last, ch.n_blocks)
-                    oi_new = rt.make_tensor((qt, head_dim), F32)
-                    rt.submit(k["pv"], In(pij), In(value_cache), Out(oi_new), ids)
-                    acc = Out if (variant == "first_output" and ch.is_first) else InOut
-                    rt.submit(k["up"], In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
-                              InOut(out_t), ch.is_first, ch.is_last)
+                    with rt.scope() if chunk_scope else contextlib.nullcontext():
+                        _chunk(rt, k, ch, qi, key_cache, value_cache, bt[b], block_size, qt, head_dim, pdt,
+                               float(scale), variant, (mi_acc, li_acc, oi_acc), out_t)
     return {"groups": groups, "chunks": nchunks}
+
+
+def _chunk(rt: Any, k: Mapping[str, Any], ch: Any, qi: Any, key_cache: Any, value_cache: Any,
+           bt_row: np.ndarray, block_size: int, qt: int, head_dim: int, pdt: np.dtype, scale: float,
+           variant: str, accs: tuple, out_t: Any) -> None:
+    """QK -> SF -> PV -> UP over one chunk of KV blocks of one group."""
+    mi_acc, li_acc, oi_acc = accs
+    width = ch.n_blocks * block_size
+    ids = bt_row[ch.first_block:ch.first_block + ch.n_blocks]
+    sij = rt.make_tensor((qt, width), F32)
+    rt.submit(k["qk"], In(qi), In(key_cache), Out(sij), ids)
+    pij = rt.make_tensor((qt, width), pdt)
+    mi = rt.make_tensor((qt,), F32)
+    li = rt.make_tensor((qt,), F32)
+    rt.submit(k["sf"], In(sij), Out(pij), Out(mi), Out(li), scale, ch.valid_len_last, ch.n_blocks)
+    oi_new = rt.make_tensor((qt, head_dim), F32)
+    rt.submit(k["pv"], In(pij), In(value_cache), Out(oi_new), ids)
+    acc = Out if (variant == "first_output" and ch.is_first) else InOut
+    rt.submit(k["up"], In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
+              InOut(out_t), ch.is_first, ch.is_last)
 
 
 def expected_tasks(groups: int, chunks_: int, variant: str) -> dict[str, int]:

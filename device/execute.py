@@ -1,0 +1,159 @@
+"""Running one part of one task: what the worker does with a mailbox entry, and what the inline
+engine does at submit -- one function for both, so the two engines differ only in *when* a task
+runs, never in how.
+
+    record words ──ArgDecoder──▶ numpy views into GM (In views read-only) + scalars
+                 ──fn(*tensors, *scalars)──▶ None, or an error report:
+                    {"tid", "kernel", "core", "part", "args", "error", "traceback", "violation"}
+
+A report is built so that it always exists and always fits: an exception whose ``str()`` raises
+is described without it, and long messages and tracebacks are cut to a size that fits a core's
+error area (head of the message, tail of the traceback). A write into an ``In`` argument -- numpy
+refuses it -- becomes a direction violation naming the argument.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import numpy as np
+
+from device import layout as L
+from device import sanitizer
+
+MAX_ERROR_CHARS = 1000
+MAX_TRACEBACK_CHARS = 8000
+
+
+class ArgDecoder:
+    """Turns the tensor and scalar words of a task record into kernel arguments."""
+
+    def __init__(self, ctx: SimpleNamespace) -> None:
+        self.q, self.f = ctx.q, ctx.f
+        self.tags = ctx.ctrl_buf
+        self.ctrl_buf = ctx.ctrl_buf
+        self.gm = ctx.gm_buf
+        self.meta_cache: dict[int, tuple] = {}
+
+    def _meta(self, meta: int) -> tuple:
+        m = self.meta_cache.get(meta)
+        if m is None:
+            nd = (meta >> 16) & 7
+            drop = (meta >> 20) & 31
+            keep = tuple(d for d in range(nd) if not drop >> d & 1)
+            m = self.meta_cache[meta] = (L.DTYPES[(meta >> 8) & 255], keep, meta & 3)
+        return m
+
+    def tensors(self, r: int) -> list:
+        """Numpy views of the record's tensor arguments (their directions in ``last_dirs``)."""
+        q, gm = self.q, self.gm
+        out = []
+        self.last_dirs = dirs = []
+        for i in range(q[r + L.H_NTENSORS]):
+            a = r + L.ARGS_OFF + i * L.ARG_WORDS
+            dt, keep, d = self._meta(q[a + L.A_META])
+            shape = [q[a + L.A_SHAPE + k] for k in keep]
+            strides = [q[a + L.A_STRIDES + k] for k in keep]
+            arr = np.ndarray(shape, dt, gm, q[a + L.A_LO], strides)
+            dirs.append(d)
+            if d == L.DIR_IN:                  # a kernel writing its input is an error, always
+                arr.flags.writeable = False
+            out.append(arr)
+        return out
+
+    def scalars(self, r: int, out: list) -> list:
+        q, f = self.q, self.f
+        ns = q[r + L.H_NSCALARS]
+        if not ns:
+            return out
+        tb = (r + L.TAGS_OFF) * 8
+        tags = self.tags
+        v = r + L.VALUES_OFF
+        for j in range(ns):
+            t = tags[tb + j]
+            if t == L.TAG_INT:
+                out.append(q[v])
+                v += 1
+            elif t == L.TAG_FLOAT:
+                out.append(f[v])
+                v += 1
+            elif t == L.TAG_BOOL:
+                out.append(bool(q[v]))
+                v += 1
+            else:
+                n = q[v]
+                dt = L.DTYPES[t - L.TAG_ARRAY]
+                wire = np.float64 if dt.kind in "fc" else np.int64
+                out.append(np.frombuffer(self.ctrl_buf, wire, n, (v + 1) * 8).astype(dt))
+                v += 1 + n
+        return out
+
+
+def describe_args(q, r: int) -> list[str]:
+    """'shape dtype dir' of each tensor argument of the record at word r (for error reports)."""
+    out = []
+    for i in range(q[r + L.H_NTENSORS]):
+        a = r + L.ARGS_OFF + i * L.ARG_WORDS
+        meta = q[a + L.A_META]
+        nd, drop = (meta >> 16) & 7, (meta >> 20) & 31
+        shape = tuple(q[a + L.A_SHAPE + d] for d in range(nd) if not drop >> d & 1)
+        out.append(f"{L.DIR_NAMES.get(meta & 3, '?')}{shape} {L.DTYPES[(meta >> 8) & 255]}")
+    return out
+
+
+def _describe(e: BaseException) -> str:
+    """``Type: message`` of an exception, even if its ``__str__`` raises."""
+    try:
+        msg = str(e)
+    except BaseException as e2:  # noqa: BLE001 - a broken __str__ must not lose the report
+        msg = f"<str() of the exception failed: {type(e2).__name__}>"
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _cut(text: str, limit: int, keep_end: bool) -> str:
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        return f"... ({len(text) - limit} earlier characters cut)\n" + text[-limit:]
+    return text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def _traceback(e: BaseException) -> str:
+    """The frames (the innermost ones if there are many), then the cut message: formatting the
+    exception itself would repeat a huge message or call a broken ``__str__``."""
+    frames = _cut("".join(traceback.format_tb(e.__traceback__)), MAX_TRACEBACK_CHARS, keep_end=True)
+    return f"Traceback (most recent call last):\n{frames}{_cut(_describe(e), MAX_ERROR_CHARS, False)}\n"
+
+
+def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core: str,
+             part: int) -> dict | None:
+    """Run one part of the task whose record is at word ``r``: None if it returned, else the
+    error report."""
+    tensors: list = []
+    try:
+        tensors = dec.tensors(r)
+        fn(*dec.scalars(r, list(tensors)))
+        return None
+    except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
+        rep = {"tid": tid, "kernel": kernel, "core": core, "part": part,
+               "args": describe_args(dec.q, r),
+               "error": _cut(_describe(e), MAX_ERROR_CHARS, keep_end=False),
+               "traceback": _traceback(e)}
+        dirs = dec.last_dirs if tensors else []
+        violation = sanitizer.written_in(e, tensors, dirs, sanitizer.arg_names(fn, len(tensors)))
+        if violation:
+            rep["violation"] = violation
+        return rep
+
+
+def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str) -> dict | None:
+    """Sanitizer, after a task ran: an error report if some Out element still holds the poison
+    written before it started (device/sanitizer.py), else None."""
+    arrays = dec.tensors(r)
+    bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
+    if not bad:
+        return None
+    return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": describe_args(dec.q, r),
+            "error": "direction violation", "traceback": "", "violation": "; ".join(bad)}

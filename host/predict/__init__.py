@@ -1,0 +1,106 @@
+"""``ptoemu predict``: a2a3 hardware time of a recorded task graph, from a discrete-event model of the chip.
+
+ptoemu runs an orchestration exactly, but on a couple of CPUs, so its wall time says nothing about
+the chip. This package replays a recording (host/graph.py) on a model of the chip instead:
+
+    run.graph.jsonl ──Graph.load──▶ header (kernels, runs) + records in submission order
+        │
+        │  laws.py      each task's kernel time and HBM bytes: the kernel's cost law
+        │               (kernel(..., cost=law), kernels/cost.py) or the roofline default
+        │  params.py    every number of the model: default, unit, source (A2A3_MODEL.md); overrides
+        ▼
+    model.py  per run, from an empty device: orchestrator ─▶ task/heap rings ─▶ ready queues ─▶
+              3 scheduler threads (poll sweeps, complete, dispatch) ─▶ 24 × (AIC, AIV, AIV) cores
+              ─▶ shared HBM cap; one event heap, deterministic
+        │
+        ▼
+    report.py Prediction: device_us, orchestration_us, critical_path_us, bound, utilisation,
+              counts, per run and in total; to_json(), write_trace() (chrome.py), compare(a, b)
+        │
+    cli.py    ptoemu predict FILE [FILE2] [--set k=v] [--sweep k=v1,v2] [--run N] [--json] [--trace]
+
+Definitions (per run; totals add the runs, which run one after the other, each from an empty device):
+
+- ``device_us``: from the run's first submit (time 0) to the later of its last completion noticed by
+  a scheduler and the orchestrator's last submit, plus ``run_overhead_us``.
+- ``orchestration_us``: when the orchestrator finished submitting the run's last record (including
+  time blocked on a full ring); ``orchestration_busy_us`` is the time it spent submitting.
+- ``critical_path_us``: ``run_overhead_us`` + the longest path through the graph, where a record
+  starts at the later of the end of its own submit on an orchestrator that never blocks and its
+  predecessors' ends, and a task on a core costs sched_dispatch_us + dispatch_start_us + kernel
+  time (uncontended, one block) + fin_visible_us + sched_complete_us (dummy and skipped tasks:
+  sched_complete_us; alloc and scope ends: 0). No poll phase, no queueing, no HBM sharing: a floor.
+- ``utilisation``: busy time over device time, per resource: "orchestrator"; "sched0".."sched2"
+  (completion handling + dispatch; the polling sweeps are not counted); "AIC" and "AIV" (core busy
+  time over all cores of that kind, HBM slowdown included); "HBM" (bytes moved over cap × time).
+- ``bound``: one sentence naming the resource with the largest share of the device time, and the
+  runner-up. Shares are the utilisations above, plus "critical path": the longest chain of
+  dependencies alone (``dependency_path_us``, the critical path without submit times, so that an
+  orchestrator-bound run is not called dependency-bound). ``bound_resource`` is its key
+  ("orchestrator", "sched<i>", "AIC", "AIV", "HBM", "critical path"), or "latency" when no share
+  reaches 50 %: then the run is too small or too serial to load anything, and its time is the
+  control path's latencies along the chains plus the run overhead.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from host.graph import Graph
+from host.predict.laws import find_laws, roofline, task_costs
+from host.predict.model import ModelDeadlock, critical_path, prepare, simulate
+from host.predict.params import PARAMS, Params, resolve
+from host.predict.report import Comparison, Prediction, RunResult, combine, compare, result
+from kernels.cost import Cost, TaskInfo
+
+__all__ = ["PARAMS", "Comparison", "Cost", "ModelDeadlock", "Params", "Prediction", "RunResult", "TaskInfo",
+           "compare", "critical_path", "predict", "resolve", "roofline"]
+
+
+def predict(graph_or_path: Graph | str, params: Params | Mapping[str, Any] | None = None, *,
+            run: int | None = None, laws: Mapping[str, Callable[[TaskInfo], Cost]] | None = None,
+            **overrides: Any) -> Prediction:
+    """Predict the a2a3 time of a recorded graph (a Graph or the path of a ``.graph.jsonl[.gz]``).
+
+    ``params`` and ``overrides`` change model parameters (``predict(g, sched_task_us=2.5)``; names and
+    defaults: ``ptoemu predict --params``). ``run`` predicts one run of a multi-run recording;
+    ``laws`` maps kernel names (full or short) to cost laws that replace the registered ones.
+    """
+    p = resolve(params, overrides)
+    if isinstance(graph_or_path, Graph):
+        g, source = graph_or_path, "graph"
+    elif isinstance(graph_or_path, str) or hasattr(graph_or_path, "__fspath__"):
+        source = str(graph_or_path)
+        g = Graph.load(source)
+    else:
+        raise TypeError(f"predict(graph_or_path): expected a host.graph.Graph or a file path, got "
+                        f"{type(graph_or_path).__name__}")
+    spans = list(g.runs) or [(0, len(g.records))]
+    if run is not None:
+        if not isinstance(run, int) or not -len(spans) <= run < len(spans):
+            raise ValueError(f"predict(run={run!r}): {source} holds {len(spans)} run(s); expected 0.."
+                             f"{len(spans) - 1}")
+        picked = [(run % len(spans), spans[run])]
+    else:
+        picked = list(enumerate(spans))
+    table = find_laws(g.kernels, laws)
+    runs: list[RunResult] = []
+    inputs = []
+    enabled = gc.isenabled()
+    gc.disable()        # hundreds of thousands of small lists and tuples, no cycles: collecting is pure cost
+    try:
+        for n, (first, end) in picked:
+            us, hbm = task_costs(g.kernels, g.records[first:end], table, p)
+            ri = prepare(n, g.records, first, end, g.kernels, us, hbm, p)
+            st = simulate(ri, p)
+            runs.append(result(ri, st, p, sum(len(x) for x in ri.preds)))
+            inputs.append(ri)
+    finally:
+        if enabled:
+            gc.enable()
+    if run is not None and len(spans) > 1:
+        source = f"{source} run {picked[0][0]}"
+    return Prediction(source, p, runs, combine(runs, p), table.used, table.notes, inputs,
+                      [k["name"].rsplit(".", 1)[-1] for k in g.kernels])

@@ -1,0 +1,762 @@
+"""The discrete-event model of one run on an a2a3 chip: orchestrator, schedulers, cores, HBM.
+
+    records of one run (prepare: flat per-record lists, run-local indices)
+        │
+        ▼                         one heap of events, ordered (time, priority, sequence number)
+    ORCHESTRATOR (1 thread) ─── submits records in order; cost = orch_submit_us + orch_arg_us × args
+        │  blocks while the task ring (task_window) or the heap ring (heap_bytes) is full;
+        │  records retire in order (finished, no unfinished user of a buffer they allocated, and,
+        │  if they allocated heap, their scope ended) and give their slot and heap back
+        ▼ submitted + all predecessors complete = READY
+    ready queues, global: core-less (dummy / skipped) first, then sync SPMD launches (which hold
+        │  back everything else until all their blocks fit at once), then one queue per shape,
+        │  widest first (AIC_AIV_X2, AIC_AIV, AIV_X2, AIC, AIV), FIFO inside a shape
+        ▼
+    SCHEDULER THREADS (sched_threads, thread i owns clusters c with c mod threads == i)
+        │  loop: DISPATCH phase at each sweep boundary (sched_dispatch_us per block onto idle
+        │  owned cores of one cluster; core-less tasks cost sched_complete_us and complete),
+        │  then a SWEEP reading each owned core's completion register (sched_poll_us per read,
+        │  serial); a finished job costs sched_complete_us when its last core is read
+        ▼  dispatch write + dispatch_start_us
+    CORES (3 per cluster) run one job (one SPMD block, all its parts start together) for the law's
+        │  time; memory jobs share HBM: while their demand Σ B/T exceeds hbm_gbps each progresses
+        │  at cap / demand (one "work clock" for all of them; compute-only jobs never slow)
+        ▼  end + fin_visible_us = visible; noticed when the sweep next reads that core
+    task complete (all blocks handled) ──▶ successors' predecessor counts, buffer users, retirement
+
+Thread timing without simulating idle sweeps: a thread sweeps with period P = cores × poll from
+an origin t0; position j of sweep k is read at t0 + k·P + j·poll. Handling a completion shifts t0
+by sched_complete_us, a dispatch phase by its length. So a thread's next event is computed, not
+stepped: the earliest read of a core whose end is visible, or the next sweep boundary if it has
+something to dispatch. Events per task: one submit, one start (memory jobs) or end, one read,
+one done, about one dispatch phase.
+
+Simplified on purpose (say so when it matters): one task ring and one heap ring for the run (the
+reference has one of each per scope depth) and the heap as a byte count (no 1 KiB alignment, no
+wrap-around waste); the orchestrator does not become a fourth scheduler after its last submit; a
+sweep reads every owned core, busy or idle; a mixed job's completion is handled once, when its
+last core is read; no first-task start penalty, no L2, no per-core bandwidth limit beyond the law.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from heapq import heappop, heappush
+
+from host.graph import Record
+from host.predict.params import Params
+from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2, SHAPE_NAMES
+
+__all__ = ["ModelDeadlock", "RunInput", "RunStats", "Timeline", "critical_path", "prepare", "simulate"]
+
+K_TASK, K_SCOPE_END, K_ALLOC, K_DUMMY = 0, 1, 2, 3
+_KIND = {"task": K_TASK, "scope_end": K_SCOPE_END, "alloc": K_ALLOC, "dummy": K_DUMMY}
+DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
+INF = math.inf
+
+# Lanes of a cluster: 0 = AIC, 1 = AIV0, 2 = AIV1; an idle mask has bit l set when lane l is idle.
+# FIT[shape][mask] = the lanes a job of that shape takes in a cluster with that idle mask (lowest
+# lanes first), or None. A mixed job takes its cores in ONE cluster, all idle at once.
+
+
+def _fit(shape: int, m: int) -> tuple[int, ...] | None:
+    a, v0, v1 = m & 1, m & 2, m & 4
+    if shape == SHAPE_AIC:
+        return (0,) if a else None
+    if shape == SHAPE_AIV:
+        return (1,) if v0 else (2,) if v1 else None
+    if shape == SHAPE_AIV_X2:
+        return (1, 2) if v0 and v1 else None
+    if shape == SHAPE_AIC_AIV:
+        return (0, 1) if a and v0 else (0, 2) if a and v1 else None
+    return (0, 1, 2) if m == 7 else None
+
+
+FIT = [[_fit(s, m) for m in range(8)] for s in range(len(SHAPE_NAMES))]
+PER_CLUSTER = [2 if s == SHAPE_AIV else 1 for s in range(len(SHAPE_NAMES))]   # jobs one idle cluster hosts
+
+# Event kinds and their priority at equal times: core-level first, then completions, then submits,
+# then scheduler threads (so a thread at time t sees everything that happened at t).
+EV_START, EV_END, EV_HBM, EV_DONE, EV_SUBMIT, EV_THREAD = range(6)
+PRIO = (0, 0, 0, 1, 2, 3)
+READ, DISPATCH = 0, 1
+
+
+class ModelDeadlock(RuntimeError):
+    """The orchestrator blocks on a full ring and nothing left in the run can free it."""
+
+
+@dataclass
+class RunInput:
+    """One run's records as flat lists (run-local indices), ready to simulate."""
+
+    run: int
+    first: int                      # record index range [first, end) in the graph
+    end: int
+    tid: list[int]
+    kind: list[int]
+    kernel: list[int]
+    depth: list[int]
+    shape: list[int]                # core shape code, -1 = no core (dummy, skipped, alloc, scope end)
+    blocks: list[int]
+    sync: list[bool]
+    heap: list[int]
+    ocost: list[float]              # orchestrator time to submit the record
+    us: list[float]                 # nominal kernel time of one block (law × law_scale)
+    hbm: list[float]                # HBM bytes of one block
+    preds: list[list[int]]
+    succs: list[list[int]]
+    owners: list[tuple[int, ...]]   # records that allocated a buffer this task uses (not itself)
+    kernel_names: list[str]
+
+
+@dataclass
+class Timeline:
+    """What happened when, for the predicted trace (captured only on request)."""
+
+    orch: list[tuple[int, float, float]] = field(default_factory=list)        # record, start, end
+    blocked: list[tuple[float, float, str]] = field(default_factory=list)     # start, end, ring
+    sched: list[tuple[int, float, float, str, int]] = field(default_factory=list)  # thread, start, end, what, rec
+    jobs: list[tuple[int, int, tuple[int, ...], float, float]] = field(default_factory=list)  # rec, cluster,
+    #                                                                            lanes, start, end
+
+
+@dataclass
+class RunStats:
+    """Raw results of simulating one run (times in us from the run's first submit)."""
+
+    device_us: float
+    last_done_us: float
+    orch_end_us: float
+    orch_busy_us: float
+    orch_blocked_us: float
+    sched_busy_us: list[float]
+    aic_busy_us: float
+    aiv_busy_us: float
+    hbm_bytes: float
+    critical_path_us: float
+    critical_path_tasks: int
+    dependency_path_us: float
+    jobs: int
+    events: int
+    timeline: Timeline | None = None
+
+
+def prepare(run: int, records: list[Record], first: int, end: int, kernels: list[dict], us: list[float],
+            hbm: list[float], p: Params) -> RunInput:
+    """Flatten records [first, end) of a graph; ``us``/``hbm`` (laws.task_costs) are per record of that range."""
+    recs = records[first:end]
+    n = len(recs)
+    index = {r.tid: i for i, r in enumerate(recs)}
+    shape_of = []
+    for k in kernels:
+        if k.get("shape") not in SHAPE_NAMES:
+            raise ValueError(f"kernel {k.get('name')!r}: unknown core shape {k.get('shape')!r}; expected one "
+                             f"of {', '.join(SHAPE_NAMES)}")
+        shape_of.append(SHAPE_NAMES.index(k["shape"]))
+    ri = RunInput(run, first, end, [0] * n, [0] * n, [-1] * n, [0] * n, [-1] * n, [1] * n, [False] * n, [0] * n,
+                  [0.0] * n, list(us), list(hbm), [[] for _ in range(n)], [[] for _ in range(n)],
+                  [()] * n, [k["name"].rsplit(".", 1)[-1] for k in kernels])
+    submit, per_arg = p.orch_submit_us, p.orch_arg_us
+    for i, r in enumerate(recs):
+        if r.kind not in _KIND:
+            raise ValueError(f"record {first + i} (task {r.tid}): unknown kind {r.kind!r}; expected one of "
+                             f"{', '.join(_KIND)}")
+        k = _KIND[r.kind]
+        ri.tid[i], ri.kind[i], ri.depth[i], ri.heap[i] = r.tid, k, r.depth, r.heap
+        if r.heap > p.heap_bytes:
+            raise ValueError(f"record {first + i} (task {r.tid}) allocates {r.heap} bytes of heap, more than "
+                             f"heap_bytes={p.heap_bytes}: raise it, e.g. --set heap_bytes={2 * r.heap}")
+        if r.blocks < 1:
+            raise ValueError(f"record {first + i} (task {r.tid}): blocks={r.blocks}, expected >= 1")
+        ri.ocost[i] = p.orch_scope_end_us if k == K_SCOPE_END else submit + per_arg * len(r.args)
+        if k == K_TASK or k == K_DUMMY:
+            ri.kernel[i] = r.kernel
+            if k == K_TASK and not r.skipped:
+                s = shape_of[r.kernel]
+                ri.shape[i], ri.blocks[i], ri.sync[i] = s, r.blocks, r.sync
+                if r.sync and r.blocks > p.clusters * PER_CLUSTER[s]:
+                    raise ValueError(f"task {r.tid}: a sync SPMD launch of {r.blocks} {SHAPE_NAMES[s]} blocks needs "
+                                     f"them all idle at once; {p.clusters} clusters hold at most "
+                                     f"{p.clusters * PER_CLUSTER[s]} (--set clusters=...)")
+            preds = sorted({index[t] for t in r.preds if t in index and index[t] != i})
+            ri.preds[i] = preds
+            for q in preds:
+                ri.succs[q].append(i)
+        if r.args and k != K_SCOPE_END:
+            ri.owners[i] = tuple(sorted({index[a.owner] for a in r.args
+                                         if a.owner in index and index[a.owner] != i}))
+    return ri
+
+
+def critical_path(ri: RunInput, p: Params) -> tuple[float, int, float]:
+    """Longest path through the run: (us, tasks on it, us of the longest path of dependencies alone).
+
+    Each record starts at max(the end of its own submit on an orchestrator that never blocks, its
+    predecessors' ends). A task on a core costs sched_dispatch_us + dispatch_start_us + kernel time
+    (uncontended, one block) + fin_visible_us + sched_complete_us; a dummy or skipped task
+    sched_complete_us; alloc and scope-end records nothing. No poll phase, no queueing. The third
+    value drops the submit times: what the dependencies alone force, whoever submits.
+    """
+    n = len(ri.kind)
+    on_core = p.sched_dispatch_us + p.dispatch_start_us + p.fin_visible_us + p.sched_complete_us
+    fin = [0.0] * n
+    dep = [0.0] * n
+    cnt = [0] * n
+    t_sub = 0.0
+    best, best_n, best_dep = 0.0, 0, 0.0
+    for i in range(n):
+        t_sub += ri.ocost[i]
+        k = ri.kind[i]
+        start, c, d = t_sub, 0, 0.0
+        for q in ri.preds[i]:
+            if fin[q] > start:
+                start, c = fin[q], cnt[q]
+            if dep[q] > d:
+                d = dep[q]
+        if k == K_TASK or k == K_DUMMY:
+            cost = on_core + ri.us[i] if ri.shape[i] >= 0 else p.sched_complete_us
+            c += 1
+        else:
+            cost = 0.0
+        fin[i], cnt[i], dep[i] = start + cost, c, d + cost
+        if fin[i] > best:
+            best, best_n = fin[i], c
+        if dep[i] > best_dep:
+            best_dep = dep[i]
+    return best, best_n, best_dep
+
+
+class _Thread:
+    __slots__ = ("idx", "clusters", "masks", "P", "t0", "busy_until", "pend_t", "pend_kind", "pend_arg",
+                 "ver", "visible", "job_on", "busy")
+
+    def __init__(self, idx: int, clusters: list[int], poll: float) -> None:
+        self.idx = idx
+        self.clusters = clusters
+        self.masks = [7] * len(clusters)          # idle lanes per owned cluster
+        self.P = 3 * len(clusters) * poll          # one sweep over every owned core
+        self.t0 = 0.0                              # sweep origin (see module docstring)
+        self.busy_until = 0.0                      # end of the completion handling / dispatch in progress
+        self.pend_t, self.pend_kind, self.pend_arg, self.ver = INF, READ, 0, 0
+        self.visible: dict[int, float] = {}        # sweep position -> time its job's end became visible
+        self.job_on = [-1] * (3 * len(clusters))   # sweep position -> job running there
+        self.busy = 0.0                            # time spent handling completions and dispatching
+
+
+class _Sim:
+    """One run. Plain lists and small ints; see the module docstring for the model."""
+
+    def __init__(self, ri: RunInput, p: Params, capture: bool) -> None:
+        self.ri, self.p = ri, p
+        n = self.n = len(ri.kind)
+        self.poll, self.fin, self.dstart = p.sched_poll_us, p.fin_visible_us, p.dispatch_start_us
+        self.comp, self.disp = p.sched_complete_us, p.sched_dispatch_us
+        self.cap = p.hbm_gbps * 1e3                # bytes per us
+        T = self.T = p.sched_threads
+        self.threads = [_Thread(i, list(range(i, p.clusters, T)), self.poll) for i in range(T)]
+        self.ev: list[tuple] = []
+        self.seq = 0
+        self.events = 0
+        # records
+        self.npred = [len(x) for x in ri.preds]
+        self.submitted = [False] * n
+        self.done = [False] * n
+        self.users = [0] * n
+        self.scope_ended = [False] * n
+        self.open_scopes: dict[int, list[int]] = {}
+        self.to_dispatch = list(ri.blocks)          # blocks not yet dispatched
+        self.blocks_left = list(ri.blocks)          # blocks not yet complete
+        # orchestrator and rings
+        self.R = 0                                  # records [0, R) retired
+        self.heap_used = 0
+        self.blocked, self.blocked_since, self.blocked_ring = -1, 0.0, ""
+        self.orch_end = self.orch_busy = self.orch_blocked = 0.0
+        self.last_done = 0.0
+        # ready queues
+        self.queues: list[deque[int]] = [deque() for _ in SHAPE_NAMES]
+        self.nocore: deque[int] = deque()
+        self.syncq: deque[int] = deque()
+        # jobs (one SPMD block on the cores of one cluster)
+        self.job_rec: list[int] = []
+        self.job_cluster: list[int] = []
+        self.job_lanes: list[tuple[int, ...]] = []
+        self.job_start: list[float] = []
+        self.job_end: list[float] = []
+        self.job_left: list[int] = []
+        # HBM: W is the work clock (nominal us of progress of every memory job), rate f = min(1, cap/D)
+        self.W = self.tw = self.D = 0.0
+        self.f = 1.0
+        self.pool: list[tuple[float, int]] = []     # (W at which the job ends, job)
+        self.rate: dict[int, float] = {}
+        self.hbm_ver = 0
+        self.tl = Timeline() if capture else None
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def push(self, t: float, kind: int, a: int, b: int = 0) -> None:
+        self.seq += 1
+        heappush(self.ev, (t, PRIO[kind], self.seq, kind, a, b))
+
+    def run(self) -> None:
+        self.orch_next(0, 0.0)
+        ev, threads = self.ev, self.threads
+        while ev:
+            t, _, _, kind, a, b = heappop(ev)
+            self.events += 1
+            if kind == EV_THREAD:
+                th = threads[a]
+                if b != th.ver:
+                    continue                        # superseded
+                th.pend_t = INF
+                if th.pend_kind == READ:
+                    self.read(th, t, th.pend_arg)
+                else:
+                    self.dispatch(th, t)
+            elif kind == EV_END:
+                self.job_ended(a, t)
+            elif kind == EV_DONE:
+                self.job_done(a, b, t)
+            elif kind == EV_SUBMIT:
+                self.submitted_(a, t)
+            elif kind == EV_START:
+                self.hbm_start(a, t)
+            elif a == self.hbm_ver:                 # EV_HBM, not superseded
+                self.hbm_tick(t)
+        if self.blocked >= 0:
+            raise ModelDeadlock(self.deadlock_message())
+        if self.R < self.n and not all(self.done[i] for i in range(self.n) if self.ri.kind[i] != K_SCOPE_END):
+            stuck = next(i for i in range(self.n) if not self.done[i] and self.ri.kind[i] != K_SCOPE_END)
+            raise RuntimeError(f"model: run {self.ri.run}: record {self.ri.first + stuck} (task "
+                               f"{self.ri.tid[stuck]}) never completed; it waits for run-local records "
+                               f"{[q for q in self.ri.preds[stuck] if not self.done[q]]}")
+
+    # -- orchestrator and rings --------------------------------------------------------------------
+
+    def ring_full(self, i: int) -> str:
+        if i - self.R >= self.p.task_window:
+            return "task ring"
+        if self.heap_used + self.ri.heap[i] > self.p.heap_bytes:
+            return "heap ring"
+        return ""
+
+    def orch_next(self, i: int, t: float) -> None:
+        if i >= self.n:
+            self.orch_end = t
+            return
+        full = self.ring_full(i)
+        if full:
+            self.blocked, self.blocked_since, self.blocked_ring = i, t, full
+            return
+        self.heap_used += self.ri.heap[i]
+        c = self.ri.ocost[i]
+        self.orch_busy += c
+        if self.tl:
+            self.tl.orch.append((i, t, t + c))
+        self.push(t + c, EV_SUBMIT, i)
+
+    def submitted_(self, i: int, t: float) -> None:
+        ri = self.ri
+        self.submitted[i] = True
+        k = ri.kind[i]
+        if k == K_SCOPE_END:
+            self.done[i] = True
+            d = ri.depth[i]
+            for dd in [x for x in self.open_scopes if x >= d]:
+                for r in self.open_scopes.pop(dd):
+                    self.scope_ended[r] = True
+            self.retire(t)
+        else:
+            if ri.heap[i]:
+                self.open_scopes.setdefault(ri.depth[i], []).append(i)
+            users = self.users
+            for o in ri.owners[i]:
+                users[o] += 1
+            if k == K_ALLOC:
+                self.complete(i, t)
+            elif self.npred[i] == 0:
+                self.ready(i, t)
+        self.orch_next(i + 1, t)
+
+    def retire(self, t: float) -> None:
+        R, n, ri = self.R, self.n, self.ri
+        sub, done, users, ended, heap = self.submitted, self.done, self.users, self.scope_ended, ri.heap
+        while R < n and sub[R] and done[R] and users[R] == 0 and (heap[R] == 0 or ended[R]):
+            self.heap_used -= heap[R]
+            R += 1
+        if R == self.R:
+            return
+        self.R = R
+        b = self.blocked
+        if b >= 0 and not self.ring_full(b):
+            self.blocked = -1
+            self.orch_blocked += t - self.blocked_since
+            if self.tl:
+                self.tl.blocked.append((self.blocked_since, t, self.blocked_ring))
+            self.orch_next(b, t)
+
+    def deadlock_message(self) -> str:
+        ri, p, i, R = self.ri, self.p, self.blocked, self.R
+        what = ri.kernel_names[ri.kernel[R]] if ri.kernel[R] >= 0 else ("alloc" if ri.kind[R] == K_ALLOC
+                                                                         else "record")
+        later = next((j for j in range(i, self.n) if ri.kind[j] == K_SCOPE_END and ri.depth[j] <= ri.depth[R]),
+                     None)
+        why = (f"it allocated heap and its scope (depth {ri.depth[R]}) ends only at record "
+               f"{ri.first + later}, which the orchestrator has not reached" if later is not None and
+               not self.scope_ended[R] else "it is waiting for its scope to end")
+        if self.blocked_ring == "task ring":
+            fix = (f"raise task_window (now {p.task_window}), e.g. --set task_window={2 * p.task_window}, or "
+                   f"split the scope")
+            full = f"the task ring is full: records {ri.first + R}..{ri.first + i - 1} fill its {p.task_window} slots"
+        else:
+            fix = f"raise heap_bytes (now {p.heap_bytes}), e.g. --set heap_bytes={2 * p.heap_bytes}"
+            full = (f"the heap ring is full: {self.heap_used} bytes held by records {ri.first + R}.."
+                    f"{ri.first + i - 1}, record {ri.first + i} needs {ri.heap[i]} more of heap_bytes={p.heap_bytes}")
+        return (f"run {ri.run}: the orchestrator blocks forever before record {ri.first + i}: {full}, and the "
+                f"oldest, record {ri.first + R} ({what}, task {ri.tid[R]}), cannot retire because {why}. "
+                f"One scope holds more than the ring: {fix}.")
+
+    # -- readiness and completion ------------------------------------------------------------------
+
+    def ready(self, j: int, t: float) -> None:
+        s = self.ri.shape[j]
+        if s < 0:
+            self.nocore.append(j)
+            for th in self.threads:
+                self.offer(th, t)
+            return
+        if self.ri.sync[j]:
+            self.syncq.append(j)
+            if self.sync_placeable():
+                for th in self.threads:
+                    self.offer(th, t)
+            return
+        self.queues[s].append(j)
+        if self.syncq:
+            return                                  # held back behind a sync launch
+        fit = FIT[s]
+        for th in self.threads:
+            for m in th.masks:
+                if fit[m]:
+                    self.offer(th, t)
+                    break
+
+    def complete(self, j: int, t: float) -> None:
+        ri = self.ri
+        self.done[j] = True
+        if t > self.last_done:
+            self.last_done = t
+        npred, sub = self.npred, self.submitted
+        for s in ri.succs[j]:
+            npred[s] -= 1
+            if npred[s] == 0 and sub[s]:
+                self.ready(s, t)
+        users = self.users
+        for o in ri.owners[j]:
+            users[o] -= 1
+        self.retire(t)
+
+    # -- scheduler threads -------------------------------------------------------------------------
+
+    def boundary(self, th: _Thread, x: float) -> float:
+        """The first sweep boundary (dispatch phase) at or after x."""
+        P = th.P
+        if P <= 0.0:
+            return x
+        b = th.t0 + math.ceil((x - th.t0) / P) * P
+        if b < x - 1e-9:
+            b += P
+        return b if b > x else x
+
+    def read_time(self, th: _Thread, pos: int, x: float) -> float:
+        """When the sweep next reads sweep position ``pos`` at or after x."""
+        P = th.P
+        if P <= 0.0:
+            return x
+        off = th.t0 + pos * self.poll
+        r = off + math.ceil((x - off) / P) * P
+        if r < x - 1e-9:
+            r += P
+        return r if r > x else x
+
+    def set_pending(self, th: _Thread, t: float, kind: int, arg: int) -> None:
+        th.ver += 1
+        th.pend_t, th.pend_kind, th.pend_arg = t, kind, arg
+        self.push(t, EV_THREAD, th.idx, th.ver)
+
+    def offer(self, th: _Thread, t: float) -> None:
+        """Work th can dispatch appeared at t: its next sweep boundary is a candidate event."""
+        b = self.boundary(th, t if t > th.busy_until else th.busy_until)
+        if b < th.pend_t or (b == th.pend_t and th.pend_kind == READ):
+            self.set_pending(th, b, DISPATCH, 0)
+
+    def can_take(self, th: _Thread) -> bool:
+        if self.nocore:
+            return True
+        if self.syncq:
+            return self.sync_placeable()            # sync launches go first; the rest waits
+        queues = self.queues
+        for s in DISPATCH_ORDER:
+            if queues[s]:
+                fit = FIT[s]
+                for m in th.masks:
+                    if fit[m]:
+                        return True
+        return False
+
+    def recompute(self, th: _Thread, x: float) -> None:
+        """th's next event at or after x: the earliest read that finds a visible end, or a dispatch."""
+        if th.busy_until > x:
+            x = th.busy_until
+        P = th.P
+        if P > 0.0 and x - th.t0 > P:
+            th.t0 += math.floor((x - th.t0) / P) * P     # keeps k·P small (float precision)
+        best, kind, arg = INF, READ, 0
+        if th.visible:
+            if P <= 0.0:
+                for pos, v in th.visible.items():
+                    r = v if v > x else x
+                    if r < best or (r == best and pos < arg):
+                        best, arg = r, pos
+            else:
+                poll, t0, ceil = self.poll, th.t0, math.ceil
+                for pos, v in th.visible.items():      # read_time(), inlined: this is the hot loop
+                    y = v if v > x else x
+                    off = t0 + pos * poll
+                    r = off + ceil((y - off) / P) * P
+                    if r < y - 1e-9:
+                        r += P
+                    if r < y:
+                        r = y
+                    if r < best or (r == best and pos < arg):
+                        best, arg = r, pos
+        if self.can_take(th):
+            b = self.boundary(th, x)
+            if b <= best:
+                best, kind = b, DISPATCH
+        if best < INF:
+            self.set_pending(th, best, kind, arg)
+        else:
+            th.ver += 1
+            th.pend_t = INF
+
+    def read(self, th: _Thread, r: float, pos: int) -> None:
+        """The sweep reads position pos at r and finds its job's end."""
+        del th.visible[pos]
+        jid = th.job_on[pos]
+        th.job_on[pos] = -1
+        self.job_left[jid] -= 1
+        if self.job_left[jid]:
+            self.recompute(th, r + self.poll)      # other cores of this job not seen yet
+            return
+        h = r + self.poll + self.comp
+        th.t0 += self.comp
+        th.busy_until = h
+        th.busy += self.comp
+        if self.tl:
+            self.tl.sched.append((th.idx, r + self.poll, h, "complete", self.job_rec[jid]))
+        self.push(h, EV_DONE, jid, self.job_rec[jid])
+        self.recompute(th, h)
+
+    def dispatch(self, th: _Thread, b: float) -> None:
+        """Dispatch phase at sweep boundary b: core-less tasks, a sync launch, then widest shapes first."""
+        t = b
+        tl = self.tl
+        nocore = self.nocore
+        while nocore:
+            j = nocore.popleft()
+            t0 = t
+            t += self.comp
+            if tl:
+                tl.sched.append((th.idx, t0, t, "complete", j))
+            self.push(t, EV_DONE, -1, j)
+        if self.syncq and self.sync_placeable():
+            j = self.syncq.popleft()
+            s = self.ri.shape[j]
+            fit = FIT[s]
+            placed = 0
+            for c in range(self.p.clusters):        # any cluster: one thread writes all the registers
+                owner = self.threads[c % self.T]
+                k = c // self.T
+                while placed < self.ri.blocks[j] and fit[owner.masks[k]]:
+                    t0 = t
+                    t += self.disp
+                    self.start_job(j, c, fit[owner.masks[k]], t)
+                    placed += 1
+                    if tl:
+                        tl.sched.append((th.idx, t0, t, "dispatch", j))
+            self.to_dispatch[j] = 0
+        if not self.syncq:
+            queues, masks, T, i = self.queues, th.masks, self.T, th.idx
+            for s in DISPATCH_ORDER:
+                q = queues[s]
+                if not q:
+                    continue
+                fit = FIT[s]
+                k = 0
+                nk = len(masks)
+                while q and k < nk:
+                    lanes = fit[masks[k]]
+                    if lanes is None:
+                        k += 1
+                        continue
+                    j = q[0]
+                    self.to_dispatch[j] -= 1
+                    if not self.to_dispatch[j]:
+                        q.popleft()
+                    t0 = t
+                    t += self.disp
+                    self.start_job(j, i + T * k, lanes, t)
+                    if tl:
+                        tl.sched.append((i, t0, t, "dispatch", j))
+        if t > b:
+            th.t0 += t - b
+            th.busy_until = t
+            th.busy += t - b
+        self.recompute(th, t)
+
+    def sync_placeable(self) -> bool:
+        j = self.syncq[0]
+        fit = FIT[self.ri.shape[j]]
+        need = self.ri.blocks[j]
+        have = 0
+        for th in self.threads:
+            for m in th.masks:
+                lanes = fit[m]
+                while lanes is not None:
+                    have += 1
+                    for ln in lanes:
+                        m &= ~(1 << ln)
+                    lanes = fit[m]
+        return have >= need
+
+    # -- cores and HBM -----------------------------------------------------------------------------
+
+    def start_job(self, j: int, c: int, lanes: tuple[int, ...], w: float) -> None:
+        """Dispatch written at w: the job occupies ``lanes`` of cluster c and starts dispatch_start later."""
+        th = self.threads[c % self.T]
+        k = c // self.T
+        jid = len(self.job_rec)
+        m = th.masks[k]
+        for ln in lanes:
+            m &= ~(1 << ln)
+            th.job_on[3 * k + ln] = jid
+        th.masks[k] = m
+        start = w + self.dstart
+        self.job_rec.append(j)
+        self.job_cluster.append(c)
+        self.job_lanes.append(lanes)
+        self.job_start.append(start)
+        self.job_end.append(start)
+        self.job_left.append(len(lanes))
+        if self.ri.hbm[j] > 0.0:
+            self.push(start, EV_START, jid)
+        else:
+            self.push(start + self.ri.us[j], EV_END, jid)
+
+    def job_ended(self, jid: int, e: float) -> None:
+        """The job's kernel ended at e on every core it holds; each becomes visible fin_visible_us later."""
+        self.job_end[jid] = e
+        c = self.job_cluster[jid]
+        th = self.threads[c % self.T]
+        base = 3 * (c // self.T)
+        v = e + self.fin
+        x = e if e > th.busy_until else th.busy_until
+        y = v if v > x else x
+        for ln in self.job_lanes[jid]:
+            pos = base + ln
+            th.visible[pos] = v
+            r = self.read_time(th, pos, y)
+            if r < th.pend_t or (r == th.pend_t and th.pend_kind == READ and pos < th.pend_arg):
+                self.set_pending(th, r, READ, pos)
+
+    def job_done(self, jid: int, j: int, t: float) -> None:
+        """A completion was handled at t (jid < 0: a core-less task): free the cores, maybe complete j."""
+        if jid >= 0:
+            c = self.job_cluster[jid]
+            th = self.threads[c % self.T]
+            k = c // self.T
+            for ln in self.job_lanes[jid]:
+                th.masks[k] |= 1 << ln
+            self.blocks_left[j] -= 1
+            if self.syncq:                          # freed cores may complete a waiting sync launch
+                for other in self.threads:
+                    if other is not th and self.sync_placeable():
+                        self.offer(other, t)
+            if self.blocks_left[j]:
+                self.recompute(th, t)
+                return
+            self.complete(j, t)
+            self.recompute(th, t)
+        else:
+            self.complete(j, t)
+
+    def hbm_advance(self, t: float) -> None:
+        self.W += (t - self.tw) * self.f
+        self.tw = t
+
+    def hbm_reschedule(self) -> None:
+        self.hbm_ver += 1
+        if self.pool:
+            self.push(self.tw + (self.pool[0][0] - self.W) / self.f, EV_HBM, self.hbm_ver)
+
+    def hbm_start(self, jid: int, t: float) -> None:
+        j = self.job_rec[jid]
+        self.hbm_advance(t)
+        T = max(self.ri.us[j], 1e-6)
+        heappush(self.pool, (self.W + T, jid))
+        d = self.rate[jid] = self.ri.hbm[j] / T
+        self.D += d
+        self.f = 1.0 if self.D <= self.cap else self.cap / self.D
+        self.hbm_reschedule()
+
+    def hbm_tick(self, t: float) -> None:
+        self.hbm_advance(t)
+        pool = self.pool
+        limit = self.W + 1e-9 * max(1.0, self.W)
+        while pool and pool[0][0] <= limit:
+            _, jid = heappop(pool)
+            self.D -= self.rate.pop(jid)
+            self.job_ended(jid, t)
+        if not pool:
+            self.D = 0.0                            # no float residue between busy periods
+        self.f = 1.0 if self.D <= self.cap else self.cap / self.D
+        self.hbm_reschedule()
+
+    # -- result ------------------------------------------------------------------------------------
+
+    def stats(self) -> RunStats:
+        aic = aiv = hbm = 0.0
+        us_hbm = self.ri.hbm
+        for jid, lanes in enumerate(self.job_lanes):
+            d = self.job_end[jid] - self.job_start[jid]
+            for ln in lanes:
+                if ln:
+                    aiv += d
+                else:
+                    aic += d
+            hbm += us_hbm[self.job_rec[jid]]
+        if self.tl:
+            self.tl.jobs = list(zip(self.job_rec, self.job_cluster, self.job_lanes, self.job_start, self.job_end))
+        end = max(self.last_done, self.orch_end)
+        cp, cp_n, dep = critical_path(self.ri, self.p)
+        ro = self.p.run_overhead_us
+        return RunStats(end + ro, self.last_done, self.orch_end, self.orch_busy, self.orch_blocked,
+                        [th.busy for th in self.threads], aic, aiv, hbm, cp + ro, cp_n, dep, len(self.job_rec),
+                        self.events, self.tl)
+
+
+def simulate(ri: RunInput, p: Params, capture: bool = False) -> RunStats:
+    """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace."""
+    sim = _Sim(ri, p, capture)
+    enabled = gc.isenabled()
+    gc.disable()            # millions of short-lived event tuples, no cycles: collection is pure cost
+    try:
+        sim.run()
+    finally:
+        if enabled:
+            gc.enable()
+    return sim.stats()
