@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import numpy as np
 
-from device import layout as L
+from device import codec as C
 from device import sanitizer
 
 MAX_ERROR_CHARS = 1000
@@ -30,11 +29,11 @@ MAX_TRACEBACK_CHARS = 8000
 class ArgDecoder:
     """Turns the tensor and scalar words of a task record into kernel arguments."""
 
-    def __init__(self, ctx: SimpleNamespace) -> None:
-        self.q, self.f = ctx.q, ctx.f
-        self.tags = ctx.ctrl_buf
-        self.ctrl_buf = ctx.ctrl_buf
-        self.gm = ctx.gm_buf
+    def __init__(self, q, f, ctrl_buf, gm_buf) -> None:
+        self.q, self.f = q, f                   # the control segment as int64 / float64 words
+        self.tags = ctrl_buf                    # ... and as bytes
+        self.ctrl_buf = ctrl_buf
+        self.gm = gm_buf
         self.meta_cache: dict[int, tuple] = {}
 
     def _meta(self, meta: int) -> tuple:
@@ -43,7 +42,7 @@ class ArgDecoder:
             nd = (meta >> 16) & 7
             drop = (meta >> 20) & 31
             keep = tuple(d for d in range(nd) if not drop >> d & 1)
-            m = self.meta_cache[meta] = (L.DTYPES[(meta >> 8) & 255], keep, meta & 3)
+            m = self.meta_cache[meta] = (C.DTYPES[(meta >> 8) & 255], keep, meta & 3)
         return m
 
     def tensors(self, r: int) -> list:
@@ -51,56 +50,44 @@ class ArgDecoder:
         q, gm = self.q, self.gm
         out = []
         self.last_dirs = dirs = []
-        for i in range(q[r + L.H_NTENSORS]):
-            a = r + L.ARGS_OFF + i * L.ARG_WORDS
-            dt, keep, d = self._meta(q[a + L.A_META])
-            shape = [q[a + L.A_SHAPE + k] for k in keep]
-            strides = [q[a + L.A_STRIDES + k] for k in keep]
-            arr = np.ndarray(shape, dt, gm, q[a + L.A_LO], strides)
+        for i in range(q[r + C.H_NTENSORS]):
+            a = r + C.ARGS_OFF + i * C.ARG_WORDS
+            dt, keep, d = self._meta(q[a + C.A_META])
+            shape = [q[a + C.A_SHAPE + k] for k in keep]
+            strides = [q[a + C.A_STRIDES + k] for k in keep]
+            arr = np.ndarray(shape, dt, gm, q[a + C.A_LO], strides)
             dirs.append(d)
-            if d == L.DIR_IN:                  # a kernel writing its input is an error, always
+            if d == C.DIR_IN:                  # a kernel writing its input is an error, always
                 arr.flags.writeable = False
             out.append(arr)
         return out
 
     def scalars(self, r: int, out: list) -> list:
         q, f = self.q, self.f
-        ns = q[r + L.H_NSCALARS]
+        ns = q[r + C.H_NSCALARS]
         if not ns:
             return out
-        tb = (r + L.TAGS_OFF) * 8
+        tb = (r + C.TAGS_OFF) * 8
         tags = self.tags
-        v = r + L.VALUES_OFF
+        v = r + C.VALUES_OFF
         for j in range(ns):
             t = tags[tb + j]
-            if t == L.TAG_INT:
+            if t == C.TAG_INT:
                 out.append(q[v])
                 v += 1
-            elif t == L.TAG_FLOAT:
+            elif t == C.TAG_FLOAT:
                 out.append(f[v])
                 v += 1
-            elif t == L.TAG_BOOL:
+            elif t == C.TAG_BOOL:
                 out.append(bool(q[v]))
                 v += 1
             else:
                 n = q[v]
-                dt = L.DTYPES[t - L.TAG_ARRAY]
+                dt = C.DTYPES[t - C.TAG_ARRAY]
                 wire = np.float64 if dt.kind in "fc" else np.int64
                 out.append(np.frombuffer(self.ctrl_buf, wire, n, (v + 1) * 8).astype(dt))
                 v += 1 + n
         return out
-
-
-def describe_args(q, r: int) -> list[str]:
-    """'shape dtype dir' of each tensor argument of the record at word r (for error reports)."""
-    out = []
-    for i in range(q[r + L.H_NTENSORS]):
-        a = r + L.ARGS_OFF + i * L.ARG_WORDS
-        meta = q[a + L.A_META]
-        nd, drop = (meta >> 16) & 7, (meta >> 20) & 31
-        shape = tuple(q[a + L.A_SHAPE + d] for d in range(nd) if not drop >> d & 1)
-        out.append(f"{L.DIR_NAMES.get(meta & 3, '?')}{shape} {L.DTYPES[(meta >> 8) & 255]}")
-    return out
 
 
 def _describe(e: BaseException) -> str:
@@ -138,7 +125,7 @@ def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core:
         return None
     except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
         rep = {"tid": tid, "kernel": kernel, "core": core, "part": part,
-               "args": describe_args(dec.q, r),
+               "args": C.describe_args(dec.q, r),
                "error": _cut(_describe(e), MAX_ERROR_CHARS, keep_end=False),
                "traceback": _traceback(e)}
         dirs = dec.last_dirs if tensors else []
@@ -155,5 +142,5 @@ def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: st
     bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
     if not bad:
         return None
-    return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": describe_args(dec.q, r),
+    return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": C.describe_args(dec.q, r),
             "error": "direction violation", "traceback": "", "violation": "; ".join(bad)}

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from device import layout as L
+from device import codec as C
 
 POISON_BYTE = 0xA5
 
@@ -46,7 +46,7 @@ def poison(arr: np.ndarray) -> None:
 def poison_outs(arrays: list[np.ndarray], dirs: list[int]) -> None:
     """Poison every Out argument of a task."""
     for a, d in zip(arrays, dirs):
-        if d == L.DIR_OUT:
+        if d == C.DIR_OUT:
             poison(a)
 
 
@@ -74,7 +74,7 @@ def arg_names(fn: Callable, n: int) -> list[str]:
 def unwritten_outs(arrays: list[np.ndarray], dirs: list[int], names: list[str]) -> list[str]:
     out = []
     for i, (a, d) in enumerate(zip(arrays, dirs)):
-        if d == L.DIR_OUT:
+        if d == C.DIR_OUT:
             n = poisoned(a)
             if n:
                 out.append(f"Out argument {i} ({names[i]}, {a.shape} {a.dtype}): {n} of {a.size} "
@@ -88,7 +88,7 @@ def written_in(exc: BaseException, arrays: list[np.ndarray], dirs: list[int],
     """If ``exc`` is numpy refusing a write into a read-only In view, say which argument."""
     if not isinstance(exc, ValueError) or "read-only" not in str(exc):
         return None
-    ins = [i for i, d in enumerate(dirs) if d == L.DIR_IN]
+    ins = [i for i, d in enumerate(dirs) if d == C.DIR_IN]
     tb = exc.__traceback__
     frame = None
     while tb is not None:                    # innermost frame that holds one of our In views

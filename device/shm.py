@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-import pickle
 
 PREFIX = "ptoemu"
 _counter = itertools.count()
@@ -72,31 +71,3 @@ class Segment:
         self._mmap = None
         os.close(self._fd)
         self._fd = -1
-
-
-def write_report(words: memoryview, off: int, nwords: int, report: object) -> bool:
-    """Pickle ``report`` into an area of ``nwords`` words at word ``off``; False if the area is
-    still full (its reader has not taken the previous report) -- the first report wins."""
-    if words[off] != 0:
-        return False
-    data = pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
-    room = (nwords - 1) * 8
-    if len(data) > room:
-        data = pickle.dumps({"truncated": True, "summary": repr(report)[: room // 2]})
-    raw = words.cast("B")
-    start = (off + 1) * 8
-    raw[start:start + len(data)] = data
-    words[off] = len(data)          # length last: the reader sees a whole report or none
-    return True
-
-
-def read_report(words: memoryview, off: int, clear: bool = True) -> object | None:
-    n = words[off]
-    if n <= 0:
-        return None
-    raw = words.cast("B")
-    start = (off + 1) * 8
-    report = pickle.loads(bytes(raw[start:start + n]))
-    if clear:
-        words[off] = 0
-    return report

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import psutil
 
 from device import layout as L
-from device.shm import read_report
+from device.codec import read_report
 from host.errors import DeadlockError, DeviceLost, KernelError
 from host.launch import DeviceProcesses
 

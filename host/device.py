@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from device import layout as L
+from device import codec as C
 from host.engine import InlineEngine, ProcessEngine
 from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
 from host.graph import Graph, Recorder
@@ -279,15 +279,15 @@ class Device:
         return self._view(tensor, what)
 
     def _view(self, t: Tensor, what: str) -> np.ndarray:
-        w = t.packed(L.DIR_IN)
+        w = t.packed(C.DIR_IN)
         keep = [d for d in range(len(t._fshape)) if not t._drop[d]]
-        shape = [w[L.A_SHAPE + d] for d in keep]
-        strides = [w[L.A_STRIDES + d] for d in keep]
+        shape = [w[C.A_SHAPE + d] for d in keep]
+        strides = [w[C.A_STRIDES + d] for d in keep]
         # numpy keeps a reference to its buffer's underlying object (the mmap), not an export of
         # it, so an array made over GM directly would let close() unmap the memory under it (a
         # segfault on the next use). A ctypes array over the range holds an export and is what
         # numpy keeps: the mapping cannot go while any view of it is alive.
-        lo, n = w[L.A_LO], w[L.A_HI] - w[L.A_LO]
+        lo, n = w[C.A_LO], w[C.A_HI] - w[C.A_LO]
         if n <= 0:
             return np.empty(shape, t.dtype)
         return np.ndarray(shape, t.dtype, (ctypes.c_char * n).from_buffer(self._engine.gm_buf, lo), 0, strides)

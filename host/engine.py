@@ -18,14 +18,17 @@ inline=True)``) use it to check orchestrations and kernels without processes.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import mmap
+import time
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from device import codec as C
 from device import layout as L
 from device import sanitizer
+from device.accounting import Accounting
 from device.execute import ArgDecoder, run_part, unwritten_report
 from device.tensormap import TensorMap
 from host.channel import Channel
@@ -45,7 +48,9 @@ class ProcessEngine:
     def __init__(self, platform: Platform, kernels: list[Kernel], **options: Any) -> None:
         self.procs = DeviceProcesses(platform, kernels, **options)
         self.channel = Channel(self.procs)
-        self.writer = TaskWriter(self.procs, self.channel)
+        ctx = self.procs.ctx
+        self.writer = TaskWriter(ctx.layout, ctx.ctrl_buf, ctx.q, ctx.f, self.procs.heap_base, platform.heap_bytes,
+                                 self.channel, ctx.sched_sem)
         self.gm_buf = self.procs.gm.buf
         self.host_bytes = self.procs.host_bytes
         self.arena = Arena(self.host_bytes)
@@ -108,7 +113,7 @@ class ProcessEngine:
         q, lay = self.procs.q, self.lay
         cores = {"AIC": [0, 0], "AIV": [0, 0]}          # kind -> [parts run, busy ns], from the workers
         for c in range(lay.ncores):
-            k = cores["AIC" if c % 3 == 0 else "AIV"]
+            k = cores["AIC" if C.is_aic(c) else "AIV"]
             k[0] += q[lay.wline(c) + L.W_TASKS]
             k[1] += q[lay.wline(c) + L.W_BUSY_NS]
         rep["cores"] = {k: {"parts_run": n, "busy_s": ns / 1e9} for k, (n, ns) in cores.items()}
@@ -134,20 +139,19 @@ class ProcessEngine:
 class _InlineWriter(TaskWriter):
     """Packs records exactly as the device does, then runs them at once."""
 
-    def __init__(self, procs: SimpleNamespace, kernels: list[Kernel], arena: Arena,
-                 reserve: Any, sanitize: bool) -> None:
-        super().__init__(procs, None)  # type: ignore[arg-type]
+    def __init__(self, lay: L.Layout, gm_buf: memoryview, kernels: list[Kernel], arena: Arena,
+                 sanitize: bool) -> None:
+        ctrl = memoryview(bytearray(lay.nbytes))
+        super().__init__(lay, ctrl, ctrl.cast("q"), ctrl.cast("d"), 0, 0, None, None)
         self.kernels = kernels
         self.arena = arena
-        self.reserve = reserve
         self.sanitize = sanitize
-        self.dec = ArgDecoder(procs.ctx)
+        self.dec = ArgDecoder(self.q, self.f, self.raw, gm_buf)
         self.by_depth: dict[int, list[tuple[int, int]]] = {}
-        self.counts = [0] * len(kernels)
-        self.n_alloc = 0
-        self.n_scope = 0
+        self.acct = Accounting([k.name for k in kernels])       # the device's statistics layout
+        self.parts_run = {"AIC": [0, 0], "AIV": [0, 0]}         # core kind -> [parts, busy ns]
         self.edges: list[tuple[int, int]] = []       # (consumer, producer) while recording
-        self.tmap = TensorMap(lambda t: True, lambda ref: L.arg_geometry(self.q, ref), keep_done=True)
+        self.tmap = TensorMap(lambda t: True, lambda ref: C.arg_geometry(self.q, ref), keep_done=True)
 
     def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> None:
         for b in bufs:
@@ -155,49 +159,58 @@ class _InlineWriter(TaskWriter):
             if off is None:
                 raise DeviceMemoryError(f"{what}: inline device memory exhausted "
                                         f"({_fmt_bytes(b.nbytes)} requested)")
-            self.reserve(off, b.nbytes)
             b.gm, b.owner = off, tid
             self.by_depth.setdefault(depth, []).append((off, b.nbytes))
 
     def publish(self, tid: int, r: int) -> None:
         q = self.q
         self.retired = tid + 1
-        kind = q[r + L.H_KIND]
-        if kind == L.KIND_SCOPE_END:
-            self.n_scope += 1
-            for off, n in self.by_depth.pop(q[r + L.H_AUX], []):
+        kind = q[r + C.H_KIND]
+        self.acct.records += 1
+        if kind == C.KIND_SCOPE_END:
+            self.acct.n_scope += 1
+            for off, n in self.by_depth.pop(q[r + C.H_AUX], []):
                 self.arena.free(off, n)
-            if q[r + L.H_AUX] == 0:
+            if q[r + C.H_AUX] == 0:
                 self.tmap.clear()            # a run's end: nothing later depends on it
             return
-        if kind == L.KIND_ALLOC:
-            self.n_alloc += 1
+        if kind == C.KIND_ALLOC:
+            self.acct.n_alloc += 1
             return
         if self.recorder is not None:
             self._edges(tid, r)
-        k = q[r + L.H_KERNEL]
+        k = q[r + C.H_KERNEL]
         kern, dec = self.kernels[k], self.dec
         if self.sanitize:
             sanitizer.poison_outs(dec.tensors(r), dec.last_dirs)
+        exec_ns = 0
         for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
             if fn is not None:
+                t0 = time.perf_counter_ns()
                 rep = run_part(fn, dec, r, tid, kern.name, "inline", part)
+                dt = time.perf_counter_ns() - t0
+                exec_ns += dt
+                run = self.parts_run["AIC" if part == 0 else "AIV"]
+                run[0] += 1
+                run[1] += dt
                 if rep is not None:
+                    self.acct.add(k, C.STATUS_ERROR)
                     raise KernelError.from_report(rep)
         if self.sanitize:
             rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline")
             if rep is not None:
+                self.acct.add(k, C.STATUS_ERROR)
                 raise KernelError.from_report(rep)
-        self.counts[k] += 1
+        self.acct.add(k, C.STATUS_OK, exec_ns)
 
 
     def _edges(self, tid: int, r: int) -> None:
         """The dependency edges of a task, from the same tensor map the scheduler uses."""
         q, preds = self.q, []
-        for i in range(q[r + L.H_NTENSORS]):
-            a = r + L.ARGS_OFF + i * L.ARG_WORDS
-            meta = q[a + L.A_META]
-            self.tmap.access(q[a], tid, meta & 3, q[a + L.A_LO], q[a + L.A_HI], meta & L.META_CONTIG, a, preds)
+        for i in range(q[r + C.H_NTENSORS]):
+            a = r + C.ARGS_OFF + i * C.ARG_WORDS
+            meta = q[a + C.A_META]
+            self.tmap.access(q[a], tid, meta & 3, q[a + C.A_LO], q[a + C.A_HI], meta & C.META_CONTIG, a, preds)
         self.edges.extend((tid, p) for p in set(preds) if p != tid)
 
 
@@ -209,17 +222,10 @@ class InlineEngine:
         self.host_bytes = platform.host_bytes()
         # Private memory: a growable GM would move under existing views, so reserve the address
         # space once (anonymous pages cost nothing until touched).
-        import mmap
         self._mm = mmap.mmap(-1, self.host_bytes)
         self.gm_buf = memoryview(self._mm)
-        ctrl = memoryview(bytearray(lay.nbytes))
-        ctx = SimpleNamespace(q=ctrl.cast("q"), f=ctrl.cast("d"), ctrl_buf=ctrl, gm_buf=self.gm_buf)
-        procs = SimpleNamespace(layout=lay, q=ctx.q, ctrl=SimpleNamespace(buf=ctrl), ctx=ctx,
-                                heap_base=0, platform=platform)
-        ctx.sched_sem = None
         self.arena = Arena(self.host_bytes)
-        self.writer = _InlineWriter(procs, kernels, self.arena, self.reserve,
-                                    bool(options.get("sanitize")))
+        self.writer = _InlineWriter(lay, self.gm_buf, kernels, self.arena, bool(options.get("sanitize")))
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0
@@ -276,7 +282,6 @@ class InlineEngine:
 
     def stats(self) -> dict:
         w = self.writer
-        return {"kernels": {k.name: {"tasks": n, "exec_ns": 0, "skipped": 0, "errors": 0}
-                            for k, n in zip(self.kernels, w.counts) if n},
-                "runtime_tasks": {"alloc": w.n_alloc, "scope_end": w.n_scope},
-                "records": w.next_tid, "timed_tasks": 0, "phase_ns": {}}
+        rep = w.acct.report()
+        rep["cores"] = {k: {"parts_run": n, "busy_s": ns / 1e9} for k, (n, ns) in w.parts_run.items()}
+        return rep

@@ -33,7 +33,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import multiprocess
 from multiprocess import process as mp_process
@@ -41,7 +40,8 @@ from threadpoolctl import threadpool_limits
 
 from device import layout as L
 from device import scheduler, worker
-from device.shm import Segment, read_report
+from device.codec import DeviceContext, core_name, read_report
+from device.shm import Segment
 from host.errors import DeviceLost
 from host.platform import Platform
 from kernels.registry import Kernel
@@ -125,7 +125,7 @@ class DeviceProcesses:
                               ) from e
         ctrl_buf = self.ctrl.buf
         self.q = ctrl_buf.cast("q")
-        self.ctx = SimpleNamespace(
+        self.ctx = DeviceContext(
             layout=lay, q=self.q, f=ctrl_buf.cast("d"), ctrl_buf=ctrl_buf, gm_buf=self.gm.buf,
             sched_sem=MP.Semaphore(0), host_sem=MP.Semaphore(0),
             worker_sems=[MP.Semaphore(0) for _ in range(lay.ncores)],
@@ -150,7 +150,7 @@ class DeviceProcesses:
                 self.procs.append(p)
                 for c in range(lay.ncores):
                     p = MP.Process(target=worker.run, args=(self.ctx, c), daemon=True,
-                                   name=f"ptoemu-{worker.core_name(c)}")
+                                   name=f"ptoemu-{core_name(c)}")
                     p.start()
                     self.procs.append(p)
         except BaseException:
@@ -176,7 +176,7 @@ class DeviceProcesses:
             time.sleep(0.001)
 
     def role(self, i: int) -> str:
-        return "the scheduler" if i == 0 else f"worker {worker.core_name(i - 1)}"
+        return "the scheduler" if i == 0 else f"worker {core_name(i - 1)}"
 
     def dead(self) -> str | None:
         """Describe the first process that has exited, or None if all are alive."""

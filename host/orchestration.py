@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device import layout as L
+from device import codec as C
 from host.errors import DeviceMemoryError
 from host.submit import _fmt_bytes
 from host.tensor import Arg, Buffer, Out, Tensor, check_dtype, check_shape
@@ -77,7 +77,7 @@ class Runtime:
             b.alive = False
             b.why_dead = why
         if why == "its scope ended":       # the scope stays open (for diagnosis) until written
-            self._w.write(L.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
+            self._w.write(C.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
                           aux=fr.depth)
         self._frames.pop()
 
@@ -142,14 +142,14 @@ class Runtime:
                 raise TypeError(f"rt.alloc_tensors(): spec {i} must be (shape, dtype) or a runtime "
                                 f"tensor, got {s!r}")
             ts.append(t)
-        if len(ts) > L.MAX_TENSORS:
-            raise ValueError(f"rt.alloc_tensors(): {len(ts)} tensors; at most {L.MAX_TENSORS}")
+        if len(ts) > C.MAX_TENSORS:
+            raise ValueError(f"rt.alloc_tensors(): {len(ts)} tensors; at most {C.MAX_TENSORS}")
         args = [Out(t) for t in ts]
         new = self._check_tensors(args, "rt.alloc_tensors()")
         if len(new) != len(ts):
             raise ValueError("rt.alloc_tensors(): every tensor must be a whole runtime tensor "
                              "not yet written (and given once)")
-        self._w.write(L.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
+        self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
                       "rt.alloc_tensors()")
         return ts
 
@@ -176,8 +176,8 @@ class Runtime:
                 break
         tensors = args[:nt]
         scalars = args[nt:]
-        if nt > L.MAX_TENSORS:
-            raise ValueError(f"{what}: {nt} tensor arguments; at most {L.MAX_TENSORS}")
+        if nt > C.MAX_TENSORS:
+            raise ValueError(f"{what}: {nt} tensor arguments; at most {C.MAX_TENSORS}")
         for i, s in enumerate(scalars):
             if isinstance(s, Arg):
                 raise TypeError(f"{what}: tensor argument {nt + i} ({s!r}) comes after a scalar; "
@@ -186,7 +186,7 @@ class Runtime:
                 raise TypeError(f"{what}: argument {nt + i} is a bare Tensor; wrap it in In(), "
                                 "Out() or InOut() to say how the kernel uses it")
         new = self._check_tensors(tensors, what)
-        tid = self._w.write(L.KIND_TASK, k, kernel.shape, tensors, scalars,
+        tid = self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
                             self._frames[-1].depth, new, what)
         self.tasks += 1
         return tid
@@ -241,7 +241,7 @@ class Runtime:
             if b.device is not dev:
                 raise ValueError(f"{what}: tensor argument {i} belongs to another device")
             if b.gm is None:
-                if a.dir != L.DIR_OUT:
+                if a.dir != C.DIR_OUT:
                     raise ValueError(
                         f"{what}: tensor argument {i} is {type(a).__name__}({t!r}) but no earlier "
                         "task has written this runtime tensor, so there is nothing to read; the "

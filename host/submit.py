@@ -8,7 +8,8 @@
                        frees what the scheduler reports dead on the FREED queue, and waits for
                        it when the heap is full)
       4. tensors       16 precomputed words per argument (Tensor.packed)
-      5. publish       header, HEAD = tid + 1, post the scheduler's semaphore
+      5. publish       header, HEAD = tid + 1; fence; post the scheduler's semaphore only if
+                       it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
 submission order.
@@ -21,15 +22,15 @@ import time
 
 import numpy as np
 
+from device import codec as C
 from device import layout as L
 from host.channel import Channel
 from host.errors import DeviceMemoryError
 from host.gm import HEAP_ALIGN, Arena
-from host.launch import DeviceProcesses
 from host.tensor import Arg, Buffer
 
 HDR = struct.Struct("12q")
-ARG = struct.Struct(f"{L.ARG_WORDS}q")
+ARG = struct.Struct(f"{C.ARG_WORDS}q")
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -42,27 +43,36 @@ def _fmt_bytes(n: int) -> str:
 
 
 class TaskWriter:
-    def __init__(self, procs: DeviceProcesses, channel: Channel | None) -> None:
-        lay = self.lay = procs.layout
+    """The host end of the task ring and the heap, over a control segment laid out as ``lay``.
+
+    The views of the control segment belong to whoever made them (they are released when the
+    device closes, so nothing keeps the mapping). ``channel`` is how the host waits
+    (back-pressure) and hears about errors; ``sched_sem`` the
+    scheduler's semaphore (None: nobody to wake, as in the inline engine, which overrides
+    ``publish`` and ``_place``)."""
+
+    def __init__(self, lay: L.Layout, ctrl_buf: memoryview, q: memoryview, f: memoryview, heap_base: int,
+                 heap_bytes: int, channel: Channel | None, sched_sem: object | None) -> None:
+        self.lay = lay
         self.ch = channel
-        self.q = procs.q
-        self.raw = procs.ctrl.buf                  # bytes
-        self.f = procs.ctx.f
+        self.raw, self.q, self.f = ctrl_buf, q, f  # the control segment as bytes, int64, float64
         self.i64 = np.ndarray((lay.words,), np.int64, self.raw)
         self.f64 = np.ndarray((lay.words,), np.float64, self.raw)
         self.window = lay.window
         self.lowwater = max(1, lay.window // 4)
         self.next_tid = 0
         self.retired = 0                           # cached RETIRED
-        self.heap = Arena(procs.platform.heap_bytes, HEAP_ALIGN)
-        self.heap_base = procs.heap_base
+        self.heap = Arena(heap_bytes, HEAP_ALIGN)
+        self.heap_base = heap_base
         self.live: dict[int, tuple[int, int, int]] = {}   # allocating tid -> (offset, bytes, hold depth)
         self.freed = 0                             # entries of the freed queue taken so far
         self.g_head = lay.g(L.G_HEAD)
         self.g_retired = lay.g(L.G_RETIRED)
         self.g_freed = lay.g(L.G_FREED)
         self.g_error = lay.g(L.G_ERROR)
-        self.sched_sem = procs.ctx.sched_sem
+        self.g_sleep = lay.g(L.G_SLEEP)
+        self.sched_sem = sched_sem
+        self.fence = C.make_fence()
         self.submitted = 0
         self.submit_ns = 0
         self.recorder = None                       # host.graph.Recorder while recording
@@ -167,13 +177,13 @@ class TaskWriter:
             # outside the scope this task is submitted in.
             hold = min(b.scope.depth for b in new)
             self._place(new, tid, what, hold)
-            flags = L.FLAG_HEAP
+            flags = C.FLAG_HEAP
         raw = self.raw
         pack = ARG.pack_into
-        a = (r + L.ARGS_OFF) * 8
+        a = (r + C.ARGS_OFF) * 8
         for x in args:
             pack(raw, a, *x.tensor.packed(x.dir))
-            a += L.ARG_WORDS * 8
+            a += C.ARG_WORDS * 8
         HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
                       t0, nvals, aux)
         self.next_tid = tid + 1
@@ -186,36 +196,39 @@ class TaskWriter:
         return tid
 
     def publish(self, tid: int, r: int) -> None:
-        """Hand the record to the scheduler."""
-        self.q[self.g_head] = tid + 1
-        self.sched_sem.release()
+        """Hand the record to the scheduler, waking it only if it sleeps."""
+        q = self.q
+        q[self.g_head] = tid + 1
+        self.fence()
+        if q[self.g_sleep]:
+            self.sched_sem.release()
 
     def _scalars(self, r: int, scalars: tuple | list, what: str) -> int:
         """Encode scalars into the record at word r; returns the number of value words used."""
-        if len(scalars) > L.MAX_SCALARS:
-            raise ValueError(f"{what}: {len(scalars)} scalar arguments; at most {L.MAX_SCALARS}")
+        if len(scalars) > C.MAX_SCALARS:
+            raise ValueError(f"{what}: {len(scalars)} scalar arguments; at most {C.MAX_SCALARS}")
         q, f, raw = self.q, self.f, self.raw
-        tb = (r + L.TAGS_OFF) * 8
-        v0 = v = r + L.VALUES_OFF
-        vend = v0 + L.VALUE_WORDS
+        tb = (r + C.TAGS_OFF) * 8
+        v0 = v = r + C.VALUES_OFF
+        vend = v0 + C.VALUE_WORDS
         for j, x in enumerate(scalars):
             t = type(x)
             if v >= vend:
-                raise ValueError(f"{what}: the scalars need more than {L.VALUE_WORDS} words "
+                raise ValueError(f"{what}: the scalars need more than {C.VALUE_WORDS} words "
                                  f"(arrays count their length + 1); pass fewer or smaller arrays")
             if t is int or (isinstance(x, np.integer) and t is not bool):
                 x = int(x)
                 if not INT64_MIN <= x <= INT64_MAX:
                     raise ValueError(f"{what}: scalar argument {j} = {x} does not fit in int64")
-                raw[tb + j] = L.TAG_INT
+                raw[tb + j] = C.TAG_INT
                 q[v] = x
                 v += 1
             elif t is float or isinstance(x, np.floating):
-                raw[tb + j] = L.TAG_FLOAT
+                raw[tb + j] = C.TAG_FLOAT
                 f[v] = float(x)
                 v += 1
             elif t is bool or t is np.bool_:
-                raw[tb + j] = L.TAG_BOOL
+                raw[tb + j] = C.TAG_BOOL
                 q[v] = int(x)
                 v += 1
             elif isinstance(x, (np.ndarray, list, tuple)):
@@ -223,8 +236,8 @@ class TaskWriter:
                 n = arr.shape[0]
                 if v + 1 + n > vend:
                     raise ValueError(f"{what}: scalar argument {j} (an array of {n}) does not fit: "
-                                     f"scalars may take {L.VALUE_WORDS} words in all")
-                raw[tb + j] = L.TAG_ARRAY + L.DTYPE_CODE[arr.dtype]
+                                     f"scalars may take {C.VALUE_WORDS} words in all")
+                raw[tb + j] = C.TAG_ARRAY + C.DTYPE_CODE[arr.dtype]
                 q[v] = n
                 (self.f64 if arr.dtype.kind == "f" else self.i64)[v + 1:v + 1 + n] = arr
                 v += 1 + n
@@ -237,7 +250,7 @@ class TaskWriter:
     @staticmethod
     def _scalar_array(x: object, j: int, what: str) -> np.ndarray:
         arr = np.asarray(x)
-        if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in L.DTYPE_CODE:
+        if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in C.DTYPE_CODE:
             raise TypeError(f"{what}: scalar argument {j} is an array of shape {arr.shape} dtype "
                             f"{arr.dtype}; scalar arrays must be 1-D int or float")
         if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > INT64_MAX:

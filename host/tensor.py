@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from device import layout as L
+from device import codec as C
 from kernels.args import Arg, In, InOut, Out  # noqa: F401  (re-exported)
 
 _ids = itertools.count(1)
@@ -59,8 +59,8 @@ def check_dtype(dtype: Any, what: str) -> np.dtype:
         dt = np.dtype(dtype)
     except TypeError as e:
         raise TypeError(f"{what}: {dtype!r} is not a dtype ({e})") from None
-    if dt not in L.DTYPE_CODE:
-        names = ", ".join(str(d) for d in L.DTYPES)
+    if dt not in C.DTYPE_CODE:
+        names = ", ".join(str(d) for d in C.DTYPES)
         raise TypeError(f"{what}: dtype {dt} cannot live in device memory; expected one of {names}")
     return dt
 
@@ -78,8 +78,8 @@ def check_shape(shape: Any, what: str) -> tuple[int, ...]:
         raise TypeError(f"{what}: shape must contain only ints, got {given!r}")
     if any(n < 0 for n in shape):
         raise ValueError(f"{what}: shape {shape} has a negative extent")
-    if len(shape) > L.MAX_DIMS:
-        raise ValueError(f"{what}: shape {shape} has {len(shape)} dimensions; at most {L.MAX_DIMS}")
+    if len(shape) > C.MAX_DIMS:
+        raise ValueError(f"{what}: shape {shape} has {len(shape)} dimensions; at most {C.MAX_DIMS}")
     return shape
 
 
@@ -245,9 +245,9 @@ class Tensor:
             g = buf.gm
             nd = len(self._fshape)
             drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
-            meta = (d | (L.META_CONTIG if self.is_contiguous() else 0) | L.DTYPE_CODE[self.dtype] << 8
+            meta = (d | (C.META_CONTIG if self.is_contiguous() else 0) | C.DTYPE_CODE[self.dtype] << 8
                     | nd << 16 | drop << 20)
-            pad = (0,) * (L.MAX_DIMS - nd)
+            pad = (0,) * (C.MAX_DIMS - nd)
             w = p[d] = ((buf.id, meta, lo + g, hi + g, buf.owner, self._sys[0] + g)
                         + self._fshape + pad + self._sys[2] + pad)
         return w

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.scheduler import TRACE_COLUMNS
-from device.worker import core_name
+from device.codec import TRACE_COLUMNS, block_of, core_name, lane_of
 
 C = {name: i for i, name in enumerate(TRACE_COLUMNS)}
 LANES = ("AIC", "AIV0", "AIV1")
@@ -110,7 +109,7 @@ def to_chrome(data: TraceData) -> dict:
             if core < 0:
                 continue
             st, en = _us(r[C[f"start{p}"]], t0), _us(r[C[f"end{p}"]], t0)
-            pid, lane = 1 + core // 3, core % 3
+            pid, lane = 1 + block_of(core), lane_of(core)
             ev.append({"ph": "X", "name": kname.rsplit(".", 1)[-1], "cat": "task", "pid": pid, "tid": lane,
                        "ts": st, "dur": max(en - st, 0.0), "args": {**args, "part": p,
                                                                    "core": core_name(core)}})

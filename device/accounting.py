@@ -1,0 +1,117 @@
+"""Statistics and trace rows: what ``dev.stats()`` and ``dev.trace()`` report, kept one way for
+both engines.
+
+    scheduler   account(r0, r1): the records [r0, r1) just retired, read from the ring and the
+                time rows in one vectorised pass (a few numpy element operations per task
+                instead of a dozen Python reads), in batches -- the host only gets the slots
+                back (RETIRED) once their times are read
+    inline      add(kernel, status, exec_ns): one task at a time, as it runs
+    both        report() ──▶ {"kernels": {name: {tasks, exec_ns, skipped, errors}},
+                             "runtime_tasks": {alloc, scope_end}, "records", "timed_tasks",
+                             "phase_ns": {submit_to_ready, ready_to_dispatch, dispatch_to_start,
+                                          execute, end_to_seen}, "scheduler_busy_ns",
+                             "scheduler_loops", "scheduler_phase_ns"}
+
+Trace rows (codec.TRACE_COLUMNS) are kept only when tracing; ``take_rows`` hands them over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device import codec as C
+
+PHASES = ("submit_to_ready", "ready_to_dispatch", "dispatch_to_start", "execute", "end_to_seen")
+
+
+class Accounting:
+    def __init__(self, kernel_names: list[str], tracing: bool = False) -> None:
+        self.names = kernel_names
+        nk = len(kernel_names)
+        self.count = [0] * nk
+        self.exec_ns = [0] * nk
+        self.skipped = [0] * nk
+        self.errors = [0] * nk
+        self.phase = [0] * len(PHASES)
+        self.timed = 0
+        self.rows: list[np.ndarray] | None = [] if tracing else None
+        # filled in by the owner: runtime records, loop counters
+        self.n_alloc = self.n_scope = self.records = 0
+        self.busy_ns = self.loops = 0
+        self.loop_phases: dict | None = None
+
+    def add(self, kernel: int, status: int, exec_ns: int = 0) -> None:
+        """One task, counted as it finishes (the inline engine)."""
+        (self.count if status == C.STATUS_OK else self.errors if status == C.STATUS_ERROR
+         else self.skipped)[kernel] += 1
+        if status != C.STATUS_SKIPPED and exec_ns:
+            self.exec_ns[kernel] += exec_ns
+            self.phase[3] += exec_ns
+            self.timed += 1
+
+    def account(self, rec: np.ndarray, ts: np.ndarray, tids: np.ndarray, timestamps: bool) -> None:
+        """Retired records, vectorised: ``rec`` their header words (up to H_SUBMIT_NS), ``ts``
+        their time rows, ``tids`` their task ids."""
+        task = rec[:, C.H_KIND] == C.KIND_TASK
+        if not task.any():
+            return
+        rec, ts, tids = rec[task], ts[task], tids[task]
+        k = rec[:, C.H_KERNEL]
+        status = ts[:, C.T_STATUS]
+        nk = len(self.count)
+        for arr, st in ((self.count, C.STATUS_OK), (self.errors, C.STATUS_ERROR),
+                        (self.skipped, C.STATUS_SKIPPED)):
+            c = np.bincount(k[status == st], minlength=nk)
+            for i in np.flatnonzero(c):
+                arr[i] += int(c[i])
+        if not timestamps:
+            return
+        ran = status != C.STATUS_SKIPPED
+        rec, ts, k, tids = rec[ran], ts[ran], k[ran], tids[ran]
+        if not len(k):
+            return
+        dsp = ts[:, C.T_DISPATCH]
+        starts = ts[:, C.T_START0:C.T_END2 + 1:2]
+        ends = ts[:, C.T_END0:C.T_END2 + 1:2]
+        valid = starts >= dsp[:, None]           # parts that ran for this task (not stale stamps)
+        start = np.where(valid, starts, np.iinfo(np.int64).max).min(1)
+        end = np.where(valid, ends, 0).max(1)
+        ph = self.phase
+        ph[0] += int((ts[:, C.T_READY] - rec[:, C.H_SUBMIT_NS]).sum())
+        ph[1] += int((dsp - ts[:, C.T_READY]).sum())
+        ph[2] += int((start - dsp).sum())
+        ex = end - start
+        ph[3] += int(ex.sum())
+        ph[4] += int((ts[:, C.T_DONE] - end).sum())
+        e = np.bincount(k, weights=ex, minlength=nk)
+        for i in np.flatnonzero(e):
+            self.exec_ns[i] += int(e[i])
+        self.timed += len(k)
+        if self.rows is not None:
+            cores = np.where(valid, ts[:, C.T_CORE0:C.T_CORE2 + 1], -1)
+            self.rows.append(np.column_stack([
+                tids, k, rec[:, C.H_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], dsp,
+                ts[:, C.T_DONE], ts[:, C.T_STATUS], cores, np.where(valid, starts, 0),
+                np.where(valid, ends, 0)]))
+
+    def take_rows(self) -> np.ndarray:
+        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(C.TRACE_COLUMNS)), np.int64)
+        if self.rows is not None:
+            self.rows = []
+        return rows
+
+    def report(self) -> dict:
+        names = self.names
+        return {
+            "kernels": {names[k]: {"tasks": self.count[k], "exec_ns": self.exec_ns[k],
+                                   "skipped": self.skipped[k], "errors": self.errors[k]}
+                        for k in range(len(names))
+                        if self.count[k] or self.skipped[k] or self.errors[k]},
+            "runtime_tasks": {"alloc": self.n_alloc, "scope_end": self.n_scope},
+            "records": self.records,
+            "timed_tasks": self.timed,
+            "phase_ns": dict(zip(PHASES, self.phase)),
+            "scheduler_busy_ns": self.busy_ns,
+            "scheduler_loops": self.loops,
+            "scheduler_phase_ns": self.loop_phases,
+        }

@@ -1,0 +1,222 @@
+"""Everything that crosses a process boundary, and how it is encoded: one module, imported by
+the host and by every device process alike.
+
+    host ──task record──▶ scheduler ──mailbox entry──▶ worker ──times + status──▶ scheduler
+                                                        └──error report──▶ host
+    scheduler ──stats / diagnosis / trace (reports)──▶ host
+
+    task record      REC_WORDS int64 words; the host writes it, scheduler and workers read it
+      header         H_* words (below)
+      tensors        MAX_TENSORS x ARG_WORDS: [buffer id, meta, lo, hi, owner tid, base,
+                     shape[5], strides[5]]; meta packs direction, contiguity, dtype, ndim and the
+                     dims indexed away (pack_meta / unpack_meta); lo/hi bound the bytes the view
+                     covers in GM; shape/strides are the footprint box in the coordinates of
+                     ``base``
+      tags           MAX_SCALARS bytes: TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_ARRAY + dtype code
+      values         VALUE_WORDS words: an int/float/bool takes one, an array its length then
+                     its elements (int64 or float64 on the wire)
+    mailbox entry    ``tid * 4 + part``: part 0 = the AIC function, 1/2 = the vector functions
+    core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (core_of/block_of/...)
+    time row         TS_WORDS words per task slot: when each phase happened (ns) and the status
+    trace rows       TRACE_COLUMNS, one row per retired task (device/accounting.py)
+    reports          a pickled dict in a fixed area: [nbytes, pickle ...] (write_report)
+    DeviceContext    what a forked device process starts with (typed, not a namespace)
+
+Times are ``time.perf_counter_ns()`` (CLOCK_MONOTONIC): one clock for every process.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from kernels.args import DIR_IN, DIR_INOUT, DIR_NAMES, DIR_OUT  # noqa: F401  (one definition)
+
+# --- dtypes that may live in GM --------------------------------------------------------------------
+DTYPES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16),
+          np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.uint32), np.dtype(np.int64),
+          np.dtype(np.uint64), np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64),
+          np.dtype(ml_dtypes.bfloat16), np.dtype(np.complex64), np.dtype(np.complex128))
+DTYPE_CODE = {dt: i for i, dt in enumerate(DTYPES)}
+HEAP_ALIGN = 1024             # every runtime tensor starts on this boundary, as in the reference
+
+# --- task record -----------------------------------------------------------------------------------
+(H_TID, H_KIND, H_KERNEL, H_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
+ H_SUBMIT_NS, H_NVALS, H_AUX) = range(12)
+# H_DEPTH  scope depth it was submitted at;  H_HOLD  the scope depth whose end releases the heap
+# space this record allocated (where its tensors were made);  H_AUX  a scope end's depth
+HEADER_WORDS = 16
+KIND_TASK, KIND_SCOPE_END, KIND_ALLOC = 0, 1, 2
+KIND_NAMES = ("task", "scope_end", "alloc")
+FLAG_HEAP = 1                 # the record allocated heap space (device/lifetime.py)
+
+MAX_TENSORS = 16
+MAX_SCALARS = 128
+MAX_DIMS = 5
+ARG_WORDS = 16
+A_BUF, A_META, A_LO, A_HI, A_OWNER, A_BASE, A_SHAPE, A_STRIDES = 0, 1, 2, 3, 4, 5, 6, 11
+META_CONTIG = 1 << 2
+
+TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_ARRAY = 0, 1, 2, 16
+ARGS_OFF = HEADER_WORDS
+TAGS_OFF = ARGS_OFF + MAX_TENSORS * ARG_WORDS           # word offset of the tag bytes
+VALUES_OFF = TAGS_OFF + MAX_SCALARS // 8
+VALUE_WORDS = 2 * MAX_SCALARS                            # room for length words of arrays
+REC_WORDS = VALUES_OFF + VALUE_WORDS
+
+
+def pack_meta(direction: int, contiguous: bool, dtype: np.dtype, ndim: int, drop_mask: int) -> int:
+    """The meta word of a tensor argument."""
+    return (direction | (META_CONTIG if contiguous else 0) | DTYPE_CODE[dtype] << 8 | ndim << 16
+            | drop_mask << 20)
+
+
+def unpack_meta(meta: int) -> tuple[int, bool, np.dtype, int, int]:
+    """(direction, contiguous, dtype, ndim, drop mask) of a meta word."""
+    return meta & 3, bool(meta & META_CONTIG), DTYPES[(meta >> 8) & 255], (meta >> 16) & 7, (meta >> 20) & 31
+
+
+def arg_geometry(q: Any, ref: int) -> tuple:
+    """(base, shape, strides) of the footprint box of the tensor argument at word ``ref``."""
+    nd = (q[ref + A_META] >> 16) & 7
+    return (q[ref + A_BASE], tuple(q[ref + A_SHAPE + d] for d in range(nd)),
+            tuple(q[ref + A_STRIDES + d] for d in range(nd)))
+
+
+def describe_args(q: Any, r: int) -> list[str]:
+    """'Dir(shape) dtype' of each tensor argument of the record at word r (for error reports)."""
+    out = []
+    for i in range(q[r + H_NTENSORS]):
+        a = r + ARGS_OFF + i * ARG_WORDS
+        d, _, dt, nd, drop = unpack_meta(q[a + A_META])
+        shape = tuple(q[a + A_SHAPE + k] for k in range(nd) if not drop >> k & 1)
+        out.append(f"{DIR_NAMES.get(d, '?')}{shape} {dt}")
+    return out
+
+
+# --- mailbox entries and the core topology ---------------------------------------------------------
+LANES = 3                     # cores per block: AIC, AIV0, AIV1
+CORE_KINDS = ("AIC", "AIV", "AIV")
+
+
+def entry(tid: int, part: int) -> int:
+    return tid << 2 | part
+
+
+def entry_tid(e: int) -> int:
+    return e >> 2
+
+
+def entry_part(e: int) -> int:
+    return e & 3
+
+
+def core_of(block: int, lane: int) -> int:
+    return LANES * block + lane
+
+
+def block_of(core: int) -> int:
+    return core // LANES
+
+
+def lane_of(core: int) -> int:
+    return core % LANES
+
+
+def is_aic(core: int) -> bool:
+    return core % LANES == 0
+
+
+def core_name(core: int) -> str:
+    lane = core % LANES
+    return f"{CORE_KINDS[lane]}{'' if lane == 0 else lane - 1} of block {core // LANES} (core {core})"
+
+
+# --- per-slot times and status ---------------------------------------------------------------------
+(T_READY, T_DISPATCH, T_START0, T_END0, T_START1, T_END1, T_START2, T_END2, T_DONE,
+ T_CORE0, T_CORE1, T_CORE2, T_STATUS) = range(13)
+TS_WORDS = 16
+STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = 0, 1, 2
+
+# Trace rows: tid kernel shape submit ready dispatch done status core0..2 start0..2 end0..2 (ns;
+# a part that did not run has core -1).
+TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done", "status",
+                 "core0", "core1", "core2", "start0", "start1", "start2", "end0", "end1", "end2")
+
+# --- memory ordering ---------------------------------------------------------------------------------
+def make_fence() -> Callable[[], None]:
+    """A full memory barrier between our stores and the loads that follow (x86 keeps stores in
+    order, but lets a load pass an earlier store): a lock round trip is a locked instruction.
+    Every sleep/wake handshake stores its flag, fences, then reads the other side's word."""
+    lock = threading.Lock()
+
+    def fence() -> None:
+        lock.acquire()
+        lock.release()
+    return fence
+
+
+# --- reports ---------------------------------------------------------------------------------------
+ERR_AREA_WORDS = 2048         # 16 KiB per process for a pickled error report
+SCHED_AREA_WORDS = 1 << 17    # 1 MiB for scheduler answers (stats, diagnostics)
+
+
+def write_report(words: Any, off: int, nwords: int, report: object) -> bool:
+    """Pickle ``report`` into an area of ``nwords`` words at word ``off``; False if the area is
+    still full (its reader has not taken the previous report) -- the first report wins."""
+    if words[off] != 0:
+        return False
+    data = pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
+    room = (nwords - 1) * 8
+    if len(data) > room:
+        data = pickle.dumps({"truncated": True, "summary": repr(report)[: room // 2]})
+    raw = words.cast("B")
+    start = (off + 1) * 8
+    raw[start:start + len(data)] = data
+    words[off] = len(data)          # length last: the reader sees a whole report or none
+    return True
+
+
+def read_report(words: Any, off: int, clear: bool = True) -> object | None:
+    n = words[off]
+    if n <= 0:
+        return None
+    raw = words.cast("B")
+    start = (off + 1) * 8
+    report = pickle.loads(bytes(raw[start:start + n]))
+    if clear:
+        words[off] = 0
+    return report
+
+
+# --- what a device process starts with -------------------------------------------------------------
+@dataclass
+class DeviceContext:
+    """Everything a forked scheduler or worker needs, inherited through fork (never pickled)."""
+
+    layout: Any                          # device.layout.Layout
+    q: Any                               # the control segment as int64 words (memoryview)
+    f: Any                               # ... as float64 words
+    ctrl_buf: Any                        # ... as bytes
+    gm_buf: Any                          # GM as bytes
+    sched_sem: Any                       # the scheduler's wake-up semaphore
+    host_sem: Any                        # the host's
+    worker_sems: list                    # one per core
+    kernel_parts: list[tuple[Callable | None, Callable | None, Callable | None]]
+    kernel_names: list[str]
+    spin_ns: int                         # yield-spin before blocking
+    host_pid: int
+    timestamps: bool = True
+    trace: bool = False                  # keep trace rows and loop phase times
+    record: bool = False                 # keep dependency edges (graph recording)
+    sanitize: bool = False
+    trace_dir: str = "/tmp"
+    schedule: str = "fifo"               # or "random": fuzzing
+    seed: int = 0
+    jitter_ns: int = 0
