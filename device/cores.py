@@ -7,7 +7,14 @@
     collect()         done counters that moved since the last look ──▶ [(core, entries done)]
 
 Free mailbox slots are two stacks (AIC cores, AIV cores), one item per free slot, so the most
-recently freed core -- the one most likely still awake -- is taken first. A mixed task needs
+recently freed core -- the one most likely still awake -- is taken first. A core holds at most
+``cap`` entries: the platform's mailbox depth while tasks are long, every slot (layout.depth)
+while they are short. The stacks hold cap - inflight items per core (less the stale ones, see
+``skip``); a change of cap rebuilds them from ``inflight``. When tasks are short
+(``short``: the workers' mean busy time per task is below SHORT_TASK_NS), waking a sleeping
+worker costs more than the task: then a sleeper is woken only while fewer cores are busy than
+``max_busy`` (the machine's CPUs less one, left to the host and the scheduler), and otherwise the
+task waits in the ready queue for an awake worker's mailbox slot. Long tasks wake workers freely. A mixed task needs
 idle cores of one block at once (``idle_block``); while it waits, the least loaded block is
 ``reserved``: no single-core work is posted to it, so it drains.
 
@@ -22,6 +29,7 @@ fences, then reads W_ASLEEP. One of the two sees the other's store (x86-TSO plus
 
 from __future__ import annotations
 
+import os
 import random
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +41,7 @@ from device import layout as L
 from kernels.registry import SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV_X2
 
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
+SHORT_TASK_NS = 3_000       # below this (no-op-like tasks), a wake-up costs more than the task
 
 
 class CorePool:
@@ -52,10 +61,17 @@ class CorePool:
         self.skip = [0] * n
         self.busy: set[int] = set()
         self.n_inflight = 0
-        self.free_aic = [c for c in range(0, n, C.LANES) for _ in range(self.D)]
-        self.free_aiv = [c for c in range(n) if not C.is_aic(c) for _ in range(self.D)]
+        self.cap = layout.cap         # entries a core may hold now
+        self.free_aic: list[int] = []
+        self.free_aiv: list[int] = []
+        self.set_cap(layout.cap)
         self.reserved = -1            # block kept free for a waiting mixed task
         self.posted: list[int] = []   # cores posted to since the last wake()
+        self.short = False            # are tasks short (see the module docstring)?
+        self.max_busy = max(1, len(os.sched_getaffinity(0)) - 1)
+        self.tasks_at = layout.wline(0) + L.W_TASKS
+        self.busy_at = layout.wline(0) + L.W_BUSY_NS
+        self.seen = (0, 0)            # (tasks, busy ns) of all workers at the last measure()
 
     # -- posting ---------------------------------------------------------------------------------
     def post(self, c: int, entry: int) -> None:
@@ -69,6 +85,80 @@ class CorePool:
         self.n_inflight += 1
         self.busy.add(c)
         self.posted.append(c)
+
+    def measure(self) -> None:
+        """Update ``short`` from the workers' own counters (works without timestamps too)."""
+        q, step = self.q, 2 * L.LINE
+        tasks = sum(q[self.tasks_at + c * step] for c in range(self.ncores))
+        busy = sum(q[self.busy_at + c * step] for c in range(self.ncores))
+        dt, db = tasks - self.seen[0], busy - self.seen[1]
+        if dt >= 16:
+            self.short = db < SHORT_TASK_NS * dt
+            self.set_cap(self.D if self.short else self.lay.cap)
+            self.seen = (tasks, busy)
+
+    def set_cap(self, cap: int) -> None:
+        """Entries a core may hold from now on: the free stacks are rebuilt to match."""
+        if cap == self.cap and (self.free_aic or self.free_aiv or self.n_inflight):
+            return
+        self.cap = cap
+        inf = self.inflight
+        self.free_aic = [c for c in range(0, self.ncores, C.LANES) for _ in range(max(0, cap - inf[c]))]
+        self.free_aiv = [c for c in range(self.ncores) if not C.is_aic(c) for _ in range(max(0, cap - inf[c]))]
+        self.skip = [0] * self.ncores
+
+    def may_take(self, c: int, stack: list) -> int:
+        """The core to post to, given that ``take`` chose c: c itself, or -- tasks being short,
+        c's worker asleep and enough in flight -- an awake core among the next few free slots,
+        or -1 (and c goes back on the stack)."""
+        if not self.short or len(self.busy) < self.max_busy:
+            return c
+        q, asleep = self.q, self.asleep_at
+        if not q[asleep[c]]:
+            return c
+        for i in range(len(stack) - 1, max(len(stack) - 8, 0) - 1, -1):
+            x = stack[i]
+            if not q[asleep[x]] and not self.skip[x] and (self.reserved < 0 or x // C.LANES != self.reserved):
+                stack[i] = c
+                return x
+        stack.append(c)
+        return -1
+
+    def fill(self, rq: deque, stack: list, part: int, parts: list, stamp_at: int, now: int) -> int:
+        """Post single-core tasks from the ready queue ``rq`` onto free cores of ``stack`` (the
+        common case, without fuzzing or the sanitizer); before each post, the task's part count
+        and (``now``) its dispatch time, at word ``stamp_at`` of its time row. Returns how many."""
+        q, D, mb_at, pending, inflight, busy, posted = self.q, self.D, self.mb, self.pending, self.inflight, \
+            self.busy, self.posted
+        skip, asleep, mask, cap = self.skip, self.asleep_at, self.lay.mask, self.cap
+        gate = self.max_busy if self.short else 1 << 62
+        n = 0
+        while rq and stack:
+            c = stack[-1]
+            if skip[c] or self.reserved >= 0 or inflight[c] >= cap or (len(busy) >= gate and q[asleep[c]]):
+                c = self.take(stack)                    # the careful way round
+                if c >= 0:
+                    c = self.may_take(c, stack)
+                if c < 0:
+                    break
+            else:
+                stack.pop()
+            tid = rq.popleft()
+            s = tid & mask
+            parts[s] = 1
+            if now:
+                q[stamp_at + s * C.TS_WORDS] = now
+            mb = mb_at[c]
+            h = q[mb]
+            q[mb + 1 + h % D] = tid << 2 | part
+            q[mb] = h + 1
+            pending[c].append(tid << 2 | part)
+            inflight[c] += 1
+            self.n_inflight += 1
+            busy.add(c)
+            posted.append(c)
+            n += 1
+        return n
 
     def wake(self) -> None:
         """Wake the workers that were posted to and sleep (see the module docstring)."""
@@ -88,29 +178,31 @@ class CorePool:
             s.release()
 
     def take(self, stack: list) -> int:
-        """A core with a free mailbox slot from ``stack``, or -1; skips stale items and keeps
-        the reserved block free."""
-        skip, reserved = self.skip, self.reserved
+        """A core with a free mailbox slot from ``stack``, or -1; skips stale items, parks the
+        items of cores at their cap and keeps the reserved block free."""
+        skip, reserved, inflight, cap = self.skip, self.reserved, self.inflight, self.cap
         if self.rng is not None and len(stack) > 1:          # fuzzing: a random free core
             i = self.rng.randrange(len(stack))
             stack[i], stack[-1] = stack[-1], stack[i]
-        parked = None
+        kept = None                 # items of the reserved block, left on the stack
         c = -1
         while stack:
             x = stack.pop()
             if skip[x]:
                 skip[x] -= 1
                 continue
+            if inflight[x] >= cap:
+                continue                    # an item left over from a larger cap: gone
             if reserved >= 0 and x // C.LANES == reserved:
-                if parked is None:
-                    parked = [x]
+                if kept is None:
+                    kept = [x]
                 else:
-                    parked.append(x)
+                    kept.append(x)
                 continue
             c = x
             break
-        if parked:
-            stack.extend(parked)
+        if kept:
+            stack.extend(kept)
         return c
 
     def idle_block(self, shape: int) -> list | None:
@@ -140,31 +232,40 @@ class CorePool:
         return None
 
     # -- completions -----------------------------------------------------------------------------
-    def collect(self) -> list[tuple[int, int]]:
-        """(core, number of entries it finished) for every core whose done counter moved."""
+    def collect(self) -> list[int]:
+        """The entries the workers finished since the last look (their mailbox slots freed)."""
         busy, acked = self.busy, self.acked
         if len(busy) <= SMART_SCAN:
             q, done_at = self.q, self.done_at
-            return [(c, d - acked[c]) for c in busy if (d := q[done_at[c]]) != acked[c]]
-        snap = self.done_np.tolist()
-        return [(c, snap[c] - acked[c]) for c in busy if snap[c] != acked[c]]
+            moved = [(c, d) for c in busy if (d := q[done_at[c]]) != acked[c]]
+        else:
+            snap = self.done_np.tolist()
+            moved = [(c, snap[c]) for c in busy if snap[c] != acked[c]]
+        if not moved:
+            return moved
+        out: list[int] = []
+        pending, inflight, free_aic, free_aiv = self.pending, self.inflight, self.free_aic, self.free_aiv
+        cap = self.cap
+        for c, d in moved:
+            n = d - acked[c]
+            acked[c] = d
+            pend = pending[c]
+            free = free_aiv if c % C.LANES else free_aic
+            left = inflight[c]
+            for _ in range(n):
+                out.append(pend.popleft())
+                left -= 1
+                if left < cap:
+                    free.append(c)
+            inflight[c] = left
+            if not left:
+                busy.discard(c)
+        self.n_inflight -= len(out)
+        return out
 
     def moved(self) -> bool:
         q, acked, done_at = self.q, self.acked, self.done_at
         return any(q[done_at[c]] != acked[c] for c in self.busy)
-
-    def retire_entries(self, c: int, n: int) -> list[int]:
-        """Core c finished its n oldest entries: free their mailbox slots; the entries."""
-        pend = self.pending[c]
-        out = [pend.popleft() for _ in range(n)]
-        free = self.free_aic if C.is_aic(c) else self.free_aiv
-        free.extend([c] * n)
-        self.acked[c] += n
-        self.inflight[c] -= n
-        self.n_inflight -= n
-        if self.inflight[c] == 0:
-            self.busy.discard(c)
-        return out
 
     def running(self) -> list[tuple[int, int]]:
         """(core, entry) of everything posted and not yet done."""

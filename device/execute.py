@@ -14,6 +14,8 @@ refuses it -- becomes a direction violation naming the argument.
 
 from __future__ import annotations
 
+import operator
+import struct
 import traceback
 from collections.abc import Callable
 
@@ -22,6 +24,7 @@ import numpy as np
 from device import codec as C
 from device import sanitizer
 
+ARG = struct.Struct(f"{C.ARG_WORDS}q")
 MAX_ERROR_CHARS = 1000
 MAX_TRACEBACK_CHARS = 8000
 
@@ -34,32 +37,33 @@ class ArgDecoder:
         self.tags = ctrl_buf                    # ... and as bytes
         self.ctrl_buf = ctrl_buf
         self.gm = gm_buf
+        self.gm_ro = gm_buf.toreadonly()        # In views over it are read-only at no extra cost
         self.meta_cache: dict[int, tuple] = {}
 
     def _meta(self, meta: int) -> tuple:
+        """(dtype, shape getter, strides getter, direction) of a meta word, made once: the
+        getters pick the kept dimensions' words out of an argument's unpacked words."""
         m = self.meta_cache.get(meta)
         if m is None:
-            nd = (meta >> 16) & 7
-            drop = (meta >> 20) & 31
-            keep = tuple(d for d in range(nd) if not drop >> d & 1)
-            m = self.meta_cache[meta] = (C.DTYPES[(meta >> 8) & 255], keep, meta & 3)
+            d, _, dt, nd, drop = C.unpack_meta(meta)
+            keep = [k for k in range(nd) if not drop >> k & 1]
+            m = self.meta_cache[meta] = (dt, _getter([C.A_SHAPE + k for k in keep]),
+                                         _getter([C.A_STRIDES + k for k in keep]), d)
         return m
 
     def tensors(self, r: int) -> list:
         """Numpy views of the record's tensor arguments (their directions in ``last_dirs``)."""
-        q, gm = self.q, self.gm
+        gm, gm_ro, raw, unpack, meta = self.gm, self.gm_ro, self.ctrl_buf, ARG.unpack_from, self._meta
         out = []
         self.last_dirs = dirs = []
-        for i in range(q[r + C.H_NTENSORS]):
-            a = r + C.ARGS_OFF + i * C.ARG_WORDS
-            dt, keep, d = self._meta(q[a + C.A_META])
-            shape = [q[a + C.A_SHAPE + k] for k in keep]
-            strides = [q[a + C.A_STRIDES + k] for k in keep]
-            arr = np.ndarray(shape, dt, gm, q[a + C.A_LO], strides)
+        a = (r + C.ARGS_OFF) * 8
+        for _ in range(self.q[r + C.H_NTENSORS]):
+            w = unpack(raw, a)
+            a += C.ARG_WORDS * 8
+            dt, shape, strides, d = meta(w[C.A_META])
+            # A kernel writing its input is an error, always: In views are read-only.
+            out.append(np.ndarray(shape(w), dt, gm_ro if d == C.DIR_IN else gm, w[C.A_LO], strides(w)))
             dirs.append(d)
-            if d == C.DIR_IN:                  # a kernel writing its input is an error, always
-                arr.flags.writeable = False
-            out.append(arr)
         return out
 
     def scalars(self, r: int, out: list) -> list:
@@ -88,6 +92,14 @@ class ArgDecoder:
                 out.append(np.frombuffer(self.ctrl_buf, wire, n, (v + 1) * 8).astype(dt))
                 v += 1 + n
         return out
+
+
+def _getter(idx: list[int]) -> Callable[[tuple], tuple]:
+    """A function picking ``idx`` out of a tuple, always as a tuple (itemgetter is C-fast)."""
+    if len(idx) == 1:
+        one = operator.itemgetter(idx[0])
+        return lambda w: (one(w),)
+    return operator.itemgetter(*idx) if idx else (lambda w: ())
 
 
 def _describe(e: BaseException) -> str:

@@ -12,8 +12,10 @@ write the same cache line:
     globals       one line per word G_*                   host: HEAD WAIT_KIND WAIT_VALUE ABORT_REQ REQ STOP
                                                           scheduler: RETIRED FREED COMPLETED IDLE ERROR
                                                           ABORT_ACK ACK SCHED_PID INGESTED SLEEP
+                                                          workers: ANYDONE (= 1 after a task; the
+                                                          scheduler clears it: a hint, not a count)
                                                                               the other side
-    mailbox c     line 2c: [head, slot 0 .. slot D-1]     scheduler           worker c
+    mailbox c     line 2c: [head, slot 0 .. slot 6]       scheduler           worker c
     worker c      line 2c+1: [done, pid, running, tasks,  worker c            scheduler, host
                   busy_ns, asleep]
     task ring     WINDOW records (codec.REC_WORDS)        host                scheduler, workers
@@ -35,8 +37,8 @@ LINE = 8                      # int64 words per 64-byte cache line
 
 # --- globals (one cache line each) -------------------------------------------------------------
 (G_HEAD, G_RETIRED, G_FREED, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
- G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_SLEEP) = range(16)
-N_GLOBALS = 16
+ G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_SLEEP, G_ANYDONE) = range(17)
+N_GLOBALS = 24
 
 # Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds
 # (RETIRED, COMPLETED or FREED has reached G_WAIT_VALUE).
@@ -57,12 +59,15 @@ MAX_DEPTH = LINE - 1
 class Layout:
     """Word offsets of everything in the control segment of a device with ``ncores`` cores."""
 
-    def __init__(self, ncores: int, window: int, depth: int, heap_bytes: int = 0) -> None:
+    def __init__(self, ncores: int, window: int, cap: int, heap_bytes: int = 0) -> None:
+        """``cap``: entries a core holds at once while tasks are long (Platform.mailbox_depth);
+        every mailbox has MAX_DEPTH slots, all of them used while tasks are short."""
         if window < 2 or window & (window - 1):
             raise ValueError(f"task_window must be a power of two >= 2, got {window}")
-        if not 1 <= depth <= MAX_DEPTH:
-            raise ValueError(f"mailbox_depth must be in 1..{MAX_DEPTH}, got {depth}")
-        self.ncores, self.window, self.mask, self.depth = ncores, window, window - 1, depth
+        if not 1 <= cap <= MAX_DEPTH:
+            raise ValueError(f"mailbox_depth must be in 1..{MAX_DEPTH}, got {cap}")
+        self.ncores, self.window, self.mask = ncores, window, window - 1
+        self.depth, self.cap = MAX_DEPTH, cap
         self.core_off = N_GLOBALS * LINE
         self.ring_off = self.core_off + 2 * LINE * ncores
         self.ts_off = self.ring_off + window * REC_WORDS

@@ -99,6 +99,7 @@ class Scheduler:
         self.ts_np = np.ndarray((lay.window, C.TS_WORDS), np.int64, ctx.ctrl_buf, lay.ts_off * 8)
         self.g_head, self.g_retired = lay.g(L.G_HEAD), lay.g(L.G_RETIRED)
         self.g_freed, self.g_sleep, self.g_idle = lay.g(L.G_FREED), lay.g(L.G_SLEEP), lay.g(L.G_IDLE)
+        self.g_anydone = lay.g(L.G_ANYDONE)
         # the loop's own bookkeeping
         self.loops = 0
         self.busy_ns = 0
@@ -209,34 +210,41 @@ class Scheduler:
     def ingest(self, end: int) -> None:
         tasks = self.tasks
         tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
-        tasks.ingest(end)
+        tasks.ingest(end, self.g_anydone if self.cores.n_inflight else -1)
+        end = tasks.ingested
         self.q[self.lay.g(L.G_INGESTED)] = end
 
     def complete(self) -> bool:
         """Handle every mailbox entry the workers finished since the last look."""
-        moved = self.cores.collect()
-        if not moved:
+        self.q[self.g_anydone] = 0              # cleared before looking: a later finish sets it again
+        done = self.cores.collect()
+        if not done:
             return False
         tasks, q = self.tasks, self.q
         now = time.perf_counter_ns() if self.ts_on else 0
         tasks.ready_ns = now
-        parts, mask, ts_off, TSW = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS
-        for c, n in moved:
-            for e in self.cores.retire_entries(c, n):
-                tid = e >> 2
-                s = tid & mask
-                parts[s] -= 1
-                if parts[s]:
-                    continue
-                t = ts_off + s * TSW
-                if now:
-                    q[t + C.T_DONE] = now
-                if self.sanitize and q[t + C.T_STATUS] != C.STATUS_ERROR:
-                    self._check_outs(tid, t)
-                if q[t + C.T_STATUS] == C.STATUS_ERROR:
-                    self._kernel_failed()
-                tasks.finish(tid, s)
+        parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
+        for e in done:
+            tid = e >> 2
+            s = tid & mask
+            left = parts[s] - 1
+            parts[s] = left
+            if left:
+                continue
+            t = ts_off + s * TSW
+            if now:
+                q[t + C.T_DONE] = now
+            if q[t + C.T_STATUS] != C.STATUS_OK or self.sanitize:
+                self._checked(tid, t)
+            finish(tid, s)
         return True
+
+    def _checked(self, tid: int, t: int) -> None:
+        """A task that failed, or (sanitizer) left its outputs unwritten: the run stops."""
+        if self.sanitize and self.q[t + C.T_STATUS] != C.STATUS_ERROR:
+            self._check_outs(tid, t)
+        if self.q[t + C.T_STATUS] == C.STATUS_ERROR:
+            self._kernel_failed()
 
     def dispatch(self) -> bool:
         """Ready tasks onto cores with a free mailbox slot, widest shapes first."""
@@ -247,6 +255,7 @@ class Scheduler:
         did = False
         now = time.perf_counter_ns() if self.ts_on else 0
         mask, ts_off, TSW, parts, rng = self.mask, self.lay.ts_off, C.TS_WORDS, tasks.parts, self.rng
+        slow = rng is not None or self.sanitize is not None
         for shape in DISPATCH_ORDER:
             rq = tasks.ready[shape]
             if not rq:
@@ -255,11 +264,19 @@ class Scheduler:
             if single:
                 stack = cores.free_aic if shape == SHAPE_AIC else cores.free_aiv
                 part = 0 if shape == SHAPE_AIC else 1
+                if not slow:
+                    n = cores.fill(rq, stack, part, parts, ts_off + C.T_DISPATCH, now)
+                    if n:
+                        tasks.nready -= n
+                        did = True
+                    continue
             while rq:
                 if rng is not None and len(rq) > 1:             # fuzzing: a random ready task
                     rq.rotate(-rng.randrange(len(rq)))
                 if single:
                     c = cores.take(stack)
+                    if c >= 0:
+                        c = cores.may_take(c, stack)
                     if c < 0:
                         break
                     got = ((c, part),)
@@ -289,6 +306,7 @@ class Scheduler:
             return False
         if tasks.retired - self.accounted >= self.account_batch:
             self.flush_retired()
+            self.cores.measure()
         return True
 
     def flush_retired(self) -> None:
@@ -413,6 +431,7 @@ class Scheduler:
                 "completed": tasks.completed, "in_flight": self.cores.n_inflight, "ready": tasks.nready,
                 "discarding": self.discard, "oldest": oldest, "running": running,
                 "heap_allocations": tasks.heap.describe(),
+                "short_tasks": self.cores.short, "mailbox_cap": self.cores.cap,
                 "tensormap_buffers": len(tasks.tmap), "tensormap_entries": tasks.tmap.entries()}
 
 

@@ -35,6 +35,7 @@ from device.lifetime import Lifetimes
 from device.tensormap import TensorMap
 
 HEADER = struct.Struct(f"{C.H_AUX + 1}q")
+LOOKAHEAD = 64              # records ingested ahead of completion before completions take precedence
 ARG_HEAD = struct.Struct("5q")              # buffer, meta, lo, hi, owner
 
 
@@ -66,34 +67,38 @@ class TaskTable:
         return tid < self.retired or self.done_tid[tid & self.mask] == tid
 
     # -- ingest ----------------------------------------------------------------------------------
-    def ingest(self, end: int) -> None:
-        """Take records [ingested, end): dependencies, allocations, readiness."""
+    def ingest(self, end: int, anydone: int = -1) -> None:
+        """Take records [ingested, end): dependencies, allocations, readiness. Once LOOKAHEAD
+        records are ingested ahead of completion, stop early when the word ``anydone`` says a
+        worker finished something: completing it comes first (the next ingest goes on)."""
         q, raw, mask, ring_off = self.q, self.raw, self.mask, self.lay.ring_off
-        access, heap = self.tmap.access, self.heap
+        access, heap, is_done = self.tmap.access, self.heap, self.is_done
         unpack, arg_head = HEADER.unpack_from, ARG_HEAD.unpack_from
-        RW, AW, AO = C.REC_WORDS, C.ARG_WORDS, C.ARGS_OFF
-        done_tid, succ, owners_ = self.done_tid, self.succ, self.owners
+        RW, AW, AO, TSW, ts_status = C.REC_WORDS, C.ARG_WORDS, C.ARGS_OFF, C.TS_WORDS, self.ts_off + C.T_STATUS
+        done_tid, succ, owners_, fanin = self.done_tid, self.succ, self.owners, self.fanin
+        kernel_, shape_, keep_edges = self.kernel, self.shape, self.keep_edges
+        lookahead = self.completed + LOOKAHEAD
         for tid in range(self.ingested, end):
+            if tid > lookahead and anydone >= 0 and q[anydone]:
+                end = tid
+                break
             s = tid & mask
             r = ring_off + s * RW
-            h = unpack(raw, r * 8)
-            kind = h[C.H_KIND]
+            _, kind, k, shape, nt, _, _, flags, hold, _, _, aux = unpack(raw, r * 8)
             done_tid[s] = -1
             succ[s] = None
             if kind == C.KIND_SCOPE_END:
                 self.n_scope += 1
-                depth = h[C.H_AUX]
-                heap.end_scope(depth)
-                if depth == 0 and self.keep_edges:
+                heap.end_scope(aux)
+                if aux == 0 and keep_edges:
                     self.tmap.clear()        # a run's end: nothing later depends on it
                 owners_[s] = None
                 self.finish(tid, s)
                 continue
-            nt = h[C.H_NTENSORS]
             owners = None
-            if h[C.H_FLAGS] & C.FLAG_HEAP:
+            if flags & C.FLAG_HEAP:
                 bufs = [q[a] for a in range(r + AO, r + AO + nt * AW, AW) if q[a + C.A_OWNER] == tid]
-                owners = [heap.allocate(tid, bufs, h[C.H_HOLD])]
+                owners = [heap.allocate(tid, bufs, hold)]
             preds: list[int] = []
             task = kind == C.KIND_TASK
             for a in range(r + AO, r + AO + nt * AW, AW):
@@ -112,14 +117,13 @@ class TaskTable:
                 self.n_alloc += 1
                 self.finish(tid, s)
                 continue
-            self.kernel[s] = h[C.H_KERNEL]
-            self.shape[s] = h[C.H_SHAPE]
-            q[self.ts_off + s * C.TS_WORDS + C.T_STATUS] = C.STATUS_OK
+            kernel_[s] = k
+            shape_[s] = shape
+            q[ts_status + s * TSW] = C.STATUS_OK
             n = 0
             if preds:
-                if self.keep_edges:
+                if keep_edges:
                     self.edges.extend((tid, p) for p in set(preds) if p != tid)
-                is_done = self.is_done
                 for p in set(preds) if len(preds) > 1 else preds:
                     if p != tid and not is_done(p):
                         ps = p & mask
@@ -129,7 +133,7 @@ class TaskTable:
                         else:
                             lst.append(tid)
                         n += 1
-            self.fanin[s] = n
+            fanin[s] = n
             if n == 0:
                 self.make_ready(tid, s)
         self.ingested = end

@@ -9,8 +9,13 @@ answer gives exactly the edges sequential consistency needs on overlapping bytes
     In           writers                      read after write
     Out / InOut  writers and readers          write after write, write after read
 
-Per buffer the map keeps two lists of live entries ``(tid, lo, hi, contig, footprint)``, sorted
-by first byte: writers (Out and InOut) and readers (In). Reads never scan readers, so a buffer
+While every access to a buffer covers the same contiguous bytes (a chain of InOut on one tensor,
+many readers of one KV cache) the buffer is in *exact* mode: it keeps only the last writer and
+the readers since it, and an access costs a few comparisons. The first access to other bytes
+turns it into the general form below (the entries it had become ordinary ones).
+
+In general, per buffer the map keeps two lists of live entries ``(tid, lo, hi, contig,
+footprint)``, sorted by first byte: writers (Out and InOut) and readers (In). Reads never scan readers, so a buffer
 that thousands of tasks only read (a KV cache) costs O(1) per read, and a scan only visits
 entries whose byte range can reach the access (many disjoint tiles of one buffer stay cheap).
 Entries of finished tasks are dropped while scanning, and whenever a list has doubled since its
@@ -90,6 +95,29 @@ class _Entries:
         return bisect_right(self.los, lo - self.maxlen), bisect_left(self.los, hi)
 
 
+class _Exact:
+    """A buffer every access of which so far covered exactly [lo, hi), contiguously."""
+
+    __slots__ = ("lo", "hi", "writer", "readers", "prune_at")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi, self.writer, self.readers, self.prune_at = lo, hi, -1, [], 32
+
+    def general(self) -> tuple[_Entries, _Entries]:
+        """The same history as writer/reader entries; the footprint is the byte range itself,
+        which box tests treat as overlapping anything it may touch (conservative)."""
+        geo = (self.lo, (self.hi - self.lo,), (1,))
+        writers, readers = _Entries(), _Entries()
+        if self.writer >= 0:
+            writers.items.append((self.writer, self.lo, self.hi, 1, geo))
+            writers.los.append(self.lo)
+            writers.maxlen = self.hi - self.lo
+        readers.items = [(t, self.lo, self.hi, 1, geo) for t in self.readers]
+        readers.los = [self.lo] * len(self.readers)
+        readers.maxlen = self.hi - self.lo if self.readers else 0
+        return writers, readers
+
+
 class TensorMap:
     """Access history per buffer id. ``is_done(tid)`` says whether a task has finished;
     ``geometry(argref)`` reads a view's footprint box from its task record."""
@@ -101,13 +129,14 @@ class TensorMap:
         self.is_done = (lambda t: False) if keep_done else is_done
         self.eager = keep_done
         self.geometry = geometry
-        self.bufs: dict[int, tuple[_Entries, _Entries]] = {}      # buf -> (writers, readers)
+        self.bufs: dict[int, _Exact | tuple[_Entries, _Entries]] = {}   # buf -> exact, or (writers, readers)
 
     def __len__(self) -> int:
         return len(self.bufs)
 
     def entries(self) -> int:
-        return sum(len(w) + len(r) for w, r in self.bufs.values())
+        return sum((st.writer >= 0) + len(st.readers) if type(st) is _Exact else len(st[0]) + len(st[1])
+                   for st in self.bufs.values())
 
     def clear(self) -> None:
         self.bufs.clear()
@@ -150,6 +179,26 @@ class TensorMap:
             del items[i]
             del ents.los[i]
 
+    def _exact(self, st: _Exact, tid: int, mode: int, preds: list) -> None:
+        """An access to the bytes every earlier access of the buffer covered: wait for the last
+        writer, and (for a write) for the readers since it; then be one of them."""
+        is_done = self.is_done
+        w = st.writer
+        if w >= 0 and w != tid and not is_done(w):
+            preds.append(w)
+        if mode == READ:
+            rs = st.readers
+            rs.append(tid)
+            if len(rs) > st.prune_at:           # finished readers no later write waits for
+                rs[:] = [t for t in rs if not is_done(t)]
+                st.prune_at = 2 * len(rs) + 32
+        else:
+            for t in st.readers:
+                if t != tid and not is_done(t):
+                    preds.append(t)
+            st.writer = tid
+            st.readers = []
+
     def access(self, buf: int, tid: int, mode: int, lo: int, hi: int, contig: int, ref: int,
                preds: list) -> None:
         """Record an access of task ``tid`` and append the tids it must wait for to ``preds``."""
@@ -157,7 +206,15 @@ class TensorMap:
             return                       # an empty view touches no byte
         st = self.bufs.get(buf)
         if st is None:
-            st = self.bufs[buf] = (_Entries(), _Entries())
+            if contig:
+                st = self.bufs[buf] = _Exact(lo, hi)
+            else:
+                st = self.bufs[buf] = (_Entries(), _Entries())
+        if type(st) is _Exact:
+            if lo == st.lo and hi == st.hi and contig:
+                self._exact(st, tid, mode, preds)
+                return
+            st = self.bufs[buf] = st.general()
         writers, readers = st
         # The footprint box is read from the task record when needed -- safe while the task is
         # unfinished (its record cannot be reused). Tracing keeps finished tasks, so there the

@@ -44,6 +44,7 @@ def run(ctx: DeviceContext, core: int) -> None:
     sched_sem = ctx.sched_sem
     g_sleep = lay.g(L.G_SLEEP)
     g_stop = lay.g(L.G_STOP)
+    g_anydone = lay.g(L.G_ANYDONE)
     fence = make_fence()
     parts = ctx.kernel_parts
     names = ctx.kernel_names
@@ -100,6 +101,7 @@ def run(ctx: DeviceContext, core: int) -> None:
         q[wl + L.W_BUSY_NS] = busy
         tail += 1
         q[wl + L.W_DONE] = tail
+        q[g_anydone] = 1
         fence()
         if q[g_sleep]:
             sched_sem.release()

@@ -49,6 +49,7 @@ class Runtime:
         self._dev = device
         self._w = device._writer
         self._kidx = device._kernel_index
+        self._what = [f"rt.submit({k.name})" for k in device.kernels]
         self._frames: list[_Frame] = []
         self.active = False
         self.tasks = 0
@@ -159,37 +160,50 @@ class Runtime:
 
         ``core`` (AIC, AIV or a Mixed) optionally states the core type the caller expects, as the
         reference's rt_submit_aic_task / rt_submit_aiv_task do; a mismatch is an error."""
-        k = self._kidx.get(kernel) if isinstance(kernel, Kernel) else None
-        if k is None:
-            self._bad_kernel(kernel)
-        what = f"rt.submit({kernel.name})"
-        if core is not None and getattr(core, "shape", None) != kernel.shape:
-            raise TypeError(f"{what}, core={core!r}: {kernel.name} is an {kernel.shape_name} kernel, "
-                            f"not {getattr(core, 'name', core)}")
-        if not self.active or threading.get_ident() != self._thread:
-            self._check_active(what)
+        try:
+            k = self._kidx.get(kernel)
+        except TypeError:                       # not hashable: not a kernel either
+            k = None
+        if k is None or core is not None or not self.active or threading.get_ident() != self._thread:
+            k = self._submit_checks(kernel, core)
+        what = self._what[k]                    # "rt.submit(name)", made once per kernel
         nt = 0
         for a in args:
             if isinstance(a, Arg):
                 nt += 1
             else:
                 break
-        tensors = args[:nt]
-        scalars = args[nt:]
+        if nt == len(args):
+            tensors, scalars = args, ()
+        else:
+            tensors, scalars = args[:nt], args[nt:]
+            for i, s in enumerate(scalars):
+                if isinstance(s, Arg):
+                    raise TypeError(f"{what}: tensor argument {nt + i} ({s!r}) comes after a scalar; "
+                                    "put all In/Out/InOut tensors before the scalars")
+                if isinstance(s, Tensor):
+                    raise TypeError(f"{what}: argument {nt + i} is a bare Tensor; wrap it in In(), "
+                                    "Out() or InOut() to say how the kernel uses it")
         if nt > C.MAX_TENSORS:
             raise ValueError(f"{what}: {nt} tensor arguments; at most {C.MAX_TENSORS}")
-        for i, s in enumerate(scalars):
-            if isinstance(s, Arg):
-                raise TypeError(f"{what}: tensor argument {nt + i} ({s!r}) comes after a scalar; "
-                                "put all In/Out/InOut tensors before the scalars")
-            if isinstance(s, Tensor):
-                raise TypeError(f"{what}: argument {nt + i} is a bare Tensor; wrap it in In(), "
-                                "Out() or InOut() to say how the kernel uses it")
-        new = self._check_tensors(tensors, what)
+        new = self._check_tensors(tensors, what) if nt else None
         tid = self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
                             self._frames[-1].depth, new, what)
         self.tasks += 1
         return tid
+
+    def _submit_checks(self, kernel: Any, core: Any) -> int:
+        """The checks a plain submit skips: an unknown kernel, a core-type claim, a run that is
+        not active or a call from another thread. Returns the kernel index."""
+        k = self._kidx.get(kernel) if isinstance(kernel, Kernel) else None
+        if k is None:
+            self._bad_kernel(kernel)
+        what = self._what[k]
+        if core is not None and getattr(core, "shape", None) != kernel.shape:
+            raise TypeError(f"{what}, core={core!r}: {kernel.name} is an {kernel.shape_name} kernel, "
+                            f"not {getattr(core, 'name', core)}")
+        self._check_active(what)
+        return k
 
     def synchronize(self) -> None:
         """Wait until every task submitted so far has finished."""

@@ -25,7 +25,9 @@ class Platform:
     heap_bytes      heap ring for runtime tensors (rt.make_tensor)
     gm_bytes        room for host tensors (dev.empty / dev.to_device); None: most of /dev/shm.
                     Pages are only used once written, so a large value costs nothing up front.
-    mailbox_depth   tasks queued per core (2 lets a worker find its next task without a wake-up)
+    mailbox_depth   tasks one core holds at once, running and waiting (2, as the reference's
+                    running + staged slots, lets a worker find its next task without a wake-up);
+                    while tasks are shorter than a wake-up (~50 us) the scheduler queues up to 7
     spin_us         how long an idle process yield-spins before it blocks on its semaphore
     stall_timeout   seconds without any progress before a run fails with DeadlockError (0: never)
     max_blocks      the chip's limit on ``blocks``

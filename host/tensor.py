@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 from typing import Any
 
 import numpy as np
 
 from device import codec as C
 from kernels.args import Arg, In, InOut, Out  # noqa: F401  (re-exported)
+
+ARG_WORDS = struct.Struct(f"{C.ARG_WORDS}q")
 
 _ids = itertools.count(1)
 
@@ -235,19 +238,23 @@ class Tensor:
     # -- record words ---------------------------------------------------------------------------
     def packed(self, d: int) -> tuple:
         """The 16 record words of this view as argument direction ``d`` (buffer must be placed)."""
+        buf = self.buf
+        lo, hi = self.span_rel()
+        g = buf.gm
+        nd = len(self._fshape)
+        drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
+        meta = C.pack_meta(d, self.is_contiguous(), self.dtype, nd, drop)
+        pad = (0,) * (C.MAX_DIMS - nd)
+        return ((buf.id, meta, lo + g, hi + g, buf.owner, self._sys[0] + g)
+                + self._fshape + pad + self._sys[2] + pad)
+
+    def packed_bytes(self, d: int) -> bytes:
+        """``packed(d)`` as the bytes that go into a record, made once per view and direction
+        (a view's words never change once its buffer is placed)."""
         p = self._packed
         if p is None:
             p = self._packed = [None, None, None, None]
         w = p[d]
         if w is None:
-            buf = self.buf
-            lo, hi = self.span_rel()
-            g = buf.gm
-            nd = len(self._fshape)
-            drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
-            meta = (d | (C.META_CONTIG if self.is_contiguous() else 0) | C.DTYPE_CODE[self.dtype] << 8
-                    | nd << 16 | drop << 20)
-            pad = (0,) * (C.MAX_DIMS - nd)
-            w = p[d] = ((buf.id, meta, lo + g, hi + g, buf.owner, self._sys[0] + g)
-                        + self._fshape + pad + self._sys[2] + pad)
+            w = p[d] = ARG_WORDS.pack(*self.packed(d))
         return w
