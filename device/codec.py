@@ -15,7 +15,9 @@ the host and by every device process alike.
       tags           MAX_SCALARS bytes: TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_ARRAY + dtype code
       values         VALUE_WORDS words: an int/float/bool takes one, an array its length then
                      its elements (int64 or float64 on the wire)
-    mailbox entry    ``tid * 4 + part``: part 0 = the AIC function, 1/2 = the vector functions
+    mailbox entry    ``tid << 3 | gated << 2 | part``: part 0 = the AIC function, 1/2 = the vector
+                     functions; gated = posted early, behind its producers on the same core
+                     (skipped if one of this core's tasks failed in the meantime)
     core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (core_of/block_of/...)
     time row         TS_WORDS words per task slot: when each phase happened (ns) and the status
     trace rows       TRACE_COLUMNS, one row per retired task (device/accounting.py)
@@ -105,16 +107,21 @@ LANES = 3                     # cores per block: AIC, AIV0, AIV1
 CORE_KINDS = ("AIC", "AIV", "AIV")
 
 
-def entry(tid: int, part: int) -> int:
-    return tid << 2 | part
+ENTRY_SHIFT = 3              # entry >> ENTRY_SHIFT is the task id
+ENTRY_GATED = 4
+ENTRY_PART = 3
+
+
+def entry(tid: int, part: int, gated: bool = False) -> int:
+    return tid << ENTRY_SHIFT | (ENTRY_GATED if gated else 0) | part
 
 
 def entry_tid(e: int) -> int:
-    return e >> 2
+    return e >> ENTRY_SHIFT
 
 
 def entry_part(e: int) -> int:
-    return e & 3
+    return e & ENTRY_PART
 
 
 def core_of(block: int, lane: int) -> int:

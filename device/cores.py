@@ -7,7 +7,9 @@
     collect()         done counters that moved since the last look ──▶ [(core, entries done)]
 
 Free mailbox slots are two stacks (AIC cores, AIV cores), one item per free slot, so the most
-recently freed core -- the one most likely still awake -- is taken first. A core holds at most
+recently freed core -- the one most likely still awake -- is taken first. Likewise, a mixed task
+goes to the block that became idle most recently (``recent``, a block moves to its end when one
+of its cores goes idle), whose workers are the likeliest to be awake. A core holds at most
 ``cap`` entries: the platform's mailbox depth while tasks are long, every slot (layout.depth)
 while they are short. The stacks hold cap - inflight items per core (less the stale ones, see
 ``skip``); a change of cap rebuilds them from ``inflight``. When tasks are short
@@ -41,6 +43,8 @@ from device import layout as L
 from kernels.registry import SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV_X2
 
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
+# The lanes a mixed task's parts take, per shape (AIC+AIV may use either vector core).
+MIXED_LANES = {SHAPE_AIV_X2: ((1, 2),), SHAPE_AIC_AIV: ((0, 1), (0, 2)), SHAPE_AIC_AIV_X2: ((0, 1, 2),)}
 SHORT_TASK_NS = 3_000       # below this (no-op-like tasks), a wake-up costs more than the task
 
 
@@ -66,7 +70,11 @@ class CorePool:
         self.free_aiv: list[int] = []
         self.set_cap(layout.cap)
         self.reserved = -1            # block kept free for a waiting mixed task
+        self.recent = list(range(self.nblocks))    # blocks, least recently idled first
+        self.idled = 0                # cores that went idle so far (a generation count)
+        self.failed_at = [-1] * 5     # per shape: ``idled`` when idle_block last found nothing
         self.posted: list[int] = []   # cores posted to since the last wake()
+        self.filled: list[tuple[int, int]] = []    # (tid, core) posted by fill() this pass
         self.short = False            # are tasks short (see the module docstring)?
         self.max_busy = max(1, len(os.sched_getaffinity(0)) - 1)
         self.tasks_at = layout.wline(0) + L.W_TASKS
@@ -124,15 +132,17 @@ class CorePool:
         stack.append(c)
         return -1
 
-    def fill(self, rq: deque, stack: list, part: int, parts: list, stamp_at: int, now: int) -> int:
+    def fill(self, rq: deque, stack: list, part: int, parts: list, where: list, stamp_at: int, now: int) -> int:
         """Post single-core tasks from the ready queue ``rq`` onto free cores of ``stack`` (the
-        common case, without fuzzing or the sanitizer); before each post, the task's part count
-        and (``now``) its dispatch time, at word ``stamp_at`` of its time row. Returns how many."""
+        common case, without fuzzing or the sanitizer); before each post, the task's part count,
+        its core (``where``) and (``now``) its dispatch time, at word ``stamp_at`` of its time
+        row. Returns how many."""
         q, D, mb_at, pending, inflight, busy, posted = self.q, self.D, self.mb, self.pending, self.inflight, \
             self.busy, self.posted
         skip, asleep, mask, cap = self.skip, self.asleep_at, self.lay.mask, self.cap
         gate = self.max_busy if self.short else 1 << 62
         n = 0
+        out = self.filled
         while rq and stack:
             c = stack[-1]
             if skip[c] or self.reserved >= 0 or inflight[c] >= cap or (len(busy) >= gate and q[asleep[c]]):
@@ -146,17 +156,20 @@ class CorePool:
             tid = rq.popleft()
             s = tid & mask
             parts[s] = 1
+            where[s] = c
             if now:
                 q[stamp_at + s * C.TS_WORDS] = now
             mb = mb_at[c]
             h = q[mb]
-            q[mb + 1 + h % D] = tid << 2 | part
+            e = tid << C.ENTRY_SHIFT | part
+            q[mb + 1 + h % D] = e
             q[mb] = h + 1
-            pending[c].append(tid << 2 | part)
+            pending[c].append(e)
             inflight[c] += 1
             self.n_inflight += 1
             busy.add(c)
             posted.append(c)
+            out.append((tid, c))
             n += 1
         return n
 
@@ -206,11 +219,14 @@ class CorePool:
         return c
 
     def idle_block(self, shape: int) -> list | None:
-        """Cores (with the part each runs) of one block able to start a mixed task now; when
-        there is none, reserve the least loaded block so that it drains."""
+        """Cores (with the part each runs) of one block able to start a mixed task now, the most
+        recently idled block first; when there is none, reserve the least loaded block so that
+        it drains. A shape that found nothing is not looked for again until a core goes idle."""
+        if self.failed_at[shape] == self.idled:
+            return None
         inf = self.inflight
         best, best_load = -1, 1 << 30
-        for b in range(self.nblocks):
+        for b in reversed(self.recent):
             c = C.LANES * b
             a, v0, v1 = inf[c] == 0, inf[c + 1] == 0, inf[c + 2] == 0
             if shape == SHAPE_AIV_X2 and v0 and v1:
@@ -229,6 +245,29 @@ class CorePool:
             return got
         if self.reserved < 0:
             self.reserved = best
+        self.failed_at[shape] = self.idled
+        return None
+
+    def queue_behind(self, shape: int) -> list | None:
+        """Tasks being short: cores (with parts) of a block whose mailboxes each end with a part
+        of one same mixed task and have room -- the new task queues behind it on every core, so
+        its parts stay aligned (each core runs its mailbox in order). Most recent block first."""
+        pend, inf, cap = self.pending, self.inflight, self.cap
+        for b in reversed(self.recent):
+            c = C.LANES * b
+            for lanes in MIXED_LANES[shape]:
+                last = -1
+                for ln in lanes:
+                    x = c + ln
+                    if not pend[x] or inf[x] >= cap:
+                        break
+                    t = pend[x][-1] >> C.ENTRY_SHIFT
+                    if last >= 0 and t != last:
+                        break
+                    last = t
+                else:
+                    return [(c + ln, part) for part, ln in enumerate(lanes)] if shape != SHAPE_AIV_X2 \
+                        else [(c + 1, 1), (c + 2, 2)]
         return None
 
     # -- completions -----------------------------------------------------------------------------
@@ -260,6 +299,11 @@ class CorePool:
             inflight[c] = left
             if not left:
                 busy.discard(c)
+                self.idled += 1
+                b = c // C.LANES
+                if self.recent[-1] != b:
+                    self.recent.remove(b)
+                    self.recent.append(b)
         self.n_inflight -= len(out)
         return out
 

@@ -225,7 +225,7 @@ class Scheduler:
         tasks.ready_ns = now
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
         for e in done:
-            tid = e >> 2
+            tid = e >> C.ENTRY_SHIFT
             s = tid & mask
             left = parts[s] - 1
             parts[s] = left
@@ -256,6 +256,9 @@ class Scheduler:
         now = time.perf_counter_ns() if self.ts_on else 0
         mask, ts_off, TSW, parts, rng = self.mask, self.lay.ts_off, C.TS_WORDS, tasks.parts, self.rng
         slow = rng is not None or self.sanitize is not None
+        ready = tasks.ready
+        if cores.reserved >= 0 and not (ready[SHAPE_AIC_AIV_X2] or ready[SHAPE_AIC_AIV] or ready[SHAPE_AIV_X2]):
+            cores.reserved = -1                # no mixed task waits any more: release its block
         for shape in DISPATCH_ORDER:
             rq = tasks.ready[shape]
             if not rq:
@@ -265,7 +268,7 @@ class Scheduler:
                 stack = cores.free_aic if shape == SHAPE_AIC else cores.free_aiv
                 part = 0 if shape == SHAPE_AIC else 1
                 if not slow:
-                    n = cores.fill(rq, stack, part, parts, ts_off + C.T_DISPATCH, now)
+                    n = cores.fill(rq, stack, part, parts, tasks.core, ts_off + C.T_DISPATCH, now)
                     if n:
                         tasks.nready -= n
                         did = True
@@ -281,12 +284,19 @@ class Scheduler:
                         break
                     got = ((c, part),)
                 else:
-                    got = cores.idle_block(shape)
+                    # Short tasks keep to blocks whose workers are awake once enough are busy.
+                    behind = cores.short and len(cores.busy) >= C.LANES * cores.max_busy
+                    got = cores.queue_behind(shape) if behind else None
+                    if got is None:
+                        got = cores.idle_block(shape)
+                    if got is None and cores.short and not behind:
+                        got = cores.queue_behind(shape)
                     if got is None:
                         break
                 tid = rq.popleft()
                 s = tid & mask
                 parts[s] = len(got)
+                tasks.core[s] = got[0][0] if single else -1
                 if self.sanitize:
                     self._poison(tid)
                 if now:
@@ -294,11 +304,64 @@ class Scheduler:
                 for c, p in got:
                     if not single:
                         cores.skip[c] += 1      # this mailbox slot is taken outside the stack
-                    cores.post(c, tid << 2 | p)
+                    cores.post(c, C.entry(tid, p))
                 tasks.nready -= 1
+                did = True
+        # Early dispatch (not with fuzzing, which wants any order, nor with the sanitizer, which
+        # poisons outputs a producer may still be writing).
+        if slow or self.discard:
+            tasks.early.clear()
+        else:
+            filled, forward = cores.filled, self._forward
+            for tid, c in filled:
+                forward(tid, tid & mask, c, tasks.early)
+            filled.clear()
+            if tasks.early and self._early(now):
                 did = True
         cores.wake()
         return did
+
+    def _early(self, now: int) -> bool:
+        """Early dispatch (device/tasks.py): post the candidates whose core has room, gated (the
+        worker skips them if one of its tasks failed since the last abort); then their
+        successors in turn. Candidates waiting for room stay for the next pass."""
+        tasks, cores, q, mask = self.tasks, self.cores, self.q, self.mask
+        fanin, parts, is_early, shape, where = tasks.fanin, tasks.parts, tasks.is_early, tasks.shape, tasks.core
+        inflight, cap, stamp = cores.inflight, cores.cap, self.lay.ts_off
+        work, keep = tasks.early, []
+        did = False
+        i = 0
+        while i < len(work):
+            tid, c = work[i]
+            i += 1
+            s = tid & mask
+            if fanin[s] == 0 or is_early[s] or C.is_aic(c) != (shape[s] == SHAPE_AIC):
+                continue                       # ready by now (or posted, or the wrong kind of core)
+            if inflight[c] >= cap or c // C.LANES == cores.reserved:
+                keep.append((tid, c))          # waits for room on c
+                continue
+            parts[s] = 1
+            is_early[s] = True
+            where[s] = c
+            if now:
+                t = stamp + s * C.TS_WORDS
+                q[t + C.T_READY] = q[t + C.T_DISPATCH] = now
+            cores.skip[c] += 1                 # this mailbox slot is taken outside the stack
+            cores.post(c, C.entry(tid, 0 if shape[s] == SHAPE_AIC else 1, gated=True))
+            did = True
+            self._forward(tid, s, c, work)
+        tasks.early = keep
+        return did
+
+    def _forward(self, tid: int, s: int, c: int, work: list) -> None:
+        """tid was posted to core c: successors waiting for it alone can follow it there."""
+        lst = self.tasks.succ[s]
+        if lst:
+            fanin, shape, mask = self.tasks.fanin, self.tasks.shape, self.mask
+            for t in lst:
+                ts = t & mask
+                if fanin[ts] == 1 and shape[ts] <= SHAPE_AIV:
+                    work.append((t, c))
 
     def retire(self) -> bool:
         tasks = self.tasks
@@ -424,8 +487,9 @@ class Scheduler:
         oldest = tasks.describe()
         for d in oldest:
             d["kernel"] = names[d["kernel"]] if d["kernel"] >= 0 else d["kind"]
-        running = [{"tid": e >> 2, "kernel": names[tasks.kernel[(e >> 2) & self.mask]], "core": C.core_name(c),
-                    "for_s": (now - q[lay.ts(e >> 2) + C.T_DISPATCH]) / 1e9 if self.ts_on else None}
+        running = [{"tid": C.entry_tid(e), "kernel": names[tasks.kernel[C.entry_tid(e) & self.mask]],
+                    "core": C.core_name(c),
+                    "for_s": (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None}
                    for c, e in self.cores.running()]
         return {"head": q[self.g_head], "ingested": tasks.ingested, "retired": tasks.retired,
                 "completed": tasks.completed, "in_flight": self.cores.n_inflight, "ready": tasks.nready,

@@ -19,6 +19,16 @@ Per-slot state (lists indexed by slot; "-" = not used by runtime records):
                   when it finishes
     kernel[s]     kernel index                                                          -
     shape[s]      core shape code (its ready queue)                                     -
+    core[s]       the core a single-core task was posted to, else -1                   -
+    early[s]      posted early (see ``early``): finishing its producers does not make it
+                  ready again                                                           -
+
+Early dispatch: a single-core task whose unfinished producers are all single-core tasks posted
+to one core may be posted to that core's mailbox right behind them (gated): the core runs its
+mailbox in order, so the producers finish first. Candidates (tid, core) come from ingest (all
+producers already posted to one core) and from posting (a successor whose only unfinished
+producer is the task just posted); the scheduler posts those whose core has room, keeps the
+ones that wait for room, and drops the ones that became ready the usual way.
 
 A record whose kind is not a task (scope end, alloc) finishes as it is ingested. Records are
 ingested, finished and retired in task-id order; ``retired`` <= finished <= ``ingested``.
@@ -33,6 +43,7 @@ from collections.abc import Callable
 from device import codec as C
 from device.lifetime import Lifetimes
 from device.tensormap import TensorMap
+from kernels.registry import SHAPE_AIV
 
 HEADER = struct.Struct(f"{C.H_AUX + 1}q")
 LOOKAHEAD = 64              # records ingested ahead of completion before completions take precedence
@@ -52,6 +63,9 @@ class TaskTable:
         self.owners: list[list | None] = [None] * W
         self.kernel = [0] * W
         self.shape = [0] * W
+        self.core = [-1] * W
+        self.is_early = [False] * W
+        self.early: list[tuple[int, int]] = []       # (tid, core) candidates for early dispatch
         self.ingested = self.completed = self.retired = 0
         self.keep_edges = keep_edges                 # tracing / recording: every edge, kept
         self.edges: list[tuple[int, int]] = []       # (consumer, producer) when keep_edges
@@ -77,6 +91,7 @@ class TaskTable:
         RW, AW, AO, TSW, ts_status = C.REC_WORDS, C.ARG_WORDS, C.ARGS_OFF, C.TS_WORDS, self.ts_off + C.T_STATUS
         done_tid, succ, owners_, fanin = self.done_tid, self.succ, self.owners, self.fanin
         kernel_, shape_, keep_edges = self.kernel, self.shape, self.keep_edges
+        core_, is_early, early = self.core, self.is_early, self.early
         lookahead = self.completed + LOOKAHEAD
         for tid in range(self.ingested, end):
             if tid > lookahead and anydone >= 0 and q[anydone]:
@@ -119,8 +134,11 @@ class TaskTable:
                 continue
             kernel_[s] = k
             shape_[s] = shape
+            core_[s] = -1
+            is_early[s] = False
             q[ts_status + s * TSW] = C.STATUS_OK
             n = 0
+            on = -2                         # the one core all unfinished producers are on, or -1
             if preds:
                 if keep_edges:
                     self.edges.extend((tid, p) for p in set(preds) if p != tid)
@@ -133,9 +151,13 @@ class TaskTable:
                         else:
                             lst.append(tid)
                         n += 1
+                        pc = core_[ps]
+                        on = pc if on == -2 or on == pc else -1
             fanin[s] = n
             if n == 0:
                 self.make_ready(tid, s)
+            elif on >= 0 and shape <= SHAPE_AIV:
+                early.append((tid, on))
         self.ingested = end
 
     def make_ready(self, tid: int, s: int) -> None:
@@ -157,7 +179,7 @@ class TaskTable:
             for t in lst:
                 ts = t & mask
                 fanin[ts] -= 1
-                if fanin[ts] == 0:
+                if fanin[ts] == 0 and not self.is_early[ts]:
                     self.make_ready(t, ts)
         own = self.owners[s]
         if own is not None:

@@ -45,6 +45,7 @@ def run(ctx: DeviceContext, core: int) -> None:
     g_sleep = lay.g(L.G_SLEEP)
     g_stop = lay.g(L.G_STOP)
     g_anydone = lay.g(L.G_ANYDONE)
+    g_abort_ack = lay.g(L.G_ABORT_ACK)
     fence = make_fence()
     parts = ctx.kernel_parts
     names = ctx.kernel_names
@@ -59,6 +60,7 @@ def run(ctx: DeviceContext, core: int) -> None:
     perf = time.perf_counter_ns
     yield_ = os.sched_yield
     tail = ntasks = busy = 0
+    failed_at = -1                  # ABORT_ACK when a task of ours last failed (-1: never)
     q[wl + L.W_PID] = os.getpid()
     while True:
         if q[mb] == tail:
@@ -77,25 +79,31 @@ def run(ctx: DeviceContext, core: int) -> None:
                     return
                 continue
         entry = q[mb + 1 + tail % D]
-        tid, part = entry >> 2, entry & 3
+        tid, part = entry >> C.ENTRY_SHIFT, entry & C.ENTRY_PART
         s = tid & mask
         r = ring_off + s * C.REC_WORDS
         t = ts_off + s * C.TS_WORDS
-        q[wl + L.W_RUNNING] = tid + 1
-        k = q[r + C.H_KERNEL]
-        if rng:
-            time.sleep(rng.random() * jitter)      # fuzzing: a late start shakes up the order
-        start = perf()
-        rep = run_part(parts[k][part], dec, r, tid, names[k], where, part)
-        end = perf()
-        if rep is not None:
-            q[t + C.T_STATUS] = C.STATUS_ERROR
-            C.write_report(q, err_area, C.ERR_AREA_WORDS, rep)
-        q[t + C.T_START0 + 2 * part] = start
-        q[t + C.T_END0 + 2 * part] = end
-        q[t + C.T_CORE0 + part] = core
-        busy += end - start
-        ntasks += 1
+        if entry & C.ENTRY_GATED and failed_at == q[g_abort_ack]:
+            # Posted early behind its producers on this core, and a task here failed since the
+            # last abort: its inputs may not be what it expects, and the run is being aborted.
+            q[t + C.T_STATUS] = C.STATUS_SKIPPED
+        else:
+            q[wl + L.W_RUNNING] = tid + 1
+            k = q[r + C.H_KERNEL]
+            if rng:
+                time.sleep(rng.random() * jitter)      # fuzzing: a late start shakes up the order
+            start = perf()
+            rep = run_part(parts[k][part], dec, r, tid, names[k], where, part)
+            end = perf()
+            if rep is not None:
+                failed_at = q[g_abort_ack]
+                q[t + C.T_STATUS] = C.STATUS_ERROR
+                C.write_report(q, err_area, C.ERR_AREA_WORDS, rep)
+            q[t + C.T_START0 + 2 * part] = start
+            q[t + C.T_END0 + 2 * part] = end
+            q[t + C.T_CORE0 + part] = core
+            busy += end - start
+            ntasks += 1
         q[wl + L.W_RUNNING] = 0
         q[wl + L.W_TASKS] = ntasks
         q[wl + L.W_BUSY_NS] = busy

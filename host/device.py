@@ -40,7 +40,7 @@ from host.engine import InlineEngine, ProcessEngine
 from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
 from host.graph import Graph, Recorder
 from host.launch import no_interrupts
-from host.orchestration import Runtime
+from host.orchestration import RunSession, Runtime
 from host.platform import Platform
 from host.stats import Stats
 from host.submit import _fmt_bytes
@@ -336,7 +336,8 @@ class Device:
             raise RuntimeError("dev.run(): a run is already in progress on this device "
                                "(runs do not nest; call rt.submit from the running orchestration)")
         self._running = True
-        rt = Runtime(self)
+        rt = Runtime(RunSession(self, self._writer, self.kernels, self._kernel_index, self.platform.heap_bytes,
+                                self._wait_completed, self.to_host))
         w = self._writer
         t0 = time.perf_counter()
         first = w.next_tid
@@ -347,11 +348,9 @@ class Device:
         wait0 = self._engine.wait_ns
         self._engine.begin_run()
         try:
-            rt.active = True
-            top = rt._open()
+            rt.begin_run()
             result = orchestration(rt, *args, **kwargs)
-            rt._close(top, "its scope ended")
-            rt.active = False
+            rt.end_run()
             self._guarded(self._engine.wait_retired)
             self._engine.check_error()
             rt.check_misuse()
@@ -364,10 +363,8 @@ class Device:
         except BaseException as e:
             # The orchestration itself failed (a bug, a rejected submit): what it submitted still
             # runs to completion before the exception reaches the caller; nothing is lost.
-            rt.active = False
             try:
-                while rt._frames:
-                    rt._close(rt._frames[-1], "its scope ended")
+                rt.close_scopes("its scope ended")
                 self._guarded(self._engine.wait_retired)
                 self._engine.check_error()
             except BaseException as e2:  # noqa: BLE001 - report the orchestration's error, with this
@@ -399,8 +396,7 @@ class Device:
     def _abort(self, rt: Runtime, exc: BaseException) -> None:
         """The run failed: close its scopes, have the scheduler discard what has not run, and
         keep the device usable -- or shut it down if that is no longer possible."""
-        while rt._frames:
-            rt._close(rt._frames[-1], "the run failed")
+        rt.close_scopes("the run failed")
         if self._closed:
             return
         timeout = None

@@ -11,6 +11,10 @@
            rt.read(t)                       a tensor's values (block tables, lengths, ...)
 
 Checks happen before anything is written, so a rejected submit leaves the run as it was.
+
+The seam with the device is a ``RunSession``, made by ``Device.run`` for one run: the task
+writer, the kernels, the heap size, how to wait and how to read. ``Device.run`` drives the run's
+own scope with ``begin_run`` / ``end_run`` / ``close_scopes``; nothing else crosses.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,9 +35,22 @@ from host.tensor import Arg, Buffer, Out, Tensor, check_dtype, check_shape
 from kernels.registry import Kernel
 
 if TYPE_CHECKING:
-    from host.device import Device
+    from host.submit import TaskWriter
 
 MAX_SCOPE_DEPTH = 63
+
+
+@dataclass(frozen=True)
+class RunSession:
+    """What one run's orchestration API may use of its device."""
+
+    device: Any                                # identity: which tensors belong to this device
+    writer: TaskWriter                         # the host end of the task ring and the heap
+    kernels: list[Kernel]                      # loaded kernels, in kernel-index order
+    kernel_index: dict[Kernel, int]
+    heap_bytes: int
+    wait_completed: Callable[[], None]         # every task submitted so far has finished
+    read: Callable[[Tensor], np.ndarray]       # a copy of a tensor's values
 
 
 class _Frame:
@@ -45,16 +63,34 @@ class _Frame:
 class Runtime:
     """The ``rt`` handed to an orchestration function."""
 
-    def __init__(self, device: Device) -> None:
-        self._dev = device
-        self._w = device._writer
-        self._kidx = device._kernel_index
-        self._what = [f"rt.submit({k.name})" for k in device.kernels]
+    def __init__(self, session: RunSession) -> None:
+        self._s = session
+        self._w = session.writer
+        self._kidx = session.kernel_index
+        self._what = [f"rt.submit({k.name})" for k in session.kernels]
         self._frames: list[_Frame] = []
         self.active = False
         self.tasks = 0
         self._thread = threading.get_ident()       # the run's thread: the only one that may submit
         self._misuse: str | None = None            # first call from another thread, raised by dev.run
+
+    # -- the run's own scope (Device.run) -----------------------------------------------------------
+    def begin_run(self) -> None:
+        """The run starts: its outermost scope (depth 0) opens and the API becomes usable."""
+        self.active = True
+        self._open()
+
+    def end_run(self) -> None:
+        """The orchestration returned: its scope ends (a scope-end record), the API closes."""
+        self._close(self._frames[0], "its scope ended")
+        self.active = False
+
+    def close_scopes(self, why: str) -> None:
+        """The orchestration failed: end every open scope, innermost first -- normally (their
+        records written) if the run goes on to drain, or just forgotten if it is being aborted."""
+        self.active = False
+        while self._frames:
+            self._close(self._frames[-1], why)
 
     # -- scopes ----------------------------------------------------------------------------------
     def _open(self) -> _Frame:
@@ -114,14 +150,14 @@ class Runtime:
         dt = check_dtype(dtype, "rt.make_tensor(dtype=...)")
         fr = self._frames[-1]
         nbytes = math.prod(shape) * dt.itemsize
-        heap = self._dev.platform.heap_bytes
+        heap = self._s.heap_bytes
         if nbytes > heap:
             raise DeviceMemoryError(
                 f"rt.make_tensor(shape={shape}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
                 f"device heap ({_fmt_bytes(heap)}) that runtime tensors live in; raise "
                 f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
                 "a host tensor (dev.empty)")
-        buf = Buffer(self._dev, nbytes, None, True, fr)
+        buf = Buffer(self._s.device, nbytes, None, True, fr)
         fr.buffers.append(buf)
         return Tensor.whole(buf, shape, dt)
 
@@ -208,13 +244,13 @@ class Runtime:
     def synchronize(self) -> None:
         """Wait until every task submitted so far has finished."""
         self._check_active("rt.synchronize()")
-        self._dev._wait_completed()
+        self._s.wait_completed()
 
     def read(self, tensor: Tensor) -> np.ndarray:
         """A numpy copy of a tensor's current values, as the orchestration (the AICPU) reads GM:
         waits for the tasks submitted so far if any are still running."""
         self._check_active("rt.read()")
-        return self._dev.to_host(tensor)
+        return self._s.read(tensor)
 
     # -- checks ----------------------------------------------------------------------------------
     def check_misuse(self) -> None:
@@ -245,7 +281,7 @@ class Runtime:
     def _check_tensors(self, args: tuple | list, what: str) -> list[Buffer]:
         """Validate the tensor arguments; return the runtime buffers this task writes first."""
         new: list[Buffer] = []
-        dev = self._dev
+        dev = self._s.device
         for i, a in enumerate(args):
             t = a.tensor
             b = t.buf

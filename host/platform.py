@@ -7,6 +7,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from device.codec import LANES
+
 MiB = 1 << 20
 GiB = 1 << 30
 A2A3_BLOCKS = 24                # clusters of the a2a3 chip
@@ -79,7 +81,7 @@ class Platform:
 
     @property
     def cores(self) -> int:
-        return 3 * self.blocks
+        return LANES * self.blocks
 
     def replace(self, **changes: object) -> Platform:
         return dataclasses.replace(self, **changes)

@@ -43,8 +43,8 @@ class Sem:
 
 class Bench:
     def __init__(self, blocks: int = 1, window: int = 64, heap: int = 1 << 16, gm: int = 1 << 20,
-                 kernels: tuple = ("k_aic", "k_aiv", "k_mixed"), shapes: tuple = (SHAPE_AIC, SHAPE_AIV, SHAPE_AIC_AIV_X2),
-                 timestamps: bool = True) -> None:
+                 kernels: tuple = ("k_aic", "k_aiv", "k_mixed"),
+                 shapes: tuple = (SHAPE_AIC, SHAPE_AIV, SHAPE_AIC_AIV_X2), timestamps: bool = True) -> None:
         lay = self.lay = L.Layout(3 * blocks, window, 2, heap)
         self.ctrl = memoryview(bytearray(lay.nbytes))
         self.q, self.f = self.ctrl.cast("q"), self.ctrl.cast("d")
@@ -90,7 +90,7 @@ class Bench:
             mb = self.lay.mailbox(c)
             for i in range(self.tails[c], self.q[mb]):
                 e = self.q[mb + 1 + i % self.lay.depth]
-                out.append((e >> 2, e & 3, c))
+                out.append((C.entry_tid(e), C.entry_part(e), c))
         return out
 
     def finish(self, core: int, status: int = C.STATUS_OK) -> int:
@@ -98,7 +98,7 @@ class Bench:
         mb = self.lay.mailbox(core)
         assert self.q[mb] > self.tails[core], f"nothing posted to core {core}"
         e = self.q[mb + 1 + self.tails[core] % self.lay.depth]
-        tid, part = e >> 2, e & 3
+        tid, part = C.entry_tid(e), C.entry_part(e)
         t = self.lay.ts(tid)
         self.q[t + C.T_START0 + 2 * part] = self.q[t + C.T_DISPATCH] + 1
         self.q[t + C.T_END0 + 2 * part] = self.q[t + C.T_DISPATCH] + 2

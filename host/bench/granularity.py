@@ -68,7 +68,7 @@ def run(blocks: list[int], sizes: list[float], rounds: int, work_s: float = 0.5,
     rows = []
     with common.progress("granularity", len(blocks) * len(sizes)) as advance:
         for b in blocks:
-            P = min(3 * b, cpus)
+            P = min(Platform(blocks=b).cores, cpus)
             with Device(Platform(blocks=b), kernels=[busy]) as dev:
                 dev.run(orch, 200, 0)                      # warm-up
                 for us in sizes:
