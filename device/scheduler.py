@@ -55,6 +55,7 @@ from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_A
 
 # Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
+MEASURE_EVERY = 64          # retired records between looks at how long tasks take
 INGEST_BATCH = 256          # records per step before the scheduler goes back to dispatching
 ORPHAN_CHECK_NS = 500_000_000
 
@@ -92,6 +93,7 @@ class Scheduler:
         self.sanitize = ArgDecoder(ctx.q, ctx.f, ctx.ctrl_buf, ctx.gm_buf) if ctx.sanitize else None
         self.discard = False
         self.accounted = 0
+        self.measured = 0
         self.account_batch = max(1, min(256, lay.window // 8))
         self.nfreed = 0
         self.free_off, self.free_mask = lay.free_off, lay.free_slots - 1
@@ -221,8 +223,8 @@ class Scheduler:
         if not done:
             return False
         tasks, q = self.tasks, self.q
-        now = time.perf_counter_ns() if self.ts_on else 0
-        tasks.ready_ns = now
+        # Read after the done counters: a task's end stamp is never later than its done stamp.
+        now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
         for e in done:
             tid = e >> C.ENTRY_SHIFT
@@ -369,7 +371,9 @@ class Scheduler:
             return False
         if tasks.retired - self.accounted >= self.account_batch:
             self.flush_retired()
-            self.cores.measure()
+        if tasks.retired - self.measured >= MEASURE_EVERY:
+            self.measured = tasks.retired
+            self.cores.measure()               # short or long tasks? (device/cores.py)
         return True
 
     def flush_retired(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from collections.abc import Sequence
 
@@ -23,16 +22,9 @@ import numpy as np
 
 from host.cliargs import count, listed, number
 from host.platform import A2A3_BLOCKS, MAX_TASK_WINDOW
+from host.run import run_with_progress
+from kernels import catalogue
 from kernels.paged_attention.cases import CASES
-
-
-def _progress(dev, label: str, stop: threading.Event) -> None:
-    """Finished / submitted records of a device while a run is going, as a progress bar."""
-    from host.bench.common import progress
-    with progress(label, 0) as step:
-        while not stop.wait(0.2):
-            done, submitted = dev.progress()
-            step(done=done, total=submitted)
 
 
 def _say(msg: str) -> None:
@@ -116,18 +108,9 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
             golden_s = time.perf_counter() - t2
         for variant in variants:
             before = dev.stats()
-            stop = threading.Event()
-            th = threading.Thread(target=_progress, args=(dev, variant, stop), daemon=True)
-            th.start()
-            t3 = time.perf_counter()
-            try:
-                shape = dev.run(pa.orchestrate, data["query"], data["key_cache"], data["value_cache"],
-                                data["block_table"], data["context_lens"], data["out"],
-                                scale=data["scale"], variant=variant, unroll=unroll)
-            finally:
-                stop.set()
-                th.join()
-            run_s = time.perf_counter() - t3
+            shape, run_s = run_with_progress(dev, variant, lambda v=variant: dev.run(
+                pa.orchestrate, data["query"], data["key_cache"], data["value_cache"], data["block_table"],
+                data["context_lens"], data["out"], scale=data["scale"], variant=v, unroll=unroll), True)
             after = dev.stats()
             counts = {k: v["tasks"] - before["kernels"].get(k, {}).get("tasks", 0)
                       for k, v in after["kernels"].items()}
@@ -240,6 +223,24 @@ def cmd_stress(a: argparse.Namespace) -> int:
     return 0 if v["ok"] else 1
 
 
+def cmd_run(a: argparse.Namespace) -> int:
+    from host import run as runner
+    rows = runner.run(a.workload, a.case, a.variant, blocks=a.blocks, rounds=a.rounds, seed=a.seed,
+                      inline=a.inline, trace=a.trace, record=a.record, predict=a.predict, check=not a.no_check,
+                      log=_say)
+    if a.json:
+        from host.bench import common
+        common.write_json(common.results("run", vars(a) | {"fn": None}, rows, {}), a.json)
+        _say(f"results written to {a.json}")
+    return 0 if all(r.get("pass", True) for r in rows) else 1
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from host import run as runner
+    _say(runner.listing(a.counts))
+    return 0
+
+
 def cmd_cases(a: argparse.Namespace) -> int:
     import kernels.paged_attention as pa
     for name, p in pa.CASES.items():
@@ -325,6 +326,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=_power_of_two, default=16)
     s.add_argument("--heap-kib", type=count(4), default=16)
     s.set_defaults(fn=cmd_stress)
+
+    r = sub.add_parser("run", help="run a catalogue workload on an emulated device and check it")
+    r.add_argument("workload", choices=catalogue.names(), metavar="WORKLOAD", help="see `ptoemu list`")
+    r.add_argument("--case", default=None, help="case name, or all (default: the workload's smallest)")
+    r.add_argument("--variant", default=None, help="variant, or all (default: the workload's first)")
+    r.add_argument("--blocks", type=count(1, A2A3_BLOCKS), default=24, help="device blocks")
+    r.add_argument("--rounds", type=count(1), default=1, help="run the orchestration this many times")
+    r.add_argument("--seed", type=count(0), default=0)
+    r.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    r.add_argument("--no-check", action="store_true", help="skip the golden comparison")
+    r.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
+    r.add_argument("--record", default=None, metavar="FILE", help="record the task graph to FILE")
+    r.add_argument("--predict", action="store_true", help="also predict each run's a2a3 time")
+    r.add_argument("--json", help="write the result rows as JSON to this file")
+    r.set_defaults(fn=cmd_run)
+
+    ls = sub.add_parser("list", help="the workload catalogue: cases, task counts, features")
+    ls.add_argument("--counts", action="store_true",
+                    help="count the tasks of every case by running its orchestration dry (no kernels)")
+    ls.set_defaults(fn=cmd_list)
 
     c = sub.add_parser("cases", help="list the paged-attention cases")
     c.set_defaults(fn=cmd_cases)

@@ -80,12 +80,14 @@ class Device:
     record      keep the task graph of every run (host/graph.py) for ``dev.graph()``; a path:
                 also write it there (JSON Lines, ``.gz`` to compress) at close -- the input of
                 ``ptoemu predict``
+    dry_run     with ``inline``: tasks are packed, tracked and counted, but no kernel runs
+                (``ptoemu list --counts`` counts a full-size case this way in seconds)
     """
 
     def __init__(self, platform: Platform | None = None, kernels: Iterable[Kernel | str] = (), *,
                  timestamps: bool = True, trace: bool | str = False, sanitize: bool = False,
                  schedule: str = "fifo", seed: int = 0, jitter_us: float = 0.0,
-                 inline: bool = False, record: bool | str = False) -> None:
+                 inline: bool = False, record: bool | str = False, dry_run: bool = False) -> None:
         if platform is None:
             platform = Platform()
         if not isinstance(platform, Platform):
@@ -96,6 +98,8 @@ class Device:
             raise TypeError(f"Device(seed=...) expects an int, got {type(seed).__name__}")
         if not isinstance(jitter_us, (int, float)) or jitter_us < 0:
             raise ValueError(f"Device(jitter_us={jitter_us!r}): expected a number >= 0")
+        if dry_run and not inline:
+            raise ValueError("Device(dry_run=True) needs inline=True: a process device always runs its kernels")
         self.platform = platform
         self.kernels = resolve(kernels)
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
@@ -120,7 +124,7 @@ class Device:
             with no_interrupts():      # a Ctrl-C now is raised once the device is whole
                 self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
                                       sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us,
-                                      record=bool(record))
+                                      record=bool(record), dry_run=dry_run)
                 self._finalizer = weakref.finalize(self, self._engine.stop)
         except BaseException:
             if hasattr(self, "_finalizer"):      # whole, then interrupted: nobody will get to close it

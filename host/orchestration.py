@@ -68,6 +68,7 @@ class Runtime:
         self._w = session.writer
         self._kidx = session.kernel_index
         self._what = [f"rt.submit({k.name})" for k in session.kernels]
+        self._specs: dict[tuple, tuple] = {}       # make_tensor: (shape, dtype) -> checked spec
         self._frames: list[_Frame] = []
         self.active = False
         self.tasks = 0
@@ -145,21 +146,36 @@ class Runtime:
     def make_tensor(self, shape: Any, dtype: Any = np.float32) -> Tensor:
         """A runtime tensor; it gets GM from the heap ring when the first task that writes it
         (``Out``) is submitted, and lives until the end of the current scope."""
-        self._check_active("rt.make_tensor()")
-        shape = check_shape(shape, "rt.make_tensor(shape=...)")
-        dt = check_dtype(dtype, "rt.make_tensor(dtype=...)")
+        if not self.active or threading.get_ident() != self._thread:
+            self._check_active("rt.make_tensor()")
+        try:
+            spec = self._specs.get((shape, dtype))     # (shape, dtype, nbytes), checked once
+        except TypeError:                              # an unhashable shape (a list): no cache
+            spec = None
+        if spec is None:
+            spec = self._tensor_spec(shape, dtype)
         fr = self._frames[-1]
-        nbytes = math.prod(shape) * dt.itemsize
+        buf = Buffer(self._s.device, spec[2], None, True, fr)
+        fr.buffers.append(buf)
+        return Tensor.whole(buf, spec[0], spec[1])
+
+    def _tensor_spec(self, shape: Any, dtype: Any) -> tuple:
+        shape_ = check_shape(shape, "rt.make_tensor(shape=...)")
+        dt = check_dtype(dtype, "rt.make_tensor(dtype=...)")
+        nbytes = math.prod(shape_) * dt.itemsize
         heap = self._s.heap_bytes
         if nbytes > heap:
             raise DeviceMemoryError(
-                f"rt.make_tensor(shape={shape}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
+                f"rt.make_tensor(shape={shape_}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
                 f"device heap ({_fmt_bytes(heap)}) that runtime tensors live in; raise "
                 f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
                 "a host tensor (dev.empty)")
-        buf = Buffer(self._s.device, nbytes, None, True, fr)
-        fr.buffers.append(buf)
-        return Tensor.whole(buf, shape, dt)
+        spec = (shape_, dt, nbytes)
+        try:
+            self._specs[(shape, dtype)] = spec
+        except TypeError:
+            pass
+        return spec
 
     def alloc_tensors(self, *specs: Any) -> list[Tensor]:
         """Allocate runtime tensors with a builtin task that completes without a worker.

@@ -16,6 +16,7 @@ kernel-visible layout; ``packed(dir)`` computes those 16 words once per view and
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import struct
@@ -49,6 +50,7 @@ class Buffer:
         self.why_dead = ""
 
 
+@functools.lru_cache(maxsize=4096)
 def c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     out, acc = [], itemsize
     for n in reversed(shape):
@@ -90,7 +92,7 @@ class Tensor:
     """A view of a device buffer. Make views with ``t[...]`` (integers and step-1 slices),
     ``t.view(shape, offsets)`` and ``t.reshape(shape)``."""
 
-    __slots__ = ("buf", "dtype", "shape", "_sys", "_start", "_fshape", "_drop", "_packed")
+    __slots__ = ("buf", "dtype", "shape", "_sys", "_start", "_fshape", "_drop", "_packed", "_whole")
     is_device_tensor = True
 
     def __init__(self, buf: Buffer, dtype: np.dtype, sys: tuple, start: tuple, fshape: tuple,
@@ -103,12 +105,18 @@ class Tensor:
         self._drop = drop
         self.shape = tuple(n for n, d in zip(fshape, drop) if not d)
         self._packed: list | None = None
+        self._whole = False             # the whole buffer, C order: record words come directly
 
     @classmethod
     def whole(cls, buf: Buffer, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
         nd = len(shape)
-        return cls(buf, dtype, (0, shape, c_strides(shape, dtype.itemsize)), (0,) * nd, shape,
-                   (False,) * nd)
+        t = cls.__new__(cls)            # (the common case: every runtime tensor starts here)
+        t.buf, t.dtype, t.shape, t._fshape = buf, dtype, shape, shape
+        t._sys = (0, shape, c_strides(shape, dtype.itemsize))
+        t._start, t._drop = (0,) * nd, (False,) * nd
+        t._packed = None
+        t._whole = True
+        return t
 
     # -- numpy-like attributes -------------------------------------------------------------------
     @property
@@ -239,11 +247,15 @@ class Tensor:
     def packed(self, d: int) -> tuple:
         """The 16 record words of this view as argument direction ``d`` (buffer must be placed)."""
         buf = self.buf
-        lo, hi = self.span_rel()
         g = buf.gm
         nd = len(self._fshape)
-        drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
-        meta = C.pack_meta(d, self.is_contiguous(), self.dtype, nd, drop)
+        if self._whole:
+            lo, hi, drop, contiguous = 0, buf.nbytes, 0, True
+        else:
+            lo, hi = self.span_rel()
+            drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
+            contiguous = self.is_contiguous()
+        meta = C.pack_meta(d, contiguous, self.dtype, nd, drop)
         pad = (0,) * (C.MAX_DIMS - nd)
         return ((buf.id, meta, lo + g, hi + g, buf.owner, self._sys[0] + g)
                 + self._fshape + pad + self._sys[2] + pad)

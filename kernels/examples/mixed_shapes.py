@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from kernels import AIC, AIV, Mixed, Out, core_info, kernel
+from kernels.workload import Alloc, Workload
 
 
 def _record(out, tag: int, row: int) -> None:
@@ -78,15 +79,17 @@ def check(result: np.ndarray) -> list[str]:
     return bad
 
 
-def main() -> None:
-    from host import Device, Platform
-    with Device(Platform(blocks=4), kernels=[__name__]) as dev:
-        out = dev.zeros((10 * len(SHAPES), 3, 4), np.int64)
-        dev.run(orchestrate, out, 10)
-        bad = check(dev.to_host(out))
-        print(dev.stats())
-    print("mixed_shapes:", "PASS" if not bad else "FAIL\n" + "\n".join(bad))
+def _build(params: dict, seed: int, alloc: Alloc) -> dict:
+    out = alloc((params["rounds"] * len(SHAPES), 3, 4), np.int64)
+    out[...] = 0
+    return {"out": out}
 
 
-if __name__ == "__main__":
-    main()
+WORKLOAD = Workload(
+    name="mixed_shapes", summary="one task of each of the five core shapes, recording where each part ran",
+    features=("AIC", "AIV", "AIV_X2", "AIC_AIV", "AIC_AIV_X2", "core_info"),
+    cases={"small": {"rounds": 2}, "Default": {"rounds": 10}},
+    build=_build, outputs=(),
+    orchestrate=lambda rt, t, p, variant: orchestrate(rt, t["out"], p["rounds"]),
+    golden=lambda before, p, variant: {},
+    check=lambda after, before, p: check(after["out"]), kernels=(__name__,))

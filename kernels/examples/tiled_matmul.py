@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIC, AIV, In, InOut, Out, kernel
+from kernels.workload import Alloc, Workload
 
 
 @kernel(AIC)
@@ -57,18 +58,21 @@ def reference(a: np.ndarray, b: np.ndarray, tile: int = 64) -> np.ndarray:
     return c
 
 
-def main() -> None:
-    from host import Device, Platform
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((256, 384)).astype(np.float32)
-    b = rng.standard_normal((384, 192)).astype(np.float32)
-    with Device(Platform(blocks=4), kernels=[__name__]) as dev:
-        c = dev.empty((256, 192), np.float32)
-        dev.run(orchestrate, dev.to_device(a), dev.to_device(b), c)
-        ok = np.allclose(dev.to_host(c), a @ b, rtol=1e-4, atol=1e-4)
-        print(dev.stats())
-    print("tiled_matmul:", "PASS" if ok else "FAIL")
+def _build(params: dict, seed: int, alloc: Alloc) -> dict:
+    rng = np.random.default_rng(seed)
+    m, k, n = params["m"], params["k"], params["n"]
+    arrays = {"a": alloc((m, k), np.float32), "b": alloc((k, n), np.float32), "c": alloc((m, n), np.float32)}
+    arrays["a"][...] = rng.standard_normal((m, k))
+    arrays["b"][...] = rng.standard_normal((k, n))
+    arrays["c"][...] = 0
+    return arrays
 
 
-if __name__ == "__main__":
-    main()
+WORKLOAD = Workload(
+    name="tiled_matmul", summary="C = A @ B: AIC tile matmuls, AIV adds accumulating each output tile",
+    features=("views", "runtime tensors", "scopes", "Out then InOut chains"),
+    cases={"small": {"m": 128, "k": 192, "n": 128, "tile": 64}, "Default": {"m": 512, "k": 512, "n": 512, "tile": 64}},
+    build=_build, outputs=("c",),
+    orchestrate=lambda rt, t, p, variant: orchestrate(rt, t["a"], t["b"], t["c"], tile=p["tile"]),
+    golden=lambda before, p, variant: {"c": before["a"] @ before["b"]},
+    tolerance=(1e-4, 1e-4), kernels=(__name__,))

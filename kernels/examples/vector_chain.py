@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIV, In, Out, kernel
+from kernels.workload import Alloc, Workload
 
 
 @kernel(AIV)
@@ -46,17 +47,21 @@ def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a + b + 1) * (a + b + 2)
 
 
-def main() -> None:
-    from host import Device, Platform
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal(1 << 16).astype(np.float32)
-    b = rng.standard_normal(1 << 16).astype(np.float32)
-    with Device(Platform(blocks=4), kernels=[__name__]) as dev:
-        out = dev.empty(a.shape, np.float32)
-        dev.run(orchestrate, dev.to_device(a), dev.to_device(b), out)
-        ok = np.allclose(dev.to_host(out), reference(a, b), rtol=1e-5)
-        print(dev.stats())
-    print("vector_chain:", "PASS" if ok else "FAIL")
+def _build(params: dict, seed: int, alloc: Alloc) -> dict:
+    rng = np.random.default_rng(seed)
+    n = params["n"]
+    arrays = {"a": alloc((n,), np.float32), "b": alloc((n,), np.float32), "out": alloc((n,), np.float32)}
+    arrays["a"][...] = rng.standard_normal(n)
+    arrays["b"][...] = rng.standard_normal(n)
+    arrays["out"][...] = 0
+    return arrays
 
-if __name__ == "__main__":
-    main()
+
+WORKLOAD = Workload(
+    name="vector_chain", summary="(a+b+1)*(a+b+2) element-wise through runtime tensors, tile by tile",
+    features=("runtime tensors", "scopes", "views"),
+    cases={"small": {"n": 4096, "tile": 1024}, "Default": {"n": 1 << 16, "tile": 1024}},
+    build=_build, outputs=("out",),
+    orchestrate=lambda rt, t, p, variant: orchestrate(rt, t["a"], t["b"], t["out"], tile=p["tile"]),
+    golden=lambda before, p, variant: {"out": reference(before["a"], before["b"])},
+    tolerance=(1e-5, 1e-6), kernels=(__name__,))

@@ -91,6 +91,10 @@ def _gather_blocks_f32(cache: np.ndarray, block_ids: np.ndarray) -> np.ndarray:
     if kv_heads != 1:
         raise ValueError(f"paged attention kernels support kv_heads == 1, cache has shape {cache.shape}")
     ids = np.asarray(block_ids).reshape(-1)
+    if ids.size == 1:                 # one block (unroll 1): a plain view, cast once, no gather copy
+        out1 = _scratch("kv", (block_size, head_dim), np.float32)
+        out1[...] = cache[int(ids[0]), :, 0, :]
+        return out1
     out = _scratch("kv", (ids.size, block_size, head_dim), np.float32)
     out[...] = cache[ids, :, 0, :]
     return out.reshape(ids.size * block_size, head_dim)

@@ -1,0 +1,227 @@
+"""Running catalogue workloads on a device and checking them: what ``ptoemu run`` does.
+
+    run(name, case, variant, ...)
+      for each case:  Device(platform the case needs) ─▶ build the arrays in device memory
+                      (dev.empty + host_view: no host copy of a large input) ─▶ snapshot the ones
+                      a run may change ─▶ golden from the snapshot (timed)
+        for each variant, each round:
+                      restore the snapshot ─▶ dev.run(orchestrate) (timed, progress bar)
+                      ─▶ outputs against the golden (max abs / rel error, tolerance) + check()
+      ──▶ one row per (case, variant): tasks by kernel, device time, golden time, PASS / FAIL
+
+Arrays below SNAPSHOT_BYTES are snapshotted whatever the workload says (a kernel may update an
+input in place); larger ones must be read-only unless they are listed as outputs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from host.device import Device
+from host.platform import Platform
+from kernels import catalogue
+from kernels.workload import Workload
+
+SNAPSHOT_BYTES = 16 << 20
+
+
+def _progress(dev: Device, label: str, stop: threading.Event) -> None:
+    """Finished / submitted records of a device while a run is going, as a progress bar."""
+    from host.bench.common import progress
+    with progress(label, 0) as step:
+        while not stop.wait(0.2):
+            done, submitted = dev.progress()
+            step(done=done, total=submitted)
+
+
+def run_with_progress(dev: Device, label: str, fn: Callable[[], Any], show: bool) -> tuple[Any, float]:
+    """``fn()`` (a dev.run), with a progress bar if ``show``; returns its result and wall time."""
+    stop = threading.Event()
+    th = threading.Thread(target=_progress, args=(dev, label, stop), daemon=True) if show else None
+    if th:
+        th.start()
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+    finally:
+        stop.set()
+        if th:
+            th.join()
+    return result, time.perf_counter() - t0
+
+
+def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: tuple[float, float]) -> dict:
+    """Max abs and rel error over every output, and whether all are within (rtol, atol)."""
+    rtol, atol = tol
+    max_abs = max_rel = 0.0
+    ok = True
+    for k, w in want.items():
+        g = np.asarray(got[k], np.float64)
+        w = np.asarray(w, np.float64)
+        err = np.abs(g - w)
+        if err.size:
+            max_abs = max(max_abs, float(np.nanmax(err)) if not np.isnan(err).all() else float("nan"))
+            max_rel = max(max_rel, float(np.nanmax(err / np.maximum(np.abs(w), 1e-12))))
+        ok &= bool(np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=False)) and g.shape == w.shape
+    return {"max_abs": max_abs, "max_rel": max_rel, "pass": ok}
+
+
+def run(name: str, case: str | None = None, variant: str | None = None, *, blocks: int = 24,
+        rounds: int = 1, seed: int = 0, inline: bool = False, trace: str | None = None,
+        record: str | None = None, predict: bool = False, check: bool = True, progress: bool = True,
+        log: Callable[[str], None] = print) -> list[dict]:
+    """Run a catalogue workload (``case`` "all" for every case, ``variant`` "all" for every
+    variant); one result row per (case, variant)."""
+    wl = catalogue.load(name)
+    cases = list(wl.cases) if case == "all" else [case or wl.smallest]
+    for c in cases:
+        wl.case(c)                                      # a clear error before anything starts
+    variants = list(wl.variants) if variant == "all" else [variant or wl.variants[0]]
+    for v in variants:
+        if v not in wl.variants:
+            raise ValueError(f"workload {wl.name}: unknown variant {v!r}; variants: {', '.join(wl.variants)}")
+    rows = []
+    for c in cases:
+        rows += _run_case(wl, c, variants, blocks=blocks, rounds=rounds, seed=seed, inline=inline,
+                          trace=trace, record=record, predict=predict, check=check, progress=progress, log=log)
+    return rows
+
+
+def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, rounds: int, seed: int,
+              inline: bool, trace: str | None, record: str | None, predict: bool, check: bool, progress: bool,
+              log: Callable[[str], None]) -> list[dict]:
+    params = wl.case(case)
+    platform = Platform(blocks=blocks, **(wl.platform(params) if wl.platform else {}))
+    log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
+        f"{platform.blocks} blocks ({platform.cores} cores){' inline' if inline else ''}")
+    rows = []
+    with Device(platform, kernels=list(wl.kernels), inline=inline, trace=trace or False,
+                record=record or predict) as dev:
+        t0 = time.perf_counter()
+        made: dict[int, Any] = {}
+
+        def alloc(shape: tuple, dtype: Any) -> np.ndarray:
+            t = dev.empty(shape, dtype)
+            view = dev.host_view(t)
+            made[id(view)] = t
+            return view
+
+        arrays = wl.build(params, seed, alloc)
+        tensors = {k: made[id(v)] for k, v in arrays.items()}
+        before = {k: (v.copy() if k in wl.outputs or v.nbytes <= SNAPSHOT_BYTES else v) for k, v in arrays.items()}
+        log(f"  inputs built in device memory in {time.perf_counter() - t0:.2f} s "
+            f"({sum(v.nbytes for v in arrays.values()) / 2**20:.1f} MiB)")
+        for variant in variants:
+            want, golden_s = None, None
+            if check and wl.outputs:
+                t1 = time.perf_counter()
+                want = wl.golden(before, params, variant)
+                golden_s = time.perf_counter() - t1
+            for r in range(rounds):
+                for k, v in before.items():             # every round starts from the same state
+                    if v is not arrays[k]:
+                        arrays[k][...] = v
+                s0 = dev.stats()
+                info, wall = run_with_progress(
+                    dev, f"{variant}" + (f" round {r + 1}" if rounds > 1 else ""),
+                    lambda v=variant: dev.run(wl.orchestrate, tensors, params, v), progress)
+                s1 = dev.stats()
+                row = _row(wl, case, variant, r, info, wall, s0, s1, golden_s)
+                if want is not None:
+                    got = {k: dev.to_host(tensors[k]) for k in want}
+                    row.update(compare(got, want, wl.tolerance))
+                if check and wl.check:
+                    after = {k: dev.to_host(t) for k, t in tensors.items() if t.nbytes <= SNAPSHOT_BYTES}
+                    problems = wl.check(after, before, params)
+                    row["problems"] = problems
+                    row["pass"] = row.get("pass", True) and not problems
+                if predict:
+                    from host.predict import predict as predict_graph
+                    g = dev.graph()
+                    pr = predict_graph(g, run=len(g.runs) - 1)
+                    row.update(predicted_a2a3_us=pr.device_us, predicted_bound=pr.bound_resource)
+                _say_row(row, log)
+                rows.append(row)
+    if trace:
+        log(f"trace written to {trace} (open it in https://ui.perfetto.dev)")
+    if record:
+        log(f"task graph recorded to {record} (predict a2a3 time: ptoemu predict {record})")
+    return rows
+
+
+def _row(wl: Workload, case: str, variant: str, rnd: int, info: Any, wall: float, s0: dict, s1: dict,
+         golden_s: float | None) -> dict:
+    counts = {k.rsplit(".", 1)[-1]: v["tasks"] - s0["kernels"].get(k, {}).get("tasks", 0)
+              for k, v in s1["kernels"].items()}
+    counts = {k: n for k, n in counts.items() if n}
+    worker = sum(counts.values())
+    runtime = {k: v - s0["runtime_tasks"].get(k, 0) for k, v in s1["runtime_tasks"].items()}
+    return {"workload": wl.name, "case": case, "variant": variant, "round": rnd, "tasks": worker,
+            "tasks_by_kernel": counts, "runtime_tasks": runtime, "device_s": wall,
+            "tasks_per_s": worker / wall if wall > 0 else 0.0, "golden_s": golden_s,
+            "device_over_golden": wall / golden_s if golden_s else None,
+            "info": info if isinstance(info, dict) else None}
+
+
+def _say_row(row: dict, log: Callable[[str], None]) -> None:
+    head = f"{row['variant']}" + (f" round {row['round'] + 1}" if row["round"] else "")
+    log(f"{head}: {row['tasks']} worker tasks ("
+        + ", ".join(f"{k} {n}" for k, n in sorted(row["tasks_by_kernel"].items()))
+        + f"), runtime tasks {sum(row['runtime_tasks'].values()) - row['runtime_tasks'].get('scope_end', 0)}")
+    line = f"  device run: {row['device_s']:.3f} s ({row['tasks_per_s']:,.0f} tasks/s)"
+    if row["golden_s"]:
+        line += f"; golden {row['golden_s']:.3f} s; device/golden time {row['device_over_golden']:.2f}x"
+    log(line)
+    if "predicted_a2a3_us" in row:
+        log(f"  predicted on an a2a3 chip: {row['predicted_a2a3_us'] / 1e3:.3f} ms ({row['predicted_bound']})")
+    if "max_abs" in row:
+        log(f"  max abs error {row['max_abs']:.3e}, max rel error {row['max_rel']:.3e}: "
+            f"{'PASS' if row['pass'] else 'FAIL'}")
+    elif "pass" in row:
+        log(f"  checked: {'PASS' if row['pass'] else 'FAIL'}")
+    for p in row.get("problems") or []:
+        log(f"  problem: {p}")
+
+
+def listing(counts: bool = False) -> str:
+    """What ``ptoemu list`` prints: every workload with its cases and features; with ``counts``
+    the tasks of each case, by running its orchestration on a dry inline device (no kernels)."""
+    lines = []
+    for name in catalogue.names():
+        wl = catalogue.load(name)
+        lines.append(f"{wl.name}: {wl.summary}")
+        lines.append(f"  features: {', '.join(wl.features) or '-'}; variants: {', '.join(wl.variants)}")
+        for c, params in wl.cases.items():
+            marks = [m for m, s in (("hardware-only in the reference", wl.hardware_only), ("big", wl.big)) if c in s]
+            desc = ", ".join(f"{k} {v}" for k, v in params.items() if k != "name")
+            tail = ""
+            if counts:
+                n = count_tasks(wl, c)
+                tail = f"  [{n:,} tasks]"
+            lines.append(f"  {c}: {desc}" + (f" ({'; '.join(marks)})" if marks else "") + tail)
+    return "\n".join(lines)
+
+
+def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
+    """Worker tasks one run of ``case`` submits, counted by running the orchestration on a dry
+    inline device: the records are packed and tracked, the kernels are not run."""
+    params = wl.case(case)
+    platform = Platform(blocks=1, **(wl.platform(params) if wl.platform else {}))
+    with Device(platform, kernels=list(wl.kernels), inline=True, dry_run=True) as dev:
+        made: dict[int, Any] = {}
+
+        def alloc(shape: tuple, dtype: Any) -> np.ndarray:
+            t = dev.empty(shape, dtype)
+            view = dev.host_view(t)
+            made[id(view)] = t
+            return view
+
+        arrays = wl.build(params, 0, alloc)
+        tensors = {k: made[id(v)] for k, v in arrays.items()}
+        dev.run(wl.orchestrate, tensors, params, variant or wl.variants[0])
+        return sum(v["tasks"] for v in dev.stats()["kernels"].values())

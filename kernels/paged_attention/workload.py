@@ -1,0 +1,54 @@
+"""Paged attention (the reference's ``paged_attention_unroll``) as a catalogue workload.
+
+    build      generate_inputs(case) in the runner's memory + ``out`` (batch*heads, head_dim) fp32
+    run        orchestrate(..., variant=hub | first_output | alloc, unroll=the case's)
+    golden     the vectorised chunked online-softmax model (golden.py)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kernels.paged_attention.cases import CASES, case_params, generate_inputs
+from kernels.paged_attention.golden import golden
+from kernels.paged_attention.orchestration import orchestrate
+from kernels.workload import Alloc, Workload
+
+INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
+
+
+def _build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
+    inp = generate_inputs(params, seed, alloc=alloc)
+    batch, heads, head_dim = inp["query"].shape
+    out = alloc((batch * heads, head_dim), np.float32)
+    out[...] = 0
+    return {**{n: inp[n] for n in INPUTS}, "out": out}
+
+
+def _orchestrate(rt: Any, t: dict, params: dict[str, Any], variant: str) -> dict:
+    return orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=_scale(params), variant=variant,
+                       unroll=params.get("unroll", 64))
+
+
+def _golden(before: dict[str, np.ndarray], params: dict[str, Any], variant: str) -> dict[str, np.ndarray]:
+    return {"out": golden(*(before[n] for n in INPUTS), _scale(params), unroll=params.get("unroll", 64))}
+
+
+def _scale(params: dict[str, Any]) -> float:
+    return float(params.get("scale", 1.0 / np.sqrt(params["head_dim"])))
+
+
+_ORDER = ("small", "ctx_not_multiple", "ctx_lt_block", "ctx_one_block", "ctx_one_token", "mixed_lens",
+          "heads_256", "heads_192", "blocks_not_multiple_unroll", "unroll_1", "unroll_ge_blocks", "ref_scale",
+          "case1_b2", "Case3", "Case1", "Case2")
+
+WORKLOAD = Workload(
+    name="paged_attention_unroll",
+    summary="decode attention over a paged KV cache, N_UNROLL blocks per task: QK -> SF -> PV -> UP",
+    features=("runtime tensors", "scopes", "views", "scalar arrays", "alloc_tensors (variant alloc)"),
+    cases={n: case_params(n) for n in _ORDER if n in CASES},
+    build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
+    tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc"), kernels=("kernels.paged_attention",),
+    big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll")
