@@ -6,13 +6,17 @@ both engines.
                 instead of a dozen Python reads), in batches -- the host only gets the slots
                 back (RETIRED) once their times are read
     inline      add(kernel, status, exec_ns): one task at a time, as it runs
-    both        report() ──▶ {"kernels": {name: {tasks, exec_ns, skipped, errors}},
-                             "runtime_tasks": {alloc, scope_end}, "records", "timed_tasks",
+    both        report() ──▶ {"kernels": {name: {tasks, exec_ns, skipped, errors, predicate_false}},
+                             "runtime_tasks": {alloc, scope_end, dummy, tensor_data (the
+                             rt.get/set_tensor_data waits)}, "records", "timed_tasks",
                              "phase_ns": {submit_to_ready, ready_to_dispatch, dispatch_to_start,
                                           execute, end_to_seen}, "scheduler_busy_ns",
                              "scheduler_loops", "scheduler_phase_ns"}
 
-Trace rows (codec.TRACE_COLUMNS) are kept only when tracing; ``take_rows`` hands them over.
+``tasks`` counts the tasks that ran; ``predicate_false`` the ones whose predicate was false (they
+completed without a core), ``skipped`` the ones a failure discarded. Trace rows
+(codec.TRACE_COLUMNS) are kept only when tracing -- one per task that ran or whose predicate
+was false (no core, start = end = its dispatch) -- and ``take_rows`` hands them over.
 """
 
 from __future__ import annotations
@@ -32,19 +36,20 @@ class Accounting:
         self.exec_ns = [0] * nk
         self.skipped = [0] * nk
         self.errors = [0] * nk
+        self.pred_false = [0] * nk
         self.phase = [0] * len(PHASES)
         self.timed = 0
         self.rows: list[np.ndarray] | None = [] if tracing else None
         # filled in by the owner: runtime records, loop counters
-        self.n_alloc = self.n_scope = self.records = 0
+        self.n_alloc = self.n_scope = self.n_dummy = self.n_probe = self.records = 0
         self.busy_ns = self.loops = 0
         self.loop_phases: dict | None = None
 
     def add(self, kernel: int, status: int, exec_ns: int = 0) -> None:
         """One task, counted as it finishes (the inline engine)."""
         (self.count if status == C.STATUS_OK else self.errors if status == C.STATUS_ERROR
-         else self.skipped)[kernel] += 1
-        if status != C.STATUS_SKIPPED and exec_ns:
+         else self.pred_false if status == C.STATUS_PRED_FALSE else self.skipped)[kernel] += 1
+        if status <= C.STATUS_ERROR and exec_ns:
             self.exec_ns[kernel] += exec_ns
             self.phase[3] += exec_ns
             self.timed += 1
@@ -60,13 +65,15 @@ class Accounting:
         status = ts[:, C.T_STATUS]
         nk = len(self.count)
         for arr, st in ((self.count, C.STATUS_OK), (self.errors, C.STATUS_ERROR),
-                        (self.skipped, C.STATUS_SKIPPED)):
+                        (self.skipped, C.STATUS_SKIPPED), (self.pred_false, C.STATUS_PRED_FALSE)):
             c = np.bincount(k[status == st], minlength=nk)
             for i in np.flatnonzero(c):
                 arr[i] += int(c[i])
         if not timestamps:
             return
-        ran = status != C.STATUS_SKIPPED
+        if self.rows is not None and (status == C.STATUS_PRED_FALSE).any():
+            self._pred_false_rows(rec, ts, k, tids, status == C.STATUS_PRED_FALSE)
+        ran = status <= C.STATUS_ERROR
         rec, ts, k, tids = rec[ran], ts[ran], k[ran], tids[ran]
         if not len(k):
             return
@@ -94,6 +101,15 @@ class Accounting:
                 ts[:, C.T_DONE], ts[:, C.T_STATUS], cores, np.where(valid, starts, 0),
                 np.where(valid, ends, 0)]))
 
+    def _pred_false_rows(self, rec: np.ndarray, ts: np.ndarray, k: np.ndarray, tids: np.ndarray,
+                         sel: np.ndarray) -> None:
+        rec, ts, k, tids = rec[sel], ts[sel], k[sel], tids[sel]
+        n = len(k)
+        none, at = np.full((n, 3), -1, np.int64), np.repeat(ts[:, C.T_DISPATCH:C.T_DISPATCH + 1], 3, 1)
+        self.rows.append(np.column_stack([
+            tids, k, rec[:, C.H_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], ts[:, C.T_DISPATCH],
+            ts[:, C.T_DONE], ts[:, C.T_STATUS], none, at, at]))
+
     def take_rows(self) -> np.ndarray:
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(C.TRACE_COLUMNS)), np.int64)
         if self.rows is not None:
@@ -104,10 +120,12 @@ class Accounting:
         names = self.names
         return {
             "kernels": {names[k]: {"tasks": self.count[k], "exec_ns": self.exec_ns[k],
-                                   "skipped": self.skipped[k], "errors": self.errors[k]}
+                                   "skipped": self.skipped[k], "errors": self.errors[k],
+                                   "predicate_false": self.pred_false[k]}
                         for k in range(len(names))
-                        if self.count[k] or self.skipped[k] or self.errors[k]},
-            "runtime_tasks": {"alloc": self.n_alloc, "scope_end": self.n_scope},
+                        if self.count[k] or self.skipped[k] or self.errors[k] or self.pred_false[k]},
+            "runtime_tasks": {"alloc": self.n_alloc, "scope_end": self.n_scope, "dummy": self.n_dummy,
+                              "tensor_data": self.n_probe},
             "records": self.records,
             "timed_tasks": self.timed,
             "phase_ns": dict(zip(PHASES, self.phase)),

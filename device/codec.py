@@ -7,17 +7,21 @@ the host and by every device process alike.
 
     task record      REC_WORDS int64 words; the host writes it, scheduler and workers read it
       header         H_* words (below)
-      tensors        MAX_TENSORS x ARG_WORDS: [buffer id, meta, lo, hi, owner tid, base,
-                     shape[5], strides[5]]; meta packs direction, contiguity, dtype, ndim and the
-                     dims indexed away (pack_meta / unpack_meta); lo/hi bound the bytes the view
-                     covers in GM; shape/strides are the footprint box in the coordinates of
-                     ``base``
+      tensors        ARG_SLOTS x ARG_WORDS: [buffer id, meta, lo, hi, owner tid, base,
+                     shape[5], strides[5]]; meta packs direction, contiguity, no-tracking, dtype,
+                     ndim and the dims indexed away (pack_meta / unpack_meta); lo/hi bound the
+                     bytes the view covers in GM; shape/strides are the footprint box in the
+                     coordinates of ``base``. H_NTENSORS of them reach the kernel; a predicate's
+                     operand (a one-element view) follows them
       tags           MAX_SCALARS bytes: TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_ARRAY + dtype code
       values         VALUE_WORDS words: an int/float/bool takes one, an array its length then
                      its elements (int64 or float64 on the wire)
-    mailbox entry    ``tid << 3 | gated << 2 | part``: part 0 = the AIC function, 1/2 = the vector
-                     functions; gated = posted early, behind its producers on the same core
-                     (skipped if one of this core's tasks failed in the meantime)
+    mailbox entry    ``tid << 19 | spmd << 18 | block << 3 | gated << 2 | part``: part 0 = the
+                     AIC function, 1/2 = the vector functions; spmd + block = a block of a
+                     multi-block task and its index; gated = posted
+                     early, behind its producers on the same core (skipped if one of this core's
+                     tasks failed in the meantime)
+    dep pool         task ids of explicit dependencies (a ring of words, layout.py)
     core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (core_of/block_of/...)
     time row         TS_WORDS words per task slot: when each phase happened (ns) and the status
     trace rows       TRACE_COLUMNS, one row per retired task (device/accounting.py)
@@ -50,33 +54,49 @@ HEAP_ALIGN = 1024             # every runtime tensor starts on this boundary, as
 
 # --- task record -----------------------------------------------------------------------------------
 (H_TID, H_KIND, H_KERNEL, H_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
- H_SUBMIT_NS, H_NVALS, H_AUX) = range(12)
+ H_SUBMIT_NS, H_NVALS, H_AUX, H_NDEPS, H_DEPS_AT, H_BLOCKS, H_PRED_OP, H_PRED_VAL) = range(17)
 # H_DEPTH  scope depth it was submitted at;  H_HOLD  the scope depth whose end releases the heap
 # space this record allocated (where its tensors were made);  H_AUX  a scope end's depth
-HEADER_WORDS = 16
-KIND_TASK, KIND_SCOPE_END, KIND_ALLOC = 0, 1, 2
-KIND_NAMES = ("task", "scope_end", "alloc")
+# H_NDEPS / H_DEPS_AT  explicit dependencies (rt.submit(deps=...)): that many task ids in the dep
+#          pool from position H_DEPS_AT on (layout.py; the pool is a ring, positions grow forever)
+# H_BLOCKS  SPMD: logical blocks (1 for a plain task, 0 for records that run on no core)
+# H_PRED_OP / H_PRED_VAL  predicate: PRED_* code, and the compared value's bytes in the operand's
+#          dtype (little-endian, zero-padded); the operand is the hidden argument after the tensors
+HEADER_WORDS = 24
+KIND_TASK, KIND_SCOPE_END, KIND_ALLOC, KIND_DUMMY = 0, 1, 2, 3
+KIND_NAMES = ("task", "scope_end", "alloc", "dummy")
 FLAG_HEAP = 1                 # the record allocated heap space (device/lifetime.py)
+FLAG_MANUAL = 2               # submitted inside rt.scope(manual=True)
+FLAG_SYNC = 4                 # SPMD: all blocks start together (sync_start)
+FLAG_PRED = 8                 # predicated: the operand is argument H_NTENSORS (hidden)
+FLAG_PROBE = 16               # a dummy the host waits for (rt.get/set_tensor_data): G_PROBE
+FLAG_NOEARLY = FLAG_SYNC | FLAG_PRED      # never posted early behind its producers
 
-MAX_TENSORS = 16
+PRED_OPS = ("==", "!=", ">", "<", ">=", "<=")     # PRED_OP codes are 1 + the index here
+
+MAX_TENSORS = 32              # tensor arguments a kernel receives (the reference's limit)
+ARG_SLOTS = MAX_TENSORS + 1   # + the predicate's operand
 MAX_SCALARS = 128
 MAX_DIMS = 5
+MAX_BLOCKS = 32767            # SPMD blocks of one task (the reference's int16)
 ARG_WORDS = 16
 A_BUF, A_META, A_LO, A_HI, A_OWNER, A_BASE, A_SHAPE, A_STRIDES = 0, 1, 2, 3, 4, 5, 6, 11
 META_CONTIG = 1 << 2
+META_NOTRACK = 1 << 3         # NoDep(t) or a manual_dep view: creator-only tracking (reference rules)
 
 TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_ARRAY = 0, 1, 2, 16
 ARGS_OFF = HEADER_WORDS
-TAGS_OFF = ARGS_OFF + MAX_TENSORS * ARG_WORDS           # word offset of the tag bytes
+TAGS_OFF = ARGS_OFF + ARG_SLOTS * ARG_WORDS             # word offset of the tag bytes
 VALUES_OFF = TAGS_OFF + MAX_SCALARS // 8
 VALUE_WORDS = 2 * MAX_SCALARS                            # room for length words of arrays
 REC_WORDS = VALUES_OFF + VALUE_WORDS
 
 
-def pack_meta(direction: int, contiguous: bool, dtype: np.dtype, ndim: int, drop_mask: int) -> int:
+def pack_meta(direction: int, contiguous: bool, dtype: np.dtype, ndim: int, drop_mask: int,
+              notrack: bool = False) -> int:
     """The meta word of a tensor argument."""
-    return (direction | (META_CONTIG if contiguous else 0) | DTYPE_CODE[dtype] << 8 | ndim << 16
-            | drop_mask << 20)
+    return (direction | (META_CONTIG if contiguous else 0) | (META_NOTRACK if notrack else 0)
+            | DTYPE_CODE[dtype] << 8 | ndim << 16 | drop_mask << 20)
 
 
 def unpack_meta(meta: int) -> tuple[int, bool, np.dtype, int, int]:
@@ -107,13 +127,17 @@ LANES = 3                     # cores per block: AIC, AIV0, AIV1
 CORE_KINDS = ("AIC", "AIV", "AIV")
 
 
-ENTRY_SHIFT = 3              # entry >> ENTRY_SHIFT is the task id
+ENTRY_SHIFT = 19             # entry >> ENTRY_SHIFT is the task id
+ENTRY_SPMD = 1 << 18         # a block of a multi-block task: the worker reads its block count
+BLOCK_SHIFT, BLOCK_MASK = 3, 0x7FFF     # (entry >> BLOCK_SHIFT) & BLOCK_MASK: the SPMD block index
 ENTRY_GATED = 4
 ENTRY_PART = 3
 
 
-def entry(tid: int, part: int, gated: bool = False) -> int:
-    return tid << ENTRY_SHIFT | (ENTRY_GATED if gated else 0) | part
+def entry(tid: int, part: int, gated: bool = False, block: int = -1) -> int:
+    """A mailbox entry; ``block`` >= 0 for a block of a multi-block task."""
+    spmd = ENTRY_SPMD | block << BLOCK_SHIFT if block >= 0 else 0
+    return tid << ENTRY_SHIFT | spmd | (ENTRY_GATED if gated else 0) | part
 
 
 def entry_tid(e: int) -> int:
@@ -122,6 +146,10 @@ def entry_tid(e: int) -> int:
 
 def entry_part(e: int) -> int:
     return e & ENTRY_PART
+
+
+def entry_block(e: int) -> int:
+    return (e >> BLOCK_SHIFT) & BLOCK_MASK
 
 
 def core_of(block: int, lane: int) -> int:
@@ -149,7 +177,8 @@ def core_name(core: int) -> str:
 (T_READY, T_DISPATCH, T_START0, T_END0, T_START1, T_END1, T_START2, T_END2, T_DONE,
  T_CORE0, T_CORE1, T_CORE2, T_STATUS) = range(13)
 TS_WORDS = 16
-STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = 0, 1, 2
+STATUS_OK, STATUS_ERROR, STATUS_SKIPPED, STATUS_PRED_FALSE = 0, 1, 2, 3
+STATUS_NAMES = ("ok", "error", "skipped", "predicate false")
 
 # Trace rows: tid kernel shape submit ready dispatch done status core0..2 start0..2 end0..2 (ns;
 # a part that did not run has core -1).
@@ -227,3 +256,4 @@ class DeviceContext:
     schedule: str = "fifo"               # or "random": fuzzing
     seed: int = 0
     jitter_ns: int = 0
+    reference: bool = False              # the reference runtime's dependency rules (tensormap.py)

@@ -1,6 +1,6 @@
 """The scheduler's cores: mailboxes to post work into, done counters to collect it from.
 
-    post(c, entry)    mailbox[c] slot head % D = entry; head += 1          (entry = tid*4 + part)
+    post(c, entry)    mailbox[c] slot head % D = entry; head += 1          (codec.entry)
     wake()            after a batch of posts: one fence, then the semaphore of each posted core
                       whose worker said it is asleep (W_ASLEEP) -- a worker that is spinning
                       finds its mailbox without a system call
@@ -40,7 +40,7 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from kernels.registry import SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV_X2
+from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
 # The lanes a mixed task's parts take, per shape (AIC+AIV may use either vector core).
@@ -261,13 +261,43 @@ class CorePool:
                     x = c + ln
                     if not pend[x] or inf[x] >= cap:
                         break
-                    t = pend[x][-1] >> C.ENTRY_SHIFT
+                    t = pend[x][-1] >> C.BLOCK_SHIFT       # the task and its block
+
                     if last >= 0 and t != last:
                         break
                     last = t
                 else:
                     return [(c + ln, part) for part, ln in enumerate(lanes)] if shape != SHAPE_AIV_X2 \
                         else [(c + 1, 1), (c + 2, 2)]
+        return None
+
+    def idle_sets(self, shape: int, n: int) -> list | None:
+        """A start-together launch: n sets of cores (with parts), one per block, each with
+        nothing queued, so that every block starts at once -- or None if the device cannot hold
+        them all right now. The most recently idled blocks first."""
+        inf = self.inflight
+        out: list = []
+        for b in reversed(self.recent):
+            c = C.LANES * b
+            a, v0, v1 = inf[c] == 0, inf[c + 1] == 0, inf[c + 2] == 0
+            if shape == SHAPE_AIC:
+                if a:
+                    out.append(((c, 0),))
+            elif shape == SHAPE_AIV:
+                if v0:
+                    out.append(((c + 1, 1),))
+                if v1 and len(out) < n:
+                    out.append(((c + 2, 1),))
+            elif shape == SHAPE_AIV_X2:
+                if v0 and v1:
+                    out.append(((c + 1, 1), (c + 2, 2)))
+            elif shape == SHAPE_AIC_AIV:
+                if a and (v0 or v1):
+                    out.append(((c, 0), (c + 1 if v0 else c + 2, 1)))
+            elif a and v0 and v1:
+                out.append(((c, 0), (c + 1, 1), (c + 2, 2)))
+            if len(out) >= n:
+                return out[:n]
         return None
 
     # -- completions -----------------------------------------------------------------------------

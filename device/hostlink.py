@@ -75,7 +75,8 @@ class HostLink:
                 s.flush_retired()
             if ((kind == L.WAIT_RETIRED and s.accounted >= v)
                     or (kind == L.WAIT_COMPLETED and s.tasks.completed >= v)
-                    or (kind == L.WAIT_FREED and s.nfreed >= v)):
+                    or (kind == L.WAIT_FREED and s.nfreed >= v)
+                    or (kind == L.WAIT_PROBE and q[g[L.G_PROBE]] >= v)):
                 self.ctx.host_sem.release()
 
     def pending(self) -> bool:

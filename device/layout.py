@@ -3,7 +3,7 @@ What the words mean (records, entries, reports) is device/codec.py.
 
     GM (global memory)        [ host tensors (dev.empty / dev.to_device) | heap (runtime tensors) ]
     control                   [ globals | per-core lines | task ring | per-slot times | freed queue
-                                | error areas | scheduler answer area ]
+                                | dep pool | error areas | scheduler answer area ]
 
 Control segment, in int64 words. Every writer owns whole 64-byte lines, so two processes never
 write the same cache line:
@@ -12,6 +12,7 @@ write the same cache line:
     globals       one line per word G_*                   host: HEAD WAIT_KIND WAIT_VALUE ABORT_REQ REQ STOP
                                                           scheduler: RETIRED FREED COMPLETED IDLE ERROR
                                                           ABORT_ACK ACK SCHED_PID INGESTED SLEEP
+                                                          PROBE (the last probe dummy finished)
                                                           workers: ANYDONE (= 1 after a task; the
                                                           scheduler clears it: a hint, not a count)
                                                                               the other side
@@ -23,6 +24,9 @@ write the same cache line:
     freed queue   FREE_SLOTS tids of dead heap            scheduler           host
                   allocations (entry n at n & mask; G_FREED counts them; FREE_SLOTS exceeds the
                   most allocations the heap can hold at once, so no entry is overwritten unread)
+    dep pool      DEP_SLOTS task ids of explicit deps     host                scheduler
+                  (position n at n & mask; the host reuses positions of records the scheduler
+                  has ingested, INGESTED)
     error areas   one per core + one for the scheduler    that process        host
     answer area   stats / diagnosis / trace replies       scheduler           host
 
@@ -37,12 +41,14 @@ LINE = 8                      # int64 words per 64-byte cache line
 
 # --- globals (one cache line each) -------------------------------------------------------------
 (G_HEAD, G_RETIRED, G_FREED, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
- G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_SLEEP, G_ANYDONE) = range(17)
+ G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_SLEEP, G_ANYDONE,
+ G_PROBE) = range(18)
 N_GLOBALS = 24
 
 # Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds
 # (RETIRED, COMPLETED or FREED has reached G_WAIT_VALUE).
-WAIT_NONE, WAIT_RETIRED, WAIT_COMPLETED, WAIT_FREED = 0, 1, 2, 3
+WAIT_NONE, WAIT_RETIRED, WAIT_COMPLETED, WAIT_FREED, WAIT_PROBE = 0, 1, 2, 3, 4
+DEP_SLOTS = 1 << 16           # explicit dependencies in flight (a task may name up to this many)
 
 # Scheduler error states (G_ERROR).
 ERR_NONE, ERR_KERNEL, ERR_SCHEDULER = 0, 1, 2
@@ -73,7 +79,9 @@ class Layout:
         self.ts_off = self.ring_off + window * REC_WORDS
         self.free_off = self.ts_off + window * TS_WORDS
         self.free_slots = 1 << (heap_bytes // HEAP_ALIGN + 1).bit_length()
-        self.err_off = self.free_off + self.free_slots
+        self.dep_off = self.free_off + self.free_slots
+        self.dep_mask = DEP_SLOTS - 1
+        self.err_off = self.dep_off + DEP_SLOTS
         self.sched_area = self.err_off + (ncores + 1) * ERR_AREA_WORDS
         self.words = self.sched_area + SCHED_AREA_WORDS
         self.nbytes = self.words * 8

@@ -34,6 +34,7 @@ a seeded random order.
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import time
@@ -50,11 +51,12 @@ from device.cores import CorePool
 from device.execute import ArgDecoder, unwritten_report
 from device.hostlink import HostLink, child_signals, orphaned
 from device.lifetime import BUFS, TID
-from device.tasks import TaskTable
+from device.tasks import NPARTS, Q_INSTANT, Q_PRED, Q_SPMD, Q_SYNC, TaskTable
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 # Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
+PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, operator.le)   # codec.PRED_OPS
 MEASURE_EVERY = 64          # retired records between looks at how long tasks take
 INGEST_BATCH = 256          # records per step before the scheduler goes back to dispatching
 ORPHAN_CHECK_NS = 500_000_000
@@ -85,7 +87,8 @@ class Scheduler:
         self.mask = lay.mask
         self.rng = random.Random(ctx.seed) if ctx.schedule == "random" else None
         self.tracing = ctx.trace
-        self.tasks = TaskTable(q, ctx.ctrl_buf, lay, ctx.trace or ctx.record, self._freed)
+        self.tasks = TaskTable(q, ctx.ctrl_buf, lay, ctx.trace or ctx.record, self._freed, ctx.reference)
+        self.gm = ctx.gm_buf                     # predicates read their operand here
         self.cores = CorePool(q, ctx.ctrl_buf, lay, ctx.worker_sems, self.fence, self.rng)
         self.acct = Accounting(ctx.kernel_names, tracing=ctx.trace)
         self.link = HostLink(self)
@@ -249,20 +252,31 @@ class Scheduler:
             self._kernel_failed()
 
     def dispatch(self) -> bool:
-        """Ready tasks onto cores with a free mailbox slot, widest shapes first."""
+        """Ready tasks onto cores with a free mailbox slot: records that need no core first,
+        then a start-together SPMD launch (while one waits for its cores nothing else starts),
+        then multi-block tasks, then the widest shapes first."""
         tasks, cores, q = self.tasks, self.cores, self.q
         if self.discard:
             tasks.skip_ready()
             return True
         did = False
         now = time.perf_counter_ns() if self.ts_on else 0
+        ready = tasks.ready
+        if ready[Q_PRED] or ready[Q_INSTANT] or ready[Q_SYNC] or ready[Q_SPMD]:
+            if ready[Q_PRED] or ready[Q_INSTANT]:
+                did = self._instant(now)
+            if ready[Q_SYNC] and not self._sync(now):
+                cores.wake()
+                return did                     # draining the device for the launch
+            if ready[Q_SPMD] and self._spmd(now):
+                did = True
         mask, ts_off, TSW, parts, rng = self.mask, self.lay.ts_off, C.TS_WORDS, tasks.parts, self.rng
         slow = rng is not None or self.sanitize is not None
-        ready = tasks.ready
-        if cores.reserved >= 0 and not (ready[SHAPE_AIC_AIV_X2] or ready[SHAPE_AIC_AIV] or ready[SHAPE_AIV_X2]):
+        if cores.reserved >= 0 and not (ready[SHAPE_AIC_AIV_X2] or ready[SHAPE_AIC_AIV] or ready[SHAPE_AIV_X2]
+                                        or ready[Q_SPMD] or ready[Q_SYNC]):
             cores.reserved = -1                # no mixed task waits any more: release its block
         for shape in DISPATCH_ORDER:
-            rq = tasks.ready[shape]
+            rq = ready[shape]
             if not rq:
                 continue
             single = shape == SHAPE_AIC or shape == SHAPE_AIV
@@ -278,23 +292,9 @@ class Scheduler:
             while rq:
                 if rng is not None and len(rq) > 1:             # fuzzing: a random ready task
                     rq.rotate(-rng.randrange(len(rq)))
-                if single:
-                    c = cores.take(stack)
-                    if c >= 0:
-                        c = cores.may_take(c, stack)
-                    if c < 0:
-                        break
-                    got = ((c, part),)
-                else:
-                    # Short tasks keep to blocks whose workers are awake once enough are busy.
-                    behind = cores.short and len(cores.busy) >= C.LANES * cores.max_busy
-                    got = cores.queue_behind(shape) if behind else None
-                    if got is None:
-                        got = cores.idle_block(shape)
-                    if got is None and cores.short and not behind:
-                        got = cores.queue_behind(shape)
-                    if got is None:
-                        break
+                got = self._one_block(shape, stack, part) if single else self._one_block(shape)
+                if got is None:
+                    break
                 tid = rq.popleft()
                 s = tid & mask
                 parts[s] = len(got)
@@ -322,6 +322,119 @@ class Scheduler:
                 did = True
         cores.wake()
         return did
+
+    def _one_block(self, shape: int, stack: list | None = None, part: int = 0) -> tuple | list | None:
+        """Cores (with the part each runs) for one block of ``shape`` now, or None: a free
+        mailbox slot for a single-core shape, a set of one block's cores for a mixed one."""
+        cores = self.cores
+        if stack is not None:
+            c = cores.take(stack)
+            if c >= 0:
+                c = cores.may_take(c, stack)
+            return ((c, part),) if c >= 0 else None
+        # Short tasks keep to blocks whose workers are awake once enough are busy.
+        behind = cores.short and len(cores.busy) >= C.LANES * cores.max_busy
+        got = cores.queue_behind(shape) if behind else None
+        if got is None:
+            got = cores.idle_block(shape)
+        if got is None and cores.short and not behind:
+            got = cores.queue_behind(shape)
+        return got
+
+    def _instant(self, now: int) -> bool:
+        """Predicates of ready tasks (a false one makes its task need no core), then every
+        record that needs no core finishes -- which may make more of both ready."""
+        tasks, ready, mask = self.tasks, self.tasks.ready, self.mask
+        preds, instant = ready[Q_PRED], ready[Q_INSTANT]
+        did = False
+        while preds or instant:
+            while preds:
+                tid = preds.popleft()
+                s = tid & mask
+                if self._predicate(tid):
+                    ready[tasks.route(s)].append(tid)
+                else:
+                    self.q[self.lay.ts(tid) + C.T_STATUS] = C.STATUS_PRED_FALSE
+                    if tasks.keep_edges:
+                        tasks.pred_false.append(tid)
+                    instant.append(tid)
+            while instant:
+                tid = instant.popleft()
+                tasks.nready -= 1
+                tasks.finish_instant(tid, tid & mask, now)
+                did = True
+        return did
+
+    def _predicate(self, tid: int) -> bool:
+        """Does the ready task's predicate hold? Its operand is the argument after the tensors,
+        compared in the operand's dtype."""
+        q, r = self.q, self.lay.rec(tid)
+        a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
+        dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
+        x = np.frombuffer(self.gm, dt, 1, q[a + C.A_LO])[0]
+        v = np.frombuffer(q[r + C.H_PRED_VAL].to_bytes(8, "little", signed=True)[:dt.itemsize], dt)[0]
+        return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
+
+    def _spmd(self, now: int) -> bool:
+        """Multi-block tasks, oldest first: as many blocks as cores allow; the rest wait (waves)."""
+        tasks, cores, mask = self.tasks, self.cores, self.mask
+        rq = tasks.ready[Q_SPMD]
+        did = False
+        while rq:
+            tid = rq[0]
+            s = tid & mask
+            shape, n, b = tasks.shape[s], tasks.blocks[s], tasks.next_block[s]
+            if b == 0:
+                self._start_launch(tid, s, shape, n, now)
+            single = shape <= SHAPE_AIV
+            stack = cores.free_aic if shape == SHAPE_AIC else cores.free_aiv
+            part = 0 if shape == SHAPE_AIC else 1
+            while b < n:
+                got = self._one_block(shape, stack, part) if single else self._one_block(shape)
+                if got is None:
+                    break
+                for c, p in got:
+                    if not single:
+                        cores.skip[c] += 1
+                    cores.post(c, C.entry(tid, p, block=b))
+                b += 1
+                did = True
+            tasks.next_block[s] = b
+            if b < n:
+                break
+            rq.popleft()
+            tasks.nready -= 1
+        return did
+
+    def _sync(self, now: int) -> bool:
+        """Start-together launches: all blocks go out at once, to cores with nothing queued;
+        False while the oldest cannot be placed yet (the caller then starts nothing else)."""
+        tasks, cores, mask = self.tasks, self.cores, self.mask
+        rq = tasks.ready[Q_SYNC]
+        while rq:
+            tid = rq[0]
+            s = tid & mask
+            shape, n = tasks.shape[s], tasks.blocks[s]
+            sets = cores.idle_sets(shape, n)
+            if sets is None:
+                return False
+            self._start_launch(tid, s, shape, n, now)
+            for b, got in enumerate(sets):
+                for c, p in got:
+                    cores.skip[c] += 1
+                    cores.post(c, C.entry(tid, p, block=b))
+            tasks.next_block[s] = n
+            rq.popleft()
+            tasks.nready -= 1
+        return True
+
+    def _start_launch(self, tid: int, s: int, shape: int, n: int, now: int) -> None:
+        """The first block of a multi-block task goes out: it finishes after n blocks' parts."""
+        self.tasks.parts[s] = n * NPARTS[shape]
+        if self.sanitize:
+            self._poison(tid)
+        if now:
+            self.q[self.lay.ts_off + s * C.TS_WORDS + C.T_DISPATCH] = now
 
     def _early(self, now: int) -> bool:
         """Early dispatch (device/tasks.py): post the candidates whose core has room, gated (the
@@ -359,10 +472,10 @@ class Scheduler:
         """tid was posted to core c: successors waiting for it alone can follow it there."""
         lst = self.tasks.succ[s]
         if lst:
-            fanin, shape, mask = self.tasks.fanin, self.tasks.shape, self.mask
+            fanin, queue, mask = self.tasks.fanin, self.tasks.queue, self.mask
             for t in lst:
                 ts = t & mask
-                if fanin[ts] == 1 and shape[ts] <= SHAPE_AIV:
+                if fanin[ts] == 1 and queue[ts] <= SHAPE_AIV:      # plain single-core tasks only
                     work.append((t, c))
 
     def retire(self) -> bool:
@@ -464,7 +577,7 @@ class Scheduler:
 
     def stats(self) -> dict:
         a, t = self.acct, self.tasks
-        a.n_alloc, a.n_scope, a.records = t.n_alloc, t.n_scope, t.completed
+        a.n_alloc, a.n_scope, a.n_dummy, a.n_probe, a.records = t.n_alloc, t.n_scope, t.n_dummy, t.n_probe, t.completed
         a.busy_ns, a.loops = self.busy_ns, self.loops
         a.loop_phases = self.phases() if self.tracing else None
         return a.report()
@@ -477,11 +590,12 @@ class Scheduler:
         rows = self.acct.take_rows()
         edges = np.array(self.tasks.edges, np.int64).reshape(-1, 2)
         self.tasks.edges = []
+        pred_false, self.tasks.pred_false = self.tasks.pred_false, []
         path = os.path.join(self.ctx.trace_dir, f"trace-{os.getpid()}-{self.loops}.npz")
         np.savez(path, rows=rows, edges=edges)
         now, mark = self.phases(), self.phase_mark
         self.phase_mark = now
-        return {"path": path, "phase_ns": {k: v - mark.get(k, 0) for k, v in now.items()},
+        return {"path": path, "pred_false": pred_false, "phase_ns": {k: v - mark.get(k, 0) for k, v in now.items()},
                 "kernel_names": self.ctx.kernel_names}
 
     def diagnose(self) -> dict:

@@ -26,7 +26,7 @@ from device import layout as L
 from device.codec import DeviceContext, make_fence
 from device.execute import ArgDecoder, run_part
 from device.hostlink import child_signals, orphaned
-from kernels.registry import CoreInfo, _set_core
+from kernels.registry import CoreInfo, _set_block, _set_core
 
 
 def run(ctx: DeviceContext, core: int) -> None:
@@ -60,6 +60,9 @@ def run(ctx: DeviceContext, core: int) -> None:
     perf = time.perf_counter_ns
     yield_ = os.sched_yield
     tail = ntasks = busy = 0
+    spmd = False                    # the last task run was a block of a multi-block task
+    ENTRY_SPMD, ENTRY_GATED, ENTRY_SHIFT, ENTRY_PART = C.ENTRY_SPMD, C.ENTRY_GATED, C.ENTRY_SHIFT, C.ENTRY_PART
+    REC_WORDS, TS_WORDS = C.REC_WORDS, C.TS_WORDS
     failed_at = -1                  # ABORT_ACK when a task of ours last failed (-1: never)
     q[wl + L.W_PID] = os.getpid()
     while True:
@@ -79,11 +82,19 @@ def run(ctx: DeviceContext, core: int) -> None:
                     return
                 continue
         entry = q[mb + 1 + tail % D]
-        tid, part = entry >> C.ENTRY_SHIFT, entry & C.ENTRY_PART
+        tid, part = entry >> ENTRY_SHIFT, entry & ENTRY_PART
         s = tid & mask
-        r = ring_off + s * C.REC_WORDS
-        t = ts_off + s * C.TS_WORDS
-        if entry & C.ENTRY_GATED and failed_at == q[g_abort_ack]:
+        r = ring_off + s * REC_WORDS
+        t = ts_off + s * TS_WORDS
+        blk = 0
+        if entry & ENTRY_SPMD:                         # core_info() tells the kernel its block
+            blk = (entry >> C.BLOCK_SHIFT) & C.BLOCK_MASK
+            spmd = True
+            _set_block(blk, q[r + C.H_BLOCKS])
+        elif spmd:
+            spmd = False
+            _set_block(0, 1)
+        if entry & ENTRY_GATED and failed_at == q[g_abort_ack]:
             # Posted early behind its producers on this core, and a task here failed since the
             # last abort: its inputs may not be what it expects, and the run is being aborted.
             q[t + C.T_STATUS] = C.STATUS_SKIPPED
@@ -99,9 +110,10 @@ def run(ctx: DeviceContext, core: int) -> None:
                 failed_at = q[g_abort_ack]
                 q[t + C.T_STATUS] = C.STATUS_ERROR
                 C.write_report(q, err_area, C.ERR_AREA_WORDS, rep)
-            q[t + C.T_START0 + 2 * part] = start
-            q[t + C.T_END0 + 2 * part] = end
-            q[t + C.T_CORE0 + part] = core
+            if blk == 0:                               # a multi-block task shows its block 0
+                q[t + C.T_START0 + 2 * part] = start
+                q[t + C.T_END0 + 2 * part] = end
+                q[t + C.T_CORE0 + part] = core
             busy += end - start
             ntasks += 1
         q[wl + L.W_RUNNING] = 0

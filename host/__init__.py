@@ -1,6 +1,6 @@
 """Host side of ptoemu: the public API.
 
-    from host import Device, Platform, In, Out, InOut
+    from host import Device, Platform, In, Out, InOut, NoDep
 """
 
 from host.device import Device
@@ -14,7 +14,7 @@ from host.errors import (
                          KernelError,
 )
 from host.platform import Platform
-from host.tensor import In, InOut, Out, Tensor
+from host.tensor import In, InOut, NoDep, Out, Tensor
 
-__all__ = ["Device", "Platform", "In", "Out", "InOut", "Tensor", "DeviceError", "KernelError",
+__all__ = ["Device", "Platform", "In", "Out", "InOut", "NoDep", "Tensor", "DeviceError", "KernelError",
            "DeviceLost", "DeadlockError", "DeviceClosed", "DeviceMemoryError", "DirectionViolation"]

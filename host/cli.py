@@ -227,7 +227,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from host import run as runner
     rows = runner.run(a.workload, a.case, a.variant, blocks=a.blocks, rounds=a.rounds, seed=a.seed,
                       inline=a.inline, trace=a.trace, record=a.record, predict=a.predict, check=not a.no_check,
-                      log=_say)
+                      log=_say, semantics=a.semantics)
     if a.json:
         from host.bench import common
         common.write_json(common.results("run", vars(a) | {"fn": None}, rows, {}), a.json)
@@ -268,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("paged-attention", help="run the decode paged-attention pipeline and check it")
     pa.add_argument("--case", default="Case1", choices=list(CASES), metavar="CASE",
                     help="case name (see `ptoemu cases`; default Case1)")
-    pa.add_argument("--variant", default="first_output", choices=["hub", "first_output", "alloc", "all"])
+    pa.add_argument("--variant", default="first_output", choices=["hub", "first_output", "alloc", "manual", "all"])
     pa.add_argument("--unroll", type=count(1), default=None, help="KV blocks per chunk (N_UNROLL; default 64)")
     pa.add_argument("--blocks", type=count(1, A2A3_BLOCKS), default=24, help="device blocks (1 AIC + 2 AIV each)")
     pa.add_argument("--seed", type=count(0), default=0)
@@ -301,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
                    help="granularity: task sizes in us")
     b.add_argument("--cases", type=listed(_case), default=["Case1"],
                    help="paged-attention: comma-separated case names")
-    b.add_argument("--variant", default="all", choices=["hub", "first_output", "alloc", "all"])
+    b.add_argument("--variant", default="all", choices=["hub", "first_output", "alloc", "manual", "all"])
     b.add_argument("--unroll", type=listed(count(1)), default=None,
                    help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
@@ -335,6 +335,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=count(1), default=1, help="run the orchestration this many times")
     r.add_argument("--seed", type=count(0), default=0)
     r.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    r.add_argument("--semantics", default="sequential", choices=["sequential", "reference"],
+                   help="dependency rules: ptoemu's sequential ones, or the reference runtime's weaker ones")
     r.add_argument("--no-check", action="store_true", help="skip the golden comparison")
     r.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
     r.add_argument("--record", default=None, metavar="FILE", help="record the task graph to FILE")

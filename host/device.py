@@ -80,6 +80,12 @@ class Device:
     record      keep the task graph of every run (host/graph.py) for ``dev.graph()``; a path:
                 also write it there (JSON Lines, ``.gz`` to compress) at close -- the input of
                 ``ptoemu predict``
+    semantics   "sequential" (default): a run's result is that of running its tasks one at a
+                time in submission order, whatever the hints; "reference": the reference
+                runtime's own dependency rules (no write-after-read ordering, Out on an existing
+                buffer does not wait, NoDep / manual_dep / manual scopes untracked), so that
+                with ``schedule="random"`` a run shows the races a chip could show
+                (host/orchestration.py, "Semantics"; host/fuzz.py compare_semantics)
     dry_run     with ``inline``: tasks are packed, tracked and counted, but no kernel runs
                 (``ptoemu list --counts`` counts a full-size case this way in seconds)
     """
@@ -87,7 +93,8 @@ class Device:
     def __init__(self, platform: Platform | None = None, kernels: Iterable[Kernel | str] = (), *,
                  timestamps: bool = True, trace: bool | str = False, sanitize: bool = False,
                  schedule: str = "fifo", seed: int = 0, jitter_us: float = 0.0,
-                 inline: bool = False, record: bool | str = False, dry_run: bool = False) -> None:
+                 inline: bool = False, record: bool | str = False, dry_run: bool = False,
+                 semantics: str = "sequential") -> None:
         if platform is None:
             platform = Platform()
         if not isinstance(platform, Platform):
@@ -98,9 +105,12 @@ class Device:
             raise TypeError(f"Device(seed=...) expects an int, got {type(seed).__name__}")
         if not isinstance(jitter_us, (int, float)) or jitter_us < 0:
             raise ValueError(f"Device(jitter_us={jitter_us!r}): expected a number >= 0")
+        if semantics not in ("sequential", "reference"):
+            raise ValueError(f"Device(semantics={semantics!r}): expected 'sequential' or 'reference'")
         if dry_run and not inline:
             raise ValueError("Device(dry_run=True) needs inline=True: a process device always runs its kernels")
         self.platform = platform
+        self.semantics = semantics
         self.kernels = resolve(kernels)
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
         self._closed = False
@@ -124,7 +134,7 @@ class Device:
             with no_interrupts():      # a Ctrl-C now is raised once the device is whole
                 self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
                                       sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us,
-                                      record=bool(record), dry_run=dry_run)
+                                      record=bool(record), dry_run=dry_run, semantics=semantics)
                 self._finalizer = weakref.finalize(self, self._engine.stop)
         except BaseException:
             if hasattr(self, "_finalizer"):      # whole, then interrupted: nobody will get to close it
@@ -134,7 +144,7 @@ class Device:
         self.start_seconds = time.perf_counter() - t0
         self._arena = self._engine.arena
         self._writer = self._engine.writer
-        self._recorder = Recorder(self.kernels, platform) if record else None
+        self._recorder = Recorder(self.kernels, platform, semantics) if record else None
         self._writer.recorder = self._recorder
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -297,6 +307,11 @@ class Device:
             return np.empty(shape, t.dtype)
         return np.ndarray(shape, t.dtype, (ctypes.c_char * n).from_buffer(self._engine.gm_buf, lo), 0, strides)
 
+    def _element(self, t: Tensor) -> np.ndarray:
+        """A writable 0-d view of the one element ``t`` covers (rt.get/set_tensor_data)."""
+        lo = t.packed(C.DIR_IN)[C.A_LO]
+        return np.ndarray((), t.dtype, self._engine.gm_buf, lo)
+
     def free(self, tensor: Tensor) -> None:
         """Release a host tensor's GM now (it is also released when no view of it is left)."""
         b = tensor.buf
@@ -341,7 +356,9 @@ class Device:
                                "(runs do not nest; call rt.submit from the running orchestration)")
         self._running = True
         rt = Runtime(RunSession(self, self._writer, self.kernels, self._kernel_index, self.platform.heap_bytes,
-                                self._wait_completed, self.to_host))
+                                self._wait_completed, self.to_host, self.platform.blocks,
+                                lambda tid: self._guarded(lambda: self._engine.wait_probe(tid)),
+                                self._element))
         w = self._writer
         t0 = time.perf_counter()
         first = w.next_tid
@@ -427,6 +444,7 @@ class Device:
             part.phase_ns = {}
         if self._recorder:
             self._recorder.add_edges(part.edges)
+            self._recorder.mark_skipped(part.pred_false)
         if not self._engine.tracing:
             return
         part.runs = runs or []

@@ -30,6 +30,7 @@ from device import layout as L
 from device import sanitizer
 from device.accounting import Accounting
 from device.execute import ArgDecoder, run_part, unwritten_report
+from device.scheduler import PRED_OPS
 from device.tensormap import TensorMap
 from host.channel import Channel
 from host.errors import DeviceMemoryError, KernelError
@@ -39,7 +40,7 @@ from host.platform import Platform
 from host.submit import TaskWriter, _fmt_bytes
 from host.tensor import Buffer
 from host.trace import TraceData
-from kernels.registry import Kernel
+from kernels.registry import CoreInfo, Kernel, _set_block, _set_core
 
 
 class ProcessEngine:
@@ -52,7 +53,7 @@ class ProcessEngine:
         ctx = self.procs.ctx
         self.writer = TaskWriter(ctx.layout, ctx.ctrl_buf, ctx.q, ctx.f, self.procs.heap_base, platform.heap_bytes,
                                  self.channel, ctx.sched_sem)
-        self.gm_buf = self.procs.gm.buf
+        self.gm_buf = self.writer.gm = self.procs.gm.buf
         self.host_bytes = self.procs.host_bytes
         self.arena = Arena(self.host_bytes)
         self.tracing = bool(options.get("trace"))
@@ -97,6 +98,13 @@ class ProcessEngine:
     def wait_completed(self) -> None:
         self.wait_for(L.G_COMPLETED, L.WAIT_COMPLETED, "waiting for submitted tasks to finish")
 
+    def wait_probe(self, tid: int) -> None:
+        """Wait until the probe dummy ``tid`` (rt.get/set_tensor_data) has finished."""
+        q, g = self.procs.q, self.lay.g(L.G_PROBE)
+        self.channel.wait(L.WAIT_PROBE, tid + 1, lambda: q[g] > tid,
+                          f"waiting for the writers of a tensor element (probe task {tid})")
+        self.channel.check_error()
+
     def wait_retired(self) -> None:
         self.wait_for(L.G_RETIRED, L.WAIT_RETIRED, "waiting for the run to finish")
 
@@ -126,7 +134,7 @@ class ProcessEngine:
         if not rep.get("path"):
             return None
         return TraceData.load(rep["path"], rep["kernel_names"], self.procs.platform.blocks,
-                              rep["phase_ns"])
+                              rep["phase_ns"], rep.get("pred_false"))
 
     @property
     def wait_ns(self) -> int:
@@ -141,13 +149,14 @@ class _InlineWriter(TaskWriter):
     """Packs records exactly as the device does, then runs them at once."""
 
     def __init__(self, lay: L.Layout, gm_buf: memoryview, kernels: list[Kernel], arena: Arena,
-                 sanitize: bool, dry_run: bool = False) -> None:
+                 sanitize: bool, dry_run: bool = False, blocks: int = 1) -> None:
         ctrl = memoryview(bytearray(lay.nbytes))
         super().__init__(lay, ctrl, ctrl.cast("q"), ctrl.cast("d"), 0, 0, None, None)
         self.kernels = kernels
         self.arena = arena
         self.sanitize = sanitize
         self.dry_run = dry_run                       # pack, track and count tasks; run no kernel
+        self.blocks = blocks                         # the platform's, for core_info().block
         self.dec = ArgDecoder(self.q, self.f, self.raw, gm_buf)
         self.by_depth: dict[int, list[tuple[int, int]]] = {}
         self.acct = Accounting([k.name for k in kernels])       # the device's statistics layout
@@ -163,10 +172,12 @@ class _InlineWriter(TaskWriter):
                                         f"({_fmt_bytes(b.nbytes)} requested)")
             b.gm, b.owner = off, tid
             self.by_depth.setdefault(depth, []).append((off, b.nbytes))
+        self.fill_init(bufs)
 
     def publish(self, tid: int, r: int) -> None:
         q = self.q
         self.retired = tid + 1
+        q[self.g_ingested] = tid + 1                 # its dep-pool space is free again
         kind = q[r + C.H_KIND]
         self.acct.records += 1
         if kind == C.KIND_SCOPE_END:
@@ -181,26 +192,46 @@ class _InlineWriter(TaskWriter):
             return
         if self.recorder is not None:
             self._edges(tid, r)
+        if kind == C.KIND_DUMMY:
+            if q[r + C.H_FLAGS] & C.FLAG_PROBE:
+                self.acct.n_probe += 1
+            else:
+                self.acct.n_dummy += 1
+            return
         k = q[r + C.H_KERNEL]
-        kern, dec = self.kernels[k], self.dec
+        if q[r + C.H_FLAGS] & C.FLAG_PRED and not self._predicate(r):
+            self.acct.add(k, C.STATUS_PRED_FALSE)
+            if self.recorder is not None:
+                self.recorder.mark_skipped([tid])
+            return
         if self.dry_run:
             self.acct.add(k, C.STATUS_OK, 0)
             return
+        kern, dec = self.kernels[k], self.dec
         if self.sanitize:
             sanitizer.poison_outs(dec.tensors(r), dec.last_dirs)
         exec_ns = 0
-        for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
-            if fn is not None:
-                t0 = time.perf_counter_ns()
-                rep = run_part(fn, dec, r, tid, kern.name, "inline", part)
-                dt = time.perf_counter_ns() - t0
-                exec_ns += dt
-                run = self.parts_run["AIC" if part == 0 else "AIV"]
-                run[0] += 1
-                run[1] += dt
-                if rep is not None:
-                    self.acct.add(k, C.STATUS_ERROR)
-                    raise KernelError.from_report(rep)
+        nblocks = q[r + C.H_BLOCKS]
+        try:
+            for b in range(nblocks):                 # SPMD: the blocks one after the other
+                for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
+                    if fn is None:
+                        continue
+                    _set_core(CoreInfo(b % self.blocks, "AIC" if part == 0 else "AIV", max(part - 1, 0), -1))
+                    _set_block(b, nblocks)
+                    t0 = time.perf_counter_ns()
+                    rep = run_part(fn, dec, r, tid, kern.name, "inline", part)
+                    dt = time.perf_counter_ns() - t0
+                    exec_ns += dt
+                    run = self.parts_run["AIC" if part == 0 else "AIV"]
+                    run[0] += 1
+                    run[1] += dt
+                    if rep is not None:
+                        self.acct.add(k, C.STATUS_ERROR)
+                        raise KernelError.from_report(rep)
+        finally:
+            _set_core(None)
+            _set_block(0, 1)
         if self.sanitize:
             rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline")
             if rep is not None:
@@ -208,14 +239,28 @@ class _InlineWriter(TaskWriter):
                 raise KernelError.from_report(rep)
         self.acct.add(k, C.STATUS_OK, exec_ns)
 
+    def _predicate(self, r: int) -> bool:
+        """The record's predicate, now (every earlier task has run)."""
+        q = self.q
+        a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
+        dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
+        x = np.frombuffer(self.dec.gm, dt, 1, q[a + C.A_LO])[0]
+        v = np.frombuffer(q[r + C.H_PRED_VAL].to_bytes(8, "little", signed=True)[:dt.itemsize], dt)[0]
+        return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
 
     def _edges(self, tid: int, r: int) -> None:
-        """The dependency edges of a task, from the same tensor map the scheduler uses."""
+        """The dependency edges of a task (recording), from the same tensor map and explicit deps
+        the scheduler uses, under sequential semantics (the inline engine's own)."""
         q, preds = self.q, []
-        for i in range(q[r + C.H_NTENSORS]):
+        nt = q[r + C.H_NTENSORS] + (1 if q[r + C.H_FLAGS] & C.FLAG_PRED else 0)
+        for i in range(nt):
             a = r + C.ARGS_OFF + i * C.ARG_WORDS
             meta = q[a + C.A_META]
             self.tmap.access(q[a], tid, meta & 3, q[a + C.A_LO], q[a + C.A_HI], meta & C.META_CONTIG, a, preds)
+        n = q[r + C.H_NDEPS]
+        if n:
+            at, mask, off = q[r + C.H_DEPS_AT], self.lay.dep_mask, self.lay.dep_off
+            preds += [q[off + ((at + i) & mask)] for i in range(n)]
         self.edges.extend((tid, p) for p in set(preds) if p != tid)
 
 
@@ -231,7 +276,8 @@ class InlineEngine:
         self.gm_buf = memoryview(self._mm)
         self.arena = Arena(self.host_bytes)
         self.writer = _InlineWriter(lay, self.gm_buf, kernels, self.arena, bool(options.get("sanitize")),
-                                    bool(options.get("dry_run")))
+                                    bool(options.get("dry_run")), platform.blocks)
+        self.writer.gm = self.gm_buf
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0
@@ -266,6 +312,9 @@ class InlineEngine:
         pass
 
     def wait_retired(self) -> None:
+        pass
+
+    def wait_probe(self, tid: int) -> None:
         pass
 
     def check_error(self) -> None:

@@ -17,7 +17,8 @@ lines up task by task):
              "heap_bytes", "name"}, "semantics": "sequential", "kernels": [{"name", "shape",
              "module"}], "runs": [[first record, end record], ...], "records": N, "edges": E}
     record  {"t": task id, "k": kind, "kn": kernel index (tasks), "d": scope depth,
-             "a": [[dir, dtype, shape, nbytes, buffer, owner], ...], "s": [scalars],
+             "a": [[dir, dtype, shape, nbytes, buffer, owner, [lo, hi], untracked], ...],
+             "s": [scalars],
              "h": heap bytes allocated, "p": [producer task ids],
              "b": SPMD blocks, "sy": start together, "sk": skipped (predicate was false)}
 
@@ -26,7 +27,9 @@ lines up task by task):
             (rt.submit_dummy: takes part in dependencies, completes without a core once ready)
     dir     "In", "Out" or "InOut"; dtype is numpy's name ("float32", "bfloat16", ...)
     buffer  an id unique within the recording; owner is the task that allocated a runtime buffer
-            (-1 for host tensors), so a reader of a runtime tensor holds its allocator alive
+            (-1 for host tensors), so a reader of a runtime tensor holds its allocator alive;
+            [lo, hi) the bytes of the buffer the view spans; untracked: NoDep or a manual_dep view
+            (the last two were added within version 1: older files lack them)
     s       ints, floats, bools; scalar arrays as lists
     p       every task this one waits for (deduplicated, ascending); edges of "alloc" and
             "scope_end" records are empty
@@ -45,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from device.codec import FLAG_SYNC
+
 FORMAT, VERSION = "ptoemu-graph", 1
 KINDS = ("task", "scope_end", "alloc", "dummy")   # index = the record's kind code (device/layout.py)
 DIRS = {1: "In", 2: "Out", 3: "InOut"}
@@ -60,13 +65,18 @@ class Arg:
     nbytes: int              # bytes the view covers (its elements x itemsize)
     buffer: int
     owner: int               # task that allocated the (runtime) buffer, -1 for host tensors
+    span: tuple[int, int] = (0, 0)     # [lo, hi): the bytes of the buffer the view spans
+    untracked: bool = False            # NoDep(t) or a manual_dep view
 
     def to_json(self) -> list:
-        return [self.dir, self.dtype, list(self.shape), self.nbytes, self.buffer, self.owner]
+        return [self.dir, self.dtype, list(self.shape), self.nbytes, self.buffer, self.owner,
+                list(self.span), int(self.untracked)]
 
     @staticmethod
     def from_json(a: list) -> Arg:
-        return Arg(a[0], a[1], tuple(a[2]), int(a[3]), int(a[4]), int(a[5]))
+        span = tuple(a[6]) if len(a) > 6 else (0, 0)
+        return Arg(a[0], a[1], tuple(a[2]), int(a[3]), int(a[4]), int(a[5]), (int(span[0]), int(span[1])),
+                   bool(a[7]) if len(a) > 7 else False)
 
 
 @dataclass
@@ -190,25 +200,29 @@ def _scalar(x: Any) -> Any:
 class Recorder:
     """Host side of recording: one Record per record written, edges attached later."""
 
-    def __init__(self, kernels: list, platform: Any) -> None:
+    def __init__(self, kernels: list, platform: Any, semantics: str = "sequential") -> None:
         self.graph = Graph([{"name": k.name, "shape": k.shape_name, "module": k.module} for k in kernels],
                            platform={"name": platform.name, "blocks": platform.blocks,
-                                     "task_window": platform.task_window, "heap_bytes": platform.heap_bytes})
+                                     "task_window": platform.task_window, "heap_bytes": platform.heap_bytes},
+                           semantics=semantics)
         self.by_tid: dict[int, Record] = {}
         self.run_start = 0
         self.buf_ids: dict[int, int] = {}      # Buffer.id -> id in this recording (first use order)
 
     def add(self, tid: int, kind: int, kernel: int, args: list, scalars: Any, depth: int,
-            heap: int) -> None:
+            heap: int, extra: Any = None) -> None:
         rec_args = []
         ids = self.buf_ids
         for a in args:
             t = a.tensor
             b = ids.setdefault(t.buf.id, len(ids))
             rec_args.append(Arg(DIRS[a.dir], str(t.dtype), tuple(t.shape), t.nbytes, b,
-                                t.buf.owner if t.buf.runtime else -1))
+                                t.buf.owner if t.buf.runtime else -1, t.span_rel(),
+                                bool(a.notrack or t.manual_dep)))
         r = Record(tid, KINDS[kind], depth, kernel if KINDS[kind] == "task" else -1, rec_args,
                    [_scalar(s) for s in scalars], heap)
+        if extra is not None and KINDS[kind] == "task":
+            r.blocks, r.sync = extra.blocks, bool(extra.flags & FLAG_SYNC and extra.blocks > 1)
         self.graph.records.append(r)
         self.by_tid[tid] = r
 
@@ -224,6 +238,13 @@ class Recorder:
             r = self.by_tid.get(c)
             if r is not None and p != c:
                 r.preds.append(p)
+
+    def mark_skipped(self, tids: list[int]) -> None:
+        """Tasks whose predicate was false: they completed without running."""
+        for t in tids:
+            r = self.by_tid.get(t)
+            if r is not None:
+                r.skipped = True
 
     def finish(self) -> Graph:
         for r in self.graph.records:

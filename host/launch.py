@@ -97,7 +97,7 @@ class DeviceProcesses:
 
     def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
                  trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
-                 jitter_us: float = 0.0, record: bool = False) -> None:
+                 jitter_us: float = 0.0, record: bool = False, semantics: str = "sequential") -> None:
         self.platform = platform
         lay = self.layout = L.Layout(platform.cores, platform.task_window, platform.mailbox_depth,
                                      platform.heap_bytes)
@@ -134,7 +134,8 @@ class DeviceProcesses:
             spin_ns=int(platform.spin_us * 1000), host_pid=os.getpid(),
             timestamps=timestamps or trace, trace=trace, record=record, sanitize=sanitize,
             trace_dir=tempfile.gettempdir(),
-            schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000))
+            schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000),
+            reference=semantics == "reference")
         self._fork()
 
     def _fork(self) -> None:

@@ -10,6 +10,30 @@
            rt.synchronize()                 wait for everything submitted so far
            rt.read(t)                       a tensor's values (block tables, lengths, ...)
 
+    the reference's newer API (REFERENCE_HEAD.md)
+           rt.submit(k, ..., deps=[t1, t2])      also wait for these task ids
+           rt.submit_dummy(InOut(x), deps=[...]) a dependency-only task: no core, done when ready
+           rt.submit(k, ..., blocks=n, sync_start=False)   SPMD: n logical blocks, one task
+           rt.submit(k, ..., predicate=(t, i, ">", 0))     run only if t[i] > 0 when ready
+           with rt.scope(manual=True): ...       no automatic dependencies (reference rules)
+           rt.get_tensor_data(t, i) / rt.set_tensor_data(t, i, v)   one element, synchronised
+           rt.make_tensor(shape, dtype, init=v)  a runtime tensor that starts filled with v
+           rt.available_clusters() / rt.available_aiv()
+
+Task ids: ``rt.submit``, ``rt.submit_dummy`` and ``rt.alloc_tensors`` (its ``task_id``
+attribute, or ``rt.last_task``) give the id to pass in ``deps=``. ``rt.last_task`` is the id of
+the record submitted last, whatever made it.
+
+Semantics. By default (``Device(semantics="sequential")``) a run's result is that of running its
+tasks one at a time in submission order: every overlap of bytes is ordered (read after write,
+write after read, write after write), explicit deps add orderings, and the hints that *remove*
+orderings on the chip -- ``NoDep``, ``manual_dep`` views, manual scopes -- are recorded but
+ordered anyway, so nothing races. ``Device(semantics="reference")`` applies the reference's own
+rules instead (device/tensormap.py: creator edges, no write-after-read, an ``Out`` on an existing
+buffer does not wait for its previous writer, untracked arguments and manual scopes get no
+automatic edges); with ``schedule="random"`` a run then shows the races a chip could show
+(host/fuzz.py ``compare_semantics`` finds them).
+
 Checks happen before anything is written, so a rejected submit leaves the run as it was.
 
 The seam with the device is a ``RunSession``, made by ``Device.run`` for one run: the task
@@ -29,10 +53,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from device import codec as C
+from device import layout as L
 from host.errors import DeviceMemoryError
-from host.submit import _fmt_bytes
-from host.tensor import Arg, Buffer, Out, Tensor, check_dtype, check_shape
-from kernels.registry import Kernel
+from host.submit import Extra, _fmt_bytes
+from host.tensor import Arg, Buffer, In, InOut, Out, Tensor, check_dtype, check_shape
+from kernels.registry import SHAPE_AIV, Kernel
 
 if TYPE_CHECKING:
     from host.submit import TaskWriter
@@ -51,13 +76,16 @@ class RunSession:
     heap_bytes: int
     wait_completed: Callable[[], None]         # every task submitted so far has finished
     read: Callable[[Tensor], np.ndarray]       # a copy of a tensor's values
+    clusters: int = 1                          # the device's blocks (1 AIC + 2 AIV each)
+    wait_probe: Callable[[int], None] = lambda tid: None    # a FLAG_PROBE dummy has finished
+    element: Callable[[Tensor], np.ndarray] | None = None   # a 0-d view of one element in GM
 
 
 class _Frame:
-    __slots__ = ("depth", "start", "buffers")
+    __slots__ = ("depth", "start", "buffers", "manual")
 
-    def __init__(self, depth: int, start: int) -> None:
-        self.depth, self.start, self.buffers = depth, start, []
+    def __init__(self, depth: int, start: int, manual: bool = False) -> None:
+        self.depth, self.start, self.buffers, self.manual = depth, start, [], manual
 
 
 class Runtime:
@@ -72,6 +100,8 @@ class Runtime:
         self._frames: list[_Frame] = []
         self.active = False
         self.tasks = 0
+        self.last_task = -1                         # id of the last record submitted
+        self._extra: Extra | None = None            # FLAG_MANUAL while inside a manual scope
         self._thread = threading.get_ident()       # the run's thread: the only one that may submit
         self._misuse: str | None = None            # first call from another thread, raised by dev.run
 
@@ -94,11 +124,12 @@ class Runtime:
             self._close(self._frames[-1], why)
 
     # -- scopes ----------------------------------------------------------------------------------
-    def _open(self) -> _Frame:
+    def _open(self, manual: bool = False) -> _Frame:
         if len(self._frames) > MAX_SCOPE_DEPTH:
             raise RuntimeError(f"rt.scope(): scopes nest at most {MAX_SCOPE_DEPTH} deep")
-        fr = _Frame(len(self._frames), self._w.next_tid)
+        fr = _Frame(len(self._frames), self._w.next_tid, manual)
         self._frames.append(fr)
+        self._extra = Extra(C.FLAG_MANUAL) if manual else None
         return fr
 
     def _close(self, fr: _Frame, why: str) -> None:
@@ -118,13 +149,25 @@ class Runtime:
             self._w.write(C.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
                           aux=fr.depth)
         self._frames.pop()
+        self._extra = Extra(C.FLAG_MANUAL) if self._frames and self._frames[-1].manual else None
 
     @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
+    def scope(self, manual: bool = False) -> Iterator[None]:
         """Runtime tensors made inside die at the end of the block, and their heap space is
-        reclaimed once the tasks using them have run."""
+        reclaimed once the tasks using them have run.
+
+        ``manual=True``: tasks submitted inside get no automatic dependencies, only their
+        ``deps=`` (the reference's PTO2ScopeMode::MANUAL) -- under Device(semantics="reference");
+        the default sequential semantics keeps ordering them. Buffer lifetimes stay safe either
+        way. Manual scopes may nest; an automatic scope inside a manual one is an error, as in
+        the reference."""
         self._check_active("rt.scope()")
-        fr = self._open()
+        if not isinstance(manual, (bool, np.bool_)):
+            raise TypeError(f"rt.scope(manual=...): expected True or False, got {type(manual).__name__} {manual!r}")
+        if not manual and self._frames[-1].manual:
+            raise ValueError("rt.scope(): an automatic scope cannot be nested inside a manual one (the reference "
+                             "rejects it too); open it with rt.scope(manual=True), or end the manual scope first")
+        fr = self._open(bool(manual))
         try:
             yield
         except BaseException:
@@ -143,9 +186,11 @@ class Runtime:
                 self._close(fr, "the run failed")
 
     # -- tensors ---------------------------------------------------------------------------------
-    def make_tensor(self, shape: Any, dtype: Any = np.float32) -> Tensor:
+    def make_tensor(self, shape: Any, dtype: Any = np.float32, init: Any = None) -> Tensor:
         """A runtime tensor; it gets GM from the heap ring when the first task that writes it
-        (``Out``) is submitted, and lives until the end of the current scope."""
+        (``Out``) is submitted, and lives until the end of the current scope. ``init``: every
+        element starts as this value (filled when the memory is taken, before any task runs),
+        and the tensor may then be read before anything writes it."""
         if not self.active or threading.get_ident() != self._thread:
             self._check_active("rt.make_tensor()")
         try:
@@ -155,7 +200,8 @@ class Runtime:
         if spec is None:
             spec = self._tensor_spec(shape, dtype)
         fr = self._frames[-1]
-        buf = Buffer(self._s.device, spec[2], None, True, fr)
+        buf = Buffer(self._s.device, spec[2], None, True, fr,
+                     None if init is None else _scalar_of(init, spec[1], "rt.make_tensor(init=...)"))
         fr.buffers.append(buf)
         return Tensor.whole(buf, spec[0], spec[1])
 
@@ -180,8 +226,10 @@ class Runtime:
     def alloc_tensors(self, *specs: Any) -> list[Tensor]:
         """Allocate runtime tensors with a builtin task that completes without a worker.
 
-        Each spec is ``(shape, dtype)`` or an unwritten runtime tensor. The tensors count as
-        written (their contents are undefined), so later tasks may take them ``InOut``."""
+        Each spec is ``(shape, dtype)``, ``(shape, dtype, init)`` or an unwritten runtime
+        tensor. The tensors count as written (their contents are undefined unless ``init`` is
+        given), so later tasks may take them ``InOut``. Its task id (for ``deps=``) is
+        ``rt.last_task`` right after the call."""
         self._check_active("rt.alloc_tensors()")
         if not specs:
             raise ValueError("rt.alloc_tensors(): give at least one (shape, dtype) or runtime tensor")
@@ -189,11 +237,11 @@ class Runtime:
         for i, s in enumerate(specs):
             if isinstance(s, Tensor):
                 t = s
-            elif isinstance(s, tuple) and len(s) == 2:
+            elif isinstance(s, tuple) and len(s) in (2, 3):
                 t = self.make_tensor(*s)
             else:
-                raise TypeError(f"rt.alloc_tensors(): spec {i} must be (shape, dtype) or a runtime "
-                                f"tensor, got {s!r}")
+                raise TypeError(f"rt.alloc_tensors(): spec {i} must be (shape, dtype), (shape, dtype, init) "
+                                f"or a runtime tensor, got {s!r}")
             ts.append(t)
         if len(ts) > C.MAX_TENSORS:
             raise ValueError(f"rt.alloc_tensors(): {len(ts)} tensors; at most {C.MAX_TENSORS}")
@@ -202,16 +250,27 @@ class Runtime:
         if len(new) != len(ts):
             raise ValueError("rt.alloc_tensors(): every tensor must be a whole runtime tensor "
                              "not yet written (and given once)")
-        self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
-                      "rt.alloc_tensors()")
+        self.last_task = self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
+                                       "rt.alloc_tensors()", extra=self._extra)
         return ts
 
     # -- tasks -----------------------------------------------------------------------------------
-    def submit(self, kernel: Kernel, *args: Any, core: Any = None) -> int:
-        """Submit a task: tensor arguments (In/Out/InOut) first, then scalars. Returns its id.
+    def submit(self, kernel: Kernel, *args: Any, core: Any = None, deps: Any = None, blocks: int = 1,
+               sync_start: bool = False, predicate: Any = None) -> int:
+        """Submit a task: tensor arguments (In/Out/InOut/NoDep) first, then scalars. Returns its id.
 
         ``core`` (AIC, AIV or a Mixed) optionally states the core type the caller expects, as the
-        reference's rt_submit_aic_task / rt_submit_aiv_task do; a mismatch is an error."""
+        reference's rt_submit_aic_task / rt_submit_aiv_task do; a mismatch is an error.
+        ``deps``     task ids this task also waits for (finished or retired ones are satisfied)
+        ``blocks``   SPMD: n logical blocks, each on its own cores of the kernel's shape (a whole
+                     cluster's worth for a mixed kernel); ``core_info()`` gives block_idx,
+                     block_num and sub_block_id; consumers wait for every block; more blocks
+                     than free cores run in waves
+        ``sync_start``  all blocks start together, before other ready work; more blocks than
+                     the device holds at once is an error
+        ``predicate``   ``(tensor, index, op, value)``, op one of == != > < >= <=: evaluated when
+                     the task is ready (the element is a tracked read); if false the task
+                     completes without running and its consumers still run"""
         try:
             k = self._kidx.get(kernel)
         except TypeError:                       # not hashable: not a kernel either
@@ -238,11 +297,161 @@ class Runtime:
                                     "Out() or InOut() to say how the kernel uses it")
         if nt > C.MAX_TENSORS:
             raise ValueError(f"{what}: {nt} tensor arguments; at most {C.MAX_TENSORS}")
+        extra = self._extra
+        if deps is not None or blocks != 1 or sync_start or predicate is not None:
+            extra = self._task_extra(kernel, what, deps, blocks, sync_start, predicate)
         new = self._check_tensors(tensors, what) if nt else None
+        if extra is not None and extra.pred is not None and extra.pred[0].buf.gm is None:
+            new = (new or []) + [extra.pred[0].buf]     # an init= tensor read first by the predicate
         tid = self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
-                            self._frames[-1].depth, new, what)
+                            self._frames[-1].depth, new, what, extra=extra)
         self.tasks += 1
+        self.last_task = tid
         return tid
+
+    def _task_extra(self, kernel: Kernel, what: str, deps: Any, blocks: Any, sync_start: Any,
+                    predicate: Any) -> Extra:
+        """Check the newer-API keywords of a submit and pack them (nothing is written yet)."""
+        flags = self._extra.flags if self._extra is not None else 0
+        if not isinstance(blocks, (int, np.integer)) or isinstance(blocks, bool):
+            raise TypeError(f"{what}, blocks={blocks!r}: expected an int >= 1")
+        blocks = int(blocks)
+        if not 1 <= blocks <= C.MAX_BLOCKS:
+            raise ValueError(f"{what}, blocks={blocks}: expected 1..{C.MAX_BLOCKS} logical blocks")
+        if not isinstance(sync_start, (bool, np.bool_)):
+            raise TypeError(f"{what}, sync_start={sync_start!r}: expected True or False")
+        if sync_start and blocks > 1:
+            limit = self.available_aiv() if kernel.shape == SHAPE_AIV else self.available_clusters()
+            if blocks > limit:
+                unit = "AIV cores" if kernel.shape == SHAPE_AIV else "clusters"
+                raise ValueError(f"{what}, blocks={blocks}, sync_start=True: all blocks must start together, "
+                                 f"but the device has {limit} {unit} for a {kernel.shape_name} kernel; use at "
+                                 f"most blocks={limit} (or sync_start=False to run in waves)")
+            flags |= C.FLAG_SYNC
+        pred = self._predicate(predicate, what) if predicate is not None else None
+        return Extra(flags, blocks, self._deps(deps, what), pred)
+
+    def _deps(self, deps: Any, what: str) -> list[int] | None:
+        """``deps=`` as a list of task ids issued so far (ValueError/TypeError otherwise)."""
+        if deps is None:
+            return None
+        if isinstance(deps, (int, np.integer)) and not isinstance(deps, bool):
+            deps = [deps]
+        try:
+            ids = list(deps)
+        except TypeError:
+            raise TypeError(f"{what}, deps={deps!r}: expected a list of task ids (what rt.submit returns)") from None
+        issued = self._w.next_tid
+        if ids and all(type(d) is int for d in ids) and min(ids) >= 0 and max(ids) < issued:
+            if len(ids) > L.DEP_SLOTS:
+                raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
+                                 "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
+            return ids                               # the common case, checked at C speed
+        for i, d in enumerate(ids):
+            if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
+                raise TypeError(f"{what}: deps[{i}] = {d!r} is not a task id; expected the ints rt.submit, "
+                                "rt.submit_dummy and rt.last_task give")
+            if not 0 <= d < issued:
+                raise ValueError(f"{what}: deps[{i}] = {int(d)} was never issued as a task id on this device "
+                                 f"(ids so far: 0..{issued - 1})")
+        if len(ids) > L.DEP_SLOTS:
+            raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
+                             "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
+        return [int(d) for d in ids]
+
+    def _predicate(self, predicate: Any, what: str) -> tuple[Tensor, int, int]:
+        if not isinstance(predicate, tuple) or len(predicate) != 4:
+            raise TypeError(f"{what}, predicate={predicate!r}: expected (tensor, index, op, value), "
+                            f"op one of {' '.join(C.PRED_OPS)}")
+        t, index, op, value = predicate
+        if op not in C.PRED_OPS:
+            raise ValueError(f"{what}, predicate op {op!r}: expected one of {', '.join(repr(o) for o in C.PRED_OPS)}")
+        el = self._element_view(t, index, f"{what}, predicate")
+        v = _scalar_of(value, t.dtype, f"{what}, predicate value")
+        bits = int.from_bytes(v.tobytes().ljust(8, b"\0"), "little", signed=True)
+        return el, C.PRED_OPS.index(op) + 1, bits
+
+    def submit_dummy(self, *args: Any, deps: Any = None) -> int:
+        """A dependency-only task: it takes part in dependency tracking as a task with these
+        tensor arguments would, occupies no core, and completes as soon as it is ready (the
+        reference's rt_submit_dummy_task). Returns its id."""
+        what = "rt.submit_dummy()"
+        self._check_active(what)
+        for i, a in enumerate(args):
+            if not isinstance(a, Arg):
+                raise TypeError(f"{what}: argument {i} is {type(a).__name__} {a!r}; a dummy task takes only "
+                                "tensor arguments (In/Out/InOut/NoDep) and deps=")
+        if len(args) > C.MAX_TENSORS:
+            raise ValueError(f"{what}: {len(args)} tensor arguments; at most {C.MAX_TENSORS}")
+        deps_ = self._deps(deps, what)
+        extra = self._extra
+        if deps_:
+            extra = Extra(extra.flags if extra is not None else 0, 1, deps_)
+        new = self._check_tensors(args, what) if args else None
+        tid = self._w.write(C.KIND_DUMMY, 0, 0, args, (), self._frames[-1].depth, new, what, extra=extra)
+        self.last_task = tid
+        return tid
+
+    # -- scalar data -----------------------------------------------------------------------------
+    def _element_view(self, t: Any, index: Any, what: str) -> Tensor:
+        """The one-element view ``t[index]`` (checked: a live tensor of this device, with data)."""
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{what}: expected a device Tensor, got {type(t).__name__} {t!r}")
+        b = t.buf
+        if not b.alive:
+            raise ValueError(f"{what}: {t!r} is no longer valid: {b.why_dead}")
+        if b.device is not self._s.device:
+            raise ValueError(f"{what}: the tensor belongs to another device")
+        if b.gm is None and b.init is None:
+            raise ValueError(f"{what}: runtime tensor {t!r} has not been written by any task, so it holds "
+                             "nothing yet (make it with init=... to give it a value)")
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            index = (int(index),)
+        if not isinstance(index, tuple) or len(index) != t.ndim or not all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in index):
+            raise TypeError(f"{what}: index {index!r} must be {t.ndim} int(s), one per dimension of the tensor "
+                            f"of shape {t.shape}")
+        try:
+            return t[index]
+        except IndexError as e:
+            raise IndexError(f"{what}: {e}") from None
+
+    def get_tensor_data(self, t: Tensor, index: Any) -> Any:
+        """One element of ``t`` as a Python scalar, once the tasks that write those bytes have
+        finished (it waits for them, not for the whole device)."""
+        what = "rt.get_tensor_data()"
+        self._check_active(what)
+        el = self._element_view(t, index, what)
+        self._probe(In(el), what)
+        v = self._s.element(el)[()]
+        return v.item() if t.dtype.kind in "biuc" else float(v)
+
+    def set_tensor_data(self, t: Tensor, index: Any, value: Any) -> None:
+        """Write one element of ``t`` once the earlier writers and readers of those bytes have
+        finished; tasks submitted afterwards see the new value."""
+        what = "rt.set_tensor_data()"
+        self._check_active(what)
+        el = self._element_view(t, index, what)
+        v = _scalar_of(value, t.dtype, f"{what}, value")
+        self._probe(InOut(el), what)
+        self._s.element(el)[()] = v[()]
+
+    def _probe(self, arg: Arg, what: str) -> None:
+        """A dummy record with this one-element argument, and a wait until it has finished."""
+        new = self._check_tensors([arg], what)
+        extra = Extra(C.FLAG_PROBE | (self._extra.flags if self._extra is not None else 0))
+        tid = self._w.write(C.KIND_DUMMY, 0, 0, [arg], (), self._frames[-1].depth, new, what, extra=extra)
+        self.last_task = tid
+        self._s.wait_probe(tid)
+
+    def available_clusters(self) -> int:
+        """Clusters (blocks of 1 AIC + 2 AIV) of the device: the widest sync_start launch of an
+        AIC or mixed kernel."""
+        return self._s.clusters
+
+    def available_aiv(self) -> int:
+        """Vector cores of the device (2 per cluster): the widest sync_start AIV launch."""
+        return 2 * self._s.clusters
 
     def _submit_checks(self, kernel: Any, core: Any) -> int:
         """The checks a plain submit skips: an unknown kernel, a core-type claim, a run that is
@@ -307,12 +516,36 @@ class Runtime:
             if b.device is not dev:
                 raise ValueError(f"{what}: tensor argument {i} belongs to another device")
             if b.gm is None:
-                if a.dir != C.DIR_OUT:
+                if a.dir != C.DIR_OUT and b.init is None:
                     raise ValueError(
                         f"{what}: tensor argument {i} is {type(a).__name__}({t!r}) but no earlier "
                         "task has written this runtime tensor, so there is nothing to read; the "
                         "first task to use it must take it as Out (or allocate it with "
-                        "rt.alloc_tensors)")
+                        "rt.alloc_tensors, or make it with init=...)")
                 if b not in new:
                     new.append(b)
         return new
+
+
+def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
+    """``value`` as a 0-d array of ``dtype``: exact for integer and bool dtypes (ValueError if it
+    does not fit), rounded to the nearest value for floating ones."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if not isinstance(value, (bool, int, float, complex, np.generic)):
+        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {value!r}")
+    if dtype.kind in "iub":
+        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+            raise ValueError(f"{what}: {value!r} is not a whole number, so it cannot be a {dtype} value")
+        if isinstance(value, (complex, np.complexfloating)):
+            raise ValueError(f"{what}: {value!r} cannot be a {dtype} value")
+        iv = int(value)
+        if dtype.kind == "b":
+            if iv not in (0, 1):
+                raise ValueError(f"{what}: {value!r} is not a bool")
+        else:
+            info = np.iinfo(dtype)
+            if not info.min <= iv <= info.max:
+                raise ValueError(f"{what}: {value!r} does not fit in {dtype} ({info.min}..{info.max})")
+        return np.array(iv, dtype)
+    return np.array(value).astype(dtype)

@@ -74,7 +74,7 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: tuple[
 def run(name: str, case: str | None = None, variant: str | None = None, *, blocks: int = 24,
         rounds: int = 1, seed: int = 0, inline: bool = False, trace: str | None = None,
         record: str | None = None, predict: bool = False, check: bool = True, progress: bool = True,
-        log: Callable[[str], None] = print) -> list[dict]:
+        log: Callable[[str], None] = print, semantics: str = "sequential") -> list[dict]:
     """Run a catalogue workload (``case`` "all" for every case, ``variant`` "all" for every
     variant); one result row per (case, variant)."""
     wl = catalogue.load(name)
@@ -88,20 +88,21 @@ def run(name: str, case: str | None = None, variant: str | None = None, *, block
     rows = []
     for c in cases:
         rows += _run_case(wl, c, variants, blocks=blocks, rounds=rounds, seed=seed, inline=inline,
-                          trace=trace, record=record, predict=predict, check=check, progress=progress, log=log)
+                          trace=trace, record=record, predict=predict, check=check, progress=progress, log=log,
+                          semantics=semantics)
     return rows
 
 
 def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, rounds: int, seed: int,
               inline: bool, trace: str | None, record: str | None, predict: bool, check: bool, progress: bool,
-              log: Callable[[str], None]) -> list[dict]:
+              log: Callable[[str], None], semantics: str = "sequential") -> list[dict]:
     params = wl.case(case)
     platform = Platform(blocks=blocks, **(wl.platform(params) if wl.platform else {}))
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
         f"{platform.blocks} blocks ({platform.cores} cores){' inline' if inline else ''}")
     rows = []
     with Device(platform, kernels=list(wl.kernels), inline=inline, trace=trace or False,
-                record=record or predict) as dev:
+                record=record or predict, semantics=semantics) as dev:
         t0 = time.perf_counter()
         made: dict[int, Any] = {}
 

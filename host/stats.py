@@ -25,13 +25,13 @@ class Stats(dict):
                          f"({run['tasks_per_s']:,.0f} tasks/s); host submit "
                          f"{run['host_submit_s'] * 1e3:.1f} ms, "
                          f"host waiting {run['host_wait_s'] * 1e3:.1f} ms")
-        lines.append(f"{'kernel':<40} {'tasks':>9} {'exec ms':>10} {'skipped':>8} {'errors':>7}")
+        lines.append(f"{'kernel':<40} {'tasks':>9} {'exec ms':>10} {'skipped':>8} {'errors':>7} {'pred false':>10}")
         for name, k in sorted(self.get("kernels", {}).items()):
             lines.append(f"{name:<40} {k['tasks']:>9} {k['exec_ns'] / 1e6:>10.2f} {k['skipped']:>8} "
-                         f"{k['errors']:>7}")
+                         f"{k['errors']:>7} {k.get('predicate_false', 0):>10}")
         rt = self.get("runtime_tasks", {})
         lines.append(f"worker tasks {self.worker_tasks}; runtime tasks (no worker): alloc "
-                     f"{rt.get('alloc', 0)}, scope ends {rt.get('scope_end', 0)}")
+                     f"{rt.get('alloc', 0)}, dummy {rt.get('dummy', 0)}, scope ends {rt.get('scope_end', 0)}")
         for kind, c in self.get("cores", {}).items():
             lines.append(f"{kind} cores: {c['parts_run']} task parts run, {c['busy_s'] * 1e3:.1f} ms busy")
         n = self.get("timed_tasks", 0)

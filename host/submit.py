@@ -8,7 +8,9 @@
                        frees what the scheduler reports dead on the FREED queue, and waits for
                        it when the heap is full)
       4. tensors       16 precomputed words per argument (Tensor.packed)
-      5. publish       header, HEAD = tid + 1; fence; post the scheduler's semaphore only if
+      5. extras        (only when given) explicit deps into the dep pool, the predicate's
+                       operand after the tensors, SPMD blocks and flags
+      6. publish       header, HEAD = tid + 1; fence; post the scheduler's semaphore only if
                        it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +33,7 @@ from host.errors import DeviceMemoryError
 from host.gm import HEAP_ALIGN, Arena
 from host.tensor import Buffer
 
-HDR = struct.Struct("12q")
+HDR = struct.Struct(f"{C.H_PRED_VAL + 1}q")
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -39,6 +43,19 @@ def _fmt_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+class Extra:
+    """What a submit asked for beyond kernel, tensors and scalars (None in the common case)."""
+
+    __slots__ = ("flags", "blocks", "deps", "pred")
+
+    def __init__(self, flags: int = 0, blocks: int = 1, deps: list[int] | None = None,
+                 pred: tuple[Any, int, int] | None = None) -> None:
+        self.flags = flags                 # FLAG_MANUAL, FLAG_SYNC, FLAG_PROBE
+        self.blocks = blocks               # SPMD logical blocks
+        self.deps = deps                   # explicit dependencies: task ids
+        self.pred = pred                   # (one-element operand view, PRED op code, value bits)
 
 
 class TaskWriter:
@@ -74,6 +91,10 @@ class TaskWriter:
         self.fence = C.make_fence()
         self.submitted = 0
         self.recorder = None                       # host.graph.Recorder while recording
+        self.gm: memoryview | None = None          # GM, to fill runtime tensors made with init=
+        self.dep_head = self.dep_tail = 0          # dep pool: next position, oldest one in use
+        self.dep_users: deque[tuple[int, int]] = deque()   # (tid, end position) of records with deps
+        self.g_ingested = lay.g(L.G_INGESTED)
 
     # -- ring space ------------------------------------------------------------------------------
     def _wait_ring(self, tid: int) -> None:
@@ -133,6 +154,15 @@ class TaskWriter:
             b.gm = off
             b.owner = tid
             off += n
+        self.fill_init(bufs)
+
+    def fill_init(self, bufs: list[Buffer]) -> None:
+        """Runtime tensors made with ``init=``: fill them as they get their memory, before the
+        record that allocates them is published (nothing can be using that memory now)."""
+        for b in bufs:
+            if b.init is not None:
+                dt = b.init.dtype
+                np.ndarray((b.nbytes // dt.itemsize,), dt, self.gm, b.gm).fill(b.init[()])
 
     def _wait_freed(self, tid: int, total: int) -> None:
         """Block until the scheduler reports at least one more dead allocation, then free it."""
@@ -160,9 +190,11 @@ class TaskWriter:
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, kind: int, k: int, shape: int, args: tuple | list, scalars: tuple | list,
-              depth: int, new: list[Buffer] | None, what: str, aux: int = 0) -> int:
+              depth: int, new: list[Buffer] | None, what: str, aux: int = 0,
+              extra: Extra | None = None) -> int:
         """Write one record and publish it; returns its task id. This is the host's hot path:
-        one clock read, one header pack, one pack per tensor argument."""
+        one clock read, one header pack, one pack per tensor argument; ``extra`` (explicit deps,
+        SPMD blocks, a predicate, flags) only when the submit asked for any of them."""
         q = self.q
         if q[self.g_error]:
             self.ch.check_error()
@@ -180,21 +212,69 @@ class TaskWriter:
             self._place(new, tid, what, hold)
             flags = C.FLAG_HEAP
         raw = self.raw
-        if args:
-            a = (r + C.ARGS_OFF) * 8
-            n = C.ARG_WORDS * 8
-            for x in args:
-                raw[a:a + n] = x.tensor.packed_bytes(x.dir)
-                a += n
+        a = (r + C.ARGS_OFF) * 8
+        n = C.ARG_WORDS * 8
+        for x in args:
+            raw[a:a + n] = x.tensor.packed_bytes(x.dir, x.notrack)
+            a += n
+        blocks = 1 if kind == C.KIND_TASK else 0
+        ndeps = deps_at = pred_op = pred_val = 0
+        if extra is not None:
+            flags |= extra.flags
+            if kind == C.KIND_TASK:
+                blocks = extra.blocks
+            if extra.deps:
+                ndeps = len(extra.deps)
+                deps_at = self._put_deps(tid, extra.deps)
+            if extra.pred is not None:
+                operand, pred_op, pred_val = extra.pred
+                raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
+                flags |= C.FLAG_PRED
         HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
-                      t0, nvals, aux)
+                      t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
         self.next_tid = tid + 1
         if self.recorder is not None:
             self.recorder.add(tid, kind, k, args, scalars, depth,
-                              sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0)
+                              sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
+                              extra)
         self.publish(tid, r)
         self.submitted += 1
         return tid
+
+    # -- explicit dependencies -------------------------------------------------------------------
+    def _put_deps(self, tid: int, deps: list[int]) -> int:
+        """Copy a record's explicit deps into the dep pool; returns where they start. Positions
+        of records the scheduler has ingested are free again."""
+        n = len(deps)
+        size = self.lay.dep_mask + 1
+        if self.dep_head + n - self.dep_tail > size:
+            self._free_deps(n, size, tid)
+        at = self.dep_head
+        i, j = at & self.lay.dep_mask, self.lay.dep_off
+        first = min(n, size - i)                     # the pool may wrap
+        self.i64[j + i:j + i + first] = deps[:first]
+        if first < n:
+            self.i64[j:j + n - first] = deps[first:]
+        self.dep_head = at + n
+        self.dep_users.append((tid, at + n))
+        return at
+
+    def _free_deps(self, n: int, size: int, tid: int) -> None:
+        users, q = self.dep_users, self.q
+        while self.dep_head + n - self.dep_tail > size:
+            ingested = q[self.g_ingested]
+            while users and users[0][0] < ingested:
+                self.dep_tail = users.popleft()[1]
+            if self.dep_head + n - self.dep_tail <= size:
+                return
+            if not users:                             # nothing in use: the pool is all ours
+                self.dep_tail = self.dep_head
+                return
+            oldest = users[0][0]
+            # Retired implies ingested: wait for the oldest record that holds pool space.
+            self.ch.wait(L.WAIT_RETIRED, oldest + 1,
+                         lambda o=oldest, gr=self.g_retired, gi=self.g_ingested: q[gr] > o or q[gi] > o,
+                         f"waiting for dependency-pool space for task {tid}", self._ring_deadlock)
 
     def publish(self, tid: int, r: int) -> None:
         """Hand the record to the scheduler, waking it only if it sleeps."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from device import codec as C
-from kernels.args import Arg, In, InOut, Out  # noqa: F401  (re-exported)
+from kernels.args import Arg, In, InOut, NoDep, Out  # noqa: F401  (re-exported)
 
 ARG_WORDS = struct.Struct(f"{C.ARG_WORDS}q")
 
@@ -36,9 +36,10 @@ class Buffer:
     """One GM allocation. ``gm`` is its byte offset in GM, None until a runtime tensor is written."""
 
     __slots__ = ("id", "nbytes", "gm", "runtime", "owner", "scope", "alive", "device", "why_dead",
-                 "__weakref__")
+                 "init", "__weakref__")
 
-    def __init__(self, device: Any, nbytes: int, gm: int | None, runtime: bool, scope: Any = None):
+    def __init__(self, device: Any, nbytes: int, gm: int | None, runtime: bool, scope: Any = None,
+                 init: np.ndarray | None = None):
         self.id = next(_ids)
         self.nbytes = nbytes
         self.gm = gm
@@ -48,6 +49,7 @@ class Buffer:
         self.alive = True
         self.device = device
         self.why_dead = ""
+        self.init = init           # runtime buffers: a one-element array to fill them with when placed
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,11 +94,12 @@ class Tensor:
     """A view of a device buffer. Make views with ``t[...]`` (integers and step-1 slices),
     ``t.view(shape, offsets)`` and ``t.reshape(shape)``."""
 
-    __slots__ = ("buf", "dtype", "shape", "_sys", "_start", "_fshape", "_drop", "_packed", "_whole")
+    __slots__ = ("buf", "dtype", "shape", "_sys", "_start", "_fshape", "_drop", "_packed", "_whole",
+                 "manual_dep")
     is_device_tensor = True
 
     def __init__(self, buf: Buffer, dtype: np.dtype, sys: tuple, start: tuple, fshape: tuple,
-                 drop: tuple) -> None:
+                 drop: tuple, manual_dep: bool = False) -> None:
         self.buf = buf
         self.dtype = dtype
         self._sys = sys                 # (origin byte offset in the buffer, shape, strides)
@@ -106,6 +109,9 @@ class Tensor:
         self.shape = tuple(n for n, d in zip(fshape, drop) if not d)
         self._packed: list | None = None
         self._whole = False             # the whole buffer, C order: record words come directly
+        # The reference's per-view "creator-only" tracking: every argument made of this view is
+        # untracked (like NoDep) under reference semantics. Views made from it do not inherit it.
+        self.manual_dep = manual_dep
 
     @classmethod
     def whole(cls, buf: Buffer, shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
@@ -116,6 +122,7 @@ class Tensor:
         t._start, t._drop = (0,) * nd, (False,) * nd
         t._packed = None
         t._whole = True
+        t.manual_dep = False
         return t
 
     # -- numpy-like attributes -------------------------------------------------------------------
@@ -202,8 +209,10 @@ class Tensor:
                 raise TypeError(f"tensor index must be an int, a slice or ..., got {type(k).__name__}")
         return Tensor(self.buf, self.dtype, self._sys, tuple(start), tuple(fshape), tuple(drop))
 
-    def view(self, shape: Any, offsets: Any) -> Tensor:
-        """The sub-box of ``shape`` starting at ``offsets`` (both in this view's dimensions)."""
+    def view(self, shape: Any, offsets: Any, manual_dep: bool = False) -> Tensor:
+        """The sub-box of ``shape`` starting at ``offsets`` (both in this view's dimensions).
+        ``manual_dep``: the view's accesses are tracked creator-only (the reference's
+        ``view(..., manual_dep=true)``; it matters under Device(semantics="reference"))."""
         shape = check_shape(shape, "view(shape=...)")
         offsets = tuple(offsets) if not isinstance(offsets, (int, np.integer)) else (offsets,)
         if len(shape) != self.ndim or len(offsets) != self.ndim:
@@ -218,10 +227,13 @@ class Tensor:
                 raise ValueError(f"view(shape={shape}, offsets={offsets}): dimension {i} covers "
                                  f"[{o}, {o + n}) but the tensor has {have}")
             key.append(slice(int(o), int(o) + n))
-        return self[tuple(key)]
+        t = self[tuple(key)]
+        t.manual_dep = _flag(manual_dep, "view(manual_dep=...)")
+        return t
 
-    def reshape(self, *shape: Any) -> Tensor:
-        """Same bytes, new shape; the view must be contiguous. One extent may be -1."""
+    def reshape(self, *shape: Any, manual_dep: bool = False) -> Tensor:
+        """Same bytes, new shape; the view must be contiguous. One extent may be -1.
+        ``manual_dep`` as for ``view``."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
         shape = tuple(int(n) for n in shape)
@@ -241,11 +253,13 @@ class Tensor:
                              "reshape the base tensor and slice that instead")
         nd = len(shape)
         sys = (self.lo_rel(), shape, c_strides(shape, self.dtype.itemsize))
-        return Tensor(self.buf, self.dtype, sys, (0,) * nd, shape, (False,) * nd)
+        return Tensor(self.buf, self.dtype, sys, (0,) * nd, shape, (False,) * nd,
+                      _flag(manual_dep, "reshape(manual_dep=...)"))
 
     # -- record words ---------------------------------------------------------------------------
-    def packed(self, d: int) -> tuple:
-        """The 16 record words of this view as argument direction ``d`` (buffer must be placed)."""
+    def packed(self, d: int, notrack: bool = False) -> tuple:
+        """The 16 record words of this view as argument direction ``d`` (buffer must be placed);
+        ``notrack``: a NoDep argument (a manual_dep view always is)."""
         buf = self.buf
         g = buf.gm
         nd = len(self._fshape)
@@ -255,18 +269,25 @@ class Tensor:
             lo, hi = self.span_rel()
             drop = sum(1 << i for i, dd in enumerate(self._drop) if dd)
             contiguous = self.is_contiguous()
-        meta = C.pack_meta(d, contiguous, self.dtype, nd, drop)
+        meta = C.pack_meta(d, contiguous, self.dtype, nd, drop, notrack or self.manual_dep)
         pad = (0,) * (C.MAX_DIMS - nd)
         return ((buf.id, meta, lo + g, hi + g, buf.owner, self._sys[0] + g)
                 + self._fshape + pad + self._sys[2] + pad)
 
-    def packed_bytes(self, d: int) -> bytes:
-        """``packed(d)`` as the bytes that go into a record, made once per view and direction
-        (a view's words never change once its buffer is placed)."""
+    def packed_bytes(self, d: int, notrack: bool = False) -> bytes:
+        """``packed(d, notrack)`` as the bytes that go into a record, made once per view and
+        direction (a view's words never change once its buffer is placed)."""
         p = self._packed
         if p is None:
-            p = self._packed = [None, None, None, None]
-        w = p[d]
+            p = self._packed = [None] * 8
+        i = d + 4 if notrack else d
+        w = p[i]
         if w is None:
-            w = p[d] = ARG_WORDS.pack(*self.packed(d))
+            w = p[i] = ARG_WORDS.pack(*self.packed(d, notrack))
         return w
+
+
+def _flag(v: Any, what: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{what}: expected True or False, got {type(v).__name__} {v!r}")
+    return bool(v)

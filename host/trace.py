@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.codec import TRACE_COLUMNS, block_of, core_name, lane_of
+from device.codec import STATUS_NAMES, STATUS_PRED_FALSE, TRACE_COLUMNS, block_of, core_name, lane_of
 
 C = {name: i for i, name in enumerate(TRACE_COLUMNS)}
 LANES = ("AIC", "AIV0", "AIV1")
@@ -42,13 +42,15 @@ class TraceData:
     blocks: int
     phase_ns: dict = field(default_factory=dict)     # scheduler time per loop step, over the runs only
     runs: list[tuple[int, int]] = field(default_factory=list)   # (start, end) ns of each dev.run
+    pred_false: list[int] = field(default_factory=list)    # tasks whose predicate was false
 
     @staticmethod
-    def load(path: str, kernel_names: list[str], blocks: int, phase_ns: dict) -> TraceData:
+    def load(path: str, kernel_names: list[str], blocks: int, phase_ns: dict,
+             pred_false: list[int] | None = None) -> TraceData:
         with np.load(path) as z:
             rows, edges = z["rows"], z["edges"]
         os.unlink(path)
-        return TraceData(rows, edges, kernel_names, blocks, phase_ns)
+        return TraceData(rows, edges, kernel_names, blocks, phase_ns, pred_false=list(pred_false or ()))
 
     def extend(self, other: TraceData) -> None:
         self.rows = np.concatenate([self.rows, other.rows])
@@ -56,6 +58,7 @@ class TraceData:
         self.phase_ns = {k: self.phase_ns.get(k, 0) + other.phase_ns.get(k, 0)
                          for k in {*self.phase_ns, *other.phase_ns}}
         self.runs += other.runs
+        self.pred_false += other.pred_false
 
 
 def _us(ns: int | float, t0: int) -> float:
@@ -97,13 +100,16 @@ def to_chrome(data: TraceData) -> dict:
         args = {"task": tid, "kernel": kname,
                 "submit_us": _us(r[C["submit"]], t0), "ready_us": _us(r[C["ready"]], t0),
                 "dispatch_us": _us(r[C["dispatch"]], t0), "done_us": _us(r[C["done"]], t0),
-                "status": ("ok", "error", "skipped")[r[C["status"]]] if r[C["status"]] < 3 else "?"}
+                "status": STATUS_NAMES[r[C["status"]]] if 0 <= r[C["status"]] < len(STATUS_NAMES) else "?"}
         ev.append({"ph": "i", "s": "t", "name": "submit", "cat": "submit", "pid": 0, "tid": 0,
                    "ts": _us(r[C["submit"]], t0), "args": {"task": tid, "kernel": kname}})
         ev.append({"ph": "i", "s": "t", "name": f"dispatch {tid}", "cat": "dispatch", "pid": 0, "tid": 1,
                    "ts": _us(r[C["dispatch"]], t0), "args": {"task": tid}})
         ev.append({"ph": "i", "s": "t", "name": f"done {tid}", "cat": "done", "pid": 0, "tid": 1,
                    "ts": _us(r[C["done"]], t0), "args": {"task": tid}})
+        if r[C["status"]] == STATUS_PRED_FALSE:   # completed on the scheduler, no core
+            ev.append({"ph": "i", "s": "t", "name": f"predicated skip {kname.rsplit('.', 1)[-1]}",
+                       "cat": "predicate", "pid": 0, "tid": 1, "ts": _us(r[C["done"]], t0), "args": args})
         for p in range(3):
             core = r[C[f"core{p}"]]
             if core < 0:

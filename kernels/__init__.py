@@ -5,8 +5,8 @@ import only this package (the registry and the In/Out/InOut markers), never ``ho
 ``device``.
 """
 
-from kernels.args import In, InOut, Out
+from kernels.args import In, InOut, NoDep, Out
 from kernels.registry import AIC, AIV, CoreInfo, Kernel, Mixed, core_info, kernel, registered, resolve
 
 __all__ = ["AIC", "AIV", "Mixed", "Kernel", "CoreInfo", "kernel", "core_info", "registered", "resolve",
-           "In", "Out", "InOut"]
+           "In", "Out", "InOut", "NoDep"]

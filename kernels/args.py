@@ -6,6 +6,10 @@ kernel uses each tensor without importing the host runtime. ``host`` re-exports 
     In     read only
     Out    write only: the old contents are undefined to the kernel
     InOut  read, then write
+    NoDep  the kernel may read and write it, and the argument takes part in no dependency
+           tracking beyond its creator (the reference's NO_DEP / add_no_dep) -- under
+           Device(semantics="reference"); the default sequential semantics still orders it as
+           an InOut (see host/orchestration.py, "Semantics")
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ class Arg:
 
     __slots__ = ("tensor",)
     dir = 0
+    notrack = False
 
     def __init__(self, tensor: object) -> None:
         if not getattr(tensor, "is_device_tensor", False):
@@ -45,3 +50,9 @@ class Out(Arg):
 class InOut(Arg):
     """Read, then write."""
     dir = DIR_INOUT
+
+
+class NoDep(Arg):
+    """Read and write, untracked: no tensor-map lookup or insert (creator edge only)."""
+    dir = DIR_INOUT
+    notrack = True

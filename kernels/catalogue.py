@@ -3,8 +3,8 @@
     ptoemu list                 what is here: workloads, cases, task counts, features
     ptoemu run NAME [--case C]  one workload on an emulated device, checked against its golden
 
-Each entry is a module with a ``WORKLOAD`` (kernels/workload.py); it is imported only when asked
-for, so listing names costs nothing.
+Each entry is a module with a ``WORKLOAD`` (kernels/workload.py), or ``module:NAME`` for a module
+holding several; it is imported only when asked for, so listing names costs nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,26 @@ MODULES: dict[str, str] = {
     "tiled_matmul": "kernels.examples.tiled_matmul",
     "mixed_shapes": "kernels.examples.mixed_shapes",
     "paged_attention_unroll": "kernels.paged_attention.workload",
+    # the reference's scene tests for its newer API (kernels/scenes)
+    "vector_example": "kernels.scenes.data:VECTOR_EXAMPLE",
+    "scalar_data": "kernels.scenes.data:SCALAR_DATA",
+    "heap_empty_ring_rebase": "kernels.scenes.data:HEAP_EMPTY_RING_REBASE",
+    "dummy_task": "kernels.scenes.deps:DUMMY_TASK",
+    "fanin_lookup_perf": "kernels.scenes.deps:FANIN_LOOKUP_PERF",
+    "chain_barrier": "kernels.scenes.deps:CHAIN_BARRIER",
+    "predicated_dispatch": "kernels.scenes.deps:PREDICATED_DISPATCH",
+    "spmd_basic": "kernels.scenes.spmd:SPMD_BASIC",
+    "spmd_multiblock_aiv": "kernels.scenes.spmd:SPMD_MULTIBLOCK_AIV",
+    "spmd_multiblock_mix": "kernels.scenes.spmd:SPMD_MULTIBLOCK_MIX",
+    "spmd_batch_dispatch_oob": "kernels.scenes.spmd:SPMD_BATCH_DISPATCH_OOB",
+    "spmd_sync_start": "kernels.scenes.spmd:SPMD_SYNC_START",
+    "spmd_sync_start_aiv": "kernels.scenes.spmd:SPMD_SYNC_START_AIV",
+    "spmd_sync_start_edge": "kernels.scenes.spmd:SPMD_SYNC_START_EDGE",
+    "spmd_sync_start_stress": "kernels.scenes.spmd:SPMD_SYNC_START_STRESS",
+    "spmd_starvation": "kernels.scenes.spmd:SPMD_STARVATION",
+    "spmd_sync_start_early_dispatch": "kernels.scenes.spmd:SPMD_SYNC_START_EARLY_DISPATCH",
+    "spmd_sync_start_mix_spill": "kernels.scenes.spmd:SPMD_SYNC_START_MIX_SPILL",
+    "available_aicore_counts": "kernels.scenes.spmd:AVAILABLE_AICORE_COUNTS",
 }
 
 
@@ -29,4 +49,5 @@ def load(name: str) -> Workload:
     """The workload called ``name`` (ValueError naming the known ones otherwise)."""
     if name not in MODULES:
         raise ValueError(f"unknown workload {name!r}; known: {', '.join(MODULES)}")
-    return importlib.import_module(MODULES[name]).WORKLOAD
+    mod, _, attr = MODULES[name].partition(":")
+    return getattr(importlib.import_module(mod), attr or "WORKLOAD")

@@ -224,22 +224,42 @@ def resolve(kernels: Iterable[Kernel | str]) -> list[Kernel]:
 
 @dataclass(frozen=True)
 class CoreInfo:
-    """Where the calling kernel part runs: block index, core kind and global core index."""
+    """Where the calling kernel part runs: the physical block (cluster), core kind and global
+    core index; and, for the task being run, its SPMD block index and block count (the
+    reference's get_block_idx / get_block_num; 0 and 1 for a plain task)."""
 
     block: int
     kind: str       # "AIC" or "AIV"
     lane: int       # 0 for AIC; 0 or 1 for the two AIVs of a block
     core: int       # global core index, 0 .. 3*blocks-1
+    block_idx: int = 0      # this part's logical block of an SPMD task, 0 .. block_num-1
+    block_num: int = 1      # the task's logical blocks (rt.submit(..., blocks=n))
+
+    @property
+    def sub_block_id(self) -> int:
+        """The vector lane in its cluster (0 = AIV0, 1 = AIV1; 0 on the AIC), as the
+        reference's get_sub_block_id."""
+        return self.lane
 
 
 _CORE: CoreInfo | None = None
+_BLOCK_IDX, _BLOCK_NUM = 0, 1           # the task being run (set per task by the worker)
 
 
 def core_info() -> CoreInfo | None:
-    """The core the current kernel part runs on, or None outside a device worker."""
-    return _CORE
+    """The core the current kernel part runs on and its SPMD block, or None outside a device
+    worker (and outside the inline engine's kernels)."""
+    c = _CORE
+    if c is None or (_BLOCK_IDX == 0 and _BLOCK_NUM == 1):
+        return c
+    return CoreInfo(c.block, c.kind, c.lane, c.core, _BLOCK_IDX, _BLOCK_NUM)
 
 
-def _set_core(info: CoreInfo) -> None:
+def _set_core(info: CoreInfo | None) -> None:
     global _CORE
     _CORE = info
+
+
+def _set_block(idx: int, num: int) -> None:
+    global _BLOCK_IDX, _BLOCK_NUM
+    _BLOCK_IDX, _BLOCK_NUM = idx, num

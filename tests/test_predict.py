@@ -233,7 +233,7 @@ def pa_graph(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("predict") / "pa.graph.jsonl")
     with Device(Platform(blocks=4), kernels=["kernels.paged_attention"], record=path, inline=True) as dev:
         d = pa.load_case(dev, PA_CASE, 0)
-        for variant in pa.VARIANTS:
+        for variant in ("hub", "first_output", "alloc"):
             dev.run(pa.orchestrate, d["query"], d["key_cache"], d["value_cache"], d["block_table"],
                     d["context_lens"], d["out"], scale=d["scale"], variant=variant, unroll=4)
     return path
@@ -317,9 +317,9 @@ def test_runs_can_predict_as_they_go(capsys, tmp_path):
     assert main(["paged-attention", "--case", "small", "--variant", "all", "--blocks", "2", "--inline",
                  "--predict", "--record", str(tmp_path / "g.jsonl")]) == 0
     out = capsys.readouterr().out
-    assert out.count("predicted on an a2a3 chip:") == 3 and "PASS" in out
+    assert out.count("predicted on an a2a3 chip:") == len(pa.VARIANTS) and "PASS" in out
     g = Graph.load(str(tmp_path / "g.jsonl"))
-    assert len(g.runs) == 3 and g.n_edges > 0
+    assert len(g.runs) == len(pa.VARIANTS) and g.n_edges > 0
     # bench paged-attention --predict: one predicted time per (case, unroll, variant)
     from host.bench import paged_attention as bench
     r = bench.run(["small"], ["hub", "first_output"], [None], blocks=2, rounds=1, predict=True, log=lambda s: None)

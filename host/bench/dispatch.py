@@ -10,6 +10,9 @@ queue, mailbox, wake-up, completion, retirement, timestamps.
     fanin       64 writers of disjoint rows, one reader of all; repeated  N tasks
     shape_*     independent tasks of one core shape (AIC, AIV, AIV_X2,    N/4 tasks each
                 AIC_AIV, AIC_AIV_X2): mixed shapes need idle cores of one block
+    deps64      64 independent producers, then 64 consumers each with     N tasks
+                deps= all 64 producers (4,096 explicit edges); repeated
+    spmd24      tasks of 24 SPMD blocks each (rate counted in blocks)     N blocks
 
 Baselines in the same run, interleaved round by round: ProcessPoolExecutor(cpu_count, fork)
 on N/10 no-op calls -- all submitted then waited ("indep"), and submit-and-wait one at a time
@@ -91,6 +94,20 @@ def orch_fanin(rt, rows, n: int) -> None:
         rt.submit(noop, whole)
 
 
+def orch_deps64(rt, n: int) -> None:
+    submit = rt.submit
+    for _ in range(0, n, 128):
+        prods = [submit(noop) for _ in range(64)]
+        for _ in range(64):
+            submit(noop, deps=prods)
+
+
+def orch_spmd(rt, n: int, blocks: int = 24) -> None:
+    submit = rt.submit
+    for _ in range(n // blocks):
+        submit(noop, blocks=blocks)
+
+
 def _ppe_noop() -> None:
     return None
 
@@ -110,7 +127,9 @@ def scenarios(dev: Device, n: int) -> dict[str, Callable[[], object]]:
     out = {"indep": lambda: dev.run(orch_indep, n),
            "chain": lambda: dev.run(orch_chain, buf, n),
            "fanout": lambda: dev.run(orch_fanout, buf, n),
-           "fanin": lambda: dev.run(orch_fanin, rows, n)}
+           "fanin": lambda: dev.run(orch_fanin, rows, n),
+           "deps64": lambda: dev.run(orch_deps64, n),
+           "spmd24": lambda: dev.run(orch_spmd, n)}
     for name, k in SHAPES.items():
         out[f"shape_{name}"] = lambda k=k: dev.run(orch_indep, n // 4, k)
     return out
@@ -212,6 +231,10 @@ def run(blocks: list[int], tasks: int, rounds: int, log: Callable[[str], None] =
         "chain_x_ppe_submit_and_wait": {str(b): med[("chain", b, True)] / ppe["chain"]["tasks_per_s_median"]
                                         for b in blocks},
         "timestamp_cost": {k: 1 - med[(k, big, True)] / med[(k, big, False)] for k in ("indep", "chain")},
+        # The newer API's targets: an explicit 64 x 64 fan-in, and SPMD blocks, against
+        # independent single-block tasks on the same device (>= 0.5 each).
+        "deps64_vs_indep": {str(b): med[("deps64", b, True)] / med[("indep", b, True)] for b in blocks},
+        "spmd24_blocks_vs_indep": {str(b): med[("spmd24", b, True)] / med[("indep", b, True)] for b in blocks},
         "readonly_inputs": view_decode_cost(),
         "device_lifecycle_s": life}
     return common.results("dispatch", {"blocks": blocks, "tasks": tasks, "rounds": rounds}, rows, summary)
@@ -226,6 +249,11 @@ def format(r: dict) -> str:
     lines = [common.table("dispatch: no-op tasks through the whole path", cols, r["rows"])]
     lines.append("timestamps cost (tasks/s lost with them on, rounds interleaved): " + ", ".join(
         f"{k} {v * 100:+.1f} %" for k, v in s["timestamp_cost"].items()))
+    if "deps64_vs_indep" in s:
+        lines.append("explicit 64 x 64 fan-in vs independent tasks: " + ", ".join(
+            f"{b} blocks {x:.2f}" for b, x in s["deps64_vs_indep"].items()))
+        lines.append("SPMD blocks (24 per task) vs independent tasks: " + ", ".join(
+            f"{b} blocks {x:.2f}" for b, x in s["spmd24_blocks_vs_indep"].items()))
     ro = s["readonly_inputs"]
     lines.append(f"read-only In views: decoding two In arguments {ro['decode_us_in']:.2f} us, two InOut "
                  f"{ro['decode_us_inout']:.2f} us per task")

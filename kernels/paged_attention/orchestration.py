@@ -6,14 +6,19 @@
             hub:           HUB task writes them (Out); every UP takes them InOut
             first_output:  no extra task: the first UP takes them Out, later UPs InOut
             alloc:         rt.alloc_tensors -- a runtime task that completes without a worker
+            manual:        as alloc, inside rt.scope(manual=True): every edge is an explicit
+                           dep (the reference's paged_attention_unroll_manual_scope): SF after
+                           QK, PV after SF, UP after PV, the previous UP, and (last) the alloc
         for each chunk of up to ``unroll`` KV blocks (block ids travel as a scalar array):
             QK  In(q tile), In(key_cache)        -> Out(sij)
             SF  In(sij)                          -> Out(pij), Out(mi), Out(li)
             PV  In(pij), In(value_cache)         -> Out(oi_new)
             UP  In(mi, li, oi_new), accumulators, InOut(out tile); writes out on the last chunk
 
-Groups are independent; chunks of a group chain through the accumulators. ``first_output`` and
-``alloc`` submit exactly one worker task fewer per group than ``hub``.
+Groups are independent; chunks of a group chain through the accumulators. ``first_output``,
+``alloc`` and ``manual`` submit exactly one worker task fewer per group than ``hub``.
+``out_manual_dep=True`` takes the out tile as a ``manual_dep`` view (the reference's
+``out.view(..., true)``; always so in ``manual``): creator-only tracking under reference semantics.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from kernels.paged_attention.cases import generate_inputs
 from kernels.paged_attention.kernels import hub, pv, qk, sf, up
 from kernels.paged_attention.tiling import chunks, head_tiles
 
-VARIANTS = ("hub", "first_output", "alloc")
+VARIANTS = ("hub", "first_output", "alloc", "manual")
 F32 = np.dtype(np.float32)
 
 
@@ -44,7 +49,7 @@ def _values(rt: Any, x: Any) -> np.ndarray:
 def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_table: Any,
                 context_lens: Any, out: Any, *, scale: float, variant: str = "first_output",
                 unroll: int = 64, kernels: Mapping[str, Any] | None = None,
-                chunk_scope: bool = False) -> dict[str, int]:
+                chunk_scope: bool = False, out_manual_dep: bool = False) -> dict[str, int]:
     """Submit the decode paged-attention pipeline. Returns the number of groups and chunks.
 
     ``kernels`` may replace any of "qk", "sf", "pv", "up", "hub" by another kernel with the same
@@ -68,48 +73,58 @@ def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_tab
         seq_chunks = chunks(int(ctx[b]), block_size, unroll)
         for h0, qt in head_tiles(heads):
             groups += 1
-            with rt.scope():
+            manual = variant == "manual"
+            with rt.scope(manual=manual):
                 qi = query[b, h0:h0 + qt]
-                out_t = out[b * heads + h0:b * heads + h0 + qt]
+                out_t = out.view((qt, head_dim), (b * heads + h0, 0), manual_dep=manual or out_manual_dep)
                 specs = (((qt,), F32), ((qt,), F32), ((qt, head_dim), F32))
-                if variant == "alloc":
+                deps: dict[str, int] = {}
+                if variant in ("alloc", "manual"):
                     mi_acc, li_acc, oi_acc = rt.alloc_tensors(*specs)
+                    deps["alloc"] = rt.last_task
                 else:
                     mi_acc, li_acc, oi_acc = (rt.make_tensor(*s) for s in specs)
                 if variant == "hub":
                     rt.submit(k["hub"], Out(mi_acc), Out(li_acc), Out(oi_acc))
                 for ch in seq_chunks:
                     nchunks += 1
-                    with rt.scope() if chunk_scope else contextlib.nullcontext():
+                    with rt.scope(manual=manual) if chunk_scope else contextlib.nullcontext():
                         _chunk(rt, k, ch, qi, key_cache, value_cache, bt[b], block_size, qt, head_dim, pdt,
-                               float(scale), variant, (mi_acc, li_acc, oi_acc), out_t)
+                               float(scale), variant, (mi_acc, li_acc, oi_acc), out_t, deps if manual else None)
     return {"groups": groups, "chunks": nchunks}
 
 
 def _chunk(rt: Any, k: Mapping[str, Any], ch: Any, qi: Any, key_cache: Any, value_cache: Any,
            bt_row: np.ndarray, block_size: int, qt: int, head_dim: int, pdt: np.dtype, scale: float,
-           variant: str, accs: tuple, out_t: Any) -> None:
-    """QK -> SF -> PV -> UP over one chunk of KV blocks of one group."""
+           variant: str, accs: tuple, out_t: Any, deps: dict[str, int] | None) -> None:
+    """QK -> SF -> PV -> UP over one chunk of KV blocks of one group. ``deps`` (manual): the
+    explicit edges, and where the previous UP and the accumulators' alloc are kept."""
     mi_acc, li_acc, oi_acc = accs
     width = ch.n_blocks * block_size
     ids = bt_row[ch.first_block:ch.first_block + ch.n_blocks]
     sij = rt.make_tensor((qt, width), F32)
-    rt.submit(k["qk"], In(qi), In(key_cache), Out(sij), ids)
+    t_qk = rt.submit(k["qk"], In(qi), In(key_cache), Out(sij), ids)
     pij = rt.make_tensor((qt, width), pdt)
     mi = rt.make_tensor((qt,), F32)
     li = rt.make_tensor((qt,), F32)
-    rt.submit(k["sf"], In(sij), Out(pij), Out(mi), Out(li), scale, ch.valid_len_last, ch.n_blocks)
+    t_sf = rt.submit(k["sf"], In(sij), Out(pij), Out(mi), Out(li), scale, ch.valid_len_last, ch.n_blocks,
+                     deps=[t_qk] if deps is not None else None)
     oi_new = rt.make_tensor((qt, head_dim), F32)
-    rt.submit(k["pv"], In(pij), In(value_cache), Out(oi_new), ids)
+    t_pv = rt.submit(k["pv"], In(pij), In(value_cache), Out(oi_new), ids, deps=[t_sf] if deps is not None else None)
     acc = Out if (variant == "first_output" and ch.is_first) else InOut
-    rt.submit(k["up"], In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
-              InOut(out_t), ch.is_first, ch.is_last)
+    up_deps = None
+    if deps is not None:
+        up_deps = [t_pv] + ([deps["up"]] if "up" in deps else []) + ([deps["alloc"]] if ch.is_last else [])
+    t_up = rt.submit(k["up"], In(mi), In(li), In(oi_new), acc(mi_acc), acc(li_acc), acc(oi_acc),
+                     InOut(out_t), ch.is_first, ch.is_last, deps=up_deps)
+    if deps is not None:
+        deps["up"] = t_up
 
 
 def expected_tasks(groups: int, chunks_: int, variant: str) -> dict[str, int]:
     """Worker and runtime task counts of one orchestration."""
     worker = 4 * chunks_ + (groups if variant == "hub" else 0)
-    return {"worker": worker, "runtime": groups if variant == "alloc" else 0}
+    return {"worker": worker, "runtime": groups if variant in ("alloc", "manual") else 0}
 
 
 def load_case(dev: Any, case: str | dict, seed: int = 0) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Paged attention (the reference's ``paged_attention_unroll``) as a catalogue workload.
 
     build      generate_inputs(case) in the runner's memory + ``out`` (batch*heads, head_dim) fp32
-    run        orchestrate(..., variant=hub | first_output | alloc, unroll=the case's)
+    run        orchestrate(..., variant=hub | first_output | alloc | manual, unroll=the case's)
     golden     the vectorised chunked online-softmax model (golden.py)
 """
 
@@ -47,8 +47,9 @@ _ORDER = ("small", "ctx_not_multiple", "ctx_lt_block", "ctx_one_block", "ctx_one
 WORKLOAD = Workload(
     name="paged_attention_unroll",
     summary="decode attention over a paged KV cache, N_UNROLL blocks per task: QK -> SF -> PV -> UP",
-    features=("runtime tensors", "scopes", "views", "scalar arrays", "alloc_tensors (variant alloc)"),
+    features=("runtime tensors", "scopes", "views", "scalar arrays", "alloc_tensors (alloc, manual)",
+              "manual scope + deps= + manual_dep view (manual)"),
     cases={n: case_params(n) for n in _ORDER if n in CASES},
     build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
-    tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc"), kernels=("kernels.paged_attention",),
+    tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"), kernels=("kernels.paged_attention",),
     big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll")
