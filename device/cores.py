@@ -111,8 +111,12 @@ class CorePool:
             return
         self.cap = cap
         inf = self.inflight
-        self.free_aic = [c for c in range(0, self.ncores, C.LANES) for _ in range(max(0, cap - inf[c]))]
-        self.free_aiv = [c for c in range(self.ncores) if not C.is_aic(c) for _ in range(max(0, cap - inf[c]))]
+        # Deepest slots at the bottom: a core's first free slot is taken before any core's
+        # second, so ready work goes to idle cores before it queues behind a busy one.
+        aic = [c for c in range(0, self.ncores, C.LANES)]
+        aiv = [c for c in range(self.ncores) if not C.is_aic(c)]
+        self.free_aic = [c for d in range(cap - 1, -1, -1) for c in aic if cap - inf[c] > d]
+        self.free_aiv = [c for d in range(cap - 1, -1, -1) for c in aiv if cap - inf[c] > d]
         self.skip = [0] * self.ncores
 
     def may_take(self, c: int, stack: list) -> int:

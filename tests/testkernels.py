@@ -126,3 +126,35 @@ def exit_process(x):
 
 
 dup = kernel(AIV, name="tk.dup")(lambda x: None)       # a name another module will try to take
+
+
+def _spmd_body(out, salt):
+    from kernels import core_info
+    info = core_info()
+    idx, num = (info.block_idx, info.block_num) if info else (0, 1)
+    if out.ndim == 0:
+        if idx == 0:
+            out[...] = salt
+        return
+    out[idx::num] = (salt * 7 + idx) % MOD           # block i owns rows i, i + n, ...: any order agrees
+
+
+@kernel(AIV)
+def spmd_rows(out, salt):
+    """SPMD: each logical block writes its own rows of ``out`` (Out or InOut)."""
+    _spmd_body(out, salt)
+
+
+spmd_rows_mixed = kernel(Mixed(aic=lambda *a: None, aiv0=lambda *a: _spmd_body(*a)),
+                         name="testkernels.spmd_rows_mixed")
+
+
+@kernel(AIV)
+def wait_flag_then_write(flag, out):
+    """Spin until flag[0] != 0 (at most 10 s: a test that never sets it fails, it does not hang),
+    then write 1 into out: stands for a long task on unrelated data."""
+    import time
+    end = time.monotonic() + 10
+    while flag[0] == 0 and time.monotonic() < end:
+        time.sleep(0.0005)
+    out[...] = 1
