@@ -20,8 +20,8 @@
            rt.make_tensor(shape, dtype, init=v)  a runtime tensor that starts filled with v
            rt.available_clusters() / rt.available_aiv()
 
-Task ids: ``rt.submit``, ``rt.submit_dummy`` and ``rt.alloc_tensors`` (its ``task_id``
-attribute, or ``rt.last_task``) give the id to pass in ``deps=``. ``rt.last_task`` is the id of
+Task ids: ``rt.submit`` and ``rt.submit_dummy`` return the id to pass in ``deps=``;
+``rt.alloc_tensors`` returns its tensors as a list with a ``task_id`` attribute. ``rt.last_task`` is the id of
 the record submitted last, whatever made it.
 
 Semantics. By default (``Device(semantics="sequential")``) a run's result is that of running its
@@ -79,6 +79,15 @@ class RunSession:
     clusters: int = 1                          # the device's blocks (1 AIC + 2 AIV each)
     wait_probe: Callable[[int], None] = lambda tid: None    # a FLAG_PROBE dummy has finished
     element: Callable[[Tensor], np.ndarray] | None = None   # a 0-d view of one element in GM
+
+
+class Allocated(list):
+    """What rt.alloc_tensors returns: its tensors (a list, so ``a, b = ...`` works) and the id
+    of the task that allocated them (``task_id``, for ``deps=``)."""
+
+    def __init__(self, tensors: list[Tensor], task_id: int) -> None:
+        super().__init__(tensors)
+        self.task_id = task_id
 
 
 class _Frame:
@@ -223,13 +232,13 @@ class Runtime:
             pass
         return spec
 
-    def alloc_tensors(self, *specs: Any) -> list[Tensor]:
+    def alloc_tensors(self, *specs: Any) -> Allocated:
         """Allocate runtime tensors with a builtin task that completes without a worker.
 
         Each spec is ``(shape, dtype)``, ``(shape, dtype, init)`` or an unwritten runtime
         tensor. The tensors count as written (their contents are undefined unless ``init`` is
-        given), so later tasks may take them ``InOut``. Its task id (for ``deps=``) is
-        ``rt.last_task`` right after the call."""
+        given), so later tasks may take them ``InOut``. Returns the tensors as a list whose
+        ``task_id`` is the allocating task's id (for ``deps=``; also ``rt.last_task``)."""
         self._check_active("rt.alloc_tensors()")
         if not specs:
             raise ValueError("rt.alloc_tensors(): give at least one (shape, dtype) or runtime tensor")
@@ -252,7 +261,7 @@ class Runtime:
                              "not yet written (and given once)")
         self.last_task = self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
                                        "rt.alloc_tensors()", extra=self._extra)
-        return ts
+        return Allocated(ts, self.last_task)
 
     # -- tasks -----------------------------------------------------------------------------------
     def submit(self, kernel: Kernel, *args: Any, core: Any = None, deps: Any = None, blocks: int = 1,

@@ -80,8 +80,9 @@ def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_tab
                 specs = (((qt,), F32), ((qt,), F32), ((qt, head_dim), F32))
                 deps: dict[str, int] = {}
                 if variant in ("alloc", "manual"):
-                    mi_acc, li_acc, oi_acc = rt.alloc_tensors(*specs)
-                    deps["alloc"] = rt.last_task
+                    accs = rt.alloc_tensors(*specs)
+                    mi_acc, li_acc, oi_acc = accs
+                    deps["alloc"] = accs.task_id
                 else:
                     mi_acc, li_acc, oi_acc = (rt.make_tensor(*s) for s in specs)
                 if variant == "hub":
