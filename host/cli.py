@@ -22,7 +22,6 @@ import numpy as np
 
 from host.cliargs import count, listed, number
 from host.platform import A2A3_BLOCKS, MAX_TASK_WINDOW
-from host.run import run_with_progress
 from kernels import catalogue
 from kernels.paged_attention.cases import CASES
 
@@ -71,83 +70,45 @@ def cmd_paged_attention_sharded(a: argparse.Namespace, params: dict, unroll: int
 
 
 def cmd_paged_attention(a: argparse.Namespace) -> int:
+    """The main job: ``ptoemu run paged_attention_unroll`` with the paged-attention options (case
+    parameters as flags, --devices to shard over several devices)."""
     import kernels.paged_attention as pa
-    from host import Device, Platform
+    from host import run as runner
 
     params = dict(pa.case_params(a.case))
+    over = {}
     for key, val in (("batch", a.batch), ("num_heads", a.heads), ("head_dim", a.head_dim),
-                     ("block_size", a.block_size),
+                     ("block_size", a.block_size), ("unroll", a.unroll),
                      ("context_len", a.context_len[0] if a.context_len and len(a.context_len) == 1
                       else a.context_len)):
         if val is not None:
-            params[key] = val
-    unroll = a.unroll if a.unroll is not None else params.get("unroll", 64)
-    variants = pa.VARIANTS if a.variant == "all" else (a.variant,)
-    platform = Platform(blocks=a.blocks)
-    ok = True
-    _say(f"case {a.case}: batch {params['batch']}, heads {params['num_heads']}, head_dim "
-         f"{params['head_dim']}, block_size {params['block_size']}, context {params['context_len']}, "
-         f"unroll {unroll}; device {platform.blocks} blocks ({platform.cores} cores)")
+            over[key] = val
+    params.update(over)
     if a.devices > 1 or a.backend != "local":
-        return cmd_paged_attention_sharded(a, params, unroll)
+        return cmd_paged_attention_sharded(a, params, params.get("unroll", 64))
     t0 = time.perf_counter()
-    with Device(platform, kernels=["kernels.paged_attention"], inline=a.inline,
-                trace=a.trace or False, record=a.record or a.predict) as dev:
-        _say(f"  device started in {dev.start_seconds:.2f} s")
-        t1 = time.perf_counter()
-        data = pa.load_case(dev, params, a.seed)
-        kv_mib = (data["key_cache"].nbytes + data["value_cache"].nbytes) / 2**20
-        _say(f"  inputs generated in device memory in {time.perf_counter() - t1:.2f} s "
-             f"(K+V cache {kv_mib:.0f} MiB)")
-        host = data["host"]
-        golden = None
-        if not a.no_check:
-            t2 = time.perf_counter()
-            golden = pa.golden(host["query"], host["key_cache"], host["value_cache"],
-                               host["block_table"], host["context_lens"], data["scale"], unroll=unroll)
-            golden_s = time.perf_counter() - t2
-        for variant in variants:
-            before = dev.stats()
-            shape, run_s = run_with_progress(dev, variant, lambda v=variant: dev.run(
-                pa.orchestrate, data["query"], data["key_cache"], data["value_cache"], data["block_table"],
-                data["context_lens"], data["out"], scale=data["scale"], variant=v, unroll=unroll), True)
-            after = dev.stats()
-            counts = {k: v["tasks"] - before["kernels"].get(k, {}).get("tasks", 0)
-                      for k, v in after["kernels"].items()}
-            counts = {k.rsplit(".", 1)[-1]: n for k, n in counts.items() if n}
-            worker = sum(counts.values())
-            runtime = after.runtime_tasks - before.runtime_tasks
-            _say(f"variant {variant}: {shape['groups']} groups, {shape['chunks']} chunks")
-            _say(f"  tasks submitted: {worker} worker tasks ("
-                 + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
-                 + f") + {runtime} runtime (alloc) tasks")
-            _say(f"  device run: {run_s:.3f} s ({worker / run_s:,.0f} tasks/s)")
-            if a.predict:
-                from host.predict import predict
-                g = dev.graph()
-                pr = predict(g, run=len(g.runs) - 1)
-                _say(f"  predicted on an a2a3 chip: {pr.device_us / 1e3:.3f} ms (orchestration "
-                     f"{pr.orchestration_us / 1e3:.3f} ms, critical path {pr.critical_path_us / 1e3:.3f} ms); "
-                     f"{pr.bound}")
-            if golden is not None:
-                res = dev.to_host(data["out"])
-                err = np.abs(res - golden)
-                rel = err / np.maximum(np.abs(golden), 1e-12)
-                passed = bool(np.allclose(res, golden, rtol=1e-3, atol=1e-3))
-                ok &= passed
-                _say(f"  golden: {golden_s:.3f} s; device/golden time {run_s / golden_s:.2f}x")
-                _say(f"  max abs error {err.max():.3e}, max rel error {rel.max():.3e} "
-                     f"(rtol = atol = 1e-3): {'PASS' if passed else 'FAIL'}")
-    if a.trace:
-        _say(f"trace written to {a.trace} (open it in https://ui.perfetto.dev)")
-    if a.record:
-        _say(f"task graph recorded to {a.record} (predict a2a3 time: ptoemu predict {a.record})")
+    rows = runner.run("paged_attention_unroll", a.case, a.variant, blocks=a.blocks, seed=a.seed, inline=a.inline,
+                      trace=a.trace, record=a.record, predict=a.predict, check=not a.no_check, log=_say,
+                      overrides=over)
     _say(f"total {time.perf_counter() - t0:.1f} s")
-    return 0 if ok else 1
+    return 0 if all(r.get("pass", True) for r in rows) else 1
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from host.bench import common, dispatch, granularity, paged_attention, sweep
+    from host.bench import workload as workload_bench
+    if a.what == "workload" or a.workload:
+        if not a.workload:
+            raise SystemExit("ptoemu bench workload: give --workload NAME (see `ptoemu list`)")
+        blocks = (a.blocks or [24])[-1]
+        _say(f"workload benchmark: {a.workload}, cases {a.cases or 'the smallest'}, variant {a.variant}, "
+             f"{blocks} blocks, {a.rounds} rounds")
+        r = workload_bench.run(a.workload, a.cases, a.variant, blocks, a.rounds, log=_say)
+        _say(workload_bench.format(r))
+        if a.json:
+            common.write_json(r, a.json)
+            _say(f"results written to {a.json}")
+        return 0 if all(x["pass"] for x in r["rows"]) else 1
     if a.sweep or a.backend == "ray":
         base = {"rounds": a.rounds, "tasks": a.tasks}
         if a.what == "paged-attention":
@@ -181,7 +142,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         mod, r = granularity, granularity.run(blocks, sizes, a.rounds, log=_say)
     else:
         cases = a.cases
-        variants = ["hub", "first_output", "alloc"] if a.variant == "all" else [a.variant]
+        variants = ["hub", "first_output", "alloc", "manual"] if a.variant == "all" else [a.variant]
         unrolls: list[int | None] = list(a.unroll or []) or [None]
         blocks = (a.blocks or [24])[-1]
         _say(f"paged-attention benchmark: cases {cases}, variants {variants}, unroll "
@@ -248,12 +209,6 @@ def cmd_cases(a: argparse.Namespace) -> int:
     return 0
 
 
-def _case(name: str) -> str:
-    if name not in CASES:
-        raise argparse.ArgumentTypeError(f"unknown case {name!r}; known: {', '.join(CASES)}")
-    return name
-
-
 def _power_of_two(text: str) -> int:
     v = count(2, MAX_TASK_WINDOW)(text)
     if v & (v - 1):
@@ -291,7 +246,9 @@ def parser() -> argparse.ArgumentParser:
     pa.set_defaults(fn=cmd_paged_attention)
 
     b = sub.add_parser("bench", help="measurement harness (results as JSON, PNG plots with matplotlib)")
-    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention"])
+    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention", "workload"])
+    b.add_argument("--workload", default=None, choices=catalogue.names(), metavar="NAME",
+                   help="bench this catalogued workload (see `ptoemu list`); --cases picks its cases")
     b.add_argument("--rounds", type=count(1), default=3)
     b.add_argument("--blocks", type=listed(count(1, A2A3_BLOCKS)), default=None,
                    help="comma-separated device sizes (defaults: dispatch 1,2,4,8,16,24; granularity "
@@ -299,9 +256,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", type=count(1), default=20000, help="dispatch: tasks per run")
     b.add_argument("--sizes", type=listed(number(0)), default=[0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
                    help="granularity: task sizes in us")
-    b.add_argument("--cases", type=listed(_case), default=["Case1"],
-                   help="paged-attention: comma-separated case names")
-    b.add_argument("--variant", default="all", choices=["hub", "first_output", "alloc", "manual", "all"])
+    b.add_argument("--cases", type=listed(str), default=None,
+                   help="comma-separated case names (paged-attention: default Case1; workload: its smallest)")
+    b.add_argument("--variant", default="all", help="a variant of the workload, or all")
     b.add_argument("--unroll", type=listed(count(1)), default=None,
                    help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
@@ -357,8 +314,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Case and variant names depend on the bench (and the workload): checked once parsed."""
+    if a.cmd != "bench":
+        return
+    if a.workload or a.what == "workload":
+        wl = catalogue.load(a.workload) if a.workload else None
+        known_cases, known_variants = (list(wl.cases), list(wl.variants)) if wl else ([], [])
+    elif a.what == "paged-attention":
+        known_cases, known_variants = list(CASES), ["hub", "first_output", "alloc", "manual"]
+        a.cases = a.cases or ["Case1"]
+    else:
+        return
+    for c in a.cases or []:
+        if known_cases and c not in known_cases:
+            p.error(f"argument --cases: unknown case {c!r}; known: {', '.join(known_cases)}")
+    if a.variant != "all" and known_variants and a.variant not in known_variants:
+        p.error(f"argument --variant: unknown variant {a.variant!r}; known: {', '.join(known_variants)}, all")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    _check_bench_args(p, a)
     try:
         return a.fn(a)
     except KeyboardInterrupt:

@@ -74,9 +74,11 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: tuple[
 def run(name: str, case: str | None = None, variant: str | None = None, *, blocks: int = 24,
         rounds: int = 1, seed: int = 0, inline: bool = False, trace: str | None = None,
         record: str | None = None, predict: bool = False, check: bool = True, progress: bool = True,
-        log: Callable[[str], None] = print, semantics: str = "sequential") -> list[dict]:
+        log: Callable[[str], None] = print, semantics: str = "sequential",
+        overrides: dict[str, Any] | None = None) -> list[dict]:
     """Run a catalogue workload (``case`` "all" for every case, ``variant`` "all" for every
-    variant); one result row per (case, variant)."""
+    variant); one result row per (case, variant). ``overrides`` replace case parameters (the
+    paged-attention command's --batch, --unroll, ...)."""
     wl = catalogue.load(name)
     cases = list(wl.cases) if case == "all" else [case or wl.smallest]
     for c in cases:
@@ -89,20 +91,22 @@ def run(name: str, case: str | None = None, variant: str | None = None, *, block
     for c in cases:
         rows += _run_case(wl, c, variants, blocks=blocks, rounds=rounds, seed=seed, inline=inline,
                           trace=trace, record=record, predict=predict, check=check, progress=progress, log=log,
-                          semantics=semantics)
+                          semantics=semantics, overrides=overrides)
     return rows
 
 
 def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, rounds: int, seed: int,
               inline: bool, trace: str | None, record: str | None, predict: bool, check: bool, progress: bool,
-              log: Callable[[str], None], semantics: str = "sequential") -> list[dict]:
-    params = wl.case(case)
+              log: Callable[[str], None], semantics: str = "sequential",
+              overrides: dict[str, Any] | None = None) -> list[dict]:
+    params = {**wl.case(case), **(overrides or {})}
     platform = Platform(blocks=blocks, **(wl.platform(params) if wl.platform else {}))
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
         f"{platform.blocks} blocks ({platform.cores} cores){' inline' if inline else ''}")
     rows = []
     with Device(platform, kernels=list(wl.kernels), inline=inline, trace=trace or False,
                 record=record or predict, semantics=semantics) as dev:
+        log(f"  device started in {dev.start_seconds:.2f} s")
         t0 = time.perf_counter()
         made: dict[int, Any] = {}
 
@@ -117,12 +121,15 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
         before = {k: (v.copy() if k in wl.outputs or v.nbytes <= SNAPSHOT_BYTES else v) for k, v in arrays.items()}
         log(f"  inputs built in device memory in {time.perf_counter() - t0:.2f} s "
             f"({sum(v.nbytes for v in arrays.values()) / 2**20:.1f} MiB)")
+        goldens: dict[str, tuple] = {}
         for variant in variants:
             want, golden_s = None, None
             if check and wl.outputs:
-                t1 = time.perf_counter()
-                want = wl.golden(before, params, variant)
-                golden_s = time.perf_counter() - t1
+                key = variant if wl.golden_per_variant else ""
+                if key not in goldens:            # most goldens do not depend on the variant
+                    t1 = time.perf_counter()
+                    goldens[key] = (wl.golden(before, params, variant), time.perf_counter() - t1)
+                want, golden_s = goldens[key]
             for r in range(rounds):
                 for k, v in before.items():             # every round starts from the same state
                     if v is not arrays[k]:
@@ -133,6 +140,7 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
                     lambda v=variant: dev.run(wl.orchestrate, tensors, params, v), progress)
                 s1 = dev.stats()
                 row = _row(wl, case, variant, r, info, wall, s0, s1, golden_s)
+                row["inputs_bytes"] = sum(v.nbytes for v in arrays.values())
                 if want is not None:
                     got = {k: dev.to_host(tensors[k]) for k in want}
                     row.update(compare(got, want, wl.tolerance))

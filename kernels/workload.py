@@ -50,6 +50,7 @@ class Workload:
     platform: Callable[[Mapping[str, Any]], dict] | None = None
     check: Callable[..., list[str]] | None = None
     reference: str = ""                                    # where it lives in the reference
+    golden_per_variant: bool = False                       # the golden depends on the variant
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
