@@ -316,6 +316,14 @@ def parser() -> argparse.ArgumentParser:
 
 def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     """Case and variant names depend on the bench (and the workload): checked once parsed."""
+    if a.cmd == "run":
+        wl = catalogue.load(a.workload)
+        if a.case not in (None, "all") and a.case not in wl.cases:
+            p.error(f"argument --case: unknown case {a.case!r} of {wl.name}; known: {', '.join(wl.cases)}, all")
+        if a.variant not in (None, "all") and a.variant not in wl.variants:
+            p.error(f"argument --variant: unknown variant {a.variant!r} of {wl.name}; known: "
+                    f"{', '.join(wl.variants)}, all")
+        return
     if a.cmd != "bench":
         return
     if a.workload or a.what == "workload":
