@@ -303,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="the workload catalogue: cases, task counts, features")
     ls.add_argument("--counts", action="store_true",
-                    help="count the tasks of every case by running its orchestration dry (no kernels)")
+                    help="also count the tasks of the big cases (by running their orchestrations dry, no kernels)")
     ls.set_defaults(fn=cmd_list)
 
     c = sub.add_parser("cases", help="list the paged-attention cases")

@@ -198,8 +198,9 @@ def _say_row(row: dict, log: Callable[[str], None]) -> None:
 
 
 def listing(counts: bool = False) -> str:
-    """What ``ptoemu list`` prints: every workload with its cases and features; with ``counts``
-    the tasks of each case, by running its orchestration on a dry inline device (no kernels)."""
+    """What ``ptoemu list`` prints: every workload with its cases, features and the tasks one run
+    of each case submits -- counted by running its orchestration on a dry inline device (no
+    kernels); the big cases only with ``counts`` (their inputs take a while to build)."""
     lines = []
     for name in catalogue.names():
         wl = catalogue.load(name)
@@ -208,19 +209,20 @@ def listing(counts: bool = False) -> str:
         for c, params in wl.cases.items():
             marks = [m for m, s in (("hardware-only in the reference", wl.hardware_only), ("big", wl.big)) if c in s]
             desc = ", ".join(f"{k} {v}" for k, v in params.items() if k != "name")
-            tail = ""
-            if counts:
-                n = count_tasks(wl, c)
-                tail = f"  [{n:,} tasks]"
-            lines.append(f"  {c}: {desc}" + (f" ({'; '.join(marks)})" if marks else "") + tail)
+            if c not in wl.big or counts:
+                tail = f"  [{count_tasks(wl, c):,} tasks]"
+            else:
+                tail = "  [tasks: ptoemu list --counts]"
+            lines.append(f"  {c}: {desc or '-'}" + (f" ({'; '.join(marks)})" if marks else "") + tail)
     return "\n".join(lines)
 
 
 def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
     """Worker tasks one run of ``case`` submits, counted by running the orchestration on a dry
-    inline device: the records are packed and tracked, the kernels are not run."""
+    inline device of 24 blocks (the a2a3's width, which SPMD scenes read): the records are packed
+    and tracked, the kernels are not run."""
     params = wl.case(case)
-    platform = Platform(blocks=1, **(wl.platform(params) if wl.platform else {}))
+    platform = Platform(blocks=24, **(wl.platform(params) if wl.platform else {}))
     with Device(platform, kernels=list(wl.kernels), inline=True, dry_run=True) as dev:
         made: dict[int, Any] = {}
 
