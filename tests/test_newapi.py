@@ -454,3 +454,24 @@ def test_random_newapi_graphs_equal_sequential_execution(seed, ntasks, blocks, w
     assert got_seen == want_seen
     for w, g in zip(want, got):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.timeout(120)
+def test_dep_pool_wraps_and_every_dep_is_an_edge():
+    # 1,100 tasks x 64 deps = 70,400 ids: more than the dep pool holds at once (65,536), so the host
+    # reuses positions the scheduler has read; the recording shows every dep arrived as an edge.
+    with Device(Platform(blocks=2, task_window=64), kernels=[tk.add_into], record=True) as dev:
+        one, acc = dev.to_device(np.ones(1, np.float32)), dev.zeros((1,), np.float32)
+        asked: dict[int, list[int]] = {}
+
+        def orch(rt):
+            ids = []
+            for i in range(1100):
+                deps = ids[-64:]
+                t = rt.submit(tk.add_into, In(one), InOut(acc), deps=deps)
+                asked[t] = deps
+                ids.append(t)
+        dev.run(orch)
+        preds = {r.tid: set(r.preds) for r in dev.graph().records}
+        assert dev.to_host(acc)[0] == 1100
+        assert all(set(d) <= preds[t] for t, d in asked.items())
