@@ -17,6 +17,9 @@ MODULES: dict[str, str] = {
     "vector_chain": "kernels.examples.vector_chain",
     "tiled_matmul": "kernels.examples.tiled_matmul",
     "mixed_shapes": "kernels.examples.mixed_shapes",
+    "alternating_matmul_add": "kernels.examples.alternating_matmul_add",
+    "mixed_example": "kernels.examples.mixed_example",
+    "benchmark_bgemm": "kernels.examples.benchmark_bgemm",
     "paged_attention_unroll": "kernels.paged_attention.workload",
     # the reference's scene tests for its newer API (kernels/scenes)
     "vector_example": "kernels.scenes.data:VECTOR_EXAMPLE",
