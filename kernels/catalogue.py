@@ -20,7 +20,13 @@ MODULES: dict[str, str] = {
     "alternating_matmul_add": "kernels.examples.alternating_matmul_add",
     "mixed_example": "kernels.examples.mixed_example",
     "benchmark_bgemm": "kernels.examples.benchmark_bgemm",
+    "paged_attention": "kernels.paged_attention.baseline:PAGED_ATTENTION",
+    "paged_attention_manual_scope": "kernels.paged_attention.baseline:PAGED_ATTENTION_MANUAL_SCOPE",
+    "multi_round_paged_attention": "kernels.paged_attention.baseline:MULTI_ROUND_PAGED_ATTENTION",
     "paged_attention_unroll": "kernels.paged_attention.workload",
+    "paged_attention_unroll_4dims": "kernels.paged_attention.unroll_4dims:PAGED_ATTENTION_UNROLL_4DIMS",
+    "batch_paged_attention": "kernels.paged_attention.batch:BATCH_PAGED_ATTENTION",
+    "paged_attention_ringbuffer": "kernels.paged_attention.batch:PAGED_ATTENTION_RINGBUFFER",
     # the reference's scene tests for its newer API (kernels/scenes)
     "vector_example": "kernels.scenes.data:VECTOR_EXAMPLE",
     "scalar_data": "kernels.scenes.data:SCALAR_DATA",

@@ -466,7 +466,7 @@ def test_dep_pool_wraps_and_every_dep_is_an_edge():
 
         def orch(rt):
             ids = []
-            for i in range(1100):
+            for _ in range(1100):
                 deps = ids[-64:]
                 t = rt.submit(tk.add_into, In(one), InOut(acc), deps=deps)
                 asked[t] = deps
