@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from host import Device, In, InOut, NoDep, Out, Platform
 from host.fuzz import compare_semantics
+from host.run import build_on
 from host.run import run as run_workload
 from kernels import AIC, AIV, catalogue, kernel
 
@@ -258,15 +259,7 @@ def test_paged_attention_variants_are_safe_under_reference_rules():
     params = W.case("mixed_lens")
 
     def setup(dev):
-        made = {}
-
-        def alloc(shape, dt):
-            t = dev.empty(shape, dt)
-            v = dev.host_view(t)
-            made[id(v)] = t
-            return v
-        arrays = W.build(params, 0, alloc)
-        t = {k: made[id(v)] for k, v in arrays.items()}
+        _, t = build_on(dev, W, params, 0)
         return (t,), {}, [t["out"]]
 
     for variant in pa.VARIANTS:

@@ -244,7 +244,9 @@ def test_paged_attention_predicts_with_its_laws(pa_graph):
     pr = predict(pa_graph)
     assert [r.counts["tasks"] for r in pr.runs] == [24 * 13, 24 * 12, 24 * 12]
     assert pr.runs[2].counts["allocs"] == 24 and pr.runs[0].counts["allocs"] == 0
-    assert all(v.startswith("law kernels.paged_attention.laws.") for v in pr.laws.values())
+    # (other kernels of the package, e.g. the batched ones another test imported, may be loaded too)
+    pipeline = {k: v for k, v in pr.laws.items() if k.rsplit(".", 1)[-1] in ("qk", "sf", "pv", "up", "hub")}
+    assert len(pipeline) == 5 and all(v.startswith("law kernels.paged_attention.laws.") for v in pipeline.values())
     assert not pr.notes
     hub, first_output, alloc = pr.runs
     assert first_output.device_us < hub.device_us

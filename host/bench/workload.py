@@ -3,7 +3,9 @@
     for each case (--cases, default the workload's smallest) and variant (--variant, default all):
         one device, the inputs built once, the golden once (timed), then --rounds runs
         (host/run.py) ──▶ median device time, tasks/s, device/golden time, PASS/FAIL
-    peak PSS of host + scheduler + workers per case (sampled while it runs) against the inputs
+    then one more, unchecked run of the first variant on a fresh device: the peak PSS of host +
+    scheduler + workers while it builds its inputs and runs (no golden, no snapshot held), against
+    the inputs -- the device's own footprint
 
 Rows: {"workload", "case", "variant", "tasks", "runtime_tasks", "device_s_{min,median,max}",
 "tasks_per_s", "golden_s", "device_over_golden", "pass"}; summary: {"memory": {case:
@@ -28,9 +30,10 @@ def run(name: str, cases: list[str] | None, variant: str, blocks: int, rounds: i
     cases = cases or [wl.smallest]
     rows, memory = [], {}
     for case in cases:
+        got = run_workload(name, case, variant, blocks=blocks, rounds=rounds, progress=False, log=lambda s: None)
         with common.PssSampler() as pss:
-            got = run_workload(name, case, variant, blocks=blocks, rounds=rounds, progress=False,
-                               log=lambda s: None)
+            run_workload(name, case, got[0]["variant"], blocks=blocks, rounds=1, check=False, progress=False,
+                         log=lambda s: None)
         by_variant: dict[str, list[dict]] = {}
         for r in got:
             by_variant.setdefault(r["variant"], []).append(r)

@@ -85,7 +85,7 @@ def predict(graph_or_path: Graph | str, params: Params | Mapping[str, Any] | Non
         picked = [(run % len(spans), spans[run])]
     else:
         picked = list(enumerate(spans))
-    table = find_laws(g.kernels, laws)
+    table = find_laws(g.kernels, laws, {r.kernel for r in g.records if r.kind == "task"})
     runs: list[RunResult] = []
     inputs = []
     enabled = gc.isenabled()

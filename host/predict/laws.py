@@ -49,11 +49,13 @@ def _short(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None) -> LawTable:
+def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None,
+              used: set[int] | None = None) -> LawTable:
     """Look up each recorded kernel's cost law by importing its module.
 
     ``extra`` maps a kernel name (full or short) to a law that replaces the registered one (what-if
-    experiments, synthetic graphs)."""
+    experiments, synthetic graphs). ``used``: the kernel indices some task runs; a kernel that was
+    loaded but never ran gets no note (its law would not matter)."""
     from kernels.registry import resolve
 
     extra = dict(extra or {})
@@ -69,7 +71,7 @@ def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None) -
         except (ValueError, TypeError, ImportError) as e:
             failed[mod] = str(e)
     table = LawTable([])
-    for k in kernels:
+    for i, k in enumerate(kernels):
         name = k["name"]
         law = extra.get(name) or extra.get(_short(name)) or registered.get(name)
         table.laws.append(law)
@@ -77,6 +79,8 @@ def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None) -
             table.used[name] = f"law {getattr(law, '__module__', '?')}.{getattr(law, '__qualname__', law)}"
             continue
         table.used[name] = "roofline default"
+        if used is not None and i not in used:
+            continue
         mod = k.get("module", "")
         why = (f"its module {mod!r} cannot be imported ({failed[mod]})" if mod in failed
                else "it has no cost law (kernel(..., cost=law))" if name in registered

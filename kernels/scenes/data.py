@@ -24,10 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import In, InOut, Out
-from kernels.scenes.kernels import add, add_scalar, copy_first, fill_const, mul, noop
+from kernels.examples.vector_chain import add, add_scalar, mul
+from kernels.scenes.kernels import copy_first, fill_const, noop
 from kernels.workload import Alloc, Workload
 
-MOD = "kernels.scenes.kernels"
+MOD = ("kernels.scenes.kernels", "kernels.examples.vector_chain")
 N = 16384
 F32 = np.float32
 
@@ -79,7 +80,7 @@ SCALAR_DATA = Workload(
     cases={"Default": {}}, build=_scalar_build, outputs=("check", "result"), orchestrate=_scalar_orch,
     golden=lambda before, p, v: {"check": np.array([2, 102, 77, 77, 79, 42, 12, 88, 55], F32),
                                  "result": before["a"] + np.arange(N, dtype=F32)},
-    tolerance=(0, 0), kernels=(MOD,), hardware_only=frozenset({"Default"}),
+    tolerance=(0, 0), kernels=MOD, hardware_only=frozenset({"Default"}),
     reference="examples/a2a3/tensormap_and_ringbuffer/scalar_data")
 
 
@@ -112,7 +113,7 @@ VECTOR_EXAMPLE = Workload(
     build=_vector_build, outputs=("f",), orchestrate=_vector_orch,
     golden=lambda before, p, v: {"f": (before["a"] + before["b"] + 1) * (before["a"] + before["b"] + 2)
                                  + (before["a"] + before["b"])},
-    tolerance=(0, 0), kernels=(MOD,), reference="examples/a2a3/tensormap_and_ringbuffer/vector_example")
+    tolerance=(0, 0), kernels=MOD, reference="examples/a2a3/tensormap_and_ringbuffer/vector_example")
 
 
 # -- heap_empty_ring_rebase ----------------------------------------------------------------------
@@ -140,6 +141,6 @@ def _rebase_golden(before, p, v):
 HEAP_EMPTY_RING_REBASE = Workload(
     name="heap_empty_ring_rebase", summary="two scopes each filling a 1 MiB runtime tensor in a 1.5 MiB heap",
     features=("nested scopes", "heap reuse"), cases={"EmptyRingRebase": {}}, build=_rebase_build,
-    outputs=("Y1", "Y2"), orchestrate=_rebase_orch, golden=_rebase_golden, tolerance=(0, 0), kernels=(MOD,),
+    outputs=("Y1", "Y2"), orchestrate=_rebase_orch, golden=_rebase_golden, tolerance=(0, 0), kernels=MOD,
     platform=lambda p: {"heap_bytes": 3 << 19},
     reference="tests/st/a2a3/tensormap_and_ringbuffer/heap_empty_ring_rebase")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from kernels import AIC, AIV, Mixed, core_info, kernel
 
 CL = 16
@@ -104,22 +102,6 @@ def _ctx_aiv(out):
 
 
 spmd_context = kernel(Mixed(aic=_ctx_aic, aiv0=_ctx_aiv, aiv1=_ctx_aiv), name=f"{__name__}.spmd_context")
-
-
-@kernel(AIV)
-def add(a, b, out):
-    """kernel_add: out = a + b."""
-    np.add(a, b, out=out)
-
-
-@kernel(AIV)
-def add_scalar(x, out, s):
-    np.add(x, s, out=out)
-
-
-@kernel(AIV)
-def mul(x, y, out):
-    np.multiply(x, y, out=out)
 
 
 @kernel(AIV)
