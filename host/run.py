@@ -220,7 +220,9 @@ def listing(counts: bool = False) -> str:
             marks = [m for m, s in (("hardware-only in the reference", wl.hardware_only), ("big", wl.big)) if c in s]
             desc = ", ".join(f"{k} {v}" for k, v in params.items() if k != "name")
             if c not in wl.big or counts:
-                tail = f"  [{count_tasks(wl, c):,} tasks]"
+                n = task_counts(wl, c)
+                extra = ", ".join(f"{v:,} {k}" for k, v in n.items() if k != "tasks" and v)
+                tail = f"  [{n['tasks']:,} tasks" + (f" + {extra}" if extra else "") + "]"
             else:
                 tail = "  [tasks: ptoemu list --counts]"
             lines.append(f"  {c}: {desc or '-'}" + (f" ({'; '.join(marks)})" if marks else "") + tail)
@@ -228,12 +230,20 @@ def listing(counts: bool = False) -> str:
 
 
 def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
-    """Worker tasks one run of ``case`` submits, counted by running the orchestration on a dry
-    inline device of 24 blocks (the a2a3's width, which SPMD scenes read): the records are packed
-    and tracked, the kernels are not run."""
+    """Worker tasks one run of ``case`` submits (see ``task_counts``)."""
+    return task_counts(wl, case, variant)["tasks"]
+
+
+def task_counts(wl: Workload, case: str, variant: str | None = None) -> dict[str, int]:
+    """What one run of ``case`` submits -- {"tasks": worker tasks, "alloc", "dummy"} -- counted by
+    running the orchestration on a dry inline device of 24 blocks (the a2a3's width, which SPMD
+    scenes read): the records are packed and tracked, the kernels are not run."""
     params = wl.case(case)
     platform = Platform(blocks=24, **(wl.platform(params) if wl.platform else {}))
     with Device(platform, kernels=list(wl.kernels), inline=True, dry_run=True) as dev:
         _, tensors = build_on(dev, wl, params, 0)
         dev.run(wl.orchestrate, tensors, params, variant or wl.variants[0])
-        return sum(v["tasks"] for v in dev.stats()["kernels"].values())
+        st = dev.stats()
+    rt = st["runtime_tasks"]
+    return {"tasks": sum(v["tasks"] + v["predicate_false"] for v in st["kernels"].values()),
+            "alloc": rt["alloc"], "dummy": rt["dummy"]}
