@@ -24,6 +24,7 @@ MODULES: dict[str, str] = {
     "paged_attention_manual_scope": "kernels.paged_attention.baseline:PAGED_ATTENTION_MANUAL_SCOPE",
     "multi_round_paged_attention": "kernels.paged_attention.baseline:MULTI_ROUND_PAGED_ATTENTION",
     "paged_attention_unroll": "kernels.paged_attention.workload",
+    "paged_attention_unroll_manual_scope": "kernels.paged_attention.workload:MANUAL_SCOPE",
     "paged_attention_unroll_4dims": "kernels.paged_attention.unroll_4dims:PAGED_ATTENTION_UNROLL_4DIMS",
     "batch_paged_attention": "kernels.paged_attention.batch:BATCH_PAGED_ATTENTION",
     "paged_attention_ringbuffer": "kernels.paged_attention.batch:PAGED_ATTENTION_RINGBUFFER",

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -53,3 +54,10 @@ WORKLOAD = Workload(
     build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
     tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"), kernels=("kernels.paged_attention",),
     big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll")
+
+# The reference's paged_attention_unroll_manual_scope: the same pipeline, every edge explicit.
+MANUAL_SCOPE = replace(
+    WORKLOAD, name="paged_attention_unroll_manual_scope",
+    summary="paged_attention_unroll in a manual scope per group: every edge an explicit dep",
+    features=("manual scope", "deps=", "alloc_tensors task id as a dep", "manual_dep view (out tile)"),
+    variants=("manual",), reference="examples/a2a3/tensormap_and_ringbuffer/paged_attention_unroll_manual_scope")
