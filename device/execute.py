@@ -147,6 +147,20 @@ def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core:
         return rep
 
 
+PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, operator.le)   # codec.PRED_OPS
+
+
+def predicate_holds(q, r: int, gm) -> bool:
+    """Does the predicate of the record at word ``r`` hold now? Its operand is the argument after
+    the tensors (a one-element view into ``gm``), compared with the value in the operand's dtype.
+    The scheduler asks when the task is ready, the inline engine at submit."""
+    a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
+    dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
+    x = np.frombuffer(gm, dt, 1, q[a + C.A_LO])[0]
+    v = np.frombuffer(q[r + C.H_PRED_VAL].to_bytes(8, "little", signed=True)[:dt.itemsize], dt)[0]
+    return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
+
+
 def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str) -> dict | None:
     """Sanitizer, after a task ran: an error report if some Out element still holds the poison
     written before it started (device/sanitizer.py), else None."""

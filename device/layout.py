@@ -102,6 +102,13 @@ class Layout:
     def ts(self, tid: int) -> int:
         return self.ts_off + (tid & self.mask) * TS_WORDS
 
+    def deps(self, q, at: int, n: int) -> list[int]:
+        """The explicit deps of a record: n task ids from position ``at`` of the dep pool ring."""
+        i, size, off = at & self.dep_mask, self.dep_mask + 1, self.dep_off
+        if i + n <= size:
+            return q[off + i:off + i + n].tolist()
+        return q[off + i:off + size].tolist() + q[off:off + i + n - size].tolist()
+
     def err_area(self, core: int) -> int:
         """Error area of a core; ``core == ncores`` is the scheduler's own."""
         return self.err_off + core * ERR_AREA_WORDS

@@ -34,7 +34,6 @@ a seeded random order.
 
 from __future__ import annotations
 
-import operator
 import os
 import random
 import time
@@ -48,7 +47,7 @@ from device import sanitizer
 from device.accounting import Accounting
 from device.codec import DeviceContext, make_fence
 from device.cores import CorePool
-from device.execute import ArgDecoder, unwritten_report
+from device.execute import ArgDecoder, predicate_holds, unwritten_report
 from device.hostlink import HostLink, child_signals, orphaned
 from device.lifetime import BUFS, TID
 from device.tasks import NPARTS, Q_INSTANT, Q_PRED, Q_SPMD, Q_SYNC, TaskTable
@@ -56,7 +55,6 @@ from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_A
 
 # Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
-PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, operator.le)   # codec.PRED_OPS
 MEASURE_EVERY = 64          # retired records between looks at how long tasks take
 INGEST_BATCH = 256          # records per step before the scheduler goes back to dispatching
 ORPHAN_CHECK_NS = 500_000_000
@@ -351,7 +349,7 @@ class Scheduler:
             while preds:
                 tid = preds.popleft()
                 s = tid & mask
-                if self._predicate(tid):
+                if predicate_holds(self.q, self.lay.rec(tid), self.gm):
                     ready[tasks.route(s)].append(tid)
                 else:
                     self.q[self.lay.ts(tid) + C.T_STATUS] = C.STATUS_PRED_FALSE
@@ -364,16 +362,6 @@ class Scheduler:
                 tasks.finish_instant(tid, tid & mask, now)
                 did = True
         return did
-
-    def _predicate(self, tid: int) -> bool:
-        """Does the ready task's predicate hold? Its operand is the argument after the tensors,
-        compared in the operand's dtype."""
-        q, r = self.q, self.lay.rec(tid)
-        a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
-        dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
-        x = np.frombuffer(self.gm, dt, 1, q[a + C.A_LO])[0]
-        v = np.frombuffer(q[r + C.H_PRED_VAL].to_bytes(8, "little", signed=True)[:dt.itemsize], dt)[0]
-        return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
 
     def _spmd(self, now: int) -> bool:
         """Multi-block tasks, oldest first: as many blocks as cores allow; the rest wait (waves)."""

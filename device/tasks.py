@@ -96,7 +96,6 @@ class TaskTable:
         self.ts_off = layout.ts_off
         self.n_alloc = self.n_scope = self.n_dummy = self.n_probe = 0
         self.reference = reference                   # the reference's dependency rules
-        self.dep_off, self.dep_mask = layout.dep_off, layout.dep_mask
         self.pred_false: list[int] = []              # tids whose predicate was false (recording)
         self.g_probe = layout.g(G_PROBE)
 
@@ -168,7 +167,7 @@ class TaskTable:
             if track is None:
                 self._special_ref(r, tid, nt, flags, preds)
             if ndeps:
-                preds += self.deps(deps_at, ndeps)
+                preds += self.lay.deps(q, deps_at, ndeps)
             if task:
                 kernel_[s] = k
                 shape_[s] = shape
@@ -232,14 +231,6 @@ class TaskTable:
                 self.tmap.access_ref(buf, tid, C.DIR_IN, lo, hi, meta & C.META_CONTIG, a, preds, False)
             elif not flags & C.FLAG_MANUAL:
                 self._access_ref(buf, tid, meta, lo, hi, owner, a, preds)
-
-    def deps(self, at: int, n: int) -> list[int]:
-        """The explicit deps of a record: n task ids from position ``at`` of the dep pool."""
-        i, size, off = at & self.dep_mask, self.dep_mask + 1, self.dep_off
-        q = self.q
-        if i + n <= size:
-            return q[off + i:off + i + n].tolist()
-        return q[off + i:off + size].tolist() + q[off:off + i + n - size].tolist()
 
     def make_ready(self, tid: int, s: int) -> None:
         if self.ready_ns:

@@ -29,8 +29,7 @@ from device import codec as C
 from device import layout as L
 from device import sanitizer
 from device.accounting import Accounting
-from device.execute import ArgDecoder, run_part, unwritten_report
-from device.scheduler import PRED_OPS
+from device.execute import ArgDecoder, predicate_holds, run_part, unwritten_report
 from device.tensormap import TensorMap
 from host.channel import Channel
 from host.errors import DeviceMemoryError, KernelError
@@ -199,7 +198,7 @@ class _InlineWriter(TaskWriter):
                 self.acct.n_dummy += 1
             return
         k = q[r + C.H_KERNEL]
-        if q[r + C.H_FLAGS] & C.FLAG_PRED and not self._predicate(r):
+        if q[r + C.H_FLAGS] & C.FLAG_PRED and not predicate_holds(q, r, self.dec.gm):
             self.acct.add(k, C.STATUS_PRED_FALSE)
             if self.recorder is not None:
                 self.recorder.mark_skipped([tid])
@@ -239,15 +238,6 @@ class _InlineWriter(TaskWriter):
                 raise KernelError.from_report(rep)
         self.acct.add(k, C.STATUS_OK, exec_ns)
 
-    def _predicate(self, r: int) -> bool:
-        """The record's predicate, now (every earlier task has run)."""
-        q = self.q
-        a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
-        dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
-        x = np.frombuffer(self.dec.gm, dt, 1, q[a + C.A_LO])[0]
-        v = np.frombuffer(q[r + C.H_PRED_VAL].to_bytes(8, "little", signed=True)[:dt.itemsize], dt)[0]
-        return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
-
     def _edges(self, tid: int, r: int) -> None:
         """The dependency edges of a task (recording), from the same tensor map and explicit deps
         the scheduler uses, under sequential semantics (the inline engine's own)."""
@@ -257,10 +247,8 @@ class _InlineWriter(TaskWriter):
             a = r + C.ARGS_OFF + i * C.ARG_WORDS
             meta = q[a + C.A_META]
             self.tmap.access(q[a], tid, meta & 3, q[a + C.A_LO], q[a + C.A_HI], meta & C.META_CONTIG, a, preds)
-        n = q[r + C.H_NDEPS]
-        if n:
-            at, mask, off = q[r + C.H_DEPS_AT], self.lay.dep_mask, self.lay.dep_off
-            preds += [q[off + ((at + i) & mask)] for i in range(n)]
+        if q[r + C.H_NDEPS]:
+            preds += self.lay.deps(q, q[r + C.H_DEPS_AT], q[r + C.H_NDEPS])
         self.edges.extend((tid, p) for p in set(preds) if p != tid)
 
 

@@ -29,7 +29,7 @@ and the tasks that write those bytes (from a recording of the reference run's gr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,26 +68,32 @@ def _results(dev: Device, orchestration: Callable, setup: Setup, keep: list | No
     return [dev.to_host(t) for t in outputs]
 
 
-def fuzz(orchestration: Callable[..., Any], setup: Setup, *, kernels: Iterable,
-         seeds: Iterable[int] = range(8), platform: Platform | None = None,
-         jitter_us: float = 50.0) -> FuzzReport:
-    """Compare the orchestration's outputs under random schedules with submission order."""
+def _against_inline(orchestration: Callable, setup: Setup, kernels: Iterable, seeds: list[int],
+                    platform: Platform | None, jitter_us: float, **device: Any) -> Iterator[tuple]:
+    """Run once on the inline engine, then once per seed on a randomly scheduled device (made
+    with ``device`` options); yields (seed, the device, still open, and [(output index, want,
+    got, tensor)] of the outputs that differ)."""
     platform = platform or Platform(blocks=2)
     kernels = list(kernels)
     with Device(platform, kernels=kernels, inline=True) as ref:
         want = _results(ref, orchestration, setup)
+    for seed in seeds:
+        with Device(platform, kernels=kernels, schedule="random", seed=seed, jitter_us=jitter_us, **device) as dev:
+            outs: list = []
+            got = _results(dev, orchestration, setup, outs)
+            yield seed, dev, [(i, w, g, t) for i, (w, g, t) in enumerate(zip(want, got, outs))
+                              if not np.array_equal(w, g, equal_nan=w.dtype.kind in "fc")]
+
+
+def fuzz(orchestration: Callable[..., Any], setup: Setup, *, kernels: Iterable,
+         seeds: Iterable[int] = range(8), platform: Platform | None = None,
+         jitter_us: float = 50.0) -> FuzzReport:
+    """Compare the orchestration's outputs under random schedules with submission order."""
     report = FuzzReport(seeds=list(seeds))
-    for seed in report.seeds:
-        with Device(platform, kernels=kernels, schedule="random", seed=seed, jitter_us=jitter_us) as dev:
-            got = _results(dev, orchestration, setup)
-        diffs = []
-        for i, (w, g) in enumerate(zip(want, got)):
-            same = np.array_equal(w, g, equal_nan=w.dtype.kind in "fc")
-            if not same:
-                n = int(np.sum(w != g))
-                diffs.append(f"output {i} {w.shape} {w.dtype}: {n} element(s) differ")
-        if diffs:
-            report.mismatches[seed] = diffs
+    for seed, _, differ in _against_inline(orchestration, setup, kernels, report.seeds, platform, jitter_us):
+        if differ:
+            report.mismatches[seed] = [f"output {i} {w.shape} {w.dtype}: {int(np.sum(w != g))} element(s) differ"
+                                       for i, w, g, _ in differ]
     return report
 
 
@@ -210,22 +216,13 @@ def compare_semantics(orchestration: Callable[..., Any], setup: Setup, *, kernel
                       jitter_us: float = 50.0) -> SemanticsReport:
     """Run under the reference's dependency rules with random schedules and compare every output
     with submission order (the inline engine); see the module docstring."""
-    platform = platform or Platform(blocks=2)
-    kernels = list(kernels)
-    with Device(platform, kernels=kernels, inline=True) as ref:
-        want = _results(ref, orchestration, setup)
     report = SemanticsReport(seeds=list(seeds))
-    for seed in report.seeds:
-        with Device(platform, kernels=kernels, schedule="random", seed=seed, jitter_us=jitter_us,
-                    semantics="reference", record=True) as dev:
-            outs: list = []
-            got = _results(dev, orchestration, setup, outs)
-            races = [_race(i, w, g, t, dev) for i, (w, g, t) in enumerate(zip(want, got, outs))
-                     if not np.array_equal(w, g, equal_nan=w.dtype.kind in "fc")]
-            if seed == report.seeds[0]:
-                report.conflicts = unordered_conflicts(dev.graph())
-        if races:
-            report.races[seed] = races
+    for seed, dev, differ in _against_inline(orchestration, setup, kernels, report.seeds, platform, jitter_us,
+                                             semantics="reference", record=True):
+        if seed == report.seeds[0]:
+            report.conflicts = unordered_conflicts(dev.graph())
+        if differ:
+            report.races[seed] = [_race(i, w, g, t, dev) for i, w, g, t in differ]
     return report
 
 

@@ -350,11 +350,11 @@ class Runtime:
             ids = list(deps)
         except TypeError:
             raise TypeError(f"{what}, deps={deps!r}: expected a list of task ids (what rt.submit returns)") from None
+        if len(ids) > L.DEP_SLOTS:
+            raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
+                             "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
         issued = self._w.next_tid
         if ids and all(type(d) is int for d in ids) and min(ids) >= 0 and max(ids) < issued:
-            if len(ids) > L.DEP_SLOTS:
-                raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
-                                 "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
             return ids                               # the common case, checked at C speed
         for i, d in enumerate(ids):
             if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
@@ -363,9 +363,6 @@ class Runtime:
             if not 0 <= d < issued:
                 raise ValueError(f"{what}: deps[{i}] = {int(d)} was never issued as a task id on this device "
                                  f"(ids so far: 0..{issued - 1})")
-        if len(ids) > L.DEP_SLOTS:
-            raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
-                             "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
         return [int(d) for d in ids]
 
     def _predicate(self, predicate: Any, what: str) -> tuple[Tensor, int, int]:

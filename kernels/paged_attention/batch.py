@@ -56,6 +56,7 @@ import numpy as np
 from kernels import AIC, AIV, kernel
 from kernels.args import In, InOut, Out
 from kernels.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
+from kernels.paged_attention.kernels import online_update
 from kernels.paged_attention.tiling import head_tiles
 from kernels.workload import Workload
 
@@ -131,19 +132,7 @@ def up_batch(mij: np.ndarray, lij: np.ndarray, oi_new: np.ndarray, mi: np.ndarra
 
     ``out`` is the chunk's (bc, qt, D) box of the output; rows of the accumulators are
     (sequence, head) in the same order. On the first block the accumulators are only written."""
-    if is_first:
-        mi[...] = mij
-        li[...] = lij
-        oi[...] = oi_new
-    else:
-        m = np.maximum(mi, mij)
-        alpha = np.exp(mi - m)
-        beta = np.exp(mij - m)
-        li *= alpha
-        li += beta * lij
-        oi *= alpha[:, None]
-        oi += beta[:, None] * oi_new
-        mi[...] = m
+    online_update(mij, lij, oi_new, mi, li, oi, is_first)
     if is_last:
         np.divide(oi.reshape(out.shape), li.reshape(out.shape[:2])[:, :, None], out=out)
 

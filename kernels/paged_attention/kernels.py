@@ -159,6 +159,25 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
     np.matmul(p, v, out=oi_new)
 
 
+def online_update(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, li_acc: np.ndarray,
+                  oi_acc: np.ndarray, is_first: int) -> None:
+    """The accumulators (rows: query heads) take in one step's (mi, li, oi_new), in place; on the
+    first step they are only written (see ``up``). Shared by the unrolled and the batched UP."""
+    if is_first:
+        mi_acc[...] = mi
+        li_acc[...] = li
+        oi_acc[...] = oi_new
+    else:
+        m = np.maximum(mi_acc, mi)
+        alpha = np.exp(mi_acc - m)
+        beta = np.exp(mi - m)
+        li_acc *= alpha
+        li_acc += beta * li
+        oi_acc *= alpha[:, None]
+        oi_acc += beta[:, None] * oi_new
+        mi_acc[...] = m
+
+
 @kernel(AIV, cost=laws.up_cost)
 def up(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, li_acc: np.ndarray,
        oi_acc: np.ndarray, out: np.ndarray, is_first: int, is_last: int) -> None:
@@ -173,19 +192,7 @@ def up(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, l
     is_last: out (q_tile, head_dim) = oi_acc / li_acc[:, None]; otherwise ``out`` is not touched.
     (The accumulators are updated on the last chunk too; the reference skips storing oi_acc there.)
     """
-    if is_first:
-        mi_acc[...] = mi
-        li_acc[...] = li
-        oi_acc[...] = oi_new
-    else:
-        m = np.maximum(mi_acc, mi)
-        alpha = np.exp(mi_acc - m)
-        beta = np.exp(mi - m)
-        li_acc *= alpha
-        li_acc += beta * li
-        oi_acc *= alpha[:, None]
-        oi_acc += beta[:, None] * oi_new
-        mi_acc[...] = m
+    online_update(mi, li, oi_new, mi_acc, li_acc, oi_acc, is_first)
     if is_last:
         np.divide(oi_acc, li_acc[:, None], out=out)
 
