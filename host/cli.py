@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 from host.cliargs import count, listed, number
 from host.platform import A2A3_BLOCKS, MAX_TASK_WINDOW
-from kernels import catalogue
-from kernels.paged_attention.cases import CASES
+from kernels.workloads import catalogue
+from kernels.workloads.paged_attention.cases import CASES
 
 
 def _say(msg: str) -> None:
@@ -31,10 +31,10 @@ def _say(msg: str) -> None:
 
 def cmd_paged_attention_sharded(a: argparse.Namespace, params: dict, unroll: int) -> int:
     """--devices N: shard the batch over N devices (local processes or Ray actors)."""
-    import kernels.paged_attention as pa
+    import kernels.workloads.paged_attention as pa
     from host import Platform
     from host.cluster import DeviceGroup
-    from kernels.paged_attention import sharding
+    from kernels.workloads.paged_attention import sharding
 
     variant = "first_output" if a.variant == "all" else a.variant
     t0 = time.perf_counter()
@@ -42,7 +42,7 @@ def cmd_paged_attention_sharded(a: argparse.Namespace, params: dict, unroll: int
     _say(f"  inputs generated on the host in {time.perf_counter() - t0:.2f} s")
     shards = sharding.shard(inp, a.devices, variant=variant, unroll=unroll)
     t1 = time.perf_counter()
-    with DeviceGroup(a.devices, Platform(blocks=a.blocks), kernels=["kernels.paged_attention"],
+    with DeviceGroup(a.devices, Platform(blocks=a.blocks), kernels=["kernels.workloads.paged_attention"],
                      backend=a.backend) as group:
         _say(f"  {a.devices} devices ({a.backend}) started in {time.perf_counter() - t1:.2f} s")
         t2 = time.perf_counter()
@@ -60,7 +60,7 @@ def cmd_paged_attention_sharded(a: argparse.Namespace, params: dict, unroll: int
         g = pa.golden(inp["query"], inp["key_cache"], inp["value_cache"], inp["block_table"],
                       inp["context_lens"], inp["scale"], unroll=unroll)
         from host.run import compare
-        from kernels.paged_attention.workload import WORKLOAD
+        from kernels.workloads.paged_attention.unroll import WORKLOAD
         c = compare({"out": out}, {"out": g}, WORKLOAD.tolerance)     # the runner's check, the workload's tolerance
         ok = c["pass"]
         _say(f"  golden {time.perf_counter() - t3:.3f} s; max abs error {c['max_abs']:.3e}: {'PASS' if ok else 'FAIL'}")
@@ -73,7 +73,7 @@ def cmd_paged_attention_sharded(a: argparse.Namespace, params: dict, unroll: int
 def cmd_paged_attention(a: argparse.Namespace) -> int:
     """The main job: ``ptoemu run paged_attention_unroll`` with the paged-attention options (case
     parameters as flags, --devices to shard over several devices)."""
-    import kernels.paged_attention as pa
+    import kernels.workloads.paged_attention as pa
     from host import run as runner
 
     params = dict(pa.case_params(a.case))
@@ -204,7 +204,7 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_cases(a: argparse.Namespace) -> int:
-    import kernels.paged_attention as pa
+    import kernels.workloads.paged_attention as pa
     for name, p in pa.CASES.items():
         _say(f"{name:<18} " + ", ".join(f"{k}={v}" for k, v in p.items()))
     return 0

@@ -1,6 +1,6 @@
 """Several emulated devices: ``DeviceGroup`` -- one device per local slot or per Ray actor.
 
-    group = DeviceGroup(4, Platform(blocks=24), kernels=["kernels.paged_attention"], backend="ray")
+    group = DeviceGroup(4, Platform(blocks=24), kernels=["kernels.workloads.paged_attention"], backend="ray")
     results = group.run_sharded(pa.orchestrate, shards)      # one list of output arrays per shard
 
     backend "local"   the devices live in this process (each is its own scheduler + workers);

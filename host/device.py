@@ -1,6 +1,6 @@
 """``Device``: an emulated a2a3 device that runs in ordinary processes.
 
-    with Device(Platform(blocks=24), kernels=["kernels.paged_attention"]) as dev:
+    with Device(Platform(blocks=24), kernels=["kernels.workloads.paged_attention"]) as dev:
         q = dev.to_device(query)          numpy ─copy─▶ host tensor in GM
         out = dev.empty(shape, dtype)     host tensor in GM (contents undefined)
         dev.run(orchestrate, q, out)      orchestrate(rt, q, out) here; tasks on the device;

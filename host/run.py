@@ -24,15 +24,15 @@ import numpy as np
 
 from host.device import Device
 from host.platform import Platform
-from kernels import catalogue
-from kernels.workload import Workload
+from host.progress import progress
+from kernels.workloads import catalogue
+from kernels.workloads.workload import Workload
 
 SNAPSHOT_BYTES = 16 << 20
 
 
 def _progress(dev: Device, label: str, stop: threading.Event) -> None:
     """Finished / submitted records of a device while a run is going, as a progress bar."""
-    from host.bench.common import progress
     with progress(label, 0) as step:
         while not stop.wait(0.2):
             done, submitted = dev.progress()

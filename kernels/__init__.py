@@ -1,8 +1,10 @@
-"""Kernels: the registry (``kernel``, ``AIC``, ``AIV``, ``Mixed``) and kernel packages.
+"""The API kernels are written against: the registry (``kernel``, ``AIC``, ``AIV``, ``Mixed``,
+``core_info``), the argument markers (``In``, ``Out``, ``InOut``, ``NoDep``) and cost laws.
 
-Kernel packages live beside this file (``kernels.examples``, ``kernels.paged_attention``); they
-import only this package (the registry and the In/Out/InOut markers), never ``host`` or
-``device``.
+This package is the bottom layer: it imports neither ``host`` nor ``device``, and ``device`` stands
+on it (the registry, the argument markers). The applications written on it -- the workload
+catalogue, examples, paged attention, the reference's scenes -- live in ``kernels.workloads``,
+which imports only this API.
 """
 
 from kernels.args import In, InOut, NoDep, Out

@@ -56,7 +56,7 @@ class Cost:
 class TaskInfo:
     """One recorded task, as its kernel's cost law receives it."""
 
-    kernel: str                    # registered name, e.g. "kernels.paged_attention.kernels.qk"
+    kernel: str                    # registered name, e.g. "kernels.workloads.paged_attention.kernels.qk"
     shape: str                     # "AIC", "AIV", "AIV_X2", "AIC_AIV", "AIC_AIV_X2"
     args: Sequence[ArgInfo]        # tensor arguments in submit order
     scalars: Sequence[Any]         # ints, floats, bools; scalar arrays as lists

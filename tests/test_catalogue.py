@@ -11,9 +11,9 @@ import pytest
 from host.cli import main
 from host.run import count_tasks, listing
 from host.run import run as run_workload
-from kernels import catalogue
+from kernels.workloads import catalogue
 
-NOT_SCENES = [n for n, m in catalogue.MODULES.items() if not m.startswith("kernels.scenes.")]
+NOT_SCENES = [n for n, m in catalogue.MODULES.items() if not m.startswith("kernels.workloads.scenes.")]
 SMALL = [(n, c) for n in NOT_SCENES for c in catalogue.load(n).cases if c not in catalogue.load(n).big]
 
 

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import testkernels as tk
 
-import kernels.paged_attention as pa
+import kernels.workloads.paged_attention as pa
 from host import Device, KernelError, Platform
 from host.bench import sweep
 from host.cluster import DeviceGroup, ShardError
 from kernels import Out
-from kernels.paged_attention import sharding
+from kernels.workloads.paged_attention import sharding
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
 
 def one_device(inp, variant="first_output", unroll=4):
-    with Device(Platform(blocks=2), kernels=["kernels.paged_attention"]) as dev:
+    with Device(Platform(blocks=2), kernels=["kernels.workloads.paged_attention"]) as dev:
         t = [dev.to_device(inp[n]) for n in ("query", "key_cache", "value_cache", "block_table", "context_lens")]
         b, h, d = inp["query"].shape
         out = dev.empty((b * h, d), np.float32)
@@ -47,7 +47,7 @@ def test_local_group_shards_equal_one_device(case):
     unroll = pa.case_params(case)["unroll"]
     want = one_device(inp, unroll=unroll)
     shards = sharding.shard(inp, 3, unroll=unroll)
-    with DeviceGroup(2, Platform(blocks=2), kernels=["kernels.paged_attention"]) as g:   # 3 shards queue on 2
+    with DeviceGroup(2, Platform(blocks=2), kernels=["kernels.workloads.paged_attention"]) as g:   # 3 shards queue on 2
         got = sharding.gather(shards, g.run_sharded(pa.orchestrate, shards))
         assert all(t["attempts"] == 1 for t in g.timings)
     np.testing.assert_array_equal(got, want)
@@ -58,7 +58,7 @@ def test_lost_device_is_replaced_and_its_shard_retried():
     inp = pa.generate_inputs("small", 1)
     want = one_device(inp)
     shards = sharding.shard(inp, 2, unroll=4)
-    with DeviceGroup(2, Platform(blocks=1), kernels=["kernels.paged_attention"]) as g:
+    with DeviceGroup(2, Platform(blocks=1), kernels=["kernels.workloads.paged_attention"]) as g:
         os.kill(g.pids()[0][1], signal.SIGKILL)                 # a worker of device 0 dies
         got = sharding.gather(shards, g.run_sharded(pa.orchestrate, shards))
         assert g.retries == 1 and g.timings[0]["attempts"] == 2
@@ -91,7 +91,7 @@ def test_ray_group_equals_one_device_and_retries_a_lost_actor_device(ray_local):
     inp = pa.generate_inputs("mixed_lens", 2)
     want = one_device(inp)
     shards = sharding.shard(inp, 2, unroll=4)
-    with DeviceGroup(2, Platform(blocks=1), kernels=["kernels.paged_attention"], backend="ray") as g:
+    with DeviceGroup(2, Platform(blocks=1), kernels=["kernels.workloads.paged_attention"], backend="ray") as g:
         got = sharding.gather(shards, g.run_sharded(pa.orchestrate, shards))
         np.testing.assert_array_equal(got, want)
         os.kill(g.pids()[1][0], signal.SIGKILL)                # device 1's scheduler dies

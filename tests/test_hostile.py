@@ -19,7 +19,7 @@ import pytest
 import testkernels as tk
 from conftest import mapped_anywhere
 
-import kernels.paged_attention as pa
+import kernels.workloads.paged_attention as pa
 from host import (
     DeadlockError,
     Device,
@@ -101,7 +101,7 @@ def test_paged_attention_with_a_scope_per_chunk_is_right_on_a_small_heap(inline)
     # the first chunk's scope: they must survive that scope. This is what the heap deadlock
     # message tells a user to do, so following the advice must give the right answer.
     platform = Platform(blocks=2, heap_bytes=32 << 10, gm_bytes=64 << 20)
-    with Device(platform, kernels=["kernels.paged_attention"], inline=inline) as dev:
+    with Device(platform, kernels=["kernels.workloads.paged_attention"], inline=inline) as dev:
         got, want = _pa(dev, chunk_scope=True)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
@@ -109,7 +109,7 @@ def test_paged_attention_with_a_scope_per_chunk_is_right_on_a_small_heap(inline)
 @pytest.mark.timeout(120)
 def test_the_heap_deadlock_advice_leads_to_a_correct_program():
     platform = Platform(blocks=2, heap_bytes=32 << 10, gm_bytes=64 << 20)
-    with Device(platform, kernels=["kernels.paged_attention"]) as dev:
+    with Device(platform, kernels=["kernels.workloads.paged_attention"]) as dev:
         with pytest.raises(DeadlockError, match=r"heap deadlock.*a rt.scope\(\) per step"):
             _pa(dev)
         got, want = _pa(dev, chunk_scope=True)

@@ -2,7 +2,7 @@
 manual_dep, manual scopes, scalar data, initial values, predicates, SPMD, and the reference's
 weaker dependency rules on demand.
 
-    scenes        the reference's own scene tests (kernels/scenes), every case, on a device, on
+    scenes        the reference's own scene tests (kernels/workloads/scenes), every case, on a device, on
                   the inline engine and under reference semantics
     semantics     the dependency edges each rule gives, sequential vs reference, read from a
                   recording of the run (dev.graph())
@@ -28,9 +28,10 @@ from host import Device, In, InOut, NoDep, Out, Platform
 from host.fuzz import compare_semantics
 from host.run import build_on
 from host.run import run as run_workload
-from kernels import AIC, AIV, catalogue, kernel
+from kernels import AIC, AIV, kernel
+from kernels.workloads import catalogue
 
-SCENES = [n for n, m in catalogue.MODULES.items() if m.startswith("kernels.scenes.")]
+SCENES = [n for n, m in catalogue.MODULES.items() if m.startswith("kernels.workloads.scenes.")]
 
 
 # -- the reference's scene tests ----------------------------------------------------------------------
@@ -253,9 +254,9 @@ def test_compare_semantics_finds_a_write_after_read_race():
 
 @pytest.mark.timeout(300)
 def test_paged_attention_variants_are_safe_under_reference_rules():
-    import kernels.paged_attention as pa
-    from kernels.paged_attention.workload import INPUTS
-    from kernels.paged_attention.workload import WORKLOAD as W
+    import kernels.workloads.paged_attention as pa
+    from kernels.workloads.paged_attention.unroll import INPUTS
+    from kernels.workloads.paged_attention.unroll import WORKLOAD as W
     params = W.case("mixed_lens")
 
     def setup(dev):
@@ -266,7 +267,7 @@ def test_paged_attention_variants_are_safe_under_reference_rules():
         def orch(rt, t, variant=variant):
             pa.orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=0.125, variant=variant,
                            unroll=params["unroll"], out_manual_dep=True)
-        rep = compare_semantics(orch, setup, kernels=["kernels.paged_attention"], seeds=[0, 1])
+        rep = compare_semantics(orch, setup, kernels=["kernels.workloads.paged_attention"], seeds=[0, 1])
         assert rep.ok and not rep.conflicts, (variant, str(rep))
 
 

@@ -22,8 +22,8 @@ import math
 import numpy as np
 import pytest
 
-import kernels.paged_attention as pa
-from kernels.paged_attention.kernels import BF16
+import kernels.workloads.paged_attention as pa
+from kernels.workloads.paged_attention.kernels import BF16
 
 VARIANTS = ("hub", "first_output", "alloc")
 NUMERIC_CASES = [name for name in pa.CASES if not name.startswith("Case")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kernels.paged_attention as pa
+import kernels.workloads.paged_attention as pa
 from host import Device, Platform
 
 SMALL_CASES = [n for n in pa.CASES if n not in ("Case1", "Case2", "Case3")]
@@ -34,7 +34,7 @@ def run_case(dev: Device, case: str, variant: str, unroll: int | None = None, se
 
 @pytest.fixture(scope="module")
 def dev():
-    with Device(Platform(blocks=4), kernels=["kernels.paged_attention"]) as d:
+    with Device(Platform(blocks=4), kernels=["kernels.workloads.paged_attention"]) as d:
         yield d
 
 
@@ -76,7 +76,7 @@ def test_tiny_task_ring_and_heap_still_give_the_right_answer(variant):
     # cannot retire before it ends, so one scope must fit) and a 64 KiB heap: the host waits for
     # space all the time and both rings wrap around many times.
     platform = Platform(blocks=2, task_window=32, heap_bytes=64 * 1024, gm_bytes=64 << 20)
-    with Device(platform, kernels=["kernels.paged_attention"]) as d:
+    with Device(platform, kernels=["kernels.workloads.paged_attention"]) as d:
         got, want, *_ = run_case(d, "unroll_1", variant)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
         got, want, *_ = run_case(d, "mixed_lens", variant, unroll=2)
@@ -86,9 +86,9 @@ def test_tiny_task_ring_and_heap_still_give_the_right_answer(variant):
 
 @pytest.mark.timeout(300)
 def test_case1_shapes_on_the_72_core_device_bitwise_equal_inline():
-    with Device(Platform.a2a3(), kernels=["kernels.paged_attention"]) as d:
+    with Device(Platform.a2a3(), kernels=["kernels.workloads.paged_attention"]) as d:
         got, want, *_ = run_case(d, "case1_b2", "first_output")
-    with Device(Platform.a2a3(), kernels=["kernels.paged_attention"], inline=True) as ref:
+    with Device(Platform.a2a3(), kernels=["kernels.workloads.paged_attention"], inline=True) as ref:
         inl, *_ = run_case(ref, "case1_b2", "first_output")
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(got, inl)

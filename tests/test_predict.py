@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-import kernels.paged_attention as pa
+import kernels.workloads.paged_attention as pa
 from host import Device, Platform
 from host.cli import main
 from host.graph import Arg, Graph, Record
 from host.predict import Cost, ModelDeadlock, TaskInfo, compare, predict, resolve
-from kernels.paged_attention import laws as pa_laws
+from kernels.workloads.paged_attention import laws as pa_laws
 
 # A module name that cannot be imported: the synthetic kernel's law comes from predict(laws=...).
 NO_MODULE = "ptoemu_test_predict_no_such_module"
@@ -215,7 +215,7 @@ def test_qk_law_charges_the_blocks_it_reads_not_the_whole_cache():
     cache = Arg("In", "bfloat16", (16384, 128, 1, 128), 16384 * 128 * 128 * 2, 2, -1)
     qi = Arg("In", "bfloat16", (16, 128), 16 * 128 * 2, 1, -1)
     sij = Arg("Out", "float32", (16, 64 * 128), 16 * 64 * 128 * 4, 3, 0)
-    c = pa_laws.qk_cost(TaskInfo("kernels.paged_attention.kernels.qk", "AIC", [qi, cache, sij],
+    c = pa_laws.qk_cost(TaskInfo("kernels.workloads.paged_attention.kernels.qk", "AIC", [qi, cache, sij],
                                  [list(range(64))]))
     assert c.hbm_bytes == 64 * 128 * 128 * 2 + qi.nbytes
     assert c.us == pytest.approx(55.0)                       # the hardware median at Case1 shapes
@@ -231,7 +231,7 @@ PA_CASE = {"batch": 24, "num_heads": 16, "head_dim": 64, "block_size": 32, "cont
 def pa_graph(tmp_path_factory) -> str:
     """One recording, three runs: hub, first_output, alloc (24 groups of 3 chunks)."""
     path = str(tmp_path_factory.mktemp("predict") / "pa.graph.jsonl")
-    with Device(Platform(blocks=4), kernels=["kernels.paged_attention"], record=path, inline=True) as dev:
+    with Device(Platform(blocks=4), kernels=["kernels.workloads.paged_attention"], record=path, inline=True) as dev:
         d = pa.load_case(dev, PA_CASE, 0)
         for variant in ("hub", "first_output", "alloc"):
             dev.run(pa.orchestrate, d["query"], d["key_cache"], d["value_cache"], d["block_table"],
@@ -246,7 +246,8 @@ def test_paged_attention_predicts_with_its_laws(pa_graph):
     assert pr.runs[2].counts["allocs"] == 24 and pr.runs[0].counts["allocs"] == 0
     # (other kernels of the package, e.g. the batched ones another test imported, may be loaded too)
     pipeline = {k: v for k, v in pr.laws.items() if k.rsplit(".", 1)[-1] in ("qk", "sf", "pv", "up", "hub")}
-    assert len(pipeline) == 5 and all(v.startswith("law kernels.paged_attention.laws.") for v in pipeline.values())
+    law = "law kernels.workloads.paged_attention.laws."
+    assert len(pipeline) == 5 and all(v.startswith(law) for v in pipeline.values())
     assert not pr.notes
     hub, first_output, alloc = pr.runs
     assert first_output.device_us < hub.device_us

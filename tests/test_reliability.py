@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import testkernels as tk
 
-import kernels.paged_attention as pa
+import kernels.workloads.paged_attention as pa
 from host import (
     DeadlockError,
     Device,
@@ -315,7 +315,7 @@ def _pa_setup(case="mixed_lens", **kw):
 
 @pytest.mark.timeout(120)
 def test_sanitizer_proves_up_never_reads_accumulators_when_first(make_device):
-    dev = make_device(Platform(blocks=2), kernels=["kernels.paged_attention"], sanitize=True)
+    dev = make_device(Platform(blocks=2), kernels=["kernels.workloads.paged_attention"], sanitize=True)
     args, kw, outs = _pa_setup()(dev)
     dev.run(pa.orchestrate, *args, variant="first_output", **kw)      # no violation
     h = [dev.to_host(a) for a in args[:5]]
@@ -326,7 +326,7 @@ def test_sanitizer_proves_up_never_reads_accumulators_when_first(make_device):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("inline", [False, True])
 def test_sanitizer_catches_an_up_that_reads_its_accumulators(make_device, inline):
-    dev = make_device(Platform(blocks=2), kernels=["kernels.paged_attention", tk.up_reads_acc_when_first],
+    dev = make_device(Platform(blocks=2), kernels=["kernels.workloads.paged_attention", tk.up_reads_acc_when_first],
                       sanitize=True, inline=inline)
     args, kw, _ = _pa_setup()(dev)
     broken = {"up": tk.up_reads_acc_when_first}
@@ -355,7 +355,7 @@ def test_sanitizer_names_a_written_input_and_unwritten_output(make_device, inlin
 @pytest.mark.timeout(300)
 def test_fuzzing_paged_attention_is_bit_identical_across_seeds():
     rep = fuzz(pa.orchestrate, _pa_setup("small", variant="first_output"),
-               kernels=["kernels.paged_attention"], seeds=range(4), platform=Platform(blocks=3),
+               kernels=["kernels.workloads.paged_attention"], seeds=range(4), platform=Platform(blocks=3),
                jitter_us=200)
     assert rep.ok, str(rep)
 

@@ -9,7 +9,7 @@ import testkernels as tk
 
 from host import Device, In, InOut, Out, Platform
 from kernels import AIV, Mixed, kernel
-from kernels.examples import mixed_shapes, tiled_matmul, vector_chain
+from kernels.workloads.examples import mixed_shapes, tiled_matmul, vector_chain
 
 
 @kernel(AIV)
@@ -185,9 +185,9 @@ def test_alloc_tensors_is_a_runtime_task_no_worker_runs(make_device):
 
 @pytest.mark.timeout(120)
 def test_examples_run_and_match_their_references(make_device):
-    dev = make_device(Platform(blocks=3), kernels=["kernels.examples.vector_chain",
-                                                   "kernels.examples.tiled_matmul",
-                                                   "kernels.examples.mixed_shapes"])
+    dev = make_device(Platform(blocks=3), kernels=["kernels.workloads.examples.vector_chain",
+                                                   "kernels.workloads.examples.tiled_matmul",
+                                                   "kernels.workloads.examples.mixed_shapes"])
     rng = np.random.default_rng(1)
     a = rng.standard_normal(5000).astype(np.float32)
     b = rng.standard_normal(5000).astype(np.float32)
@@ -208,9 +208,9 @@ def test_examples_run_and_match_their_references(make_device):
 
 @pytest.mark.timeout(60)
 def test_kernels_given_by_module_name_are_loaded(make_device):
-    dev = make_device(kernels=["kernels.examples.vector_chain"])
+    dev = make_device(kernels=["kernels.workloads.examples.vector_chain"])
     names = {k.name for k in dev.kernels}
-    assert {"kernels.examples.vector_chain.add", "kernels.examples.vector_chain.mul"} <= names
+    assert {"kernels.workloads.examples.vector_chain.add", "kernels.workloads.examples.vector_chain.mul"} <= names
 
 
 @pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""What every benchmark shares: timing, summaries, the JSON results file, tables, progress, plots.
+"""What every benchmark shares: timing, summaries, the JSON results file, tables, plots.
 
 Results file (one per bench run, written with ``--json FILE``; schema 1):
 
@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from typing import Any
 
 SCHEMA = 1
@@ -91,31 +90,6 @@ def table(title: str, columns: list[tuple[str, str]], rows: Iterable[dict]) -> s
         lines = [title, "  ".join(k.rjust(w) for (k, _), w in zip(columns, widths))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
         return "\n".join(lines)
-
-
-@contextmanager
-def progress(label: str, total: int):
-    """A progress bar on stderr (rich, when a terminal is attached). Yields ``step``:
-    ``step()`` advances by one, ``step(done=d, total=t)`` sets both."""
-    def nothing(n: int = 1, *, done: int | None = None, total: int | None = None) -> None:
-        pass
-    if not sys.stderr.isatty():
-        yield nothing
-        return
-    try:
-        from rich.progress import Progress
-    except ImportError:
-        yield nothing
-        return
-    with Progress(transient=True) as p:
-        task = p.add_task(label, total=total)
-
-        def step(n: int = 1, *, done: int | None = None, total: int | None = None) -> None:
-            if done is None:
-                p.advance(task, n)
-            else:
-                p.update(task, completed=done, total=total)
-        yield step
 
 
 class PssSampler:

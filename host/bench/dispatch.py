@@ -45,6 +45,7 @@ from device.execute import ArgDecoder
 from host.bench import common
 from host.device import Device
 from host.platform import Platform
+from host.progress import progress
 from host.submit import TaskWriter
 from host.tensor import Buffer, Tensor
 from kernels import AIC, AIV, In, InOut, Mixed, Out, kernel
@@ -194,7 +195,7 @@ def run(blocks: list[int], tasks: int, rounds: int, log: Callable[[str], None] =
     life: dict[str, dict] = {}
     big = max(blocks)
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, \
-            common.progress("dispatch", len(blocks) * rounds) as advance:
+            progress("dispatch", len(blocks) * rounds) as advance:
         ppe_indep(pool, 200)                          # warm the pool's workers
         for b in blocks:
             t0 = time.perf_counter()

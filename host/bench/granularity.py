@@ -27,6 +27,7 @@ from collections.abc import Callable
 from host.bench import common
 from host.device import Device
 from host.platform import Platform
+from host.progress import progress
 from kernels import AIV, kernel
 
 SIZES_US = (0, 10, 30, 100, 300, 1000)
@@ -66,7 +67,7 @@ def run(blocks: list[int], sizes: list[float], rounds: int, work_s: float = 0.5,
         log: Callable[[str], None] = print) -> dict:
     cpus = os.cpu_count() or 1
     rows = []
-    with common.progress("granularity", len(blocks) * len(sizes)) as advance:
+    with progress("granularity", len(blocks) * len(sizes)) as advance:
         for b in blocks:
             P = min(Platform(blocks=b).cores, cpus)
             with Device(Platform(blocks=b), kernels=[busy]) as dev:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-import kernels.paged_attention as pa
+import kernels.workloads.paged_attention as pa
 from host.bench import common
 from host.device import Device
 from host.platform import Platform
@@ -43,7 +43,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
     traces: dict[str, TraceData] = {}
     for case in cases:
         with common.PssSampler() as pss, \
-                Device(Platform(blocks=blocks), kernels=["kernels.paged_attention"]) as dev:
+                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention"]) as dev:
             data = pa.load_case(dev, case, seed)
             inputs = sum(data[n].nbytes for n in INPUTS)
             h = data["host"]
@@ -81,7 +81,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
                         "peak_over_inputs": pss.peak / inputs if inputs >= RATIO_MIN_INPUTS else None}
         # The dependency graph, from one traced run per point (tracing keeps every edge); the
         # same run recorded is what the a2a3 prediction replays.
-        with Device(Platform(blocks=blocks), kernels=["kernels.paged_attention"], trace=True,
+        with Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention"], trace=True,
                     record=predict) as dev:
             data = pa.load_case(dev, case, seed)
             for r in (r for r in rows if r["case"] == case):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from host.bench import common
 from host.run import run as run_workload
-from kernels import catalogue
+from kernels.workloads import catalogue
 
 RATIO_MIN_INPUTS = 64 << 20     # below this the processes' own memory dominates the ratio
 

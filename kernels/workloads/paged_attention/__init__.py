@@ -5,14 +5,14 @@
     golden.py    independent vectorised numpy model of the chunked online-softmax recurrence
     orchestration.py   orchestrate(rt, ...) in the hub / first_output / alloc variants, load_case
     cases.py     CASES (small, Case1-3, edge cases) and generate_inputs
-    bench.py     per-kernel timings: ``python -m kernels.paged_attention.bench``
+    bench.py     per-kernel timings: ``python -m kernels.workloads.paged_attention.bench``
 """
 
-from kernels.paged_attention.cases import CASES, case_params, generate_inputs, input_specs
-from kernels.paged_attention.golden import golden
-from kernels.paged_attention.kernels import hub, pv, qk, sf, up
-from kernels.paged_attention.orchestration import VARIANTS, expected_tasks, load_case, orchestrate
-from kernels.paged_attention.tiling import Chunk, chunks, head_tiles, num_blocks, q_tile_size
+from kernels.workloads.paged_attention.cases import CASES, case_params, generate_inputs, input_specs
+from kernels.workloads.paged_attention.golden import golden
+from kernels.workloads.paged_attention.kernels import hub, pv, qk, sf, up
+from kernels.workloads.paged_attention.orchestration import VARIANTS, expected_tasks, load_case, orchestrate
+from kernels.workloads.paged_attention.tiling import Chunk, chunks, head_tiles, num_blocks, q_tile_size
 
 __all__ = [
     "CASES",

@@ -1,6 +1,6 @@
 """Per-kernel timings of the paged-attention kernels on a case's sizes (and, optionally, the golden).
 
-    python -m kernels.paged_attention.bench [case] [--reps N] [--golden]
+    python -m kernels.workloads.paged_attention.bench [case] [--reps N] [--golden]
 
 Each repetition runs one chunk (QK, SF, PV, UP) of a random group of the case, so K/V blocks come
 from all over the cache as in a real run. Set OPENBLAS_NUM_THREADS=1 to match one worker per core.
@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from kernels.paged_attention.cases import generate_inputs
-from kernels.paged_attention.golden import golden
-from kernels.paged_attention.kernels import BF16, hub, pv, qk, sf, up
-from kernels.paged_attention.tiling import chunks, head_tiles
+from kernels.workloads.paged_attention.cases import generate_inputs
+from kernels.workloads.paged_attention.golden import golden
+from kernels.workloads.paged_attention.kernels import BF16, hub, pv, qk, sf, up
+from kernels.workloads.paged_attention.tiling import chunks, head_tiles
 
 
 def _peak_rss_mib() -> float:

@@ -34,7 +34,7 @@ calls (a fresh 4 MiB array per call costs ~10 % in page faults).
 
 Timings (median µs per call, one BLAS thread, outputs preallocated, each call on a random group
 of the case so K/V blocks come cold from the whole 1 GiB cache; ``OPENBLAS_NUM_THREADS=1 python -m
-kernels.paged_attention.bench Case1``; 2-core x86 VM):
+kernels.workloads.paged_attention.bench Case1``; 2-core x86 VM):
 
     case   q_tile x T x D      QK     SF     PV    UP first+last / accumulate   HUB
     Case1  16 x 8192 x 128    1200    310   1300          13 / 17               16
@@ -54,7 +54,7 @@ import ml_dtypes
 import numpy as np
 
 from kernels import AIC, AIV, kernel
-from kernels.paged_attention import laws
+from kernels.workloads.paged_attention import laws
 
 __all__ = ["BF16", "hub", "pv", "qk", "sf", "up"]
 

@@ -58,10 +58,10 @@ from typing import Any
 
 import numpy as np
 
-from kernels.paged_attention.cases import case_params, generate_inputs
-from kernels.paged_attention.golden import golden
-from kernels.paged_attention.orchestration import orchestrate
-from kernels.workload import Alloc, Workload
+from kernels.workloads.paged_attention.cases import case_params, generate_inputs
+from kernels.workloads.paged_attention.golden import golden
+from kernels.workloads.paged_attention.orchestration import orchestrate
+from kernels.workloads.workload import Alloc, Workload
 
 __all__ = ["INPUTS", "MULTI_ROUND_PAGED_ATTENTION", "PAGED_ATTENTION", "PAGED_ATTENTION_MANUAL_SCOPE",
            "REFERENCE_SHAPES", "REF_SCALE", "build", "golden_per_block", "reference_case"]
@@ -117,7 +117,7 @@ def _orchestrate(rt: Any, t: dict, params: Mapping[str, Any], variant: str) -> d
 
 
 _ORDER = ("CaseSmall1", "CaseVarSeq2", "CaseSmall2", "CaseVarSeq4", "Case2", "Case3", "Case1")
-_KERNELS = ("kernels.paged_attention.kernels",)
+_KERNELS = ("kernels.workloads.paged_attention.kernels",)
 
 PAGED_ATTENTION = Workload(
     name="paged_attention",

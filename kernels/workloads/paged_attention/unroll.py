@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from kernels.paged_attention.cases import CASES, case_params, generate_inputs
-from kernels.paged_attention.golden import golden
-from kernels.paged_attention.orchestration import orchestrate
-from kernels.workload import Alloc, Workload
+from kernels.workloads.paged_attention.cases import CASES, case_params, generate_inputs
+from kernels.workloads.paged_attention.golden import golden
+from kernels.workloads.paged_attention.orchestration import orchestrate
+from kernels.workloads.workload import Alloc, Workload
 
 INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
 
@@ -52,7 +52,8 @@ WORKLOAD = Workload(
               "manual scope + deps= + manual_dep view (manual)"),
     cases={n: case_params(n) for n in _ORDER if n in CASES},
     build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
-    tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"), kernels=("kernels.paged_attention",),
+    tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"),
+    kernels=("kernels.workloads.paged_attention",),
     big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll")
 
 # The reference's paged_attention_unroll_manual_scope: the same pipeline, every edge explicit.

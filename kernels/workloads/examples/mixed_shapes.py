@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from kernels import AIC, AIV, Mixed, Out, core_info, kernel
-from kernels.workload import Alloc, Workload
+from kernels.workloads.workload import Alloc, Workload
 
 
 def _record(out, tag: int, row: int) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import InOut
-from kernels.scenes.kernels import (
+from kernels.workloads.scenes.kernels import (
     CL,
     spmd_context,
     spmd_write_aic_spin,
@@ -44,9 +44,9 @@ from kernels.scenes.kernels import (
     spmd_write_aiv_spin,
     spmd_write_mix,
 )
-from kernels.workload import Alloc, Workload
+from kernels.workloads.workload import Alloc, Workload
 
-MOD = "kernels.scenes.kernels"
+MOD = "kernels.workloads.scenes.kernels"
 MAX_CL = 1024                 # room for every plan on up to 24 clusters
 SPIN_US = 2000                # a "long" producer (the reference spins 10^6..10^7 iterations)
 

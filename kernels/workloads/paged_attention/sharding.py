@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.paged_attention.tiling import num_blocks
+from kernels.workloads.paged_attention.tiling import num_blocks
 
 
 def shard(inp: dict[str, Any], n: int, *, variant: str = "first_output", unroll: int = 64) -> list[dict]:

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from kernels.args import In, InOut, Out
-from kernels.paged_attention.cases import generate_inputs
-from kernels.paged_attention.kernels import hub, pv, qk, sf, up
-from kernels.paged_attention.tiling import chunks, head_tiles
+from kernels.workloads.paged_attention.cases import generate_inputs
+from kernels.workloads.paged_attention.kernels import hub, pv, qk, sf, up
+from kernels.workloads.paged_attention.tiling import chunks, head_tiles
 
 VARIANTS = ("hub", "first_output", "alloc", "manual")
 F32 = np.dtype(np.float32)

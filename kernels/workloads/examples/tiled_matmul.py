@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIC, AIV, In, InOut, Out, kernel
-from kernels.workload import Alloc, Workload
+from kernels.workloads.workload import Alloc, Workload
 
 
 @kernel(AIC)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kernels import AIC, AIV, In, Out, kernel
-from kernels.workload import Alloc, Workload
+from kernels.workloads.workload import Alloc, Workload
 
 TILE = 128
 TILE_ELEMS = TILE * TILE

@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from kernels.paged_attention.baseline import INPUTS, REF_SCALE, reference_case
-from kernels.paged_attention.cases import CASES, case_params, generate_inputs
-from kernels.paged_attention.golden import golden
-from kernels.paged_attention.orchestration import orchestrate
-from kernels.workload import Alloc, Workload
+from kernels.workloads.paged_attention.baseline import INPUTS, REF_SCALE, reference_case
+from kernels.workloads.paged_attention.cases import CASES, case_params, generate_inputs
+from kernels.workloads.paged_attention.golden import golden
+from kernels.workloads.paged_attention.orchestration import orchestrate
+from kernels.workloads.workload import Alloc, Workload
 
 __all__ = ["PAGED_ATTENTION_UNROLL_4DIMS", "build"]
 
@@ -101,7 +101,7 @@ PAGED_ATTENTION_UNROLL_4DIMS = Workload(
     cases={"small": _ours("small"), "mixed_lens": _ours("mixed_lens"), "heads_192": _ours("heads_192"),
            **{n: reference_case(n, unroll=N_UNROLL) for n in ("Case2", "Case3", "Case1")}},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
-    tolerance=(1e-3, 1e-3), variants=("alloc",), kernels=("kernels.paged_attention.kernels",),
+    tolerance=(1e-3, 1e-3), variants=("alloc",), kernels=("kernels.workloads.paged_attention.kernels",),
     hardware_only=frozenset({"Case1", "Case2", "Case3"}),
     big=frozenset({"Case1", "Case2", "Case3"}),       # 256 MiB - 1 GiB of KV cache
     reference="tests/st/a2a3/tensormap_and_ringbuffer/paged_attention_unroll_4dims")

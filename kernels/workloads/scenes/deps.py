@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import In, InOut
-from kernels.scenes.kernels import clobber, copy_first, write_const, write_gate
-from kernels.workload import Alloc, Workload
+from kernels.workloads.scenes.kernels import clobber, copy_first, write_const, write_gate
+from kernels.workloads.workload import Alloc, Workload
 
-MOD = "kernels.scenes.kernels"
+MOD = "kernels.workloads.scenes.kernels"
 
 
 def _minus_one(alloc: Alloc, **shapes: tuple) -> dict:

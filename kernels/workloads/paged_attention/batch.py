@@ -55,10 +55,10 @@ import numpy as np
 
 from kernels import AIC, AIV, kernel
 from kernels.args import In, InOut, Out
-from kernels.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
-from kernels.paged_attention.kernels import online_update
-from kernels.paged_attention.tiling import head_tiles
-from kernels.workload import Workload
+from kernels.workloads.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
+from kernels.workloads.paged_attention.kernels import online_update
+from kernels.workloads.paged_attention.tiling import head_tiles
+from kernels.workloads.workload import Workload
 
 __all__ = ["BATCH_PAGED_ATTENTION", "IN_CORE_BATCH", "PAGED_ATTENTION_RINGBUFFER", "orchestrate_batch",
            "pv_batch", "qk_batch", "sf_batch", "up_batch"]
@@ -195,7 +195,7 @@ BATCH_PAGED_ATTENTION = Workload(
               "kernels reading a block table tensor"),
     cases={n: _CASES[n] for n in _ORDER},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=golden_per_block,
-    tolerance=(1e-3, 1e-3), variants=("default",), kernels=("kernels.paged_attention.batch",),
+    tolerance=(1e-3, 1e-3), variants=("default",), kernels=("kernels.workloads.paged_attention.batch",),
     hardware_only=frozenset({"Case1", "Case2", "Case3"}),
     big=frozenset({"Case1", "Case2", "Case3"}),       # 2,052 - 4,112 tasks, 256 MiB - 1 GiB of KV cache
     reference="tests/st/a2a3/tensormap_and_ringbuffer/batch_paged_attention")
@@ -214,6 +214,6 @@ PAGED_ATTENTION_RINGBUFFER = Workload(
     cases={"ringbuffer_stress": reference_case("ringbuffer_stress", "Case1", batch=32, context_len=4096, unroll=1,
                                                task_window=64, heap_bytes=4 << 20)},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=golden_per_block,
-    tolerance=(1e-3, 1e-3), variants=("default",), kernels=("kernels.paged_attention.batch",),
+    tolerance=(1e-3, 1e-3), variants=("default",), kernels=("kernels.workloads.paged_attention.batch",),
     hardware_only=frozenset({"ringbuffer_stress"}), platform=_ring_platform,
     reference="examples/a2a3/tensormap_and_ringbuffer/paged_attention_ringbuffer")

@@ -24,11 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import In, InOut, Out
-from kernels.examples.vector_chain import add, add_scalar, mul
-from kernels.scenes.kernels import copy_first, fill_const, noop
-from kernels.workload import Alloc, Workload
+from kernels.workloads.examples.vector_chain import add, add_scalar, mul
+from kernels.workloads.scenes.kernels import copy_first, fill_const, noop
+from kernels.workloads.workload import Alloc, Workload
 
-MOD = ("kernels.scenes.kernels", "kernels.examples.vector_chain")
+MOD = ("kernels.workloads.scenes.kernels", "kernels.workloads.examples.vector_chain")
 N = 16384
 F32 = np.float32
 

@@ -1,4 +1,4 @@
-"""What a runnable workload is: one shape for every entry of the catalogue (kernels/catalogue.py).
+"""What a runnable workload is: one shape for every entry of the catalogue (kernels/workloads/catalogue.py).
 
     Workload(name, summary, features, cases, build, outputs, orchestrate, golden, tolerance, ...)
 

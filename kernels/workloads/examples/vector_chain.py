@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIV, In, Out, kernel
-from kernels.workload import Alloc, Workload
+from kernels.workloads.workload import Alloc, Workload
 
 
 @kernel(AIV)

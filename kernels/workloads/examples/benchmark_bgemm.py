@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kernels import AIC, AIV, In, InOut, Out, kernel
-from kernels.workload import Alloc, Workload
+from kernels.workloads.workload import Alloc, Workload
 
 
 def _tiles(x: np.ndarray, config: np.ndarray) -> np.ndarray:

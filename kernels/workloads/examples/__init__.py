@@ -1,5 +1,5 @@
 """Small examples that exercise the runtime the way the reference runtime's own examples do; each
-is a catalogue workload (``ptoemu run NAME``, kernels/catalogue.py).
+is a catalogue workload (``ptoemu run NAME``, kernels/workloads/catalogue.py).
 
     vector_chain            (a+b+1)*(a+b+2) through runtime tensors
     tiled_matmul            AIC tile matmuls accumulated by AIV adds
