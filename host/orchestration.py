@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,7 +56,7 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from host.errors import DeviceMemoryError
+from host.errors import DeviceClosed, DeviceMemoryError
 from host.submit import Extra, _fmt_bytes
 from host.tensor import Arg, Buffer, In, InOut, Out, Tensor, check_dtype, check_shape
 from kernels.registry import SHAPE_AIV, Kernel
@@ -63,6 +65,19 @@ if TYPE_CHECKING:
     from host.submit import TaskWriter
 
 MAX_SCOPE_DEPTH = 63
+_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _disown_in_fork_child() -> None:
+    """A process forked while a run is in progress (``os.fork()`` in an orchestration, or in
+    another thread) inherits the run's ``rt`` but not the right to use its device: there every
+    ``rt`` goes inactive, so any call takes the slow path and is refused -- at no cost to submit."""
+    for rt in list(_RUNTIMES):
+        rt.active = False
+        rt._forked = True
+
+
+os.register_at_fork(after_in_child=_disown_in_fork_child)
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,9 @@ class Runtime:
         self._extra: Extra | None = None            # FLAG_MANUAL while inside a manual scope
         self._thread = threading.get_ident()       # the run's thread: the only one that may submit
         self._misuse: str | None = None            # first call from another thread, raised by dev.run
+        self._owner_pid = os.getpid()
+        self._forked = False                        # this is a copy made by os.fork(): no device here
+        _RUNTIMES.add(self)
 
     # -- the run's own scope (Device.run) -----------------------------------------------------------
     def begin_run(self) -> None:
@@ -151,6 +169,8 @@ class Runtime:
                 f"task {fr.start} (depth {fr.depth}) is ending while "
                 + (f"the scope begun at task {top.start} (depth {top.depth}) is still open"
                    if top else "no scope is open") + "; nest them with `with rt.scope():`")
+        if why == "its scope ended" and self._forked:
+            self._check_active("rt.scope() end")     # a forked copy writes no scope end
         for b in fr.buffers:
             b.alive = False
             b.why_dead = why
@@ -490,6 +510,9 @@ class Runtime:
             raise RuntimeError(self._misuse)
 
     def _check_active(self, what: str) -> None:
+        if self._forked:
+            raise DeviceClosed(f"{what}: this run belongs to process {self._owner_pid}; a process forked "
+                               "from it cannot use its device (make a new Device there)")
         if threading.get_ident() != self._thread:
             msg = (f"{what} was called from thread {threading.current_thread().name}, but this run's "
                    f"orchestration runs in another thread; the orchestration API is not thread-safe: "
