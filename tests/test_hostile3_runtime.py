@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import testkernels as tk
 
-from host import Device, In, InOut, Out, Platform
+from host import Device, In, InOut, KernelError, Out, Platform
+from kernels import AIV, kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -69,3 +70,24 @@ def test_a_child_forked_in_an_orchestration_cannot_submit_and_loses_the_parent_n
     assert r.returncode == 0, r.stderr
     assert "parent: [31.0] [0.0]" in r.stdout, r.stdout + r.stderr
     assert "a process forked from it cannot use its device" in r.stdout
+
+
+@kernel(AIV)
+def fork_and_return(a):
+    os.fork()                      # both processes return from the kernel
+    a += 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_a_kernel_that_forks_fails_its_task_and_the_copy_touches_nothing(make_device, inline):
+    # r08: the forked copy of the worker used to report the task a second time: a wrong result
+    # in silence, then a scheduler crash (DeviceLost) on the next run.
+    dev = make_device(Platform(blocks=1), kernels=[fork_and_return, tk.add_into], inline=inline)
+    x, y, one = dev.zeros((1,)), dev.zeros((1,)), dev.to_device([1.0])
+    with pytest.raises(KernelError, match=r"ForkInKernel: the kernel called os.fork\(\) while it ran") as ei:
+        dev.run(lambda rt: [rt.submit(fork_and_return, InOut(x)) for _ in range(3)])
+    assert ei.value.task_id == 0 and "kernels must not fork" in str(ei.value)
+    dev.run(lambda rt: [rt.submit(tk.add_into, In(one), InOut(y)) for _ in range(500)])
+    assert dev.to_host(y).tolist() == [500.0]           # the device is whole and usable
+    assert not dev.closed
