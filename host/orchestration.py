@@ -57,7 +57,7 @@ import numpy as np
 from device import codec as C
 from device import layout as L
 from host.errors import DeviceClosed, DeviceMemoryError
-from host.submit import Extra, _fmt_bytes
+from host.submit import Extra, _fmt_bytes, _short
 from host.tensor import Arg, Buffer, In, InOut, Out, Tensor, check_dtype, check_shape
 from kernels.registry import SHAPE_AIV, Kernel
 
@@ -393,7 +393,15 @@ class Runtime:
         if op not in C.PRED_OPS:
             raise ValueError(f"{what}, predicate op {op!r}: expected one of {', '.join(repr(o) for o in C.PRED_OPS)}")
         el = self._element_view(t, index, f"{what}, predicate")
-        v = _scalar_of(value, t.dtype, f"{what}, predicate value")
+        dt = t.dtype
+        if dt.itemsize > 8:        # the value travels in one word of the record (H_PRED_VAL)
+            raise TypeError(f"{what}, predicate on a {dt} tensor: a predicate compares one element that fits "
+                            "in 8 bytes (bool, integer, floating or complex64); copy the element into such "
+                            "a tensor with a task first")
+        if dt.kind == "c" and op not in ("==", "!="):
+            raise TypeError(f"{what}, predicate op {op!r} on a {dt} tensor: complex numbers have no order; "
+                            "use '==' or '!='")
+        v = _scalar_of(value, dt, f"{what}, predicate value")
         bits = int.from_bytes(v.tobytes().ljust(8, b"\0"), "little", signed=True)
         return el, C.PRED_OPS.index(op) + 1, bits
 
@@ -558,11 +566,12 @@ class Runtime:
 
 def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
     """``value`` as a 0-d array of ``dtype``: exact for integer and bool dtypes (ValueError if it
-    does not fit), rounded to the nearest value for floating ones."""
+    does not fit), rounded to the nearest value for floating ones (ValueError if a finite value
+    overflows, or a complex one has an imaginary part a real dtype cannot hold)."""
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
-    if not isinstance(value, (bool, int, float, complex, np.generic)):
-        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {value!r}")
+    if not isinstance(value, (bool, int, float, complex, np.number, np.bool_)):
+        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {_short(value)}")
     if dtype.kind in "iub":
         if isinstance(value, (float, np.floating)) and not float(value).is_integer():
             raise ValueError(f"{what}: {value!r} is not a whole number, so it cannot be a {dtype} value")
@@ -571,10 +580,24 @@ def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
         iv = int(value)
         if dtype.kind == "b":
             if iv not in (0, 1):
-                raise ValueError(f"{what}: {value!r} is not a bool")
+                raise ValueError(f"{what}: {_short(value)} is not a bool")
         else:
             info = np.iinfo(dtype)
             if not info.min <= iv <= info.max:
-                raise ValueError(f"{what}: {value!r} does not fit in {dtype} ({info.min}..{info.max})")
+                raise ValueError(f"{what}: {_short(value)} does not fit in {dtype} ({info.min}..{info.max})")
         return np.array(iv, dtype)
-    return np.array(value).astype(dtype)
+    if dtype.kind != "c" and isinstance(value, (complex, np.complexfloating)):
+        if value.imag:
+            raise ValueError(f"{what}: {value!r} is complex; a {dtype} value is real")
+        value = value.real
+    finite = not isinstance(value, (float, complex, np.inexact)) or bool(np.isfinite(value))
+    try:
+        with np.errstate(all="ignore"):
+            out = np.array(value).astype(dtype)
+    except OverflowError:
+        out = None
+    if out is None or (finite and not np.isfinite(out)):
+        raise ValueError(f"{what}: {_short(value)} is beyond the range of {dtype} "
+                         f"(largest finite value {float(np.finfo(dtype).max):.4g})")
+    return out
+

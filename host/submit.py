@@ -45,6 +45,14 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to a readable length (an int of 400 digits is named by its size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** limit:
+        return f"an int of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Extra:
     """What a submit asked for beyond kernel, tensors and scalars (None in the common case)."""
 
@@ -181,12 +189,24 @@ class TaskWriter:
             by_depth.setdefault(d, []).append(n)
         held = ", ".join(f"{_fmt_bytes(sum(v))} by {len(v)} allocation(s) of tensors made at scope depth {d}"
                          + (" (the run itself)" if d == 0 else "") for d, v in sorted(by_depth.items()))
-        fix = 1 << (heap.used + total).bit_length()
+        # A size that works: with a larger heap the same placements happen at the same offsets,
+        # and the room above the highest held byte grows -- whether or not the heap is fragmented.
+        high = max((start + n for start, n, _ in self.live.values()), default=0)
+        fix = _fmt_bytes(1 << (high + total - 1).bit_length())
+        free = heap.size - heap.used
+        if free >= total:
+            return (f"heap fragmentation: task {tid} needs one block of {_fmt_bytes(total)}, and {_fmt_bytes(free)} "
+                    f"of the {_fmt_bytes(heap.size)} heap is free, but in {len(heap.lens)} pieces, the largest "
+                    f"{_fmt_bytes(heap.largest_free())}: the {_fmt_bytes(heap.used)} held ({held}) sits between "
+                    "them, and only the end of scopes the orchestration is still in can free it. Write long-lived "
+                    "runtime tensors before short-lived ones, so they sit together (rt.alloc_tensors(...) places "
+                    "several at once), or raise Platform(heap_bytes=...) to at least "
+                    f"{fix} (the end of the highest held block, {_fmt_bytes(high)}, plus {_fmt_bytes(total)}).")
         return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but {_fmt_bytes(heap.used)} "
                 f"of the {_fmt_bytes(heap.size)} heap is held ({held}; largest free block "
-                f"{_fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still "
-                "in can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() "
-                f"per step), or raise Platform(heap_bytes=...) to at least {_fmt_bytes(fix)}.")
+                f"{_fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still in "
+                "can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() per "
+                f"step), or raise Platform(heap_bytes=...) to at least {fix}.")
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, kind: int, k: int, shape: int, args: tuple | list, scalars: tuple | list,
@@ -205,41 +225,71 @@ class TaskWriter:
         t0 = time.perf_counter_ns()
         nvals = self._scalars(r, scalars, what) if scalars else 0
         flags = hold = 0
-        if new:
-            # The allocation lives until the scope its tensors were made in ends, which may be
-            # outside the scope this task is submitted in.
-            hold = min(b.scope.depth for b in new)
-            self._place(new, tid, what, hold)
-            flags = C.FLAG_HEAP
-        raw = self.raw
-        a = (r + C.ARGS_OFF) * 8
-        n = C.ARG_WORDS * 8
-        for x in args:
-            raw[a:a + n] = x.tensor.packed_bytes(x.dir, x.notrack)
-            a += n
-        blocks = 1 if kind == C.KIND_TASK else 0
-        ndeps = deps_at = pred_op = pred_val = 0
-        if extra is not None:
-            flags |= extra.flags
-            if kind == C.KIND_TASK:
-                blocks = extra.blocks
-            if extra.deps:
-                ndeps = len(extra.deps)
-                deps_at = self._put_deps(tid, extra.deps)
-            if extra.pred is not None:
-                operand, pred_op, pred_val = extra.pred
-                raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
-                flags |= C.FLAG_PRED
-        HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
-                      t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
+        deps_mark = None
+        try:            # from here on a failure takes back what this record took (_unwrite)
+            if new:
+                # The allocation lives until the scope its tensors were made in ends, which may be
+                # outside the scope this task is submitted in.
+                hold = min(b.scope.depth for b in new)
+                self._place(new, tid, what, hold)
+                flags = C.FLAG_HEAP
+            raw = self.raw
+            a = (r + C.ARGS_OFF) * 8
+            n = C.ARG_WORDS * 8
+            for x in args:
+                raw[a:a + n] = x.tensor.packed_bytes(x.dir, x.notrack)
+                a += n
+            blocks = 1 if kind == C.KIND_TASK else 0
+            ndeps = deps_at = pred_op = pred_val = 0
+            if extra is not None:
+                flags |= extra.flags
+                if kind == C.KIND_TASK:
+                    blocks = extra.blocks
+                if extra.deps:
+                    ndeps = len(extra.deps)
+                    deps_mark = (self.dep_head, len(self.dep_users))
+                    deps_at = self._put_deps(tid, extra.deps)
+                if extra.pred is not None:
+                    operand, pred_op, pred_val = extra.pred
+                    raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
+                    flags |= C.FLAG_PRED
+            HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
+                          t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
+            if self.recorder is not None:
+                self.recorder.add(tid, kind, k, args, scalars, depth,
+                                  sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
+                                  extra)
+        except BaseException:
+            self._unwrite(tid, new, args, extra, deps_mark)
+            raise
         self.next_tid = tid + 1
-        if self.recorder is not None:
-            self.recorder.add(tid, kind, k, args, scalars, depth,
-                              sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
-                              extra)
         self.publish(tid, r)
         self.submitted += 1
         return tid
+
+    def _unwrite(self, tid: int, new: list[Buffer] | None, args: tuple | list, extra: Extra | None,
+                 deps_mark: tuple[int, int] | None) -> None:
+        """A record failed before it was published (a wait interrupted, a value that does not
+        pack): give back its dep-pool space and its heap, so the run is as it was -- its runtime
+        tensors unwritten again, and no record words cached for where they were placed."""
+        if deps_mark is not None:
+            self.dep_head = deps_mark[0]
+            while len(self.dep_users) > deps_mark[1]:
+                self.dep_users.pop()
+        if new and tid in self.live:
+            self._unplace(new, tid)
+            views = [x.tensor for x in args]
+            if extra is not None and extra.pred is not None:
+                views.append(extra.pred[0])
+            for t in views:
+                if t.buf in new:
+                    t._packed = None
+
+    def _unplace(self, bufs: list[Buffer], tid: int) -> None:
+        start, total, _ = self.live.pop(tid)
+        self.heap.free(start, total)
+        for b in bufs:
+            b.gm, b.owner = None, -1
 
     # -- explicit dependencies -------------------------------------------------------------------
     def _put_deps(self, tid: int, deps: list[int]) -> int:
@@ -300,7 +350,7 @@ class TaskWriter:
             if t is int or (isinstance(x, np.integer) and t is not bool):
                 x = int(x)
                 if not INT64_MIN <= x <= INT64_MAX:
-                    raise ValueError(f"{what}: scalar argument {j} = {x} does not fit in int64")
+                    raise ValueError(f"{what}: scalar argument {j} = {_short(x)} does not fit in int64")
                 raw[tb + j] = C.TAG_INT
                 q[v] = x
                 v += 1
@@ -330,7 +380,17 @@ class TaskWriter:
 
     @staticmethod
     def _scalar_array(x: object, j: int, what: str) -> np.ndarray:
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError, OverflowError):
+            arr = None                        # ragged or nested: numpy cannot make one array of it
+        if arr is None or arr.dtype == object:
+            flat = isinstance(x, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in x)
+            big = [v for v in x if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX] if flat else []
+            if big:
+                raise ValueError(f"{what}: scalar argument {j} holds an int beyond int64 ({_short(big[0])})")
+            raise TypeError(f"{what}: scalar argument {j} is {type(x).__name__} {_short(x)}; a scalar array "
+                            "is a flat list (or 1-D array) of ints or floats")
         if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in C.DTYPE_CODE:
             raise TypeError(f"{what}: scalar argument {j} is an array of shape {arr.shape} dtype "
                             f"{arr.dtype}; scalar arrays must be 1-D int or float")

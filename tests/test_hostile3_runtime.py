@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import testkernels as tk
 
-from host import Device, In, InOut, KernelError, Out, Platform
+from host import DeadlockError, In, InOut, KernelError, Out, Platform
 from kernels import AIV, kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,3 +91,125 @@ def test_a_kernel_that_forks_fails_its_task_and_the_copy_touches_nothing(make_de
     dev.run(lambda rt: [rt.submit(tk.add_into, In(one), InOut(y)) for _ in range(500)])
     assert dev.to_host(y).tolist() == [500.0]           # the device is whole and usable
     assert not dev.closed
+
+
+# --------------------------------------------------------------------------------------------
+# submits that fail: checked first, or taken back (r01, r02)
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_a_predicate_on_a_dtype_it_cannot_carry_is_refused_at_submit(make_device, inline):
+    # r01: a complex128 operand used to crash the scheduler (DeviceLost) or raise struct.error.
+    dev = make_device(Platform(blocks=1), kernels=[tk.add_into], inline=inline)
+    one, x = dev.to_device([1.0]), dev.zeros((1,))
+    c = dev.to_device(np.array([1 + 1j], np.complex128))
+    for value in (1 + 1j, 1 + 0j):
+        with pytest.raises(TypeError, match=r"predicate on a complex128 tensor: a predicate compares one "
+                                            r"element that fits in 8 bytes"):
+            dev.run(lambda rt, v=value: rt.submit(tk.add_into, In(one), InOut(x), predicate=(c, 0, "==", v)))
+    c64 = dev.to_device(np.array([1 + 1j], np.complex64))
+    with pytest.raises(TypeError, match=r"op '>' on a complex64 tensor: complex numbers have no order"):
+        dev.run(lambda rt: rt.submit(tk.add_into, In(one), InOut(x), predicate=(c64, 0, ">", 0)))
+    f = dev.to_device(np.array([2.0], np.float32))
+    with pytest.raises(ValueError, match=r"predicate value: \(1\+1j\) is complex; a float32 value is real"):
+        dev.run(lambda rt: rt.submit(tk.add_into, In(one), InOut(x), predicate=(f, 0, "==", 1 + 1j)))
+    dev.run(lambda rt: rt.submit(tk.add_into, In(one), InOut(x), predicate=(c64, 0, "==", 1 + 1j)))
+    dev.run(lambda rt: rt.submit(tk.add_into, In(one), InOut(x), predicate=(c64, 0, "!=", 1 + 1j)))
+    assert dev.to_host(x).tolist() == [1.0] and not dev.closed
+
+
+def _heap_hungry(rt):
+    """Needs the whole 64 KiB heap at once."""
+    with rt.scope():
+        for _ in range(4):
+            rt.submit(tk.fill, Out(rt.make_tensor((4096,), np.float32)), 2.0)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_a_rejected_submit_leaves_its_runtime_tensor_unwritten_and_its_heap_free(make_device, inline):
+    # r02: the submit failed after its Out tensor got heap space: the tensor counted as written
+    # (a later In read it, though no task wrote it) and the heap range was held for good.
+    dev = make_device(Platform(blocks=1, heap_bytes=64 << 10), kernels=[tk.fill, tk.copy], inline=inline,
+                      record=True)
+    out = dev.zeros((4096,), np.float32)
+    c = dev.to_device(np.array([1 + 1j], np.complex128))
+    add = dev._recorder.add
+
+    def fail_once(*a, **kw):                  # a failure after placement (here: recording it)
+        dev._recorder.add = add
+        raise RuntimeError("recording failed")
+
+    def orch(rt, fail):
+        t = rt.make_tensor((4096,), np.float32)
+        with pytest.raises((TypeError, RuntimeError)):
+            if fail == "record":
+                dev._recorder.add = fail_once
+                rt.submit(tk.fill, Out(t), 1.0)
+            else:
+                rt.submit(tk.fill, Out(t), 1.0, predicate=(c, 0, "==", 1 + 1j))
+        with pytest.raises(ValueError, match=r"no earlier task has written this runtime tensor"):
+            rt.submit(tk.copy, In(t), Out(out))
+        rt.submit(tk.fill, Out(t), 3.0)               # and it can still be written, then read
+        rt.submit(tk.copy, In(t), Out(out))
+
+    for fail in ("predicate", "record"):
+        dev.run(orch, fail)
+        assert np.unique(dev.to_host(out)).tolist() == [3.0]
+        dev.run(_heap_hungry)                         # the whole heap is there: nothing was kept
+
+
+# --------------------------------------------------------------------------------------------
+# heap diagnoses (r07)
+
+KB = 1024
+
+
+def _fragment(rt, first_long_lived=False):
+    """Four 1 KiB tensors that live to the run's end, placed between 12 KiB ones that die at
+    their scope's end; then a 40 KiB tensor, which fits in no hole."""
+    small = [rt.make_tensor((256,), np.float32) for _ in range(4)]
+    if first_long_lived:
+        rt.alloc_tensors(*small)                       # placed together, before the others
+    with rt.scope():
+        for s in small:
+            rt.submit(tk.fill, Out(rt.make_tensor((3 * KB,), np.float32)), 2.0)
+            rt.submit(tk.fill, InOut(s) if first_long_lived else Out(s), 1.0)
+    rt.synchronize()
+    rt.submit(tk.fill, Out(rt.make_tensor((10 * KB,), np.float32)), 3.0)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_a_fragmented_heap_is_named_with_a_fix_that_works_and_both_engines_agree(make_device, inline):
+    # r07: reported as a heap deadlock whose advice was the heap's own size; the inline engine
+    # did not enforce heap_bytes at all and passed.
+    dev = make_device(Platform(blocks=1, heap_bytes=64 * KB), kernels=[tk.fill], inline=inline)
+    with pytest.raises(DeadlockError) as ei:
+        dev.run(_fragment)
+    msg = str(ei.value)
+    assert ("heap fragmentation: task 9 needs one block of 40.0 KiB, and 60.0 KiB of the 64.0 KiB heap is "
+            "free, but in 5 pieces, the largest 12.0 KiB") in msg, msg
+    assert "4.0 KiB by 4 allocation(s) of tensors made at scope depth 0 (the run itself)" in msg
+    fix = int(float(msg.split("raise Platform(heap_bytes=...) to at least ")[1].split(" KiB")[0]) * KB)
+    assert fix > 64 * KB
+    dev.run(_fragment, first_long_lived=True)          # the first fix it names works
+    bigger = make_device(Platform(blocks=1, heap_bytes=fix), kernels=[tk.fill], inline=inline)
+    bigger.run(_fragment)                              # and so does the second
+
+
+@pytest.mark.timeout(60)
+def test_the_inline_engine_keeps_to_heap_bytes_as_the_device_does(make_device):
+    def held(rt):                                       # 80 KiB held by one scope at once
+        with rt.scope():
+            for _ in range(5):
+                rt.submit(tk.fill, Out(rt.make_tensor((4 * KB,), np.float32)), 1.0)
+    msgs = []
+    for inline in (False, True):
+        dev = make_device(Platform(blocks=1, heap_bytes=64 * KB), kernels=[tk.fill], inline=inline)
+        with pytest.raises(DeadlockError, match=r"heap deadlock: task 4 needs 16.0 KiB of heap, but 64.0 KiB "
+                                                r"of the 64.0 KiB heap is held") as ei:
+            dev.run(held)
+        msgs.append(str(ei.value))
+        dev.run(_heap_hungry)                           # the failed run's heap came back
+    assert msgs[0] == msgs[1]
