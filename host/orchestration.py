@@ -44,11 +44,12 @@ own scope with ``begin_run`` / ``end_run`` / ``close_scopes``; nothing else cros
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,34 @@ class RunSession:
     element: Callable[[Tensor], np.ndarray] | None = None   # a 0-d view of one element in GM
 
 
+class TaskId(int):
+    """A task id as the API gives it out: an int (compare, print, store it as one) whose type
+    says which device issued it, so ``deps=`` refuses another device's ids. Each device has its
+    own subclass (``task_id_type``): the check is a type test, and making one costs what making
+    an int does. Arithmetic, numpy arrays and pickling give plain ints, which are taken as ids
+    of the device they are passed to."""
+
+    __slots__ = ()
+    device = ""                                  # which device, for messages
+
+    def __reduce__(self) -> tuple:
+        return (int, (int(self),))
+
+
+_ID_TYPES: weakref.WeakKeyDictionary[Any, type[TaskId]] = weakref.WeakKeyDictionary()
+_DEVICE_NUMBERS = itertools.count(1)
+
+
+def task_id_type(device: Any) -> type[TaskId]:
+    """The TaskId subclass of ``device`` (made on its first run)."""
+    t = _ID_TYPES.get(device)
+    if t is None:
+        p = getattr(device, "platform", None)
+        name = f"device #{next(_DEVICE_NUMBERS)}" + (f" ({p.name}, blocks={p.blocks})" if p is not None else "")
+        t = _ID_TYPES[device] = type("TaskId", (TaskId,), {"__slots__": (), "device": name})
+    return t
+
+
 class Allocated(list):
     """What rt.alloc_tensors returns: its tensors (a list, so ``a, b = ...`` works) and the id
     of the task that allocated them (``task_id``, for ``deps=``)."""
@@ -125,6 +154,8 @@ class Runtime:
         self.active = False
         self.tasks = 0
         self.last_task = -1                         # id of the last record submitted
+        self._idt = task_id_type(session.device)    # ids this run gives out know their device
+        self._id_kinds = {int, self._idt}           # what deps= takes without a closer look
         self._extra: Extra | None = None            # FLAG_MANUAL while inside a manual scope
         self._thread = threading.get_ident()       # the run's thread: the only one that may submit
         self._misuse: str | None = None            # first call from another thread, raised by dev.run
@@ -279,8 +310,8 @@ class Runtime:
         if len(new) != len(ts):
             raise ValueError("rt.alloc_tensors(): every tensor must be a whole runtime tensor "
                              "not yet written (and given once)")
-        self.last_task = self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
-                                       "rt.alloc_tensors()", extra=self._extra)
+        self.last_task = self._idt(self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
+                                                 "rt.alloc_tensors()", extra=self._extra))
         return Allocated(ts, self.last_task)
 
     # -- tasks -----------------------------------------------------------------------------------
@@ -332,8 +363,8 @@ class Runtime:
         new = self._check_tensors(tensors, what) if nt else None
         if extra is not None and extra.pred is not None and extra.pred[0].buf.gm is None:
             new = (new or []) + [extra.pred[0].buf]     # an init= tensor read first by the predicate
-        tid = self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
-                            self._frames[-1].depth, new, what, extra=extra)
+        tid = self._idt(self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
+                                      self._frames[-1].depth, new, what, extra=extra))
         self.tasks += 1
         self.last_task = tid
         return tid
@@ -361,28 +392,43 @@ class Runtime:
         return Extra(flags, blocks, self._deps(deps, what), pred)
 
     def _deps(self, deps: Any, what: str) -> list[int] | None:
-        """``deps=`` as a list of task ids issued so far (ValueError/TypeError otherwise)."""
+        """``deps=`` as a list of task ids this device issued so far (ValueError/TypeError
+        otherwise). Ids come as an int, or any iterable of ints (a list, a tuple, a set, a 1-D
+        int32/int64/uint32/uint64 array); bytes, strings, mappings, floats, bools and narrower
+        integer arrays are not ids, and an id another device gave out is refused."""
         if deps is None:
             return None
         if isinstance(deps, (int, np.integer)) and not isinstance(deps, bool):
             deps = [deps]
+        elif isinstance(deps, np.ndarray):
+            if deps.ndim > 1 or deps.dtype.kind not in "iu" or deps.dtype.itemsize < 4:
+                raise TypeError(f"{what}, deps: an array of shape {deps.shape} dtype {deps.dtype} does not hold task "
+                                "ids; pass them as a list, or a 1-D int32/int64/uint32/uint64 array")
+            deps = deps.reshape(-1).tolist()
+        elif isinstance(deps, (str, bytes, bytearray, memoryview, Mapping)):
+            raise TypeError(f"{what}, deps={_short(deps)}: a {type(deps).__name__} does not hold task ids; pass "
+                            "the ints rt.submit, rt.submit_dummy and rt.last_task give, as a list")
         try:
             ids = list(deps)
         except TypeError:
-            raise TypeError(f"{what}, deps={deps!r}: expected a list of task ids (what rt.submit returns)") from None
+            raise TypeError(f"{what}, deps={_short(deps)}: expected a list of task ids (what rt.submit "
+                            "returns)") from None
         if len(ids) > L.DEP_SLOTS:
             raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
                              "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
         issued = self._w.next_tid
-        if ids and all(type(d) is int for d in ids) and min(ids) >= 0 and max(ids) < issued:
+        if ids and set(map(type, ids)) <= self._id_kinds and min(ids) >= 0 and max(ids) < issued:
             return ids                               # the common case, checked at C speed
         for i, d in enumerate(ids):
             if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
-                raise TypeError(f"{what}: deps[{i}] = {d!r} is not a task id; expected the ints rt.submit, "
+                raise TypeError(f"{what}: deps[{i}] = {_short(d)} is not a task id; expected the ints rt.submit, "
                                 "rt.submit_dummy and rt.last_task give")
+            if isinstance(d, TaskId) and type(d) is not self._idt:
+                raise ValueError(f"{what}: deps[{i}] = {int(d)} is a task id of {d.device}, not of this one "
+                                 f"({self._idt.device}); a task id names a task only on the device that issued it")
             if not 0 <= d < issued:
-                raise ValueError(f"{what}: deps[{i}] = {int(d)} was never issued as a task id on this device "
-                                 f"(ids so far: 0..{issued - 1})")
+                raise ValueError(f"{what}: deps[{i}] = {_short(int(d))} was never issued as a task id on this "
+                                 f"device (ids so far: 0..{issued - 1})")
         return [int(d) for d in ids]
 
     def _predicate(self, predicate: Any, what: str) -> tuple[Tensor, int, int]:
@@ -422,7 +468,8 @@ class Runtime:
         if deps_:
             extra = Extra(extra.flags if extra is not None else 0, 1, deps_)
         new = self._check_tensors(args, what) if args else None
-        tid = self._w.write(C.KIND_DUMMY, 0, 0, args, (), self._frames[-1].depth, new, what, extra=extra)
+        tid = self._idt(self._w.write(C.KIND_DUMMY, 0, 0, args, (), self._frames[-1].depth, new, what,
+                                      extra=extra))
         self.last_task = tid
         return tid
 
@@ -475,7 +522,7 @@ class Runtime:
         new = self._check_tensors([arg], what)
         extra = Extra(C.FLAG_PROBE | (self._extra.flags if self._extra is not None else 0))
         tid = self._w.write(C.KIND_DUMMY, 0, 0, [arg], (), self._frames[-1].depth, new, what, extra=extra)
-        self.last_task = tid
+        self.last_task = self._idt(tid)
         self._s.wait_probe(tid)
 
     def available_clusters(self) -> int:

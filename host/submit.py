@@ -347,7 +347,7 @@ class TaskWriter:
             if v >= vend:
                 raise ValueError(f"{what}: the scalars need more than {C.VALUE_WORDS} words "
                                  f"(arrays count their length + 1); pass fewer or smaller arrays")
-            if t is int or (isinstance(x, np.integer) and t is not bool):
+            if t is int or (isinstance(x, (int, np.integer)) and t is not bool):
                 x = int(x)
                 if not INT64_MIN <= x <= INT64_MAX:
                     raise ValueError(f"{what}: scalar argument {j} = {_short(x)} does not fit in int64")

@@ -213,3 +213,63 @@ def test_the_inline_engine_keeps_to_heap_bytes_as_the_device_does(make_device):
         msgs.append(str(ei.value))
         dev.run(_heap_hungry)                           # the failed run's heap came back
     assert msgs[0] == msgs[1]
+
+
+# --------------------------------------------------------------------------------------------
+# deps and scalars: what is an id, and messages that name the argument
+
+@pytest.mark.timeout(60)
+def test_deps_take_task_ids_of_this_device_only(make_device):
+    a = make_device(Platform(blocks=1), kernels=[tk.add_into], inline=True)
+    b = make_device(Platform(blocks=1), kernels=[tk.add_into], inline=True)
+    one, x = a.to_device([1.0]), a.zeros((1,))
+    ids = a.run(lambda rt: [rt.submit(tk.add_into, In(one), InOut(x)) for _ in range(3)])
+    assert ids == [0, 1, 2] and all(isinstance(t, int) for t in ids)
+
+    def sub(deps):
+        return lambda rt: rt.submit(tk.add_into, In(one), InOut(x), deps=deps)
+    for bad, exc, match in [
+            (b"\x00\x01", TypeError, r"deps=b'\\x00\\x01': a bytes does not hold task ids"),
+            ({0: 1}, TypeError, r"deps=\{0: 1\}: a dict does not hold task ids"),
+            ("01", TypeError, r"a str does not hold task ids"),
+            (np.array([0, 1], np.uint8), TypeError, r"dtype uint8 does not hold task ids"),
+            (np.array([[0]]), TypeError, r"shape \(1, 1\) dtype int64 does not hold task ids"),
+            (np.array([True]), TypeError, r"dtype bool does not hold task ids"),
+            ([0, 1.0], TypeError, r"deps\[1\] = 1.0 is not a task id"),
+            ([10**400], ValueError, r"deps\[0\] = an int of 401 digits was never issued")]:
+        with pytest.raises(exc, match=match):
+            a.run(sub(bad))
+    for good in (ids, tuple(ids), set(ids), np.array(ids), np.array(ids, np.uint32), ids[2], np.int64(1)):
+        a.run(sub(good))
+    assert a.to_host(x).tolist() == [10.0]
+    one_b, y = b.to_device([1.0]), b.zeros((1,))
+    b.run(lambda rt: [rt.submit(tk.add_into, In(one_b), InOut(y)) for _ in range(5)])
+    with pytest.raises(ValueError, match=r"deps\[0\] = 1 is a task id of device #\d+ \(a2a3, blocks=1\), not "
+                                         r"of this one"):
+        b.run(lambda rt: rt.submit(tk.add_into, In(one_b), InOut(y), deps=[ids[1]]))
+    assert b.to_host(y).tolist() == [5.0]
+
+
+@pytest.mark.timeout(60)
+def test_scalar_and_value_errors_name_the_argument(make_device):
+    dev = make_device(Platform(blocks=1), kernels=[tk.echo_scalars, tk.add_into], inline=True)
+    o, x = dev.zeros((64,), np.uint8), dev.zeros((1,))
+    for scalars, exc, match in [
+            (([1, [2, 3]],), TypeError, r"scalar argument 0 is list \[1, \[2, 3\]\]; a scalar array is a flat list"),
+            ((1, [[1], [2, 3]]), TypeError, r"scalar argument 1 is list \[\[1\], \[2, 3\]\]"),
+            ((10**400,), ValueError, r"scalar argument 0 = an int of 401 digits does not fit in int64"),
+            (([1, 10**30],), ValueError, r"scalar argument 0 holds an int beyond int64 \(10+\)"),
+            (([None],), TypeError, r"scalar argument 0 is list \[None\]")]:
+        with pytest.raises(exc, match=match):
+            dev.run(lambda rt, s=scalars: rt.submit(tk.echo_scalars, Out(o), *s))
+    for call, match in [
+            (lambda rt: rt.make_tensor((4,), np.float32, init=10**400),
+             r"rt.make_tensor\(init=...\): an int of 401 digits is beyond the range of float32"),
+            (lambda rt: rt.make_tensor((4,), np.float16, init=1e10),
+             r"rt.make_tensor\(init=...\): 10000000000.0 is beyond the range of float16"),
+            (lambda rt: rt.set_tensor_data(x, 0, 10**400), r"rt.set_tensor_data\(\), value: an int of 401 digits"),
+            (lambda rt: rt.submit(tk.add_into, In(x), InOut(x), predicate=(x, 0, "<", 10**400)),
+             r"predicate value: an int of 401 digits is beyond the range of float32")]:
+        with pytest.raises(ValueError, match=match):
+            dev.run(call)
+    dev.run(lambda rt: rt.make_tensor((4,), np.float32, init=-np.inf))     # an explicit inf is a value
