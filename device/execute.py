@@ -224,11 +224,17 @@ def predicate_holds(q, r: int, gm) -> bool:
     return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
 
 
-def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str) -> dict | None:
+def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str,
+                     check: sanitizer.TaskCheck | None = None) -> dict | None:
     """Sanitizer, after a task ran: an error report if some Out element still holds the poison
-    written before it started (device/sanitizer.py), else None."""
+    written before it started, or (with the task's ``check``) an In changed or SPMD blocks wrote
+    the same element (device/sanitizer.py), else None."""
     arrays = dec.tensors(r)
-    bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
+    names = sanitizer.arg_names(fn, len(arrays))
+    if check is not None:
+        bad = check.problems(arrays, dec.last_dirs, names)
+    else:
+        bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, names)
     if not bad:
         return None
     return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": C.describe_args(dec.q, r),

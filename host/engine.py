@@ -215,10 +215,11 @@ class _InlineWriter(TaskWriter):
             self.acct.add(k, C.STATUS_OK, 0)
             return
         kern, dec = self.kernels[k], self.dec
-        if self.sanitize:
-            sanitizer.poison_outs(dec.tensors(r), dec.last_dirs)
-        exec_ns = 0
         nblocks = q[r + C.H_BLOCKS]
+        check = None
+        if self.sanitize:          # (start-together blocks get no write map, as on the device)
+            check = sanitizer.TaskCheck(dec.tensors(r), dec.last_dirs, 1 if q[r + C.H_FLAGS] & C.FLAG_SYNC else nblocks)
+        exec_ns = 0
         try:
             for b in range(nblocks):                 # SPMD: the blocks one after the other
                 for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
@@ -236,11 +237,13 @@ class _InlineWriter(TaskWriter):
                     if rep is not None:
                         self.acct.add(k, C.STATUS_ERROR)
                         raise KernelError.from_report(rep)
+                if check is not None and check.blocks > 1:
+                    check.block_done(b, dec.tensors(r))
         finally:
             _set_core(None)
             _set_block(0, 1)
         if self.sanitize:
-            rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline")
+            rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline", check)
             if rep is not None:
                 self.acct.add(k, C.STATUS_ERROR)
                 raise KernelError.from_report(rep)

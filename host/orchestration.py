@@ -601,6 +601,7 @@ class Runtime:
                 raise ValueError(f"{what}: tensor argument {i} belongs to another device")
             if b.gm is None:
                 if a.dir != C.DIR_OUT and b.init is None:
+                    self._unwritten_in_out(args, i, what)
                     raise ValueError(
                         f"{what}: tensor argument {i} is {type(a).__name__}({t!r}) but no earlier "
                         "task has written this runtime tensor, so there is nothing to read; the "
@@ -609,6 +610,19 @@ class Runtime:
                 if b not in new:
                     new.append(b)
         return new
+
+    @staticmethod
+    def _unwritten_in_out(args: tuple | list, i: int, what: str) -> None:
+        """Argument ``i`` reads an unwritten runtime tensor: if the same task also takes it as
+        Out, name both (the Out is not the missing writer: the In would read what it overwrites)."""
+        b = args[i].tensor.buf
+        for j, o in enumerate(args):
+            if o.dir == C.DIR_OUT and o.tensor.buf is b:
+                raise ValueError(
+                    f"{what}: tensor argument {i} is {type(args[i]).__name__}({args[i].tensor!r}) and argument {j} "
+                    f"is Out({o.tensor!r}), of the same runtime tensor, which no earlier task has written: within "
+                    "one task the In side would read bytes nothing wrote (an Out's old contents are undefined). "
+                    "Write it in an earlier task first (then take it as InOut), or take it only as Out")
 
 
 def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:

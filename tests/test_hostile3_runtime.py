@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import testkernels as tk
 
-from host import DeadlockError, In, InOut, KernelError, Out, Platform
+from host import DeadlockError, DirectionViolation, In, InOut, KernelError, Out, Platform
 from kernels import AIV, kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -273,3 +273,81 @@ def test_scalar_and_value_errors_name_the_argument(make_device):
         with pytest.raises(ValueError, match=match):
             dev.run(call)
     dev.run(lambda rt: rt.make_tensor((4,), np.float32, init=-np.inf))     # an explicit inf is a value
+
+
+# --------------------------------------------------------------------------------------------
+# the sanitizer's blind spots (r10, D6, M9)
+
+@kernel(AIV)
+def write_in_setflags(a, out):
+    a.setflags(write=True)         # the usual answer to "assignment destination is read-only"
+    a[...] = 555
+    out[...] = a
+
+
+@kernel(AIV)
+def write_in_raw(a, out):
+    import ctypes
+    raw = (ctypes.c_char * a.nbytes).from_address(a.__array_interface__["data"][0])
+    np.frombuffer(raw, a.dtype, a.size)[...] = 777
+    out[...] = a
+
+
+@kernel(AIV)
+def every_block_writes_all(out):
+    from kernels import core_info
+    out[...] = core_info().block_idx
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_the_sanitizer_sees_an_in_written_around_its_read_only_view(make_device, inline):
+    # r10: the input changed silently, also under sanitize=True.
+    dev = make_device(Platform(blocks=1), kernels=[write_in_setflags, write_in_raw, tk.copy], sanitize=True,
+                      inline=inline)
+    for k in (write_in_setflags, write_in_raw):
+        a, o = dev.to_device(np.arange(4.0)), dev.zeros((4,))
+        with pytest.raises(DirectionViolation, match=r"In argument 0 \(a, \(4,\) float64\) changed while the task "
+                                                     r"ran: the kernel wrote it around its read-only view"):
+            dev.run(lambda rt, k=k, a=a, o=o: rt.submit(k, In(a), Out(o)))
+    a, o = dev.to_device(np.arange(4.0)), dev.zeros((4,))
+    dev.run(lambda rt: rt.submit(tk.copy, In(a), Out(o)))          # an honest kernel passes
+    assert dev.to_host(o).tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_the_sanitizer_reports_spmd_blocks_writing_the_same_elements(make_device, inline):
+    # D6: blocks of one SPMD task writing overlapping parts of an Out raced silently.
+    dev = make_device(Platform(blocks=2), kernels=[every_block_writes_all, tk.spmd_rows, tk.spmd_rows_mixed],
+                      sanitize=True, inline=inline)
+    out = dev.zeros((8,), np.int64)
+    for d in (Out, InOut):
+        with pytest.raises(DirectionViolation, match=d.__name__ + r" argument 0 \(out, \(8,\) int64\): blocks 0 and 1 "
+                                                     r"both wrote element \(0,\) \(8 element\(s\) in all\); the 3 "
+                                                     r"blocks of an SPMD task run in parallel"):
+            dev.run(lambda rt, d=d: rt.submit(every_block_writes_all, d(out), blocks=3))
+    for k in (tk.spmd_rows, tk.spmd_rows_mixed):                     # blocks that keep to their rows
+        dev.run(lambda rt, k=k: rt.submit(k, Out(out), 5, blocks=4))
+        assert dev.to_host(out).tolist() == [(5 * 7 + i % 4) % tk.MOD for i in range(8)]
+    # Blocks that start together may wait for each other, so they keep running together: no map.
+    dev.run(lambda rt: rt.submit(every_block_writes_all, Out(out), blocks=2, sync_start=True))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
+def test_in_and_out_of_the_same_bytes_blame_the_overlap(make_device, inline):
+    # M9: the sanitizer blamed the Out ("computed them from an Out argument it read") and a
+    # runtime tensor's error blamed the In alone, advising the Out the task already had.
+    dev = make_device(Platform(blocks=1), kernels=[tk.copy], sanitize=True, inline=inline)
+    a = dev.to_device(np.arange(4.0))
+    with pytest.raises(DirectionViolation, match=r"Out argument 1 \(out, \(4,\) float64\) overlaps In argument 0 "
+                                                 r"\(x, \(4,\) float64\) of the same task.*as InOut"):
+        dev.run(lambda rt: rt.submit(tk.copy, In(a), Out(a)))
+
+    def orch(rt):
+        t = rt.make_tensor((4,))
+        rt.submit(tk.copy, In(t), Out(t))
+    with pytest.raises(ValueError, match=r"tensor argument 0 is In\(.*\) and argument 1 is Out\(.*\), of the same "
+                                         r"runtime tensor, which no earlier task has written"):
+        dev.run(orch)
