@@ -4,9 +4,10 @@
                                             ├─ ProcessEngine: segments + scheduler + 3B workers
                                             │    (launch.py), the host's channel (channel.py)
                                             │    and the task writer (submit.py)
-                                            └─ InlineEngine: the same writer and the same
-                                                 argument decoder, but every record is executed
-                                                 right away, in this process, in submission order
+                                            └─ InlineEngine: the same writer (and heap
+                                                 placement) and the same argument decoder, but
+                                                 every record is executed right away, in this
+                                                 process, in submission order
 
 The inline engine is the definition of correct: "the result of a run must equal running every
 task one at a time in submission order". It shares the record packing (TaskWriter) and the

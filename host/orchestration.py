@@ -34,7 +34,9 @@ buffer does not wait for its previous writer, untracked arguments and manual sco
 automatic edges); with ``schedule="random"`` a run then shows the races a chip could show
 (host/fuzz.py ``compare_semantics`` finds them).
 
-Checks happen before anything is written, so a rejected submit leaves the run as it was.
+Checks happen before anything is written, so a rejected submit leaves the run as it was; a record
+that fails half-way (a wait for heap or dep-pool space interrupted) gives back what it took
+(host/submit.py). A process forked during a run cannot use its ``rt`` (``DeviceClosed``).
 
 The seam with the device is a ``RunSession``, made by ``Device.run`` for one run: the task
 writer, the kernels, the heap size, how to wait and how to read. ``Device.run`` drives the run's

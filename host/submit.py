@@ -14,7 +14,9 @@
                        it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
-submission order.
+submission order. A record that fails between steps 3 and 6 (a wait interrupted, a value that does
+not pack) is taken back (``_unwrite``): its heap range and dep-pool space are free again and its
+runtime tensors unwritten, so the run is as it was before the submit.
 """
 
 from __future__ import annotations
