@@ -29,8 +29,7 @@ and posts the scheduler's semaphore only if it reads SLEEP = 1.
 Options (all off by default): tracing keeps every task's times and every dependency edge and
 times the loop's steps; recording keeps the edges; the sanitizer poisons Out regions at dispatch
 and checks them at completion, and posts an SPMD task's blocks one at a time (device/sanitizer.py);
-fuzzing takes ready tasks and free cores in
-a seeded random order.
+fuzzing takes ready tasks and free cores in a seeded random order.
 """
 
 from __future__ import annotations
