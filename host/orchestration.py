@@ -51,7 +51,8 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -393,7 +394,7 @@ class Runtime:
         pred = self._predicate(predicate, what) if predicate is not None else None
         return Extra(flags, blocks, self._deps(deps, what), pred)
 
-    def _deps(self, deps: Any, what: str) -> list[int] | None:
+    def _deps(self, deps: Any, what: str) -> Sequence[int] | None:
         """``deps=`` as a list of task ids this device issued so far (ValueError/TypeError
         otherwise). Ids come as an int, or any iterable of ints (a list, a tuple, a set, a 1-D
         int32/int64/uint32/uint64 array); bytes, strings, mappings, floats, bools and narrower
@@ -420,7 +421,8 @@ class Runtime:
                              "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
         issued = self._w.next_tid
         if ids and set(map(type, ids)) <= self._id_kinds and min(ids) >= 0 and max(ids) < issued:
-            return ids                               # the common case, checked at C speed
+            return array("q", ids)     # the common case, checked at C speed (numpy takes an int
+                                       # subclass slowly, an array at once)
         for i, d in enumerate(ids):
             if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
                 raise TypeError(f"{what}: deps[{i}] = {_short(d)} is not a task id; expected the ints rt.submit, "

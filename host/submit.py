@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ class Extra:
 
     __slots__ = ("flags", "blocks", "deps", "pred")
 
-    def __init__(self, flags: int = 0, blocks: int = 1, deps: list[int] | None = None,
+    def __init__(self, flags: int = 0, blocks: int = 1, deps: Sequence[int] | None = None,
                  pred: tuple[Any, int, int] | None = None) -> None:
         self.flags = flags                 # FLAG_MANUAL, FLAG_SYNC, FLAG_PROBE
         self.blocks = blocks               # SPMD logical blocks
@@ -294,7 +295,7 @@ class TaskWriter:
             b.gm, b.owner = None, -1
 
     # -- explicit dependencies -------------------------------------------------------------------
-    def _put_deps(self, tid: int, deps: list[int]) -> int:
+    def _put_deps(self, tid: int, deps: Sequence[int]) -> int:
         """Copy a record's explicit deps into the dep pool; returns where they start. Positions
         of records the scheduler has ingested are free again."""
         n = len(deps)
