@@ -12,14 +12,17 @@ error area (head of the message, tail of the traceback). A write into an ``In`` 
 refuses it -- becomes a direction violation naming the argument.
 
 A kernel must not fork: a copy of a core would return from the kernel too and report the task a
-second time. After every call, a process whose pid is not the one that made the decoder is such
-a copy and exits at once, touching nothing (this also stops a fork made behind Python's back);
-the process that called the kernel learns of the fork from an at-fork hook and fails the task,
-after reaping the copies that exit.
+second time. After every call, a process that is not the one that made the decoder is such a copy
+and exits at once, touching nothing (this also stops a fork made behind Python's back). It knows
+by a page that the kernel wipes in any forked child (MADV_WIPEONFORK): a memory read, where a pid
+check would be a system call per task (where the page cannot be had, it compares pids). The
+process that called the kernel learns of the fork from an at-fork hook and fails the task, after
+reaping the copies that exit.
 """
 
 from __future__ import annotations
 
+import mmap
 import operator
 import os
 import struct
@@ -47,6 +50,17 @@ def _children() -> set[int]:
         return set()
 
 
+def _fork_mark() -> mmap.mmap | None:
+    """A private page that reads 1 here and 0 in every process forked from here, or None."""
+    try:
+        m = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        m.madvise(getattr(mmap, "MADV_WIPEONFORK", 18))       # Linux >= 4.14 (the constant is 18)
+    except (AttributeError, OSError, ValueError):
+        return None
+    m[0] = 1
+    return m
+
+
 _forked: list[int] = []         # children made by os.fork() in this process (at-fork hooks)
 _before_fork: list[set[int]] = [set()]
 
@@ -68,7 +82,8 @@ class ArgDecoder:
         self.gm = gm_buf
         self.gm_ro = gm_buf.toreadonly()        # In views over it are read-only at no extra cost
         self.meta_cache: dict[int, tuple] = {}
-        self.pid = os.getpid()                  # a kernel call that returns elsewhere is a forked copy
+        self.pid = os.getpid()                  # a kernel call that returns elsewhere is a forked copy:
+        self.mark = _fork_mark()                # mark[0] == 0 there (else compare pids)
 
     def _meta(self, meta: int) -> tuple:
         """(dtype, shape getter, strides getter, direction) of a meta word, made once: the
@@ -168,7 +183,8 @@ def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core:
         err = None
     except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
         err = e
-    if os.getpid() != dec.pid:                  # a forked copy returned from the kernel
+    mark = dec.mark
+    if (mark[0] == 0) if mark is not None else (os.getpid() != dec.pid):   # a forked copy returned
         os._exit(FORKED_COPY_EXIT)
     if len(_forked) != forks:
         return _forked_report(dec, r, tid, kernel, core, part, forks)

@@ -228,13 +228,14 @@ class Scheduler:
         # Read after the done counters: a task's end stamp is never later than its done stamp.
         now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
+        san = self.sanitize is not None
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
             left = parts[s] - 1
             parts[s] = left
             if left:
-                if e & C.ENTRY_SPMD and self.sanitize:
+                if san and e & C.ENTRY_SPMD:
                     self._block_part_done(tid, s, left)
                 continue
             t = ts_off + s * TSW
