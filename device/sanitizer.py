@@ -94,8 +94,9 @@ def _describe(i: int, names: list[str], arr: np.ndarray) -> str:
 class TaskCheck:
     """The sanitizer's watch over one task, from its dispatch to its completion."""
 
-    def __init__(self, arrays: list[np.ndarray], dirs: list[int], blocks: int = 1) -> None:
+    def __init__(self, arrays: list[np.ndarray], dirs: list[int], blocks: int = 1, reference: bool = False) -> None:
         poison_outs(arrays, dirs)
+        self.reference = reference          # semantics="reference": unordered tasks may race
         ins = [i for i, d in enumerate(dirs) if d == C.DIR_IN]
         writes = [i for i, d in enumerate(dirs) if d != C.DIR_IN]
         # In arguments over bytes this task also writes: (in, out) pairs; their change is expected
@@ -103,13 +104,13 @@ class TaskCheck:
         skip = {i for i, _ in self.aliased}
         self.in_sums = {i: _checksum(arrays[i]) for i in ins if i not in skip}
         self.blocks = blocks
-        self.overlaps: list[str] = []
+        self.overlaps: list[tuple[int, str]] = []     # (argument, what two blocks did)
         # SPMD write map: per written argument, its bytes after the last block and the block
         # that last changed each element (-1: none yet)
         self.wmap = ({j: (_bytes_of(arrays[j]), np.full(arrays[j].size, -1, np.int32)) for j in writes}
                      if blocks > 1 else {})
 
-    def block_done(self, block: int, arrays: list[np.ndarray], names: list[str] | None = None) -> None:
+    def block_done(self, block: int, arrays: list[np.ndarray]) -> None:
         """Block ``block`` (of a task whose blocks run one at a time) has finished."""
         for j, (before, owner) in self.wmap.items():
             now = _bytes_of(arrays[j])
@@ -131,7 +132,9 @@ class TaskCheck:
             if _checksum(arrays[i]) != s:
                 out.append(f"In argument {_describe(i, names, arrays[i])} changed while the task ran: the "
                            "kernel wrote it around its read-only view (setflags(write=True), a raw pointer) "
-                           "although it declared it read-only")
+                           "although it declared it read-only"
+                           + (" -- or, under semantics='reference', a task the reference's rules leave "
+                              "unordered with this one wrote it meanwhile (a race)" if self.reference else ""))
         seen = set()
         for j, what in self.overlaps:
             if j not in seen:

@@ -543,7 +543,8 @@ class Scheduler:
         """Sanitizer, at dispatch: poison the task's Outs, checksum its Ins (device/sanitizer.py)."""
         dec, s = self.sanitize, tid & self.mask
         blocks = 1 if self.tasks.flags[s] & C.FLAG_SYNC else self.tasks.blocks[s]
-        self.checks[tid] = sanitizer.TaskCheck(dec.tensors(self.lay.rec(tid)), dec.last_dirs, blocks)
+        self.checks[tid] = sanitizer.TaskCheck(dec.tensors(self.lay.rec(tid)), dec.last_dirs, blocks,
+                                               self.ctx.reference)
 
     def _block_part_done(self, tid: int, s: int, left: int) -> None:
         """Sanitizer: a part of an SPMD task finished; if it ended a block, update the write map

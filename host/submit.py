@@ -14,9 +14,10 @@
                        it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
-submission order. A record that fails between steps 3 and 6 (a wait interrupted, a value that does
-not pack) is taken back (``_unwrite``): its heap range and dep-pool space are free again and its
-runtime tensors unwritten, so the run is as it was before the submit.
+submission order. A record that fails after step 3 (a wait for dep-pool space interrupted, its
+recording failed) is taken back (``_unwrite``): its heap range and dep-pool space are free again
+and its runtime tensors unwritten, so the run is as it was before the submit; every value that
+could fail to pack is checked before (host/orchestration.py).
 """
 
 from __future__ import annotations
@@ -228,57 +229,58 @@ class TaskWriter:
         t0 = time.perf_counter_ns()
         nvals = self._scalars(r, scalars, what) if scalars else 0
         flags = hold = 0
-        deps_mark = None
-        try:            # from here on a failure takes back what this record took (_unwrite)
-            if new:
-                # The allocation lives until the scope its tensors were made in ends, which may be
-                # outside the scope this task is submitted in.
-                hold = min(b.scope.depth for b in new)
-                self._place(new, tid, what, hold)
-                flags = C.FLAG_HEAP
-            raw = self.raw
-            a = (r + C.ARGS_OFF) * 8
-            n = C.ARG_WORDS * 8
-            for x in args:
-                raw[a:a + n] = x.tensor.packed_bytes(x.dir, x.notrack)
-                a += n
-            blocks = 1 if kind == C.KIND_TASK else 0
-            ndeps = deps_at = pred_op = pred_val = 0
-            if extra is not None:
-                flags |= extra.flags
-                if kind == C.KIND_TASK:
-                    blocks = extra.blocks
-                if extra.deps:
-                    ndeps = len(extra.deps)
-                    deps_mark = (self.dep_head, len(self.dep_users))
+        if new:
+            # The allocation lives until the scope its tensors were made in ends, which may be
+            # outside the scope this task is submitted in.
+            hold = min(b.scope.depth for b in new)
+            self._place(new, tid, what, hold)
+            flags = C.FLAG_HEAP
+        raw = self.raw
+        a = (r + C.ARGS_OFF) * 8
+        n = C.ARG_WORDS * 8
+        for x in args:
+            raw[a:a + n] = x.tensor.packed_bytes(x.dir, x.notrack)
+            a += n
+        blocks = 1 if kind == C.KIND_TASK else 0
+        ndeps = deps_at = pred_op = pred_val = 0
+        if extra is not None:
+            flags |= extra.flags
+            if kind == C.KIND_TASK:
+                blocks = extra.blocks
+            if extra.deps:
+                ndeps = len(extra.deps)
+                try:                        # it may wait for pool space: interrupted, give the heap back
                     deps_at = self._put_deps(tid, extra.deps)
-                if extra.pred is not None:
-                    operand, pred_op, pred_val = extra.pred
-                    raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
-                    flags |= C.FLAG_PRED
-            HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
-                          t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
-            if self.recorder is not None:
+                except BaseException:
+                    self._unwrite(tid, new, args, extra)
+                    raise
+            if extra.pred is not None:
+                operand, pred_op, pred_val = extra.pred
+                raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
+                flags |= C.FLAG_PRED
+        HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
+                      t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
+        if self.recorder is not None:
+            try:
                 self.recorder.add(tid, kind, k, args, scalars, depth,
                                   sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
                                   extra)
-        except BaseException:
-            self._unwrite(tid, new, args, extra, deps_mark)
-            raise
+            except BaseException:
+                self._unwrite(tid, new, args, extra, ndeps)
+                raise
         self.next_tid = tid + 1
         self.publish(tid, r)
         self.submitted += 1
         return tid
 
     def _unwrite(self, tid: int, new: list[Buffer] | None, args: tuple | list, extra: Extra | None,
-                 deps_mark: tuple[int, int] | None) -> None:
-        """A record failed before it was published (a wait interrupted, a value that does not
-        pack): give back its dep-pool space and its heap, so the run is as it was -- its runtime
-        tensors unwritten again, and no record words cached for where they were placed."""
-        if deps_mark is not None:
-            self.dep_head = deps_mark[0]
-            while len(self.dep_users) > deps_mark[1]:
-                self.dep_users.pop()
+                 ndeps: int = 0) -> None:
+        """A record failed before it was published: give back its heap (and the ``ndeps`` ids it
+        put in the dep pool), so the run is as it was -- its runtime tensors unwritten again, and
+        no record words cached for where they were placed."""
+        if ndeps:
+            self.dep_head -= ndeps
+            self.dep_users.pop()
         if new and tid in self.live:
             self._unplace(new, tid)
             views = [x.tensor for x in args]

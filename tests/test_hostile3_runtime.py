@@ -152,15 +152,16 @@ def test_a_rejected_submit_leaves_its_runtime_tensor_unwritten_and_its_heap_free
 
     def orch(rt, fail):
         t = rt.make_tensor((4096,), np.float32)
+        first = rt.submit(tk.fill, Out(out), 0.0)
         with pytest.raises((TypeError, RuntimeError)):
             if fail == "record":
                 dev._recorder.add = fail_once
-                rt.submit(tk.fill, Out(t), 1.0)
+                rt.submit(tk.fill, Out(t), 1.0, deps=[first])
             else:
                 rt.submit(tk.fill, Out(t), 1.0, predicate=(c, 0, "==", 1 + 1j))
         with pytest.raises(ValueError, match=r"no earlier task has written this runtime tensor"):
             rt.submit(tk.copy, In(t), Out(out))
-        rt.submit(tk.fill, Out(t), 3.0)               # and it can still be written, then read
+        rt.submit(tk.fill, Out(t), 3.0, deps=[first])  # and it can still be written, then read
         rt.submit(tk.copy, In(t), Out(out))
 
     for fail in ("predicate", "record"):
