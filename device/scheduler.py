@@ -28,8 +28,8 @@ and posts the scheduler's semaphore only if it reads SLEEP = 1.
 
 Options (all off by default): tracing keeps every task's times and every dependency edge and
 times the loop's steps; recording keeps the edges; the sanitizer poisons Out regions at dispatch
-and checks them at completion (device/sanitizer.py); fuzzing takes ready tasks and free cores in
-a seeded random order.
+and checks them at completion, and posts an SPMD task's blocks one at a time (device/sanitizer.py);
+fuzzing takes ready tasks and free cores in a seeded random order.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class Scheduler:
         self.link = HostLink(self)
         self.ts_on = ctx.timestamps
         self.sanitize = ArgDecoder(ctx.q, ctx.f, ctx.ctrl_buf, ctx.gm_buf) if ctx.sanitize else None
+        self.checks: dict[int, sanitizer.TaskCheck] = {}     # sanitizer: tid -> its watch, dispatch..done
         self.discard = False
         self.accounted = 0
         self.measured = 0
@@ -227,12 +228,15 @@ class Scheduler:
         # Read after the done counters: a task's end stamp is never later than its done stamp.
         now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
+        san = self.sanitize is not None
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
             left = parts[s] - 1
             parts[s] = left
             if left:
+                if san and e & C.ENTRY_SPMD:
+                    self._block_part_done(tid, s, left)
                 continue
             t = ts_off + s * TSW
             if now:
@@ -243,9 +247,11 @@ class Scheduler:
         return True
 
     def _checked(self, tid: int, t: int) -> None:
-        """A task that failed, or (sanitizer) left its outputs unwritten: the run stops."""
-        if self.sanitize and self.q[t + C.T_STATUS] != C.STATUS_ERROR:
-            self._check_outs(tid, t)
+        """A task that failed, or (sanitizer) broke its directions: the run stops."""
+        if self.sanitize:
+            if self.q[t + C.T_STATUS] == C.STATUS_OK:
+                self._check_outs(tid, t)
+            self.checks.pop(tid, None)
         if self.q[t + C.T_STATUS] == C.STATUS_ERROR:
             self._kernel_failed()
 
@@ -378,6 +384,8 @@ class Scheduler:
             stack = cores.free_aic if shape == SHAPE_AIC else cores.free_aiv
             part = 0 if shape == SHAPE_AIC else 1
             while b < n:
+                if self.sanitize and b and tasks.parts[s] > (n - b) * NPARTS[shape]:
+                    break                      # sanitizer: one block at a time (its write map)
                 got = self._one_block(shape, stack, part) if single else self._one_block(shape)
                 if got is None:
                     break
@@ -528,11 +536,23 @@ class Scheduler:
         self.discard = False
         self.cores.reserved = -1
         tasks.tmap.clear()
+        self.checks.clear()
         return True
 
     def _poison(self, tid: int) -> None:
-        dec = self.sanitize
-        sanitizer.poison_outs(dec.tensors(self.lay.rec(tid)), dec.last_dirs)
+        """Sanitizer, at dispatch: poison the task's Outs, checksum its Ins (device/sanitizer.py)."""
+        dec, s = self.sanitize, tid & self.mask
+        blocks = 1 if self.tasks.flags[s] & C.FLAG_SYNC else self.tasks.blocks[s]
+        self.checks[tid] = sanitizer.TaskCheck(dec.tensors(self.lay.rec(tid)), dec.last_dirs, blocks,
+                                               self.ctx.reference)
+
+    def _block_part_done(self, tid: int, s: int, left: int) -> None:
+        """Sanitizer: a part of an SPMD task finished; if it ended a block, update the write map
+        (blocks run one at a time, see _spmd)."""
+        check, tasks = self.checks.get(tid), self.tasks
+        b = tasks.next_block[s]
+        if check is not None and check.blocks > 1 and left == (tasks.blocks[s] - b) * NPARTS[tasks.shape[s]]:
+            check.block_done(b - 1, self.sanitize.tensors(self.lay.rec(tid)))
 
     def _check_outs(self, tid: int, t: int) -> None:
         """Sanitizer: report Out elements the task left holding poison."""
@@ -540,7 +560,10 @@ class Scheduler:
         k = self.tasks.kernel[tid & self.mask]
         fn = next(p for p in self.ctx.kernel_parts[k] if p is not None)
         core = q[t + C.T_CORE0] if q[t + C.T_START0] >= q[t + C.T_DISPATCH] else q[t + C.T_CORE1]
-        rep = unwritten_report(self.sanitize, r, fn, tid, self.ctx.kernel_names[k], C.core_name(core))
+        check = self.checks.get(tid)
+        if check is not None and check.blocks > 1:
+            check.block_done(check.blocks - 1, self.sanitize.tensors(r))     # the last block
+        rep = unwritten_report(self.sanitize, r, fn, tid, self.ctx.kernel_names[k], C.core_name(core), check)
         if rep is not None:
             q[t + C.T_STATUS] = C.STATUS_ERROR
             C.write_report(q, self.lay.err_area(core), C.ERR_AREA_WORDS, rep)

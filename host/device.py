@@ -382,6 +382,8 @@ class Device:
             self._abort(rt, e)
             raise
         except BaseException as e:
+            if os.getpid() != self._owner_pid:
+                raise                # a forked copy left the orchestration: the device is not its own
             # The orchestration itself failed (a bug, a rejected submit): what it submitted still
             # runs to completion before the exception reaches the caller; nothing is lost.
             try:
@@ -418,8 +420,8 @@ class Device:
         """The run failed: close its scopes, have the scheduler discard what has not run, and
         keep the device usable -- or shut it down if that is no longer possible."""
         rt.close_scopes("the run failed")
-        if self._closed:
-            return
+        if self._closed or os.getpid() != self._owner_pid:
+            return                   # (a forked copy must not abort its parent's run)
         timeout = None
         if isinstance(exc, KeyboardInterrupt):
             timeout = ABORT_TIMEOUT_ON_INTERRUPT

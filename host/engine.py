@@ -4,9 +4,10 @@
                                             ├─ ProcessEngine: segments + scheduler + 3B workers
                                             │    (launch.py), the host's channel (channel.py)
                                             │    and the task writer (submit.py)
-                                            └─ InlineEngine: the same writer and the same
-                                                 argument decoder, but every record is executed
-                                                 right away, in this process, in submission order
+                                            └─ InlineEngine: the same writer (and heap
+                                                 placement) and the same argument decoder, but
+                                                 every record is executed right away, in this
+                                                 process, in submission order
 
 The inline engine is the definition of correct: "the result of a run must equal running every
 task one at a time in submission order". It shares the record packing (TaskWriter) and the
@@ -32,7 +33,7 @@ from device.accounting import Accounting
 from device.execute import ArgDecoder, predicate_holds, run_part, unwritten_report
 from device.tensormap import TensorMap
 from host.channel import Channel
-from host.errors import DeviceMemoryError, KernelError
+from host.errors import DeadlockError, KernelError
 from host.gm import Arena
 from host.launch import DeviceProcesses
 from host.platform import Platform
@@ -147,31 +148,40 @@ class ProcessEngine:
 class _InlineWriter(TaskWriter):
     """Packs records exactly as the device does, then runs them at once."""
 
-    def __init__(self, lay: L.Layout, gm_buf: memoryview, kernels: list[Kernel], arena: Arena,
-                 sanitize: bool, dry_run: bool = False, blocks: int = 1) -> None:
+    def __init__(self, lay: L.Layout, gm_buf: memoryview, kernels: list[Kernel], heap_base: int,
+                 heap_bytes: int, sanitize: bool, dry_run: bool = False, blocks: int = 1) -> None:
         ctrl = memoryview(bytearray(lay.nbytes))
-        super().__init__(lay, ctrl, ctrl.cast("q"), ctrl.cast("d"), 0, 0, None, None)
+        super().__init__(lay, ctrl, ctrl.cast("q"), ctrl.cast("d"), heap_base, heap_bytes, None, None)
         self.kernels = kernels
-        self.arena = arena
         self.sanitize = sanitize
         self.dry_run = dry_run                       # pack, track and count tasks; run no kernel
         self.blocks = blocks                         # the platform's, for core_info().block
         self.dec = ArgDecoder(self.q, self.f, self.raw, gm_buf)
-        self.by_depth: dict[int, list[tuple[int, int]]] = {}
+        self.by_depth: dict[int, list[int]] = {}     # scope depth -> allocating tids it holds
         self.acct = Accounting([k.name for k in kernels])       # the device's statistics layout
         self.parts_run = {"AIC": [0, 0], "AIV": [0, 0]}         # core kind -> [parts, busy ns]
         self.edges: list[tuple[int, int]] = []       # (consumer, producer) while recording
         self.tmap = TensorMap(lambda t: True, lambda ref: C.arg_geometry(self.q, ref), keep_done=True)
 
     def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> None:
-        for b in bufs:
-            off = self.arena.alloc(b.nbytes)
-            if off is None:
-                raise DeviceMemoryError(f"{what}: inline device memory exhausted "
-                                        f"({_fmt_bytes(b.nbytes)} requested)")
-            b.gm, b.owner = off, tid
-            self.by_depth.setdefault(depth, []).append((off, b.nbytes))
-        self.fill_init(bufs)
+        """The device's heap, placed as the device places it; every task has run, so only the
+        end of a scope frees anything (publish)."""
+        super()._place(bufs, tid, what, depth)
+        self.by_depth.setdefault(depth, []).append(tid)
+
+    def _wait_freed(self, tid: int, total: int) -> None:
+        # Nothing is running that could free heap: what the device would wait for forever.
+        raise DeadlockError(f"waiting for {_fmt_bytes(total)} of heap: {self._heap_deadlock(tid, total)}")
+
+    def _unplace(self, bufs: list[Buffer], tid: int) -> None:
+        self.by_depth[self.live[tid][2]].remove(tid)
+        super()._unplace(bufs, tid)
+
+    def free_scope(self, depth: int) -> None:
+        live, heap = self.live, self.heap
+        for t in self.by_depth.pop(depth, ()):
+            start, n, _ = live.pop(t)
+            heap.free(start, n)
 
     def publish(self, tid: int, r: int) -> None:
         q = self.q
@@ -181,8 +191,7 @@ class _InlineWriter(TaskWriter):
         self.acct.records += 1
         if kind == C.KIND_SCOPE_END:
             self.acct.n_scope += 1
-            for off, n in self.by_depth.pop(q[r + C.H_AUX], []):
-                self.arena.free(off, n)
+            self.free_scope(q[r + C.H_AUX])
             if q[r + C.H_AUX] == 0:
                 self.tmap.clear()            # a run's end: nothing later depends on it
             return
@@ -207,10 +216,11 @@ class _InlineWriter(TaskWriter):
             self.acct.add(k, C.STATUS_OK, 0)
             return
         kern, dec = self.kernels[k], self.dec
-        if self.sanitize:
-            sanitizer.poison_outs(dec.tensors(r), dec.last_dirs)
-        exec_ns = 0
         nblocks = q[r + C.H_BLOCKS]
+        check = None
+        if self.sanitize:          # (start-together blocks get no write map, as on the device)
+            check = sanitizer.TaskCheck(dec.tensors(r), dec.last_dirs, 1 if q[r + C.H_FLAGS] & C.FLAG_SYNC else nblocks)
+        exec_ns = 0
         try:
             for b in range(nblocks):                 # SPMD: the blocks one after the other
                 for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
@@ -228,11 +238,13 @@ class _InlineWriter(TaskWriter):
                     if rep is not None:
                         self.acct.add(k, C.STATUS_ERROR)
                         raise KernelError.from_report(rep)
+                if check is not None and check.blocks > 1:
+                    check.block_done(b, dec.tensors(r))
         finally:
             _set_core(None)
             _set_block(0, 1)
         if self.sanitize:
-            rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline")
+            rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline", check)
             if rep is not None:
                 self.acct.add(k, C.STATUS_ERROR)
                 raise KernelError.from_report(rep)
@@ -260,11 +272,11 @@ class InlineEngine:
         self.host_bytes = platform.host_bytes()
         # Private memory: a growable GM would move under existing views, so reserve the address
         # space once (anonymous pages cost nothing until touched).
-        self._mm = mmap.mmap(-1, self.host_bytes)
+        self._mm = mmap.mmap(-1, self.host_bytes + platform.heap_bytes)     # [host tensors | heap]
         self.gm_buf = memoryview(self._mm)
         self.arena = Arena(self.host_bytes)
-        self.writer = _InlineWriter(lay, self.gm_buf, kernels, self.arena, bool(options.get("sanitize")),
-                                    bool(options.get("dry_run")), platform.blocks)
+        self.writer = _InlineWriter(lay, self.gm_buf, kernels, self.host_bytes, platform.heap_bytes,
+                                    bool(options.get("sanitize")), bool(options.get("dry_run")), platform.blocks)
         self.writer.gm = self.gm_buf
         self.kernels = kernels
         self.wait_ns = 0
@@ -310,10 +322,8 @@ class InlineEngine:
 
     def abort(self, timeout: float | None) -> None:
         w = self.writer
-        for allocs in w.by_depth.values():          # every scope of the failed run is gone
-            for off, n in allocs:
-                w.arena.free(off, n)
-        w.by_depth.clear()
+        for depth in list(w.by_depth):              # every scope of the failed run is gone
+            w.free_scope(depth)
 
     def take_trace(self) -> TraceData | None:
         w = self.writer

@@ -14,7 +14,10 @@
                        it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
-submission order.
+submission order. A record that fails after step 3 (a wait for dep-pool space interrupted, its
+recording failed) is taken back (``_unwrite``): its heap range and dep-pool space are free again
+and its runtime tensors unwritten, so the run is as it was before the submit; every value that
+could fail to pack is checked before (host/orchestration.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,12 +49,20 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to a readable length (an int of 400 digits is named by its size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** limit:
+        return f"an int of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Extra:
     """What a submit asked for beyond kernel, tensors and scalars (None in the common case)."""
 
     __slots__ = ("flags", "blocks", "deps", "pred")
 
-    def __init__(self, flags: int = 0, blocks: int = 1, deps: list[int] | None = None,
+    def __init__(self, flags: int = 0, blocks: int = 1, deps: Sequence[int] | None = None,
                  pred: tuple[Any, int, int] | None = None) -> None:
         self.flags = flags                 # FLAG_MANUAL, FLAG_SYNC, FLAG_PROBE
         self.blocks = blocks               # SPMD logical blocks
@@ -181,12 +193,24 @@ class TaskWriter:
             by_depth.setdefault(d, []).append(n)
         held = ", ".join(f"{_fmt_bytes(sum(v))} by {len(v)} allocation(s) of tensors made at scope depth {d}"
                          + (" (the run itself)" if d == 0 else "") for d, v in sorted(by_depth.items()))
-        fix = 1 << (heap.used + total).bit_length()
+        # A size that works: with a larger heap the same placements happen at the same offsets,
+        # and the room above the highest held byte grows -- whether or not the heap is fragmented.
+        high = max((start + n for start, n, _ in self.live.values()), default=0)
+        fix = _fmt_bytes(1 << (high + total - 1).bit_length())
+        free = heap.size - heap.used
+        if free >= total:
+            return (f"heap fragmentation: task {tid} needs one block of {_fmt_bytes(total)}, and {_fmt_bytes(free)} "
+                    f"of the {_fmt_bytes(heap.size)} heap is free, but in {len(heap.lens)} pieces, the largest "
+                    f"{_fmt_bytes(heap.largest_free())}: the {_fmt_bytes(heap.used)} held ({held}) sits between "
+                    "them, and only the end of scopes the orchestration is still in can free it. Write long-lived "
+                    "runtime tensors before short-lived ones, so they sit together (rt.alloc_tensors(...) places "
+                    "several at once), or raise Platform(heap_bytes=...) to at least "
+                    f"{fix} (the end of the highest held block, {_fmt_bytes(high)}, plus {_fmt_bytes(total)}).")
         return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but {_fmt_bytes(heap.used)} "
                 f"of the {_fmt_bytes(heap.size)} heap is held ({held}; largest free block "
-                f"{_fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still "
-                "in can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() "
-                f"per step), or raise Platform(heap_bytes=...) to at least {_fmt_bytes(fix)}.")
+                f"{_fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still in "
+                "can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() per "
+                f"step), or raise Platform(heap_bytes=...) to at least {fix}.")
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, kind: int, k: int, shape: int, args: tuple | list, scalars: tuple | list,
@@ -225,24 +249,55 @@ class TaskWriter:
                 blocks = extra.blocks
             if extra.deps:
                 ndeps = len(extra.deps)
-                deps_at = self._put_deps(tid, extra.deps)
+                try:                        # it may wait for pool space: interrupted, give the heap back
+                    deps_at = self._put_deps(tid, extra.deps)
+                except BaseException:
+                    self._unwrite(tid, new, args, extra)
+                    raise
             if extra.pred is not None:
                 operand, pred_op, pred_val = extra.pred
                 raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
                 flags |= C.FLAG_PRED
         HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
                       t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
-        self.next_tid = tid + 1
         if self.recorder is not None:
-            self.recorder.add(tid, kind, k, args, scalars, depth,
-                              sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
-                              extra)
+            try:
+                self.recorder.add(tid, kind, k, args, scalars, depth,
+                                  sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
+                                  extra)
+            except BaseException:
+                self._unwrite(tid, new, args, extra, ndeps)
+                raise
+        self.next_tid = tid + 1
         self.publish(tid, r)
         self.submitted += 1
         return tid
 
+    def _unwrite(self, tid: int, new: list[Buffer] | None, args: tuple | list, extra: Extra | None,
+                 ndeps: int = 0) -> None:
+        """A record failed before it was published: give back its heap (and the ``ndeps`` ids it
+        put in the dep pool), so the run is as it was -- its runtime tensors unwritten again, and
+        no record words cached for where they were placed."""
+        if ndeps:
+            self.dep_head -= ndeps
+            self.dep_users.pop()
+        if new and tid in self.live:
+            self._unplace(new, tid)
+            views = [x.tensor for x in args]
+            if extra is not None and extra.pred is not None:
+                views.append(extra.pred[0])
+            for t in views:
+                if t.buf in new:
+                    t._packed = None
+
+    def _unplace(self, bufs: list[Buffer], tid: int) -> None:
+        start, total, _ = self.live.pop(tid)
+        self.heap.free(start, total)
+        for b in bufs:
+            b.gm, b.owner = None, -1
+
     # -- explicit dependencies -------------------------------------------------------------------
-    def _put_deps(self, tid: int, deps: list[int]) -> int:
+    def _put_deps(self, tid: int, deps: Sequence[int]) -> int:
         """Copy a record's explicit deps into the dep pool; returns where they start. Positions
         of records the scheduler has ingested are free again."""
         n = len(deps)
@@ -297,10 +352,10 @@ class TaskWriter:
             if v >= vend:
                 raise ValueError(f"{what}: the scalars need more than {C.VALUE_WORDS} words "
                                  f"(arrays count their length + 1); pass fewer or smaller arrays")
-            if t is int or (isinstance(x, np.integer) and t is not bool):
+            if t is int or (isinstance(x, (int, np.integer)) and t is not bool):
                 x = int(x)
                 if not INT64_MIN <= x <= INT64_MAX:
-                    raise ValueError(f"{what}: scalar argument {j} = {x} does not fit in int64")
+                    raise ValueError(f"{what}: scalar argument {j} = {_short(x)} does not fit in int64")
                 raw[tb + j] = C.TAG_INT
                 q[v] = x
                 v += 1
@@ -330,7 +385,17 @@ class TaskWriter:
 
     @staticmethod
     def _scalar_array(x: object, j: int, what: str) -> np.ndarray:
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError, OverflowError):
+            arr = None                        # ragged or nested: numpy cannot make one array of it
+        if arr is None or arr.dtype == object:
+            flat = isinstance(x, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in x)
+            big = [v for v in x if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX] if flat else []
+            if big:
+                raise ValueError(f"{what}: scalar argument {j} holds an int beyond int64 ({_short(big[0])})")
+            raise TypeError(f"{what}: scalar argument {j} is {type(x).__name__} {_short(x)}; a scalar array "
+                            "is a flat list (or 1-D array) of ints or floats")
         if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in C.DTYPE_CODE:
             raise TypeError(f"{what}: scalar argument {j} is an array of shape {arr.shape} dtype "
                             f"{arr.dtype}; scalar arrays must be 1-D int or float")
