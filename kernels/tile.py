@@ -15,68 +15,79 @@ the a2a3 core would spend them.
                                             time: kernels/a2a3.py schedules the recorded program
                                             over the core's pipes (what overlaps, what waits)
 
-Writing a kernel (see kernels/workloads/paged_attention/kernels.py for four real ones):
+Writing a kernel (kernels/workloads/paged_attention/kernels.py has five real ones):
 
     @kernel(AIV)
-    def scale_rows(x, out, factor):                  # x, out: (rows, 128) fp32 GM views
+    def scale_rows(x, out, factor):                  # x, out: (n*16, 128) fp32 GM views
         c = tile.Core()                              # named after the function, for errors
         t = c.tile(UB, (16, 128), F32, bufs=2)       # double-buffered: load i+1 overlaps compute i
         n = x.shape[0] // 16
-        with c.loop(n):                              # n iterations, executed as ONE numpy op each
-            tile.load(t, x.reshape(n, 16, 128))      # per-iteration GM tiles: leading axis n
+        with c.loop(n):                              # n iterations, each op ONE numpy call for all
+            tile.load(t, tile.row_blocks(x, n))      # per-iteration GM tiles: a leading axis of n
             tile.muls(t, t, factor)
-            tile.store(out.reshape(n, 16, 128), t)
+            tile.store(tile.row_blocks(out, n), t)
 
-Tiles. A tile is a 2-D (rows, cols) region of one on-chip buffer with a dtype; ``bufs=k`` reserves k
-slots (ping-pong buffers). Tiles of a Core must fit their buffer (UB 192 KiB; L1 512 KiB; L0A,
-L0B 64 KiB; L0C 128 KiB; 32-byte blocks): a tile that does not fit raises ``TileError`` naming
-the kernel, the buffer and what is already allocated. A Core is one core's kernel part: UB tiles
-and cube tiles (L1/L0*) cannot be mixed. Values: a UB tile holds its dtype; 16-bit float tiles in
-the cube's buffers are held widened to fp32 (exact: the cube computes in fp32). Reading a tile
-that nothing wrote is an error. ``reshape`` (TRESHAPE) gives a read-only view of a tile's current
-values in another shape (e.g. a (16, 1) column as a (1, 16) row).
+Tiles. A tile is a 2-D (rows, cols) region of one on-chip buffer with a dtype; ``bufs=k`` reserves
+k slots (ping-pong buffers). The tiles of a Core must fit their buffers (UB 192 KiB; L1 512 KiB;
+L0A, L0B 64 KiB; L0C 128 KiB; whole 32-byte blocks): one that does not raises ``TileError`` naming
+the kernel, the buffer and what already holds it. A Core is one core's part of a kernel: UB tiles
+and cube tiles (L1/L0*) do not mix. A UB tile holds values of its dtype; 16-bit float tiles in the
+cube's buffers hold theirs widened to fp32 (exact, and what the cube computes in). Reading a tile
+nothing wrote is an error. ``reshape`` (TRESHAPE) gives a read-only view of a tile's current values
+in another shape, e.g. a (16, 1) column as a (1, 16) row: reshape after writing, not before.
 
-Loops are the chip's repeat counts. ``with c.loop(n):`` runs its body once, with every op covering
-all n iterations at once: a tile written inside holds n values (a leading axis), GM views given to
-``load``/``store`` inside carry that leading axis (or ``load(..., index=ids)`` gathers them), and
-tiles written before the loop are the same in every iteration. An op whose destination is written
-before the loop and is also one of its sources -- ``add(s, s, p)``, ``max(m, m, x)``, or
-``matmul(c, a, b, acc=True)`` -- accumulates over the iterations in order; if nothing wrote the
-destination before, the first iteration initialises it (the reference's ``if (i == 0) TMATMUL else
-TMATMUL_ACC`` idiom). Counting charges every op once per iteration, and the schedule replays the
-body per iteration with slot ``i % bufs`` of each tile. ``for i in c.range(n):`` is the same loop
-run as a Python loop (one iteration per pass; slower, for bodies that cannot be vectorised).
+Loops are the chip's repeat counts. ``with c.loop(n):`` runs its body once, every op covering all n
+iterations: a tile written inside holds n values (a leading axis), GM views given to ``load`` /
+``store`` inside carry that axis (``row_blocks``, ``col_blocks``), or ``load(..., index=ids)``
+gathers one block per iteration; a tile written before the loop is the same in every iteration,
+and after the loop a tile holds its last iteration's values. An op whose destination was written
+before the loop (or never) and is one of its own sources -- ``add(s, s, p)``, ``max(m, m, x)``,
+``matmul(c, a, b, acc=True)`` -- accumulates over the iterations in order, the first iteration
+initialising a destination nothing wrote (the reference's ``if (i == 0) TMATMUL else TMATMUL_ACC``).
+Counting charges every op once per iteration; the schedule replays the body per iteration, on slot
+``i % bufs`` of each tile. ``for i in c.range(n):`` is the same loop run one pass per iteration
+(slower; for bodies that cannot be batched).
 
 Dependencies are inferred from the tiles each op reads and writes, as if every set_flag/wait_flag
-pair sat exactly where the data needs it. Orderings the data does not imply are explicit:
-``sync(src_pipe, dst_pipe)`` (a set_flag/wait_flag pair) and ``barrier()`` (pipe_barrier(PIPE_ALL)).
+pair sat exactly where the data needs one. Orderings the data does not imply are explicit:
+``sync(src_pipe, dst_pipe)`` (a set_flag/wait_flag pair), ``barrier()`` (pipe_barrier(PIPE_ALL)),
+and ``load(..., prefetch=True)`` (the next iteration's load issued during this one, as a kernel that
+prefetches by hand ahead of a barrier does).
 
-Ops (cost formula of each in kernels/a2a3.py):
+Ops (each one's cost formula in kernels/a2a3.py):
 
-    load(dst, src, index=None)              TLOAD; index: gather src[index] (one id per iteration)
-    store(dst, src, atomic=None)            TSTORE; atomic="add": dst += src (TSTORE with AtomicAdd)
-    move(dst, src)                          TMOV L1->L0A/L0B, L0C->L1, UB->UB
+    load(dst, src, index=None, prefetch=False)   TLOAD GM -> UB / L1; index: src[id] per iteration
+    store(dst, src, atomic=None)            TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src
+    move(dst, src)                          TMOV L1 -> L0A / L0B, L0C -> L1, UB -> UB
     matmul(c, a, b, acc=False)              TMATMUL / TMATMUL_ACC: c (+)= a @ b, fp32 accumulate
     add sub mul div max min (dst, a, b)     TADD TSUB TMUL TDIV TMAX TMIN
-    adds subs muls divs maxs mins (dst, a, s)   with a Python scalar
+    adds subs muls divs maxs mins (dst, a, s)   with a Python scalar s
     exp sqrt (dst, a)                       TEXP TSQRT
-    row_max row_sum (dst, a)                TROWMAX TROWSUM: dst is (rows, 1)
-    row_expand(dst, col)                    TROWEXPAND: broadcast a (rows, 1) column over dst
-    row_expand_add/sub/mul/div(dst, a, col) TROWEXPANDADD ...: a (op) col broadcast along rows
-    cast(dst, a)                            TCVT, round to nearest even
+    row_max row_sum (dst, a)                TROWMAX TROWSUM: dst is a (rows, 1) column
+    row_expand(dst, col)                    TROWEXPAND: a (rows, 1) column across every column
+    row_expand_add/sub/mul/div(dst, a, col) TROWEXPANDADD ...: a (op) the column, row by row
+    cast(dst, a)                            TCVT: round to nearest, ties to even
     fill(dst, value)                        TEXPANDS
-    fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: cols >= valid_cols
-    reshape(src, shape) -> Tile             TRESHAPE (no cost)
-    sync(src_pipe, dst_pipe), barrier()     explicit orderings (pipes: MTE2 MTE1 MTE3 CUBE VECTOR)
+    fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: columns >= valid_cols
+    reshape(src, shape) -> Tile             TRESHAPE (free)
+    sync(src_pipe, dst_pipe), barrier()     pipes: MTE2 MTE1 MTE3 CUBE VECTOR
+    row_blocks(a, n), col_blocks(a, n)      (n, h, w) per-iteration views of a GM matrix
 
-Counting. ``begin()`` starts a per-thread collector, ``end()`` stops it and returns the ``Counts``
-of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` does both around
-one call. With no collector, ops only compute: the check is one attribute read per op.
+Counting. ``begin()`` starts this thread's collector, ``end()`` stops it and returns the ``Counts``
+of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` wraps one call. A
+kernel's program is scheduled once per distinct shape, so collecting costs little after the first
+call; with no collector an op only computes (one attribute read decides).
 
-Adding an op: compute with numpy into ``_out(dst, shape)`` (never write a tile's data in place
-unless ``_out`` returned it), then, if ``_tl.rec`` is set, record it with ``_count`` on its pipe
-with its cycles from kernels/a2a3.py. A transfer between cores (a pipe push/pop) is a ``_count``
-on an MTE pipe with its path's cycles; an atomic store is ``store(..., atomic="add")``.
+Memory. Tile values live in per-thread scratch arrays reused call after call (keyed by the Core's
+name and the tile's index), and a Core reuses the tile objects of the previous Core of its name
+while the requests repeat: so at most one Core per name may be alive per thread -- a kernel does
+not call itself.
+
+Adding an op: validate, compute with numpy into ``_out(dst, shape, like)`` (never write a tile's
+array in place unless ``_out`` returned it), and when ``_tl.rec`` is set, ``_count`` it on its pipe
+with its cycles from kernels/a2a3.py (a new instruction: add its formula there, with its source). A
+transfer between cores (a pipe push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an
+atomic store is ``store(..., atomic="add")``.
 """
 
 from __future__ import annotations
@@ -97,10 +108,10 @@ from kernels.a2a3 import CUBE, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 __all__ = [
     "BF16", "F16", "F32", "I32", "L0A", "L0B", "L0C", "L1", "UB", "CUBE", "MTE1", "MTE2", "MTE3", "VECTOR",
     "Core", "Counts", "Tile", "TileError",
-    "add", "col_blocks", "adds", "barrier", "begin", "cast", "count", "div", "divs", "end", "exp", "fill", "fill_pad",
-    "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "reshape", "row_expand",
-    "row_expand_add", "row_expand_div", "row_expand_mul", "row_expand_sub", "row_max", "row_sum", "sqrt",
-    "store", "sub", "subs", "sync",
+    "add", "adds", "barrier", "begin", "cast", "col_blocks", "count", "div", "divs", "end", "exp", "fill",
+    "fill_pad", "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "reshape", "row_blocks",
+    "row_expand", "row_expand_add", "row_expand_div", "row_expand_mul", "row_expand_sub", "row_max", "row_sum",
+    "sqrt", "store", "sub", "subs", "sync",
 ]
 
 F32 = np.dtype(np.float32)
@@ -313,6 +324,14 @@ def col_blocks(a: np.ndarray, n: int) -> np.ndarray:
     if n < 1 or width % n:
         raise TileError(f"col_blocks: {n} blocks do not divide the {width} columns of a {a.shape} view")
     return _as_shape(a, (rows, n, width // n), "col_blocks").transpose(1, 0, 2)
+
+
+def row_blocks(a: np.ndarray, n: int) -> np.ndarray:
+    """The n row blocks of an (n*h, cols) GM view, as an (n, h, cols) view (never a copy)."""
+    height, cols = a.shape
+    if n < 1 or height % n:
+        raise TileError(f"row_blocks: {n} blocks do not divide the {height} rows of a {a.shape} view")
+    return _as_shape(a, (n, height // n, cols), "row_blocks")
 
 
 # ── tiles and cores ─────────────────────────────────────────────────────────────────────────────

@@ -232,6 +232,33 @@ def test_loop_per_iteration_carried_and_first_iteration_initialised() -> None:
     np.testing.assert_array_equal(got_max, x.max(axis=1))
 
 
+def test_range_loop_is_the_batched_loop_one_iteration_at_a_time() -> None:
+    n = 12
+    x = _f32(n * 16, 128)
+
+    def batched(out: np.ndarray) -> None:
+        c = Core("batched")
+        t, p = _ub(c, 16, 128, bufs=2), _ub(c, 16, 128, bufs=2)
+        with c.loop(n):
+            tile.load(t, tile.row_blocks(x, n))
+            tile.exp(p, t)
+            tile.store(tile.row_blocks(out, n), p)
+
+    def stepwise(out: np.ndarray) -> None:
+        c = Core("stepwise")
+        t, p = _ub(c, 16, 128, bufs=2), _ub(c, 16, 128, bufs=2)
+        for i in c.range(n):
+            tile.load(t, x[16 * i:16 * (i + 1)])
+            tile.exp(p, t)
+            tile.store(out[16 * i:16 * (i + 1)], p)
+
+    a, b = np.empty_like(x), np.empty_like(x)
+    ca, cb = tile.count(batched, a), tile.count(stepwise, b)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, np.exp(x))
+    assert ca.as_dict() == pytest.approx(cb.as_dict())
+
+
 def test_store_atomic_add_and_loads_that_alias_stores() -> None:
     g = _f32(4, 16)
     before = g.copy()
@@ -481,3 +508,20 @@ def test_paged_attention_time_grows_linearly_with_blocks(shape: tuple[int, int, 
         step1, step2 = t[32][k].us - t[16][k].us, t[64][k].us - t[32][k].us
         assert step1 > 0 and step2 == pytest.approx(2 * step1, rel=0.05), (k, shape, step1, step2)
         assert t[16][k].us > step1 / 16 * 16 * 0.5                 # and a fixed part that is not free
+
+
+def test_the_documented_example_kernel_runs_on_a_device() -> None:
+    # the README's example, registered and run by a real device (and counted when called directly)
+    from host import Device, In, Out, Platform
+    from tests.testkernels import tile_scale_rows
+
+    x = _f32(8 * 16, 128)
+    with Device(Platform(blocks=1), kernels=[tile_scale_rows]) as dev:
+        gx, gout = dev.to_device(x), dev.empty(x.shape, np.float32)
+        dev.run(lambda rt: rt.submit(tile_scale_rows, In(gx), Out(gout), 2.0))
+        np.testing.assert_array_equal(dev.to_host(gout), 2 * x)
+    out = np.empty_like(x)
+    counts = tile.count(tile_scale_rows, x, out, 2.0)
+    np.testing.assert_array_equal(out, 2 * x)
+    assert counts.gm_read == counts.gm_write == x.nbytes
+    assert counts.us_low < counts.us < counts.us_high
