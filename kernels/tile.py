@@ -79,9 +79,9 @@ kernel's program is scheduled once per distinct shape, so collecting costs littl
 call; with no collector an op only computes (one attribute read decides).
 
 Memory. Tile values live in per-thread scratch arrays reused call after call (keyed by the Core's
-name and the tile's index), and a Core reuses the tile objects of the previous Core of its name
-while the requests repeat: so at most one Core per name may be alive per thread -- a kernel does
-not call itself.
+``scratch`` name, by default its name, and the tile's index), and a Core reuses the tile objects
+of the previous Core of its name while the requests repeat: so at most one Core per name (and
+per scratch name) may be alive per thread -- a kernel does not call itself.
 
 Adding an op: validate, compute with numpy into ``_out(dst, shape, like)`` (never write a tile's
 array in place unless ``_out`` returned it), and when ``_tl.rec`` is set, ``_count`` it on its pipe
@@ -353,12 +353,15 @@ class Tile:
 
 class Core:
     """One kernel invocation's on-chip buffers (one core: AIV's UB, or AIC's L1/L0A/L0B/L0C) and
-    its loop state. ``name`` (default: the calling function's name) labels errors."""
+    its loop state. ``name`` (default: the calling function's name) labels errors. ``scratch``
+    (default: the name) names the memory its tiles' values live in: kernels that never run inside
+    one another -- e.g. the parts a core runs one after the other -- may share it."""
 
-    __slots__ = ("name", "kind", "used", "tiles", "n", "it", "borrowed", "last")
+    __slots__ = ("name", "scratch", "kind", "used", "tiles", "n", "it", "borrowed", "last")
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, scratch: str | None = None) -> None:
         self.name = name if name is not None else sys._getframe(1).f_code.co_name
+        self.scratch = scratch or self.name
         self.kind = ""                          # "AIV" or "AIC", from the first tile
         self.used = [0] * len(a2a3.BUFFERS)     # bytes allocated per buffer
         self.tiles: list[Tile] = []
@@ -427,7 +430,7 @@ class Core:
         t.vdtype = F32 if (buf != UB and dt in _HALF) else dt
         t.key = next(_keys)
         t.data, t.own, t.lent, t.alias, t.gen = None, False, False, False, 0
-        t.tag = (self.name, idx, 0)
+        t.tag = (self.scratch, idx, 0)
         t.sig, t.views = (buf, shape, dtype, bufs, name), {}
         self.tiles.append(t)
         return t
@@ -705,30 +708,39 @@ _REDUCE = {np.add, np.maximum, np.minimum, np.multiply}
 
 
 def _binary(op: str, uf: np.ufunc, dst: Tile, a: Tile, b: Tile) -> None:
-    _vec_check(dst, a, b)
-    n = dst.core.n
-    if n and (dst is a or dst is b) and (dst.data is None or dst.data.ndim == 2):
-        other = _data(b if dst is a else a, op)
-        if other.ndim == 3:                        # carried over the loop's iterations, in order
-            if uf not in _REDUCE:
-                raise TileError(f"{dst.core.name}: {op} cannot accumulate over a loop (add, mul, max, min can)")
-            r = uf.reduce(other, axis=0)
-            if dst.data is not None:
-                r = uf(dst.data, r)
-            _out(dst, r.shape)[...] = r
-            if _tl.rec is not None:
-                _vcount(op, dst, dst, (a, b))
-            return
+    if dst.buf != UB or a.buf != UB or b.buf != UB:
+        _vec_check(dst, a, b)
+    x, y = a.data, b.data
+    if dst.core.n and (dst is a or dst is b) and (dst.data is None or dst.data.ndim == 2):
+        _carried(op, uf, dst, a, b)
+        return
+    if x is None or y is None:
+        _data(a if x is None else b, op)
+    if x.shape == y.shape or x.ndim > y.ndim:
+        shape, like = x.shape, x
+    elif y.ndim > x.ndim:
+        shape, like = y.shape, y
+    else:
+        shape, like = np.broadcast_shapes(x.shape, y.shape), None
+    d = dst.data
+    uf(x, y, out=d if (dst.own and not dst.lent and d is not None and d.shape == shape) else _out(dst, shape, like))
+    if _tl.rec is not None:
+        _vcount(op, dst, dst, (a, b))
+
+
+def _carried(op: str, uf: np.ufunc, dst: Tile, a: Tile, b: Tile) -> None:
+    """dst = dst (op) x_i for every iteration i of the loop, in order (dst written before the
+    loop, or never: then the first iteration initialises it)."""
+    other = _data(b if dst is a else a, op)
+    if other.ndim != 3:
         raise TileError(f"{dst.core.name}: {op} accumulates into {dst!r} in c.loop() with an operand that is "
                         f"the same in every iteration: the batched loop cannot repeat it; use c.range()")
-    x, y = _data(a, op), _data(b, op)
-    if x.shape == y.shape or x.ndim > y.ndim:
-        out = _out(dst, x.shape, x)
-    elif y.ndim > x.ndim:
-        out = _out(dst, y.shape, y)
-    else:
-        out = _out(dst, np.broadcast_shapes(x.shape, y.shape))
-    uf(x, y, out=out)
+    if uf not in _REDUCE:
+        raise TileError(f"{dst.core.name}: {op} cannot accumulate over a loop (add, mul, max, min can)")
+    r = uf.reduce(other, axis=0)
+    if dst.data is not None:
+        r = uf(dst.data, r)
+    _out(dst, r.shape)[...] = r
     if _tl.rec is not None:
         _vcount(op, dst, dst, (a, b))
 
@@ -764,9 +776,14 @@ def min(dst: Tile, a: Tile, b: Tile) -> None:  # noqa: A001 - the PTO instructio
 
 
 def _scalar(op: str, uf: np.ufunc, dst: Tile, a: Tile, s: float) -> None:
-    _vec_check(dst, a)
-    x = _data(a, op)
-    uf(x, dst.vdtype.type(s), out=_out(dst, x.shape, x))
+    if dst.buf != UB or a.buf != UB:
+        _vec_check(dst, a)
+    x = a.data
+    if x is None:
+        _data(a, op)
+    d = dst.data
+    uf(x, dst.vdtype.type(s),
+       out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
     if _tl.rec is not None:
         _vcount(op, dst, dst, (a,))
 
@@ -802,9 +819,13 @@ def mins(dst: Tile, a: Tile, s: float) -> None:
 
 
 def _unary(op: str, uf: np.ufunc, dst: Tile, a: Tile) -> None:
-    _vec_check(dst, a)
-    x = _data(a, op)
-    uf(x, out=_out(dst, x.shape, x))
+    if dst.buf != UB or a.buf != UB:
+        _vec_check(dst, a)
+    x = a.data
+    if x is None:
+        _data(a, op)
+    d = dst.data
+    uf(x, out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
     if _tl.rec is not None:
         _vcount(op, dst, dst, (a,))
 
@@ -876,10 +897,15 @@ def row_expand(dst: Tile, col: Tile) -> None:
 
 
 def _row_expand_op(op: str, uf: np.ufunc, base: str, dst: Tile, a: Tile, col: Tile) -> None:
-    _vec_check(dst, a, col)
-    x = _data(a, op)
-    c = _col(col, a.shape[0], op)
-    uf(x, c, out=_out(dst, x.shape, x) if x.ndim >= c.ndim else _out(dst, c.shape[:1] + x.shape))
+    if dst.buf != UB or a.buf != UB or col.buf != UB:
+        _vec_check(dst, a, col)
+    x, c = a.data, col.data
+    if x is None or c is None or col.shape != (a.shape[0], 1):
+        _col(col, a.shape[0], op)
+        _data(a, op)
+    shape, like = (x.shape, x) if x.ndim >= c.ndim else (c.shape[:1] + x.shape, None)
+    d = dst.data
+    uf(x, c, out=d if (dst.own and not dst.lent and d is not None and d.shape == shape) else _out(dst, shape, like))
     if _tl.rec is not None:
         # the reference's TROWEXPAND<op>: one vbrcb of the column, then the binary op on the tile
         rows, cols = dst.shape

@@ -512,8 +512,9 @@ def test_paged_attention_time_grows_linearly_with_blocks(shape: tuple[int, int, 
 
 def test_the_documented_example_kernel_runs_on_a_device() -> None:
     # the README's example, registered and run by a real device (and counted when called directly)
-    from host import Device, In, Out, Platform
     from testkernels import tile_scale_rows
+
+    from host import Device, In, Out, Platform
 
     x = _f32(8 * 16, 128)
     with Device(Platform(blocks=1), kernels=[tile_scale_rows]) as dev:

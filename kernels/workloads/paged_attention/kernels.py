@@ -59,6 +59,10 @@ __all__ = ["BF16", "hub", "online_update", "pv", "qk", "sf", "up"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
+# QK and PV run one at a time on a cube core: their tiles' values share one scratch memory (the
+# K and V blocks widened to fp32 are 4 MiB each at Case1)
+_CUBE_SCRATCH = "paged_attention.aic"
+
 
 def _block_ids(block_ids: np.ndarray) -> np.ndarray:
     return np.asarray(block_ids).reshape(-1)
@@ -83,7 +87,7 @@ def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.nda
     bs = keys.shape[1]
     ids = _block_ids(block_ids)
     n = ids.size
-    c = tile.Core()
+    c = tile.Core(scratch=_CUBE_SCRATCH)
     q_l1 = c.tile(L1, (m, d), qi.dtype, name="qi")
     k_l1 = c.tile(L1, (d, bs), key_cache.dtype, bufs=2, name="kj")
     a = c.tile(L0A, (m, d), qi.dtype, name="left")
@@ -177,7 +181,7 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
     bs, d = values.shape[1:]
     ids = _block_ids(block_ids)
     n = ids.size
-    c = tile.Core()
+    c = tile.Core(scratch=_CUBE_SCRATCH)
     p_l1 = c.tile(L1, (m, bs), pij.dtype, bufs=2, name="pij")
     v_l1 = c.tile(L1, (bs, d), value_cache.dtype, bufs=2, name="vj")
     a = c.tile(L0A, (m, bs), pij.dtype, bufs=2, name="left")
