@@ -387,7 +387,7 @@ class Core:
         if last is not None:
             if idx < len(last) and last[idx].sig == (buf, shape, dtype, bufs, name):
                 t = last[idx]                     # the same request as last call: same tile, fresh state
-                t.core, t.key, t.data, t.own, t.lent = self, next(_keys), None, False, False
+                t.core, t.data, t.own, t.lent = self, None, False, False    # (its key stays unique)
                 if t.gen:
                     t.gen, t.tag = 0, t.tag[:2] + (0,)
                 self.kind = "AIV" if buf == UB else "AIC"
@@ -558,7 +558,8 @@ def load(dst: Tile, src: np.ndarray, index: Any = None, prefetch: bool = False) 
                 raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only): write the tile "
                                 f"it views, then reshape")
             dst.data, dst.own = view, False
-            core.borrowed[dst.key] = dst
+            if view.flags.writeable:              # a store may overwrite what it shows (see store)
+                core.borrowed[dst.key] = dst
         else:                                     # 16-bit floats for the cube: widen once
             _fresh(dst, view.shape, _memory_order(view))[...] = view
     if _tl.rec is not None:
@@ -598,7 +599,9 @@ def store(dst: np.ndarray, src: Tile, atomic: str | None = None) -> None:
         raise TileError(f"{core.name}: store atomic={atomic!r}: expected None or 'add'")
     shape = (n,) + src.shape if n else src.shape
     view = _as_shape(dst, shape, "store of", src)
-    for t in core.borrowed.values():              # a tile still showing these GM bytes keeps its values
+    # A tile still showing GM bytes this store overwrites keeps its values (tiles loaded from
+    # read-only views -- In arguments -- are not checked: a task's writable views do not alias them)
+    for t in core.borrowed.values():
         if not t.own and t.data is not None and np.may_share_memory(t.data, view):
             t.data = t.data.copy()
             t.own = True
@@ -1015,8 +1018,11 @@ def fill_pad(dst: Tile, valid_cols: int, value: float, iteration: int | None = N
 
 def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
     """TRESHAPE: a read-only view of src's current values as a (rows, cols) tile of the same size."""
-    d = _data(src, "reshape")
-    t = src.views.get(shape) if src.views is not None else None
+    d = src.data
+    if d is None:
+        _data(src, "reshape")
+    views = src.views
+    t = views.get(shape) if views is not None else None
     if t is None:
         rows, cols = shape
         if rows * cols != src.shape[0] * src.shape[1]:
@@ -1026,10 +1032,10 @@ def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
             src.bufs
         t.shape, t.alias, t.own, t.lent, t.gen, t.nbytes = (rows, cols), True, False, False, 0, 0
         t.sig = t.views = None
-        if src.views is not None:
-            src.views[shape] = t
+        if views is not None:
+            views[shape] = t
     t.core, t.key, t.tag = src.core, src.key, src.tag
-    t.data = d.reshape(d.shape[:-2] + t.shape)
+    t.data = d.reshape(shape if d.ndim == 2 else d.shape[:1] + t.shape)
     if src.own:
         src.lent = True                           # the view keeps these values; src's next write goes elsewhere
     return t

@@ -1,4 +1,4 @@
-"""Decode paged-attention kernels: QK, SF, PV, UP (and HUB) as numpy functions.
+"""Decode paged-attention kernels: QK, SF, PV, UP (and HUB), written on the tile layer.
 
 One group is (sequence, head tile of ``q_tile`` query heads); it walks the sequence's KV blocks in
 chunks of ``n`` blocks (see ``tiling.chunks``). ``T = n * block_size`` tokens per chunk. Per chunk:
@@ -23,27 +23,40 @@ the accumulators from (mi, li, oi_new) without reading them, so they may start a
 what lets the ``first_output`` orchestration drop the HUB task. HUB (zero-fill) is kept for the
 ``hub`` orchestration; the results are the same either way.
 
+Written on the tile layer (kernels/tile.py) as the reference's paged_attention_unroll kernels
+are written (tests/st/a2a3/tensormap_and_ringbuffer/paged_attention_unroll/kernels in
+hw-native-sys/simpler): QK and PV walk the blocks TLOAD -> TMOV -> TMATMUL (double-buffered, QK
+storing each block's scores, PV accumulating in L0C), SF makes two passes (row max, then p and its
+bf16 row sum), UP is the online update on (1, q_tile) rows and (q_tile, D) tiles. Each loop over
+the n blocks runs as one batched op per instruction; ``tile.count(qk, ...)`` gives a call's cycles
+per pipe, bytes and modelled a2a3 time (Case1 shapes, 64 blocks: QK 58.3, SF 57.5, PV 54.8, UP
+4.0 us against the published 55 / 61 / 58 / ~4; see kernels/a2a3.py for what was fitted).
+
 Layout note: the reference stores sij/pij as n stacked (q_tile, block_size) tiles; here they are
 the logical row-major (q_tile, n*block_size) matrices (column ``j*block_size + t`` = token t of
-block j). Only these kernels read them, so the choice is internal.
+block j; ``tile.col_blocks`` gives block j's tile). Only these kernels read them, so the choice is
+internal.
 
 Calling convention (registry): tensors first in submit order, then scalars; every output is written
 in place into the array given (they are views into device memory), never rebound. Matmuls convert
-bf16 to fp32 once per call and accumulate in fp32. Per-thread scratch buffers are reused across
-calls (a fresh 4 MiB array per call costs ~10 % in page faults).
+bf16 to fp32 once (the cube's tiles hold fp32) and accumulate in fp32.
 
-Timings (median µs per call, one BLAS thread, outputs preallocated, each call on a random group
-of the case so K/V blocks come cold from the whole 1 GiB cache; ``OPENBLAS_NUM_THREADS=1 python -m
-kernels.workloads.paged_attention.bench Case1``; 2-core x86 VM):
+Timings on the emulator (median µs per call, one BLAS thread, each call on a random group of the
+case so K/V blocks come cold from the whole cache; ``OPENBLAS_NUM_THREADS=1 python -m
+kernels.workloads.paged_attention.bench Case1``; 2-core x86 VM shared with other jobs, so +-10 %):
+before (the plain numpy kernels of ab37d1c) -> on the tile layer
 
-    case   q_tile x T x D      QK     SF     PV    UP first+last / accumulate   HUB
-    Case1  16 x 8192 x 128    1200    310   1300          13 / 17               16
-    Case2  64 x 4096 x 128    1240    680   1160          18 / 32               18
-    Case3  64 x 4096 x 256    2170    700   2200          22 / 38               18
+    case   q_tile x T x D      QK           SF          PV           UP first+last / accumulate   HUB
+    Case1  16 x 8192 x 128     878 -> 805   238 -> 270  823 -> 823   5 -> 16 / 9 -> 47           3 -> 13
+    Case2  64 x 4096 x 128     832 -> 863   495 -> 575  920 -> 914   8 -> 21 / 13 -> 54          5 -> 15
+    Case3  64 x 4096 x 256    1571 -> 1676  492 -> 591 1638 -> 1698 10 -> 26 / 15 -> 64          6 -> 18
 
-QK and PV are each about half gather+cast of the 2 MiB of bf16 K/V blocks and half matmul; SF is
-mostly exp (~65) and the fp32->bf16 cast (~70). Case1 is one chunk per group: ~2.8 ms of CPU per
-group, ~0.73 s for its 256 groups.
+QK and PV are each about half gather+cast of the K/V blocks and half matmul, as before. SF reads
+sij twice (the reference's two passes) and rounds p with an integer-op cast (bit-identical to
+ml_dtypes, ~2x faster). The small kernels pay the layer's Python cost per instruction (~0.5 us):
+UP, HUB and one-block tasks (unroll 1) are several times slower than the fused numpy they replace,
+which the unrolled workloads do not notice (one UP per 64 blocks) and the one-block-per-task
+paged_attention workload does.
 """
 
 from __future__ import annotations
@@ -200,7 +213,8 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
 def online_update(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, li_acc: np.ndarray,
                   oi_acc: np.ndarray, is_first: int) -> None:
     """The accumulators (rows: query heads) take in one step's (mi, li, oi_new), in place; on the
-    first step they are only written (see ``up``). Shared by the unrolled and the batched UP."""
+    first step they are only written (see ``up``). Plain numpy: the batched UP (batch.py) uses it
+    until it moves onto the tile layer with the other catalogue kernels."""
     if is_first:
         mi_acc[...] = mi
         li_acc[...] = li
