@@ -483,7 +483,7 @@ def _pa_counts(q_tile: int, head_dim: int, block_size: int, n: int) -> dict[str,
 
 
 # published medians of the reference's paged_attention_unroll kernels on hardware, Case1 shapes,
-# 64 KV blocks per task (A2A3_MODEL.md: a hardware swimlane)
+# 64 KV blocks per task (a published hardware swimlane of the reference's paged_attention_unroll)
 PUBLISHED_US = {"qk": 55.0, "sf": 61.0, "pv": 58.0, "up": 4.0}
 
 
