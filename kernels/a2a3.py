@@ -38,11 +38,13 @@ The pipe model (``schedule``), what overlaps and what waits:
 
 Parameters: ``PARAMS`` below, each with its value, a [low, high] range, a confidence and its source.
 ``schedule`` evaluates a program at the defaults and at the two ends of every range (all fast, all
-slow) to give a band. Four constants are fitted to the published per-kernel medians of the
-reference's paged_attention_unroll at Case1 shapes (QK 55 µs, SF 61 µs, PV 58 µs, UP ≈ 4 µs;
-hardware swimlane), each to one point -- see their entries. Everything else comes from pto-isa's
-a2a3 cost model (github:hw-native-sys/pto-isa, ``include/pto/costmodel``; CANN Open Software
-License 2.0): its fitted constants are quoted here with attribution, the code is ours.
+slow) to give a band. Three constants are fitted to the published per-kernel medians of the
+reference's paged_attention_unroll at Case1 shapes, 64 KV blocks per task (QK 55 µs, SF 61 µs,
+PV 58 µs, UP ≈ 4 µs; a hardware swimlane): ``task_overhead_cycles`` to UP, ``gm_scale`` and
+``sync_cycles`` jointly to QK, SF and PV (the largest of the three errors minimised; each entry
+says so). Everything else comes from pto-isa's a2a3 cost model (github:hw-native-sys/pto-isa,
+``include/pto/costmodel``; CANN Open Software License 2.0): the fitted constants used are quoted
+here with attribution (a selection, not the files), the code is ours.
 """
 
 from __future__ import annotations
@@ -211,11 +213,11 @@ VECTOR_OPS: dict[str, tuple[str, str]] = {
 }
 
 
-def _dtype_key(itemsize: int, kind: str) -> str:
+def _dtype_key(itemsize: int) -> str:
     return "fp32" if itemsize >= 4 else "fp16"
 
 
-def vector_cycles(op: str, itemsize: int, rows: int, cols: int, kind: str = "f", itemsize2: int = 0) -> float:
+def vector_cycles(op: str, itemsize: int, rows: int, cols: int, itemsize2: int = 0) -> float:
     """Cycles of one vector instruction on a (rows, cols) tile of ``itemsize``-byte elements
     (``itemsize2``: the other side of a cast)."""
     how, name = VECTOR_OPS[op]
@@ -224,7 +226,7 @@ def vector_cycles(op: str, itemsize: int, rows: int, cols: int, kind: str = "f",
         per_repeat = REPEAT_BYTES // max(itemsize, itemsize2, 1)
         repeats = rows * -(-cols // per_repeat)
         return head + slope * repeats + tail
-    rows_ = FORMULAS.get((name, _dtype_key(itemsize, kind))) or FORMULAS[(name, "any")]
+    rows_ = FORMULAS.get((name, _dtype_key(itemsize))) or FORMULAS[(name, "any")]
     best = rows_[0]
     for r in rows_:
         if r[0] == 0 or abs(r[0] - cols) < abs(best[0] - cols) or (abs(r[0] - cols) == abs(best[0] - cols)

@@ -703,7 +703,7 @@ def _vec_check(dst: Tile, a: Tile | None = None, b: Tile | None = None) -> None:
 def _vcount(op: str, dst: Tile, shape_of: Tile, reads: tuple, only: int | None = None, itemsize2: int = 0) -> None:
     rows, cols = shape_of.shape
     dt = shape_of.dtype
-    _count(dst.core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles(op, dt.itemsize, rows, cols, dt.kind, itemsize2),
+    _count(dst.core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles(op, dt.itemsize, rows, cols, itemsize2),
            reads, (dst,), only)
 
 
@@ -913,7 +913,7 @@ def _row_expand_op(op: str, uf: np.ufunc, base: str, dst: Tile, a: Tile, col: Ti
         # the reference's TROWEXPAND<op>: one vbrcb of the column, then the binary op on the tile
         rows, cols = dst.shape
         dt = dst.dtype
-        cyc = (a2a3.vector_cycles(base, dt.itemsize, rows, cols, dt.kind)
+        cyc = (a2a3.vector_cycles(base, dt.itemsize, rows, cols)
                + a2a3.vector_cycles("brcb", 4, rows, 1))
         _count(dst.core, VECTOR, a2a3.C_VEC, cyc, (a, col), (dst,))
 
@@ -956,7 +956,7 @@ def cast(dst: Tile, a: Tile) -> None:
     if _tl.rec is not None:
         rows, cols = a.shape
         _count(dst.core, VECTOR, a2a3.C_VEC,
-               a2a3.vector_cycles("cast", a.dtype.itemsize, rows, cols, a.dtype.kind, dst.dtype.itemsize),
+               a2a3.vector_cycles("cast", a.dtype.itemsize, rows, cols, dst.dtype.itemsize),
                (a,), (dst,))
 
 
