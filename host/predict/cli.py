@@ -10,7 +10,8 @@
     common: --set NAME=VALUE (repeatable), --json OUT, --trace OUT (one prediction: Perfetto JSON)
 
     args ──▶ overrides (params.parse_assignment / resolve: bad name or value ──▶ exit 2)
-         ──▶ Graph.load once per file ──▶ predict() per subject ──▶ print / --json / --trace
+         ──▶ each file's header checked ──▶ predict() per subject (and sweep point), streaming the
+             file ──▶ print / --json / --trace
 Exit codes: 0 done, 1 the model found a ring deadlock, 2 bad arguments or unreadable recording.
 """
 
@@ -22,7 +23,7 @@ import json
 import sys
 from typing import Any
 
-from host.graph import Graph
+from host.graph import Recording
 from host.predict import ModelDeadlock, compare, predict
 from host.predict.params import format_table, parse_assignment, parse_value, resolve
 from host.predict.report import Prediction
@@ -85,12 +86,12 @@ def _write_json(path: str, obj: Any) -> None:
     _say(f"wrote {path}")
 
 
-def _sweep(g: Graph, source: str, run: int | None, base: dict[str, Any], grid: list[dict[str, Any]],
+def _sweep(source: str, run: int | None, base: dict[str, Any], grid: list[dict[str, Any]],
            json_out: str | None) -> int:
     names = list(grid[0])
     rows = []
     for point in grid:
-        pr = predict(g, {**base, **point}, run=run)
+        pr = predict(source, {**base, **point}, run=run)
         rows.append({**point, "device_us": pr.device_us, "orchestration_us": pr.orchestration_us,
                      "critical_path_us": pr.critical_path_us, "bound_resource": pr.bound_resource,
                      "bound": pr.bound, "utilisation": pr.utilisation})
@@ -133,15 +134,16 @@ def _run(a: argparse.Namespace) -> int:
     if not a.files:
         raise _Usage("give a recorded graph (Device(record=...) or ptoemu paged-attention --record FILE)")
     subjects = _subjects(a.files, a.run)
-    graphs = {f: Graph.load(f) for f in dict.fromkeys(f for f, _ in subjects)}
+    for f in dict.fromkeys(f for f, _ in subjects):
+        Recording(f).close()                    # a recording? (its header, before any work)
     if grid:
         if len(subjects) > 1:
             raise _Usage("--sweep takes one recording (and at most one --run)")
         f, r = subjects[0]
-        return _sweep(graphs[f], f, r, overrides, grid, a.json)
+        return _sweep(f, r, overrides, grid, a.json)
     preds: list[Prediction] = []
-    for f, r in subjects:
-        pr = predict(graphs[f], params, run=r)
+    for f, r in subjects:                       # each streamed from its file (host/predict/__init__.py)
+        pr = predict(f, params, run=r)
         pr.source = f if r is None else f"{f} run {r}"
         preds.append(pr)
     if len(preds) == 1:
