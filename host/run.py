@@ -95,6 +95,9 @@ def run(name: str, case: str | None = None, variant: str | None = None, *, block
     variant); one result row per (case, variant). ``overrides`` replace case parameters (the
     paged-attention command's --batch, --unroll, ...)."""
     wl = catalogue.load(name)
+    if blocks < wl.min_blocks:
+        raise ValueError(f"workload {wl.name} needs a device of at least {wl.min_blocks} blocks (its orchestration "
+                         f"launches {wl.min_blocks} blocks at once); got blocks={blocks}")
     cases = list(wl.cases) if case == "all" else [case or wl.smallest]
     for c in cases:
         wl.case(c)                                      # a clear error before anything starts

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 
-from host import Device, In, InOut, Out, Platform
+from host import Device, InOut, Out, Platform
 from host import conflicts as C
 from host.conflicts import analyse, unordered_conflicts
 from host.fuzz import compare_semantics

@@ -12,7 +12,8 @@
     args ──▶ overrides (params.parse_assignment / resolve: bad name or value ──▶ exit 2)
          ──▶ each file's header checked ──▶ predict() per subject (and sweep point), streaming the
              file ──▶ print / --json / --trace
-Exit codes: 0 done, 1 the model found a ring deadlock, 2 bad arguments or unreadable recording.
+Exit codes: 0 done, 1 the model found a ring deadlock, 2 bad arguments, an unreadable recording or
+an output file that cannot be written (checked before the prediction: host/cli.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import sys
 from typing import Any
 
+from host.cliargs import output
 from host.graph import Recording
 from host.predict import ModelDeadlock, compare, predict
 from host.predict.params import format_table, parse_assignment, parse_value, resolve
@@ -81,7 +83,7 @@ def _sweep_grid(items: list[str]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    with open(path, "w") as f:
+    with output(path, "--json"), open(path, "w") as f:
         json.dump(obj, f, indent=1)
     _say(f"wrote {path}")
 
@@ -134,6 +136,9 @@ def _run(a: argparse.Namespace) -> int:
     if not a.files:
         raise _Usage("give a recorded graph (Device(record=...) or ptoemu paged-attention --record FILE)")
     subjects = _subjects(a.files, a.run)
+    if a.trace and (len(subjects) > 1 or grid):
+        raise _Usage("--trace writes one prediction's timeline; drop the second recording, the second --run "
+                     "or --sweep")
     for f in dict.fromkeys(f for f, _ in subjects):
         Recording(f).close()                    # a recording? (its header, before any work)
     if grid:
@@ -152,10 +157,10 @@ def _run(a: argparse.Namespace) -> int:
         if a.json:
             _write_json(a.json, pr.to_json())
         if a.trace:
-            _say(f"wrote {pr.write_trace(a.trace)} (open in https://ui.perfetto.dev)")
+            with output(a.trace, "--trace"):
+                pr.write_trace(a.trace)
+            _say(f"wrote {a.trace} (open in https://ui.perfetto.dev)")
         return 0
-    if a.trace:
-        raise _Usage("--trace writes one prediction's timeline; drop the second recording or --run")
     cmp = compare(preds[0], preds[1])
     for tag, pr in zip("AB", preds):
         _say(f"{tag}: {pr.source}: {pr.device_us:.1f} us. {pr.bound}")

@@ -17,7 +17,9 @@ A case is a dict of parameters; ``cases`` is ordered smallest first, and names f
 reference's (Case1, CaseSmall1, CaseVarSeq4, ...). ``hardware_only`` marks the cases the reference
 runs only on a2a3 hardware (not in its simulator); ``big`` the ones too large for CI (their task
 counts are checked by a command). ``platform(params)`` gives Platform fields a case needs (ring
-sizes of the ringbuffer stress, say). Nothing here imports the host: kernels stay the bottom
+sizes of the ringbuffer stress, say). ``min_blocks``: the fewest device blocks the orchestration
+works with (a start-together launch of a fixed width, say); a narrower device is refused before
+anything runs. Nothing here imports the host: kernels stay the bottom
 layer, and host/run.py is what runs a workload.
 """
 
@@ -51,6 +53,7 @@ class Workload:
     check: Callable[..., list[str]] | None = None
     reference: str = ""                                    # where it lives in the reference
     golden_per_variant: bool = False                       # the golden depends on the variant
+    min_blocks: int = 1                                    # the narrowest device (blocks) it runs on
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
