@@ -162,3 +162,43 @@ def test_every_workload_runs_at_its_declared_minimum_width_and_not_below():
         assert runs(wl, wl.min_blocks), f"{name} fails on {wl.min_blocks} blocks, its declared minimum"
         if wl.min_blocks > 1:
             assert not runs(wl, wl.min_blocks - 1), f"{name} runs on {wl.min_blocks - 1} blocks: min_blocks too high"
+
+
+# -- ptoemu list --counts without building gigabytes ------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_counting_with_only_the_plan_inputs_built_gives_the_same_counts():
+    from dataclasses import replace
+
+    from kernels.workloads.workload import numpy_alloc
+    checked = 0
+    for name in catalogue.names():
+        wl = catalogue.load(name)
+        if wl.plan_inputs is None:
+            continue
+        for c in wl.cases:
+            if c in wl.big:
+                continue
+            arrays = wl.build(wl.case(c), 0, numpy_alloc)
+            # discard every array larger than the plan inputs: the declaration itself is under test
+            limit = 1 + max((arrays[k].nbytes for k in wl.plan_inputs), default=0)
+            discarded = [k for k, v in arrays.items() if v.nbytes >= limit]
+            assert discarded, (name, c)
+            full = runner.task_counts(replace(wl, plan_inputs=None), c)
+            assert runner.task_counts(wl, c, discard_from=limit) == full, (name, c, discarded)
+            checked += 1
+    assert checked > 20
+
+
+@pytest.mark.timeout(60)
+def test_discarded_arrays_leave_device_memory_unwritten():
+    import numpy as np
+
+    from host import Device, Platform
+    wl = catalogue.load("vector_chain")
+    with Device(Platform(blocks=1), kernels=list(wl.kernels), inline=True, dry_run=True) as dev:
+        arrays, tensors = runner.build_on(dev, wl, wl.case(wl.smallest), 0, discard_from=0)
+        assert all(isinstance(v, runner.Discarding) for v in arrays.values())
+        assert all(not dev.to_host(t).any() for t in tensors.values())      # never written
+        kept, _ = runner.build_on(dev, wl, wl.case(wl.smallest), 0)
+        assert any(np.asarray(v).any() for v in kept.values())              # (the builder does write values)
