@@ -50,7 +50,7 @@ from typing import Any
 
 from host.graph import Graph, Recording
 from host.predict.laws import TaskCosts, find_laws, roofline
-from host.predict.model import ModelDeadlock, critical_path, prepare, simulate
+from host.predict.model import Flattener, ModelDeadlock, critical_path, simulate
 from host.predict.params import PARAMS, Params, resolve
 from host.predict.report import Comparison, Prediction, RunResult, combine, compare, result
 from kernels.cost import Cost, TaskInfo
@@ -107,10 +107,10 @@ def predict(graph_or_path: Graph | str, params: Params | Mapping[str, Any] | Non
                     records: Iterable[dict] = rec.take(first, end)
                 else:
                     records = (r.to_json() for r in g.records[first:end])
-                ri = prepare(n, first, end, records, kernels, costs, p)
-                st = simulate(ri, p)
-                runs.append(result(ri, st, p, len(ri.preds.idx)))
-                inputs.append(ri)
+                f = Flattener(n, first, end, records, kernels, costs, p)
+                st = simulate(f.ri, p, feed=f.more)       # records flattened as the orchestrator reaches them
+                runs.append(result(f.ri, st, p, len(f.ri.preds.idx)))
+                inputs.append(f.ri)
             if rec is not None:
                 rec.finish()
         finally:

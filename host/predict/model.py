@@ -45,9 +45,10 @@ import itertools
 import math
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from typing import Any
 
 from host.predict.laws import RecordedArg, TaskCosts
 from host.predict.params import Params
@@ -85,7 +86,8 @@ PER_CLUSTER = [2 if s == SHAPE_AIV else 1 for s in range(len(SHAPE_NAMES))]   # 
 # then scheduler threads (so a thread at time t sees everything that happened at t).
 EV_START, EV_END, EV_HBM, EV_DONE, EV_SUBMIT, EV_THREAD = range(6)
 PRIO = (0, 0, 0, 1, 2, 3)
-PRIO_THREAD, PRIO_HBM = PRIO[EV_THREAD], PRIO[EV_HBM]
+PRIO_THREAD, PRIO_HBM, PRIO_CORE, PRIO_DONE = PRIO[EV_THREAD], PRIO[EV_HBM], PRIO[EV_START], PRIO[EV_DONE]
+assert PRIO[EV_END] == PRIO_CORE
 READ, DISPATCH = 0, 1
 
 
@@ -114,24 +116,6 @@ class Adjacency:
         for i in range(len(st) - 1):
             yield idx[st[i]:st[i + 1]]
 
-    def reversed(self) -> Adjacency:
-        """Row q lists the i whose row holds q, ascending."""
-        n = len(self)
-        count = array("l", [0]) * (n + 1)
-        for q in self.idx:
-            count[q + 1] += 1
-        for i in range(n):
-            count[i + 1] += count[i]
-        fill = array("l", count)
-        out = array("l", [0]) * len(self.idx)
-        st, idx = self.start, self.idx
-        for i in range(n):
-            for k in range(st[i], st[i + 1]):
-                q = idx[k]
-                out[fill[q]] = i
-                fill[q] += 1
-        return Adjacency(count, out)
-
 
 @dataclass
 class RunInput:
@@ -152,7 +136,6 @@ class RunInput:
     us: array                       # d: nominal kernel time of one block (law × law_scale)
     hbm: array                      # d: HBM bytes of one block
     preds: Adjacency                # records it waits for, ascending
-    succs: Adjacency                # records waiting for it, ascending
     owners: Adjacency               # records that allocated a buffer this task uses (not itself)
     kernel_names: list[str]
 
@@ -189,60 +172,80 @@ class RunStats:
     timeline: Timeline | None = None
 
 
+class Flattener:
+    """One run's records -- JSON objects in the recording's format (host/graph.py), in order,
+    records [first, end) of the graph (``end`` None: as many as come) -- flattened into the columns
+    of ``ri`` a chunk at a time (``more()``); ``costs`` gives each task's kernel time
+    (laws.TaskCosts). Nothing of the JSON is kept: millions of records stream through, and the
+    model (``simulate(..., feed=flattener.more)``) can start on the first chunk."""
+
+    CHUNK = 4096
+
+    def __init__(self, run: int, first: int, end: int | None, records: Iterable[dict], kernels: list[dict],
+                 costs: TaskCosts, p: Params) -> None:
+        self.shape_of = []
+        for k in kernels:
+            if k.get("shape") not in SHAPE_NAMES:
+                raise ValueError(f"kernel {k.get('name')!r}: unknown core shape {k.get('shape')!r}; expected one "
+                                 f"of {', '.join(SHAPE_NAMES)}")
+            self.shape_of.append(SHAPE_NAMES.index(k["shape"]))
+        self.ri = RunInput(run, first, first, array("q"), array("b"), array("l"), array("l"), array("b"), array("l"),
+                           array("b"), array("q"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(),
+                           [k["name"].rsplit(".", 1)[-1] for k in kernels])
+        self.end, self.kernels, self.costs = end, kernels, costs
+        self.records: Iterator[dict] | None = iter(records)
+        self.where = _Where(self.ri.tid)
+        self.later: list[tuple[int, int]] = []      # (record, producer id not seen yet): an edge to a later record?
+        self.c = (p.orch_submit_us, p.orch_arg_us, p.orch_scope_end_us, p.heap_bytes, p.clusters)
+
+    def more(self, k: int = CHUNK) -> bool:
+        """Flatten up to k more records; False once there are none (the run's checks then done)."""
+        if self.records is None:
+            return False
+        ri, first, i0 = self.ri, self.ri.first, len(self.ri.kind)
+        i = i0
+        for d in itertools.islice(self.records, k):
+            try:
+                _flatten(ri, i, first + i, d, self.kernels, self.shape_of, self.costs, self.where, self.later, self.c)
+            except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
+                what = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+                raise ValueError(f"record {first + i}: malformed ({what})") from e
+            i += 1
+        if i > i0:
+            return True
+        self.records = None
+        n, end = len(ri.kind), self.end
+        if end is not None and n != end - first:
+            raise ValueError(f"run {ri.run}: records [{first}, {end}) announced, the recording ends after {first + n}")
+        ri.end = first + n
+        for j, q in self.later:
+            x = self.where.get(q)
+            if x is not None:
+                raise ValueError(f"record {first + j} (task {ri.tid[j]}) waits for task {q}, recorded after it "
+                                 f"(record {first + x}): a dependency cycle, or edges that are not a recording's")
+        return False
+
+
 def prepare(run: int, first: int, end: int | None, records: Iterable[dict], kernels: list[dict], costs: TaskCosts,
             p: Params) -> RunInput:
-    """Flatten one run's records -- JSON objects in the recording's format (host/graph.py), in order,
-    records [first, end) of the graph (``end`` None: as many as come) -- into a RunInput, one
-    record at a time; ``costs`` gives each task's kernel time (laws.TaskCosts). Records keep
-    nothing of the JSON: a recording of millions of tasks streams through."""
-    shape_of = []
-    for k in kernels:
-        if k.get("shape") not in SHAPE_NAMES:
-            raise ValueError(f"kernel {k.get('name')!r}: unknown core shape {k.get('shape')!r}; expected one "
-                             f"of {', '.join(SHAPE_NAMES)}")
-        shape_of.append(SHAPE_NAMES.index(k["shape"]))
-    ri = RunInput(run, first, first, array("q"), array("b"), array("l"), array("l"), array("b"), array("l"),
-                  array("b"), array("q"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(), Adjacency(),
-                  [k["name"].rsplit(".", 1)[-1] for k in kernels])
-    tids, where = ri.tid, _Where(ri.tid)
-    later: list[tuple[int, int]] = []       # (record, producer task id not seen yet): an edge to a later record?
-    c = (p.orch_submit_us, p.orch_arg_us, p.orch_scope_end_us, p.heap_bytes, p.clusters)
-    i = -1
-    for i, d in enumerate(records):
-        try:
-            _flatten(ri, i, first + i, d, kernels, shape_of, costs, where, later, c)
-        except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
-            what = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-            raise ValueError(f"record {first + i}: malformed ({what})") from e
-    n = i + 1
-    if end is not None and n != end - first:
-        raise ValueError(f"run {run}: records [{first}, {end}) announced, the recording ends after {first + n}")
-    ri.end = first + n
-    for i, q in later:
-        j = where.get(q)
-        if j is not None:
-            raise ValueError(f"record {first + i} (task {tids[i]}) waits for task {q}, recorded after it (record "
-                             f"{first + j}): a dependency cycle, or edges that are not a recording's")
-    ri.succs = ri.preds.reversed()
-    return ri
+    """A whole run flattened (Flattener) before simulating it."""
+    f = Flattener(run, first, end, records, kernels, costs, p)
+    while f.more():
+        pass
+    return f.ri
 
 
 def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape_of: list[int], costs: TaskCosts,
              where: _Where, later: list[tuple[int, int]], c: tuple[float, float, float, int, int]) -> None:
     """Append record ``d`` (run-local index i, record rec of the graph) to the columns of ri;
-    ``c``: orch_submit_us, orch_arg_us, orch_scope_end_us, heap_bytes, clusters."""
-    t, k = d["t"], _KIND.get(d["k"])
-    if type(t) is not int or k is None:
-        raise ValueError(f"record {rec}: task id {t!r}, kind {d['k']!r}: expected an int and one of "
-                         f"{', '.join(_KIND)}")
+    ``c``: orch_submit_us, orch_arg_us, orch_scope_end_us, heap_bytes, clusters. (Called once
+    per record of a million: plain locals, the common case first.)"""
     get = d.get
-    depth, heap, blocks = get("d", 0), get("h", 0), get("b", 1)
-    if type(heap) is not int or heap > c[3]:
-        raise ValueError(f"record {rec} (task {t}) allocates {heap} bytes of heap, more than heap_bytes="
-                         f"{c[3]}: raise it, e.g. --set heap_bytes={2 * heap}" if type(heap) is int else
-                         f"record {rec} (task {t}): heap {heap!r}, expected a byte count")
-    if type(blocks) is not int or blocks < 1:
-        raise ValueError(f"record {rec} (task {t}): blocks={blocks!r}, expected >= 1")
+    t, k = d["t"], _KIND.get(d["k"])
+    heap, blocks = get("h", 0), get("b", 1)
+    if type(t) is not int or k is None or type(heap) is not int or heap > c[3] or type(blocks) is not int \
+            or blocks < 1:
+        _bad_record(rec, d, t, k, heap, blocks, c[3])
     args = get("a") or ()
     pr = get("pr")
     try:
@@ -253,7 +256,7 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
         raise ValueError(f"record {rec} (task {t}): {e}") from None
     where.add(t, i)
     kern, shape, us, hbm, sync = -1, -1, 0.0, 0.0, False
-    preds: list[int] = []
+    pidx = ri.preds.idx
     if k == K_TASK or k == K_DUMMY:
         kern = get("kn", -1)
         if k == K_TASK:
@@ -262,7 +265,7 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
                                  f"{len(kernels)} kernels")
             costs.used.add(kern)
             if not get("sk"):
-                us, hbm = costs(t, kern, views[:len(args)], get("s") or (), blocks)
+                us, hbm = costs(t, kern, views[:len(args)] if pr is not None else views, get("s") or (), blocks)
                 shape = shape_of[kern]
                 sync = bool(get("sy"))
                 if sync and blocks > c[4] * PER_CLUSTER[shape]:
@@ -275,12 +278,15 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
             blocks = 1
         ps = get("p")
         if ps:
-            preds = where.rows(ps, i, t, later)
+            if len(ps) == 1 and where.map is None and type(ps[0]) is int and 0 <= ps[0] - where.t0 < i:
+                pidx.append(ps[0] - where.t0)      # where.rows(), for the common single producer
+            else:
+                pidx.extend(where.rows(ps, i, t, later))
     else:
         blocks = 1
     ri.tid.append(t)
     ri.kind.append(k)
-    ri.depth.append(depth)
+    ri.depth.append(get("d", 0))
     ri.heap.append(heap)
     ri.ocost.append(c[2] if k == K_SCOPE_END else c[0] + c[1] * len(views))
     ri.kernel.append(kern)
@@ -289,15 +295,28 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
     ri.sync.append(sync)
     ri.us.append(us)
     ri.hbm.append(hbm)
-    ri.preds.idx.extend(preds)
-    ri.preds.start.append(len(ri.preds.idx))
+    ri.preds.start.append(len(pidx))
     if views and k != K_SCOPE_END:
         owners = [a[5] for a in args if a[5] >= 0]
         if pr is not None and pr[0][5] >= 0:
             owners.append(pr[0][5])
-        if owners:
+        if len(owners) == 1 and where.map is None and 0 <= owners[0] - where.t0 < i:
+            ri.owners.idx.append(owners[0] - where.t0)     # where.rows(), for the common single owner
+        elif owners:
             ri.owners.idx.extend(where.rows(owners, i + 1, t, None, i))
     ri.owners.start.append(len(ri.owners.idx))
+
+
+def _bad_record(rec: int, d: dict, t: Any, k: int | None, heap: Any, blocks: Any, heap_bytes: int) -> None:
+    if type(t) is not int or k is None:
+        raise ValueError(f"record {rec}: task id {t!r}, kind {d['k']!r}: expected an int and one of "
+                         f"{', '.join(_KIND)}")
+    if type(heap) is not int:
+        raise ValueError(f"record {rec} (task {t}): heap {heap!r}, expected a byte count")
+    if heap > heap_bytes:
+        raise ValueError(f"record {rec} (task {t}) allocates {heap} bytes of heap, more than heap_bytes="
+                         f"{heap_bytes}: raise it, e.g. --set heap_bytes={2 * heap}")
+    raise ValueError(f"record {rec} (task {t}): blocks={blocks!r}, expected >= 1")
 
 
 class _Where:
@@ -400,8 +419,9 @@ class _Thread:
 class _Sim:
     """One run. Plain lists and small ints; see the module docstring for the model."""
 
-    def __init__(self, ri: RunInput, p: Params, capture: bool) -> None:
+    def __init__(self, ri: RunInput, p: Params, capture: bool, feed: Callable[[], bool] | None = None) -> None:
         self.ri, self.p = ri, p
+        self.feed = feed                            # adds records to ri; False once there are no more
         n = self.n = len(ri.kind)
         self.poll, self.fin, self.dstart = p.sched_poll_us, p.fin_visible_us, p.dispatch_start_us
         self.comp, self.disp = p.sched_complete_us, p.sched_dispatch_us
@@ -412,9 +432,9 @@ class _Sim:
         self.ev: list[tuple] = []
         self.seq = itertools.count(1)              # ties at one time and priority: first pushed, first
         self.events = 0
-        # records
-        ps = ri.preds.start
-        self.npred = [ps[i + 1] - ps[i] for i in range(n)]
+        # records (the columns grow with ri when a feed adds records: more())
+        self.npred = [0] * n                        # predecessors not complete (counted at submit)
+        self.waiting: dict[int, list[int]] = {}     # record -> submitted records waiting for it, in order
         self.submitted = bytearray(n)               # flags: 0 / 1
         self.done = bytearray(n)
         self.users = [0] * n
@@ -452,9 +472,27 @@ class _Sim:
     def push(self, t: float, kind: int, a: int, b: int = 0) -> None:
         heappush(self.ev, (t, PRIO[kind], next(self.seq), kind, a, b))
 
+    def more(self) -> bool:
+        """More records from the feed (the orchestrator reached the end of those flattened so far)."""
+        if self.feed is None or not self.feed():
+            return False
+        ri, n0 = self.ri, self.n
+        k = len(ri.kind) - n0
+        self.n = n0 + k
+        self.npred += [0] * k
+        self.submitted += bytearray(k)
+        self.done += bytearray(k)
+        self.users += [0] * k
+        self.scope_ended += bytearray(k)
+        self.to_dispatch += ri.blocks[n0:]
+        self.blocks_left += ri.blocks[n0:]
+        return True
+
     def run(self) -> None:
         self.orch_next(0, 0.0)
         ev, threads = self.ev, self.threads
+        read, dispatch, hbm_tick, submitted, job_done, hbm_start, job_ended = (
+            self.read, self.dispatch, self.hbm_tick, self.submitted_, self.job_done, self.hbm_start, self.job_ended)
         events = 0
         while ev:
             t, _, _, kind, a, b = heappop(ev)
@@ -465,20 +503,20 @@ class _Sim:
                     continue                        # superseded
                 th.pend_t = INF
                 if th.pend_kind == READ:
-                    self.read(th, t, th.pend_arg)
+                    read(th, t, th.pend_arg)
                 else:
-                    self.dispatch(th, t)
+                    dispatch(th, t)
             elif kind == EV_HBM:
                 if a == self.hbm_ver:               # not superseded
-                    self.hbm_tick(t)
+                    hbm_tick(t)
             elif kind == EV_SUBMIT:
-                self.submitted_(a, t)
+                submitted(a, t)
             elif kind == EV_DONE:
-                self.job_done(a, b, t)
+                job_done(a, b, t)
             elif kind == EV_START:
-                self.hbm_start(a, t)
+                hbm_start(a, t)
             else:
-                self.job_ended(a, t)
+                job_ended(a, t)
         self.events += events
         if self.blocked >= 0:
             raise ModelDeadlock(self.deadlock_message())
@@ -498,7 +536,7 @@ class _Sim:
         return ""
 
     def orch_next(self, i: int, t: float) -> None:
-        if i >= self.n:
+        if i >= self.n and not self.more():
             self.orch_end = t
             return
         full = self.ring_full(i)
@@ -531,7 +569,21 @@ class _Sim:
                 users[oix[x]] += 1
             if k == K_ALLOC:
                 self.complete(i, t)
-            elif self.npred[i] == 0:
+                self.orch_next(i + 1, t)
+                return
+            pst, pix, done, waiting = ri.preds.start, ri.preds.idx, self.done, self.waiting
+            left = 0
+            for x in range(pst[i], pst[i + 1]):
+                q = pix[x]
+                if not done[q]:
+                    left += 1
+                    w = waiting.get(q)
+                    if w is None:
+                        waiting[q] = [i]
+                    else:
+                        w.append(i)
+            self.npred[i] = left
+            if left == 0:
                 self.ready(i, t)
         self.orch_next(i + 1, t)
 
@@ -553,6 +605,8 @@ class _Sim:
             self.orch_next(b, t)
 
     def deadlock_message(self) -> str:
+        while self.more():                          # (the records after the blocked one, for the message)
+            pass
         ri, p, i, R = self.ri, self.p, self.blocked, self.R
         what = ri.kernel_names[ri.kernel[R]] if ri.kernel[R] >= 0 else ("alloc" if ri.kind[R] == K_ALLOC
                                                                          else "record")
@@ -603,12 +657,13 @@ class _Sim:
         self.done[j] = True
         if t > self.last_done:
             self.last_done = t
-        npred, sub, sst, six = self.npred, self.submitted, ri.succs.start, ri.succs.idx
-        for x in range(sst[j], sst[j + 1]):
-            s = six[x]
-            npred[s] -= 1
-            if npred[s] == 0 and sub[s]:
-                self.ready(s, t)
+        waiting = self.waiting.pop(j, None)
+        if waiting:
+            npred = self.npred
+            for s in waiting:                       # submitted, in submission order
+                npred[s] -= 1
+                if npred[s] == 0:
+                    self.ready(s, t)
         users, ost, oix = self.users, ri.owners.start, ri.owners.idx
         for x in range(ost[j], ost[j + 1]):
             users[oix[x]] -= 1
@@ -714,18 +769,24 @@ class _Sim:
         del th.visible[pos]
         jid = th.job_on[pos]
         th.job_on[pos] = -1
-        self.job_left[jid] -= 1
-        if self.job_left[jid]:
+        left = self.job_left[jid] - 1
+        self.job_left[jid] = left
+        if left:
             self.recompute(th, r + self.poll)      # other cores of this job not seen yet
             return
-        h = r + self.poll + self.comp
-        th.t0 += self.comp
+        comp = self.comp
+        h = r + self.poll + comp
+        th.t0 += comp
         th.busy_until = h
-        th.busy += self.comp
+        th.busy += comp
+        j = self.job_rec[jid]
         if self.tl:
-            self.tl.sched.append((th.idx, r + self.poll, h, "complete", self.job_rec[jid]))
-        self.push(h, EV_DONE, jid, self.job_rec[jid])
-        self.recompute(th, h)
+            self.tl.sched.append((th.idx, r + self.poll, h, "complete", j))
+        heappush(self.ev, (h, PRIO_DONE, next(self.seq), EV_DONE, jid, j))
+        # No recompute(th, h) here: the EV_DONE just pushed comes first at h (its priority is lower
+        # than a thread event's), and job_done ends with recompute(th, h) from the same state;
+        # what happens in between can only compare against th's pending event, which that
+        # recompute replaces. (Half the recomputes, the same results.)
 
     def dispatch(self, th: _Thread, b: float) -> None:
         """Dispatch phase at sweep boundary b: core-less tasks, a sync launch, then widest shapes first."""
@@ -803,25 +864,29 @@ class _Sim:
 
     def start_job(self, j: int, c: int, lanes: tuple[int, ...], w: float) -> None:
         """Dispatch written at w: the job occupies ``lanes`` of cluster c and starts dispatch_start later."""
-        th = self.threads[c % self.T]
-        k = c // self.T
-        jid = len(self.job_rec)
+        T = self.T
+        th = self.threads[c % T]
+        k = c // T
+        rec = self.job_rec
+        jid = len(rec)
         m = th.masks[k]
+        on = th.job_on
         for ln in lanes:
             m &= ~(1 << ln)
-            th.job_on[3 * k + ln] = jid
+            on[3 * k + ln] = jid
         th.masks[k] = m
         start = w + self.dstart
-        self.job_rec.append(j)
+        rec.append(j)
         self.job_cluster.append(c)
         self.job_lanes.append(lanes)
         self.job_start.append(start)
         self.job_end.append(start)
         self.job_left.append(len(lanes))
-        if self.ri.hbm[j] > 0.0:
-            self.push(start, EV_START, jid)
+        ri = self.ri
+        if ri.hbm[j] > 0.0:
+            heappush(self.ev, (start, PRIO_CORE, next(self.seq), EV_START, jid, 0))
         else:
-            self.push(start + self.ri.us[j], EV_END, jid)
+            heappush(self.ev, (start + ri.us[j], PRIO_CORE, next(self.seq), EV_END, jid, 0))
 
     def job_ended(self, jid: int, e: float) -> None:
         """The job's kernel ended at e on every core it holds; each becomes visible fin_visible_us later."""
@@ -915,9 +980,11 @@ class _Sim:
                         self.events, self.tl)
 
 
-def simulate(ri: RunInput, p: Params, capture: bool = False) -> RunStats:
-    """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace."""
-    sim = _Sim(ri, p, capture)
+def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], bool] | None = None) -> RunStats:
+    """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace. ``feed``
+    adds records to ``ri`` when the orchestrator has submitted all it holds (Flattener.more, or
+    stream.py's reader process), returning False once the run has no more."""
+    sim = _Sim(ri, p, capture, feed)
     enabled = gc.isenabled()
     gc.disable()            # millions of short-lived event tuples, no cycles: collection is pure cost
     try:
