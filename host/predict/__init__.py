@@ -45,10 +45,12 @@ Definitions (per run; totals add the runs, which run one after the other, each f
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from host.graph import Graph, Recording
+from host.predict import stream
 from host.predict.laws import TaskCosts, find_laws, roofline
 from host.predict.model import Flattener, ModelDeadlock, critical_path, simulate
 from host.predict.params import PARAMS, Params, resolve
@@ -99,21 +101,30 @@ def predict(graph_or_path: Graph | str, params: Params | Mapping[str, Any] | Non
         costs = TaskCosts(kernels, table, p)
         runs: list[RunResult] = []
         inputs = []
+        reader = None
+        if rec is not None and os.path.getsize(source) >= stream.READER_MIN_BYTES and (os.cpu_count() or 1) > 1:
+            reader = stream.Reader(source, picked, kernels, table, p)     # parsing beside the model
         enabled = gc.isenabled()
         gc.disable()        # a million small objects, no cycles: collecting would be pure cost
         try:
             for n, (first, end) in picked:
-                if rec is not None:
-                    records: Iterable[dict] = rec.take(first, end)
+                if reader is not None:
+                    ri, feed = reader.run(n, first), reader.more
                 else:
-                    records = (r.to_json() for r in g.records[first:end])
-                f = Flattener(n, first, end, records, kernels, costs, p)
-                st = simulate(f.ri, p, feed=f.more)       # records flattened as the orchestrator reaches them
-                runs.append(result(f.ri, st, p, len(f.ri.preds.idx)))
-                inputs.append(f.ri)
-            if rec is not None:
+                    records: Iterable[dict] = (rec.take(first, end) if rec is not None else
+                                               (r.to_json() for r in g.records[first:end]))
+                    f = Flattener(n, first, end, records, kernels, costs, p)
+                    ri, feed = f.ri, f.more
+                st = simulate(ri, p, feed=feed)          # records flattened as the orchestrator reaches them
+                runs.append(result(ri, st, p, len(ri.preds.idx)))
+                inputs.append(ri)
+            if reader is not None:
+                costs.used = reader.finish()
+            elif rec is not None:
                 rec.finish()
         finally:
+            if reader is not None:
+                reader.close()
             if enabled:
                 gc.enable()
     finally:

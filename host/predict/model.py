@@ -139,6 +139,13 @@ class RunInput:
     owners: Adjacency               # records that allocated a buffer this task uses (not itself)
     kernel_names: list[str]
 
+    @staticmethod
+    def empty(run: int, first: int, kernels: list[dict]) -> RunInput:
+        """No records yet (a Flattener or a reader process fills the columns)."""
+        return RunInput(run, first, first, array("q"), array("b"), array("l"), array("l"), array("b"), array("l"),
+                        array("b"), array("q"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(),
+                        [k["name"].rsplit(".", 1)[-1] for k in kernels])
+
 
 @dataclass
 class Timeline:
@@ -189,9 +196,7 @@ class Flattener:
                 raise ValueError(f"kernel {k.get('name')!r}: unknown core shape {k.get('shape')!r}; expected one "
                                  f"of {', '.join(SHAPE_NAMES)}")
             self.shape_of.append(SHAPE_NAMES.index(k["shape"]))
-        self.ri = RunInput(run, first, first, array("q"), array("b"), array("l"), array("l"), array("b"), array("l"),
-                           array("b"), array("q"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(),
-                           [k["name"].rsplit(".", 1)[-1] for k in kernels])
+        self.ri = RunInput.empty(run, first, kernels)
         self.end, self.kernels, self.costs = end, kernels, costs
         self.records: Iterator[dict] | None = iter(records)
         self.where = _Where(self.ri.tid)
