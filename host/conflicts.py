@@ -97,8 +97,8 @@ class Analysis:
     approx: int = 0                         # accesses taken as their whole span
 
     def __str__(self) -> str:
-        head = (f"{self.tasks} tasks, {self.accesses} accesses to {self.buffers} buffers, {self.pairs} ordered "
-                "pairs checked")
+        head = (f"{self.tasks} tasks, {self.accesses} accesses to {self.buffers} buffers analysed, {self.pairs} "
+                "task pairs checked for a path")
         if self.approx:
             head += f"; {self.approx} strided access(es) compared by their whole span"
         return head

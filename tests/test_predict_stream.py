@@ -62,3 +62,23 @@ def test_a_bad_record_half_way_is_named(pa_graph, piped, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=f"announces {head['records']} records but the file holds {k - 1}|"
                                          r"records \[\d+, \d+\) announced, the recording ends after"):
         predict(str(cut))
+
+
+@pytest.mark.timeout(30)
+def test_a_predicate_operand_is_submitted_and_holds_its_allocator_like_an_argument():
+    from host.graph import Arg, Record
+    from host.predict import Cost
+    kernels = [{"name": "t.k", "shape": "AIV", "module": "ptoemu_no_such_module"}]
+    rt = Arg("Out", "float32", (4,), 16, 0, 0, (0, 16))                 # a runtime buffer task 0 allocates
+    op = Arg("In", "float32", (), 4, 0, 0, (0, 4))                      # t[0] of it, read by a predicate
+
+    def graph(pred: bool) -> Graph:
+        recs = [Record(0, "task", 1, 0, [rt], heap=16), Record(1, "scope_end", 1),
+                Record(2, "task", 0, 0, [], preds=[0], pred=(op, "==", 1.0) if pred else None)]
+        return Graph(kernels, recs, runs=[(0, 3)])
+
+    law = {"k": lambda t: Cost(10.0, 0)}
+    without, with_pred = predict(graph(False), laws=law), predict(graph(True), laws=law)
+    p = with_pred.params
+    assert with_pred.orchestration_busy_us - without.orchestration_busy_us == pytest.approx(p.orch_arg_us)
+    assert list(with_pred.inputs[0].owners[2]) == [0] and not list(without.inputs[0].owners[2])
