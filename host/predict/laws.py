@@ -117,6 +117,9 @@ class RecordedArg:
     nbytes = property(lambda self: self._a[3])
     buffer = property(lambda self: self._a[4])
     owner = property(lambda self: self._a[5])
+    span = property(lambda self: tuple(self._a[6]) if len(self._a) > 6 else (0, 0))
+    untracked = property(lambda self: bool(self._a[7]) if len(self._a) > 7 else False)
+    strides = property(lambda self: tuple(self._a[8]) if len(self._a) > 8 and self._a[8] is not None else None)
 
     def __repr__(self) -> str:
         return f"RecordedArg({self._a!r})"
