@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from device import codec as C
+from host.cliargs import unwritable
 from host.engine import InlineEngine, ProcessEngine
 from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
 from host.graph import Graph, Recorder
@@ -54,13 +55,9 @@ ABORT_TIMEOUT_ON_STALL = 1.0
 
 def _check_writable(path: str | os.PathLike, what: str) -> None:
     """Fail now, not at close, if a file cannot be written at ``path``."""
-    d = os.path.dirname(os.path.abspath(os.fspath(path)))
-    if os.path.isdir(os.fspath(path)):
-        raise ValueError(f"{what}: is a directory; expected a file name")
-    if not os.path.isdir(d):
-        raise ValueError(f"{what}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise ValueError(f"{what}: directory {d} is not writable")
+    problem = unwritable(path)
+    if problem:
+        raise ValueError(f"{what}: {problem}")
 
 
 class Device:

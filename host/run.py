@@ -15,6 +15,7 @@ input in place); larger ones must be read-only unless they are listed as outputs
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from kernels.workloads import catalogue
 from kernels.workloads.workload import Workload
 
 SNAPSHOT_BYTES = 16 << 20
+DISCARD_FROM = 1 << 20       # counting tasks: arrays this big are data the orchestration does not read
 
 
 def _progress(dev: Device, label: str, stop: threading.Event) -> None:
@@ -39,14 +41,29 @@ def _progress(dev: Device, label: str, stop: threading.Event) -> None:
             step(done=done, total=submitted)
 
 
-def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int) -> tuple[dict, dict]:
+class Discarding(np.ndarray):
+    """A host view whose element assignments are dropped: counting tasks builds a case's large
+    data arrays through it, so a gigabyte of KV cache is never written (reads give what device
+    memory holds: zeros). Views of it discard too; writes that bypass ``[...] =`` (``out=``) land."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int,
+             discard_from: int | None = None) -> tuple[dict, dict]:
     """A workload's arrays built in ``dev``'s memory (``dev.empty`` + a zero-copy view, so a large
-    input is written once, in place): (name -> numpy view, name -> device tensor)."""
+    input is written once, in place): (name -> numpy view, name -> device tensor). With
+    ``discard_from``, arrays of that many bytes or more are handed to the builder as Discarding
+    views (their device memory stays unwritten): for counting tasks, when only the workload's
+    small ``plan_inputs`` matter."""
     made: dict[int, Any] = {}
 
     def alloc(shape: tuple, dtype: Any) -> np.ndarray:
         t = dev.empty(shape, dtype)
         view = dev.host_view(t)
+        if discard_from is not None and t.nbytes >= discard_from:
+            view = view.view(Discarding)
         made[id(view)] = t
         return view
 
@@ -95,6 +112,9 @@ def run(name: str, case: str | None = None, variant: str | None = None, *, block
     variant); one result row per (case, variant). ``overrides`` replace case parameters (the
     paged-attention command's --batch, --unroll, ...)."""
     wl = catalogue.load(name)
+    if blocks < wl.min_blocks:
+        raise ValueError(f"workload {wl.name} needs a device of at least {wl.min_blocks} blocks (its orchestration "
+                         f"launches {wl.min_blocks} blocks at once); got blocks={blocks}")
     cases = list(wl.cases) if case == "all" else [case or wl.smallest]
     for c in cases:
         wl.case(c)                                      # a clear error before anything starts
@@ -234,16 +254,28 @@ def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
     return task_counts(wl, case, variant)["tasks"]
 
 
-def task_counts(wl: Workload, case: str, variant: str | None = None) -> dict[str, int]:
+def task_counts(wl: Workload, case: str, variant: str | None = None,
+                discard_from: int = DISCARD_FROM) -> dict[str, int]:
     """What one run of ``case`` submits -- {"tasks": worker tasks, "alloc", "dummy"} -- counted by
     running the orchestration on a dry inline device of 24 blocks (the a2a3's width, which SPMD
-    scenes read): the records are packed and tracked, the kernels are not run."""
+    scenes read): the records are packed and tracked, the kernels are not run. A workload that
+    names the inputs its orchestration reads (``plan_inputs``, all smaller than ``discard_from``
+    bytes) has only those built for real; its arrays of ``discard_from`` bytes or more are left
+    unwritten (Discarding), so counting a case with a gigabyte of KV cache costs megabytes."""
     params = wl.case(case)
     platform = Platform(blocks=24, **(wl.platform(params) if wl.platform else {}))
     with Device(platform, kernels=list(wl.kernels), inline=True, dry_run=True) as dev:
-        _, tensors = build_on(dev, wl, params, 0)
+        arrays, tensors = build_on(dev, wl, params, 0, discard_from if wl.plan_inputs is not None else None)
+        big = [k for k in wl.plan_inputs or () if isinstance(arrays[k], Discarding)]
+        if big:
+            raise ValueError(f"workload {wl.name} case {case}: plan input(s) {', '.join(big)} hold {discard_from} "
+                             "bytes or more; plan_inputs are the small arrays the orchestration reads")
         dev.run(wl.orchestrate, tensors, params, variant or wl.variants[0])
         st = dev.stats()
+    del arrays, tensors
+    # The dry device's memory goes back when the collector breaks the device's reference cycles:
+    # now, not after the next few cases (which once added up to gigabytes for ptoemu list --counts).
+    gc.collect()
     rt = st["runtime_tasks"]
     return {"tasks": sum(v["tasks"] + v["predicate_false"] for v in st["kernels"].values()),
             "alloc": rt["alloc"], "dummy": rt["dummy"]}

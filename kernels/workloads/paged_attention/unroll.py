@@ -54,7 +54,8 @@ WORKLOAD = Workload(
     build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
     tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"),
     kernels=("kernels.workloads.paged_attention",),
-    big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll")
+    big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll",
+    plan_inputs=("block_table", "context_lens"))
 
 # The reference's paged_attention_unroll_manual_scope: the same pipeline, every edge explicit.
 MANUAL_SCOPE = replace(
