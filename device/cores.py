@@ -1,10 +1,11 @@
 """The scheduler's cores: mailboxes to post work into, done counters to collect it from.
 
-    post(c, entry)    mailbox[c] slot head % D = entry; head += 1          (codec.entry)
-    wake()            after a batch of posts: one fence, then the semaphore of each posted core
-                      whose worker said it is asleep (W_ASLEEP) -- a worker that is spinning
-                      finds its mailbox without a system call
-    collect()         done counters that moved since the last look ──▶ [(core, entries done)]
+    post(c, tid, part)  mailbox[c] slot head % D = entry (codec.entry); publish head + 1
+    fill(rq, stack...)  post a run of single-core tasks from a ready queue (post, inlined)
+    wake()              after a batch of posts: one fence, then the semaphore of each posted core
+                        whose worker said it is asleep (W_ASLEEP) -- a worker that is spinning
+                        finds its mailbox without a system call
+    collect()           done counters that moved since the last look ──▶ [entries done]
 
 Free mailbox slots are two stacks (AIC cores, AIV cores), one item per free slot, so the most
 recently freed core -- the one most likely still awake -- is taken first. Likewise, a mixed task
@@ -16,17 +17,19 @@ while they are short. The stacks hold cap - inflight items per core (less the st
 (``short``: the workers' mean busy time per task is below SHORT_TASK_NS), waking a sleeping
 worker costs more than the task: then a sleeper is woken only while fewer cores are busy than
 ``max_busy`` (the machine's CPUs less one, left to the host and the scheduler), and otherwise the
-task waits in the ready queue for an awake worker's mailbox slot. Long tasks wake workers freely. A mixed task needs
-idle cores of one block at once (``idle_block``); while it waits, the least loaded block is
-``reserved``: no single-core work is posted to it, so it drains.
+task waits in the ready queue for an awake worker's mailbox slot. Long tasks wake workers freely.
+A mixed task needs idle cores of one block at once (``idle_block``); while it waits, the least
+loaded block is ``reserved``: no single-core work is posted to it, so it drains.
 
 Per core c: mb[c] / done_at[c] word offsets, acked[c] = entries seen done, pending[c] = entries
 posted and not yet done (oldest first), inflight[c] = len(pending[c]), skip[c] = stack items of
-c that are stale (taken by a mixed task outside the stack). ``busy`` = cores with work posted.
+c that are stale. The one invariant ``post`` keeps: a slot taken without popping c's stack item
+(a mixed task's block, a start-together launch, an early post) leaves one item stale, counted in
+skip[c]; ``take`` drops stale items as it meets them. ``busy`` = cores with work posted.
 
 The wake-up is race free without per-post system calls: the worker stores W_ASLEEP = 1, fences,
-then looks at its mailbox once more before it blocks; the scheduler stores the entry and head,
-fences, then reads W_ASLEEP. One of the two sees the other's store (x86-TSO plus the fences).
+then looks at its mailbox once more before it blocks; the scheduler publishes the head, fences,
+then reads W_ASLEEP. One of the two sees the other's store (device/ordering.py).
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from __future__ import annotations
 import os
 import random
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 
 from device import codec as C
 from device import layout as L
+from device.ordering import fence, observe, observe_all, publish
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
@@ -49,12 +52,12 @@ SHORT_TASK_NS = 3_000       # below this (no-op-like tasks), a wake-up costs mor
 
 
 class CorePool:
-    def __init__(self, q, ctrl_buf, layout, sems: list, fence: Callable[[], None],
-                 rng: random.Random | None) -> None:
+    def __init__(self, q, ctrl_buf, layout, sems: list, rng: random.Random | None) -> None:
         n = layout.ncores
-        self.q, self.lay, self.sems, self.fence, self.rng = q, layout, sems, fence, rng
+        self.q, self.lay, self.sems, self.rng = q, layout, sems, rng
         self.ncores, self.nblocks, self.D = n, n // C.LANES, layout.depth
-        self.mb = [layout.mailbox(c) for c in range(n)]
+        self.mb = [layout.mailbox(c) for c in range(n)]             # head words
+        self.slots_at = [layout.mailbox(c) + 1 for c in range(n)]  # the slots after each head
         self.done_at = [layout.wline(c) + L.W_DONE for c in range(n)]
         self.asleep_at = [layout.wline(c) + L.W_ASLEEP for c in range(n)]
         self.done_np = np.ndarray((n,), np.int64, ctrl_buf, layout.wline(0) * 8 + L.W_DONE * 8,
@@ -82,13 +85,20 @@ class CorePool:
         self.seen = (0, 0)            # (tasks, busy ns) of all workers at the last measure()
 
     # -- posting ---------------------------------------------------------------------------------
-    def post(self, c: int, entry: int) -> None:
+    def post(self, c: int, tid: int, part: int, block: int = -1, gated: bool = False,
+             stacked: bool = False) -> None:
+        """Post part ``part`` of task ``tid`` (``block`` >= 0: that block of a multi-block task;
+        ``gated``: early, behind its producers) to core c. ``stacked``: the slot was popped off
+        the free stack (take); otherwise one of c's stack items is stale from now on."""
+        if not stacked:
+            self.skip[c] += 1
+        e = C.entry(tid, part, gated, block)
         q = self.q
         mb = self.mb[c]
         h = q[mb]
-        q[mb + 1 + h % self.D] = entry
-        q[mb] = h + 1
-        self.pending[c].append(entry)
+        q[self.slots_at[c] + h % self.D] = e
+        publish(q, mb, h + 1)
+        self.pending[c].append(e)
         self.inflight[c] += 1
         self.n_inflight += 1
         self.busy.add(c)
@@ -140,9 +150,10 @@ class CorePool:
         """Post single-core tasks from the ready queue ``rq`` onto free cores of ``stack`` (the
         common case, without fuzzing or the sanitizer); before each post, the task's part count,
         its core (``where``) and (``now``) its dispatch time, at word ``stamp_at`` of its time
-        row. Returns how many."""
-        q, D, mb_at, pending, inflight, busy, posted = self.q, self.D, self.mb, self.pending, self.inflight, \
-            self.busy, self.posted
+        row. Returns how many. This is ``take`` + ``post`` inlined for the hot path (the slot
+        always comes off the stack, so no skip accounting): keep the two in step."""
+        q, D, mb_at, slots_at, pending, inflight, busy, posted = self.q, self.D, self.mb, self.slots_at, \
+            self.pending, self.inflight, self.busy, self.posted
         skip, asleep, mask, cap = self.skip, self.asleep_at, self.lay.mask, self.cap
         gate = self.max_busy if self.short else 1 << 62
         n = 0
@@ -166,8 +177,8 @@ class CorePool:
             mb = mb_at[c]
             h = q[mb]
             e = tid << C.ENTRY_SHIFT | part
-            q[mb + 1 + h % D] = e
-            q[mb] = h + 1
+            q[slots_at[c] + h % D] = e
+            publish(q, mb, h + 1)
             pending[c].append(e)
             inflight[c] += 1
             self.n_inflight += 1
@@ -182,10 +193,10 @@ class CorePool:
         posted = self.posted
         if not posted:
             return
-        self.fence()
+        fence()
         q, asleep, sems = self.q, self.asleep_at, self.sems
         for c in set(posted) if len(posted) > 1 else posted:
-            if q[asleep[c]]:
+            if observe(q, asleep[c]):
                 sems[c].release()
         posted.clear()
 
@@ -310,9 +321,9 @@ class CorePool:
         busy, acked = self.busy, self.acked
         if len(busy) <= SMART_SCAN:
             q, done_at = self.q, self.done_at
-            moved = [(c, d) for c in busy if (d := q[done_at[c]]) != acked[c]]
+            moved = [(c, d) for c in busy if (d := observe(q, done_at[c])) != acked[c]]
         else:
-            snap = self.done_np.tolist()
+            snap = observe_all(self.done_np)
             moved = [(c, snap[c]) for c in busy if snap[c] != acked[c]]
         if not moved:
             return moved
@@ -343,7 +354,7 @@ class CorePool:
 
     def moved(self) -> bool:
         q, acked, done_at = self.q, self.acked, self.done_at
-        return any(q[done_at[c]] != acked[c] for c in self.busy)
+        return any(observe(q, done_at[c]) != acked[c] for c in self.busy)
 
     def running(self) -> list[tuple[int, int]]:
         """(core, entry) of everything posted and not yet done."""

@@ -3,8 +3,8 @@ engine does at submit -- one function for both, so the two engines differ only i
 runs, never in how.
 
     record words ──ArgDecoder──▶ numpy views into GM (In views read-only) + scalars
-                 ──fn(*tensors, *scalars)──▶ None, or an error report:
-                    {"tid", "kernel", "core", "part", "args", "error", "traceback", "violation"}
+                 ──fn(*tensors, *scalars)──▶ None, or a failure report (codec.TaskFailure:
+                    tid, kernel, core, part, args, error, traceback, violation)
 
 A report is built so that it always exists and always fits: an exception whose ``str()`` raises
 is described without it, and long messages and tracebacks are cut to a size that fits a core's
@@ -34,8 +34,7 @@ class ArgDecoder:
 
     def __init__(self, q, f, ctrl_buf, gm_buf) -> None:
         self.q, self.f = q, f                   # the control segment as int64 / float64 words
-        self.tags = ctrl_buf                    # ... and as bytes
-        self.ctrl_buf = ctrl_buf
+        self.ctrl_buf = ctrl_buf                # ... and as bytes
         self.gm = gm_buf
         self.gm_ro = gm_buf.toreadonly()        # In views over it are read-only at no extra cost
         self.meta_cache: dict[int, tuple] = {}
@@ -67,31 +66,8 @@ class ArgDecoder:
         return out
 
     def scalars(self, r: int, out: list) -> list:
-        q, f = self.q, self.f
-        ns = q[r + C.H_NSCALARS]
-        if not ns:
-            return out
-        tb = (r + C.TAGS_OFF) * 8
-        tags = self.tags
-        v = r + C.VALUES_OFF
-        for j in range(ns):
-            t = tags[tb + j]
-            if t == C.TAG_INT:
-                out.append(q[v])
-                v += 1
-            elif t == C.TAG_FLOAT:
-                out.append(f[v])
-                v += 1
-            elif t == C.TAG_BOOL:
-                out.append(bool(q[v]))
-                v += 1
-            else:
-                n = q[v]
-                dt = C.DTYPES[t - C.TAG_ARRAY]
-                wire = np.float64 if dt.kind in "fc" else np.int64
-                out.append(np.frombuffer(self.ctrl_buf, wire, n, (v + 1) * 8).astype(dt))
-                v += 1 + n
-        return out
+        """Append the record's scalars to ``out`` (device/codec.py decode_scalars)."""
+        return C.decode_scalars(self.q, self.f, self.ctrl_buf, r, out)
 
 
 def _getter(idx: list[int]) -> Callable[[tuple], tuple]:
@@ -127,24 +103,20 @@ def _traceback(e: BaseException) -> str:
 
 
 def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core: str,
-             part: int) -> dict | None:
+             part: int) -> C.TaskFailure | None:
     """Run one part of the task whose record is at word ``r``: None if it returned, else the
-    error report."""
+    failure report."""
     tensors: list = []
     try:
         tensors = dec.tensors(r)
         fn(*dec.scalars(r, list(tensors)))
         return None
     except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
-        rep = {"tid": tid, "kernel": kernel, "core": core, "part": part,
-               "args": C.describe_args(dec.q, r),
-               "error": _cut(_describe(e), MAX_ERROR_CHARS, keep_end=False),
-               "traceback": _traceback(e)}
         dirs = dec.last_dirs if tensors else []
         violation = sanitizer.written_in(e, tensors, dirs, sanitizer.arg_names(fn, len(tensors)))
-        if violation:
-            rep["violation"] = violation
-        return rep
+        return C.TaskFailure(tid, kernel, core, part, tuple(C.describe_args(dec.q, r)),
+                             _cut(_describe(e), MAX_ERROR_CHARS, keep_end=False), _traceback(e),
+                             violation or "")
 
 
 PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, operator.le)   # codec.PRED_OPS
@@ -161,12 +133,13 @@ def predicate_holds(q, r: int, gm) -> bool:
     return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
 
 
-def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str) -> dict | None:
-    """Sanitizer, after a task ran: an error report if some Out element still holds the poison
+def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str,
+                     core: str) -> C.TaskFailure | None:
+    """Sanitizer, after a task ran: a failure report if some Out element still holds the poison
     written before it started (device/sanitizer.py), else None."""
     arrays = dec.tensors(r)
     bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
     if not bad:
         return None
-    return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": C.describe_args(dec.q, r),
-            "error": "direction violation", "traceback": "", "violation": "; ".join(bad)}
+    return C.TaskFailure(tid, kernel, core, 0, tuple(C.describe_args(dec.q, r)), "direction violation",
+                         "", "; ".join(bad))

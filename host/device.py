@@ -36,14 +36,13 @@ from typing import Any
 import numpy as np
 
 from device import codec as C
-from host.engine import InlineEngine, ProcessEngine
-from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
+from host.engine import Engine, ProcessEngine, SequentialEngine
+from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError, fmt_bytes
 from host.graph import Graph, Recorder
 from host.launch import no_interrupts
 from host.orchestration import RunSession, Runtime
 from host.platform import Platform
 from host.stats import Stats
-from host.submit import _fmt_bytes
 from host.tensor import Buffer, Tensor, check_dtype, check_shape
 from host.trace import TraceData, write_chrome
 from kernels.registry import Kernel, resolve
@@ -107,8 +106,6 @@ class Device:
             raise ValueError(f"Device(jitter_us={jitter_us!r}): expected a number >= 0")
         if semantics not in ("sequential", "reference"):
             raise ValueError(f"Device(semantics={semantics!r}): expected 'sequential' or 'reference'")
-        if dry_run and not inline:
-            raise ValueError("Device(dry_run=True) needs inline=True: a process device always runs its kernels")
         self.platform = platform
         self.semantics = semantics
         self.kernels = resolve(kernels)
@@ -122,7 +119,7 @@ class Device:
         self._host_busy_s = 0.0                  # time runs spent in the orchestration, not waiting
         self._last_run: dict = {}
         t0 = time.perf_counter()
-        engine = InlineEngine if inline else ProcessEngine
+        engine: type[Engine] = SequentialEngine if inline else ProcessEngine
         self._trace_path = trace if isinstance(trace, (str, os.PathLike)) else None
         self._trace: TraceData | None = None
         self._record_path = record if isinstance(record, (str, os.PathLike)) else None
@@ -132,7 +129,7 @@ class Device:
         self._owner_pid = os.getpid()
         try:
             with no_interrupts():      # a Ctrl-C now is raised once the device is whole
-                self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
+                self._engine: Engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
                                       sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us,
                                       record=bool(record), dry_run=dry_run, semantics=semantics)
                 self._finalizer = weakref.finalize(self, self._engine.stop)
@@ -219,15 +216,15 @@ class Device:
         off = self._arena.alloc(nbytes)
         if off is None:
             raise DeviceMemoryError(
-                f"{what}: GM exhausted: {_fmt_bytes(nbytes)} requested, largest free block "
-                f"{_fmt_bytes(self._arena.largest_free())}, {_fmt_bytes(self._arena.used)} of "
-                f"{_fmt_bytes(self._arena.size)} in use; free tensors (dev.free) or raise "
+                f"{what}: GM exhausted: {fmt_bytes(nbytes)} requested, largest free block "
+                f"{fmt_bytes(self._arena.largest_free())}, {fmt_bytes(self._arena.used)} of "
+                f"{fmt_bytes(self._arena.size)} in use; free tensors (dev.free) or raise "
                 "Platform(gm_bytes=...)")
         try:
             self._engine.reserve(off, nbytes)
         except OSError as e:
             self._arena.free(off, nbytes)
-            raise DeviceMemoryError(f"{what}: /dev/shm cannot hold {_fmt_bytes(nbytes)} more: {e}; "
+            raise DeviceMemoryError(f"{what}: /dev/shm cannot hold {fmt_bytes(nbytes)} more: {e}; "
                                     "free tensors or use a smaller Platform(gm_bytes=...)") from e
         buf = Buffer(self, nbytes, off, False)
         self._buffers.add(buf)

@@ -54,8 +54,8 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from host.errors import DeviceMemoryError
-from host.submit import Extra, _fmt_bytes
+from host.errors import DeviceMemoryError, fmt_bytes
+from host.submit import Extra
 from host.tensor import Arg, Buffer, In, InOut, Out, Tensor, check_dtype, check_shape
 from kernels.registry import SHAPE_AIV, Kernel
 
@@ -221,9 +221,9 @@ class Runtime:
         heap = self._s.heap_bytes
         if nbytes > heap:
             raise DeviceMemoryError(
-                f"rt.make_tensor(shape={shape_}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
-                f"device heap ({_fmt_bytes(heap)}) that runtime tensors live in; raise "
-                f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
+                f"rt.make_tensor(shape={shape_}, dtype={dt}): {fmt_bytes(nbytes)} is more than the whole "
+                f"device heap ({fmt_bytes(heap)}) that runtime tensors live in; raise "
+                f"Platform(heap_bytes=...) to at least {fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
                 "a host tensor (dev.empty)")
         spec = (shape_, dt, nbytes)
         try:

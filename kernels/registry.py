@@ -255,11 +255,14 @@ def core_info() -> CoreInfo | None:
     return CoreInfo(c.block, c.kind, c.lane, c.core, _BLOCK_IDX, _BLOCK_NUM)
 
 
-def _set_core(info: CoreInfo | None) -> None:
+def set_core(info: CoreInfo | None) -> None:
+    """What ``core_info()`` answers from now on in this process (set by whatever runs kernels:
+    a device worker, the sequential engine)."""
     global _CORE
     _CORE = info
 
 
-def _set_block(idx: int, num: int) -> None:
+def set_block(idx: int, num: int) -> None:
+    """The SPMD block of the task part about to run (``core_info().block_idx`` / ``block_num``)."""
     global _BLOCK_IDX, _BLOCK_NUM
     _BLOCK_IDX, _BLOCK_NUM = idx, num
