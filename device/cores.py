@@ -156,6 +156,7 @@ class CorePool:
             self.pending, self.inflight, self.busy, self.posted
         skip, asleep, mask, cap = self.skip, self.asleep_at, self.lay.mask, self.cap
         gate = self.max_busy if self.short else 1 << 62
+        pub = publish
         n = 0
         out = self.filled
         while rq and stack:
@@ -178,7 +179,7 @@ class CorePool:
             h = q[mb]
             e = tid << C.ENTRY_SHIFT | part
             q[slots_at[c] + h % D] = e
-            publish(q, mb, h + 1)
+            pub(q, mb, h + 1)
             pending[c].append(e)
             inflight[c] += 1
             self.n_inflight += 1

@@ -26,6 +26,7 @@ goes with the last process that maps it (device/shm.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -85,14 +86,13 @@ class HostLink:
         self.nretired = 0             # RETIRED as published: records whose times were accounted
         self.nfreed = 0               # entries put on the FREED queue
         self.nprobe = 0               # PROBE as published
+        # head() -> HEAD, the records the host has published so far (observed; a C-level call:
+        # the scheduler asks once a pass)
+        self.head: Callable[[], int] = functools.partial(observe, self.q, self.g_head)
 
     # -- what the host reads ---------------------------------------------------------------------
     def started(self) -> None:
         publish(self.q, self.lay.g(L.G_SCHED_PID), os.getpid())
-
-    def head(self) -> int:
-        """HEAD: records the host has published so far."""
-        return observe(self.q, self.g_head)
 
     def ingested(self, n: int) -> None:
         """Records [0, n) were read: their dep-pool positions are free again."""

@@ -72,7 +72,7 @@ from kernels.registry import SHAPE_AIV
 NPARTS = (1, 1, 2, 2, 3)        # cores (parts) one block of each core shape takes
 
 HEADER = struct.Struct(f"{C.H_BLOCKS + 1}q")
-ARGS = struct.Struct(f"5q{(C.ARG_WORDS - 5) * 8}x")      # buffer, meta, lo, hi, owner of each argument
+ARG_HEAD = struct.Struct(f"5q{(C.ARG_WORDS - 5) * 8}x")  # buffer, meta, lo, hi, owner of an argument
 Q_INSTANT, Q_SPMD, Q_SYNC, Q_PRED = 5, 6, 7, 8          # ready queues after the five shapes
 LOOKAHEAD = 64              # records ingested ahead of completion before completions take precedence
 
@@ -103,6 +103,7 @@ class TaskTable:
         self.next_block = [0] * W
         self.core = [-1] * W
         self.is_early = [False] * W
+        self.cols = (self.kernel, self.shape, self.queue, self.core, self.is_early, self.flags, q)
         self.early: list[tuple[int, int]] = []       # (tid, core) candidates for early dispatch
         self.ingested = self.completed = self.retired = 0
         self.keep_edges = keep_edges                 # tracing / recording: every edge, kept
@@ -136,11 +137,13 @@ class TaskTable:
 
     # -- ingest ----------------------------------------------------------------------------------
     def ingest(self, end: int, anydone: int = -1) -> None:
-        """Take records [ingested, end): header ──▶ lifetimes ──▶ gather ──▶ link ──▶ route. Once
-        LOOKAHEAD records are ingested ahead of completion, stop early when the word ``anydone``
-        says a worker finished something: completing it comes first (the next ingest goes on)."""
+        """Take records [ingested, end): header ──▶ lifetimes ──▶ gather ──▶ admit (link, route).
+        Once LOOKAHEAD records are ingested ahead of completion, stop early when the word
+        ``anydone`` says a worker finished something: completing it comes first (the next ingest
+        goes on)."""
         q, raw, mask, ring_off = self.q, self.raw, self.mask, self.lay.ring_off
-        unpack, args_of, gather = HEADER.unpack_from, ARGS.iter_unpack, self.deps.gather
+        unpack, head, heads = HEADER.unpack_from, ARG_HEAD.unpack_from, ARG_HEAD.iter_unpack
+        lifetimes, gather, admit = self._lifetimes, self.deps.gather, self._admit
         RW, AW, AO = C.REC_WORDS, C.ARG_WORDS, C.ARGS_OFF
         done_tid, succ, owners, track = self.done_tid, self.succ, self.owners, self.track
         lookahead = self.completed + LOOKAHEAD
@@ -159,14 +162,14 @@ class TaskTable:
             if flags & C.FLAG_PRED:
                 nt += 1                      # the operand, after the tensors: kept alive, a tracked read
             base = r + AO
-            args = list(args_of(raw[base * 8:(base + nt * AW) * 8]))
-            owners[s] = self._lifetimes(tid, args, flags, hold)
+            args = [head(raw, base * 8)] if nt == 1 else list(heads(raw[base * 8:(base + nt * AW) * 8]))
+            owners[s] = lifetimes(tid, args, flags, hold)
             if kind == C.KIND_ALLOC:
                 self.n_alloc += 1
                 self.finish(tid, s)
                 continue
             preds = gather(tid, base, args, flags, ndeps, deps_at) if track else ()
-            self._link(tid, s, preds, self._slot_state(s, kind, k, shape, flags, blocks))
+            admit(tid, s, preds, kind, k, shape, flags, blocks)
         self.ingested = end
 
     def _scope_end(self, tid: int, s: int, depth: int) -> None:
@@ -195,15 +198,19 @@ class TaskTable:
                         owners.append(rec)
         return owners
 
-    def _slot_state(self, s: int, kind: int, k: int, shape: int, flags: int, blocks: int) -> int:
-        """The per-slot state of the record in slot s; returns its ready queue (module docstring)."""
+    def _admit(self, tid: int, s: int, preds: list[int] | tuple, kind: int, k: int, shape: int, flags: int,
+               blocks: int) -> None:
+        """The record's per-slot state; link: wait for the unfinished producers among ``preds``;
+        route: none left, into its ready queue (module docstring); all of them posted to one
+        core, an early-dispatch candidate."""
+        kernel, core_shape, queue, core, is_early, flags_, q = self.cols
         if kind == C.KIND_TASK:
-            self.kernel[s] = k
-            self.shape[s] = shape
+            kernel[s] = k
+            core_shape[s] = shape
             qi = shape
             if blocks > 1 or flags & C.FLAG_PRED:     # (flags and blocks matter only then)
                 qi = Q_PRED if flags & C.FLAG_PRED else Q_SYNC if flags & C.FLAG_SYNC else Q_SPMD
-                self.flags[s] = flags
+                flags_[s] = flags
                 self.blocks[s] = blocks
                 self.next_block[s] = 0
         else:
@@ -212,22 +219,17 @@ class TaskTable:
             else:
                 self.n_dummy += 1
             qi = Q_INSTANT
-            self.flags[s] = flags
-        self.queue[s] = qi
-        self.core[s] = -1
-        self.is_early[s] = False
-        self.q[self.ts_off + s * C.TS_WORDS + C.T_STATUS] = C.STATUS_OK
-        return qi
-
-    def _link(self, tid: int, s: int, preds: list[int] | tuple, qi: int) -> None:
-        """Link: wait for the unfinished producers among ``preds``. Route: none left, into ready
-        queue ``qi``; all of them posted to one core, an early-dispatch candidate."""
+            flags_[s] = flags
+        queue[s] = qi
+        core[s] = -1
+        is_early[s] = False
+        q[self.ts_off + s * C.TS_WORDS + C.T_STATUS] = C.STATUS_OK
         n = 0
         on = -2                         # the one core all unfinished producers are on, or -1
         if preds:
             if self.keep_edges:
                 self.edges.extend((tid, p) for p in set(preds) if p != tid)
-            succ, core, is_done, mask = self.succ, self.core, self.is_done, self.mask
+            succ, is_done, mask = self.succ, self.is_done, self.mask
             for p in set(preds) if len(preds) > 1 else preds:
                 if p != tid and not is_done(p):
                     ps = p & mask

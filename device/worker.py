@@ -1,11 +1,15 @@
 """A worker process: one emulated core (AIC or AIV) of one block.
 
-    scheduler ── mailbox[head] += 1, slot = tid*4+part (+ post, only if this worker sleeps) ──┐
+    scheduler ── slot = entry (codec.entry), publish head + 1 (+ post, only if this worker sleeps) ─┐
                                                                                               ▼
     worker:  entries in the mailbox? ─▶ read the task record ─▶ run_part (device/execute.py):
              numpy views into GM + scalars ─▶ kernel(...) ─▶ times + status into the task's
-             time row ─▶ done += 1 ─▶ fence; post the scheduler only if it sleeps
+             time row ─▶ publish done + 1 ─▶ fence; post the scheduler only if it sleeps
              none: yield-spin (bounded) ─▶ ASLEEP = 1, fence, look once more ─▶ block
+
+Every word another process reads is published (and every word it waits for observed) through
+device/ordering.py: the time row, status, outputs and error report of a task are visible before
+its done count.
 
 Nothing here is pickled on the way to a kernel: the record is read from the control segment and
 the tensors are ``np.ndarray`` views built over the inherited GM mapping. A kernel that raises is
@@ -31,7 +35,11 @@ from kernels.registry import CoreInfo, set_block, set_core
 
 
 def run(ctx: DeviceContext, core: int) -> None:
-    """Entry point of a worker process (forked from the host)."""
+    """Entry point of a worker process (forked from the host): the set-up, then the loop.
+
+    One function on purpose, longer than the others: it is the hot loop of every core, and the
+    names it touches per task are bound once, here, as locals (the fastest lookup CPython has);
+    splitting it would turn them into attribute or argument lookups on every task."""
     child_signals()
     lay = ctx.layout
     lane = C.lane_of(core)
