@@ -5,7 +5,7 @@ both engines.
                 time rows in one vectorised pass (a few numpy element operations per task
                 instead of a dozen Python reads), in batches -- the host only gets the slots
                 back (RETIRED) once their times are read
-    inline      add(kernel, status, exec_ns): one task at a time, as it runs
+    sequential  add(kernel, status, exec_ns): one task at a time, as it runs
     both        report(...) ──▶ codec.StatsReply: kernels {name: tasks, exec_ns, skipped, errors,
                                 predicate_false}, runtime_tasks {alloc, scope_end, dummy,
                                 tensor_data (the rt.get/set_tensor_data waits)}, records,
@@ -42,7 +42,7 @@ class Accounting:
         self.rows: list[np.ndarray] | None = [] if tracing else None
 
     def add(self, kernel: int, status: int, exec_ns: int = 0) -> None:
-        """One task, counted as it finishes (the inline engine)."""
+        """One task, counted as it finishes (the sequential engine)."""
         (self.count if status == C.STATUS_OK else self.errors if status == C.STATUS_ERROR
          else self.pred_false if status == C.STATUS_PRED_FALSE else self.skipped)[kernel] += 1
         if status <= C.STATUS_ERROR and exec_ns:
@@ -93,7 +93,7 @@ class Accounting:
         if self.rows is not None:
             cores = np.where(valid, ts[:, C.T_CORE0:C.T_CORE2 + 1], -1)
             self.rows.append(np.column_stack([
-                tids, k, rec[:, C.H_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], dsp,
+                tids, k, rec[:, C.H_CORE_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], dsp,
                 ts[:, C.T_DONE], ts[:, C.T_STATUS], cores, np.where(valid, starts, 0),
                 np.where(valid, ends, 0)]))
 
@@ -103,7 +103,7 @@ class Accounting:
         n = len(k)
         none, at = np.full((n, 3), -1, np.int64), np.repeat(ts[:, C.T_DISPATCH:C.T_DISPATCH + 1], 3, 1)
         self.rows.append(np.column_stack([
-            tids, k, rec[:, C.H_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], ts[:, C.T_DISPATCH],
+            tids, k, rec[:, C.H_CORE_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], ts[:, C.T_DISPATCH],
             ts[:, C.T_DONE], ts[:, C.T_STATUS], none, at, at]))
 
     def take_rows(self) -> np.ndarray:

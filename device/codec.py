@@ -54,8 +54,10 @@ DTYPE_CODE = {dt: i for i, dt in enumerate(DTYPES)}
 HEAP_ALIGN = 1024             # every runtime tensor starts on this boundary, as in the reference
 
 # --- task record -----------------------------------------------------------------------------------
-(H_TID, H_KIND, H_KERNEL, H_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
+(H_TID, H_KIND, H_KERNEL, H_CORE_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
  H_SUBMIT_NS, H_NVALS, H_AUX, H_NDEPS, H_DEPS_AT, H_BLOCKS, H_PRED_OP, H_PRED_VAL) = range(17)
+# H_CORE_SHAPE  the kernel's core shape code (kernels.registry SHAPE_*; "shape" alone, here and in
+#          the trace columns, is that code -- a tensor's dimensions are its footprint's A_SHAPE words)
 # H_DEPTH  scope depth it was submitted at;  H_HOLD  the scope depth whose end releases the heap
 # space this record allocated (where its tensors were made);  H_AUX  a scope end's depth
 # H_NDEPS / H_DEPS_AT  explicit dependencies (rt.submit(deps=...)): that many task ids in the dep

@@ -46,7 +46,7 @@ from device.ordering import fence, observe, observe_all, publish
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
-# The lanes a mixed task's parts take, per shape (AIC+AIV may use either vector core).
+# The lanes a mixed task's parts take, per core shape (AIC+AIV may use either vector core).
 MIXED_LANES = {SHAPE_AIV_X2: ((1, 2),), SHAPE_AIC_AIV: ((0, 1), (0, 2)), SHAPE_AIC_AIV_X2: ((0, 1, 2),)}
 SHORT_TASK_NS = 3_000       # below this (no-op-like tasks), a wake-up costs more than the task
 
@@ -75,7 +75,7 @@ class CorePool:
         self.reserved = -1            # block kept free for a waiting mixed task
         self.recent = list(range(self.nblocks))    # blocks, least recently idled first
         self.idled = 0                # cores that went idle so far (a generation count)
-        self.failed_at = [-1] * 5     # per shape: ``idled`` when idle_block last found nothing
+        self.failed_at = [-1] * 5     # per core shape: ``idled`` when idle_block last found nothing
         self.posted: list[int] = []   # cores posted to since the last wake()
         self.filled: list[tuple[int, int]] = []    # (tid, core) posted by fill() this pass
         self.short = False            # are tasks short (see the module docstring)?
@@ -234,22 +234,22 @@ class CorePool:
             stack.extend(kept)
         return c
 
-    def idle_block(self, shape: int) -> list | None:
+    def idle_block(self, core_shape: int) -> list | None:
         """Cores (with the part each runs) of one block able to start a mixed task now, the most
         recently idled block first; when there is none, reserve the least loaded block so that
-        it drains. A shape that found nothing is not looked for again until a core goes idle."""
-        if self.failed_at[shape] == self.idled:
+        it drains. A core shape that found nothing is not looked for again until a core goes idle."""
+        if self.failed_at[core_shape] == self.idled:
             return None
         inf = self.inflight
         best, best_load = -1, 1 << 30
         for b in reversed(self.recent):
             c = C.LANES * b
             a, v0, v1 = inf[c] == 0, inf[c + 1] == 0, inf[c + 2] == 0
-            if shape == SHAPE_AIV_X2 and v0 and v1:
+            if core_shape == SHAPE_AIV_X2 and v0 and v1:
                 got = [(c + 1, 1), (c + 2, 2)]
-            elif shape == SHAPE_AIC_AIV and a and (v0 or v1):
+            elif core_shape == SHAPE_AIC_AIV and a and (v0 or v1):
                 got = [(c, 0), (c + 1 if v0 else c + 2, 1)]
-            elif shape == SHAPE_AIC_AIV_X2 and a and v0 and v1:
+            elif core_shape == SHAPE_AIC_AIV_X2 and a and v0 and v1:
                 got = [(c, 0), (c + 1, 1), (c + 2, 2)]
             else:
                 load = inf[c] + inf[c + 1] + inf[c + 2]
@@ -261,17 +261,17 @@ class CorePool:
             return got
         if self.reserved < 0:
             self.reserved = best
-        self.failed_at[shape] = self.idled
+        self.failed_at[core_shape] = self.idled
         return None
 
-    def queue_behind(self, shape: int) -> list | None:
+    def queue_behind(self, core_shape: int) -> list | None:
         """Tasks being short: cores (with parts) of a block whose mailboxes each end with a part
         of one same mixed task and have room -- the new task queues behind it on every core, so
         its parts stay aligned (each core runs its mailbox in order). Most recent block first."""
         pend, inf, cap = self.pending, self.inflight, self.cap
         for b in reversed(self.recent):
             c = C.LANES * b
-            for lanes in MIXED_LANES[shape]:
+            for lanes in MIXED_LANES[core_shape]:
                 last = -1
                 for ln in lanes:
                     x = c + ln
@@ -283,11 +283,11 @@ class CorePool:
                         break
                     last = t
                 else:
-                    return [(c + ln, part) for part, ln in enumerate(lanes)] if shape != SHAPE_AIV_X2 \
+                    return [(c + ln, part) for part, ln in enumerate(lanes)] if core_shape != SHAPE_AIV_X2 \
                         else [(c + 1, 1), (c + 2, 2)]
         return None
 
-    def idle_sets(self, shape: int, n: int) -> list | None:
+    def idle_sets(self, core_shape: int, n: int) -> list | None:
         """A start-together launch: n sets of cores (with parts), one per block, each with
         nothing queued, so that every block starts at once -- or None if the device cannot hold
         them all right now. The most recently idled blocks first."""
@@ -296,18 +296,18 @@ class CorePool:
         for b in reversed(self.recent):
             c = C.LANES * b
             a, v0, v1 = inf[c] == 0, inf[c + 1] == 0, inf[c + 2] == 0
-            if shape == SHAPE_AIC:
+            if core_shape == SHAPE_AIC:
                 if a:
                     out.append(((c, 0),))
-            elif shape == SHAPE_AIV:
+            elif core_shape == SHAPE_AIV:
                 if v0:
                     out.append(((c + 1, 1),))
                 if v1 and len(out) < n:
                     out.append(((c + 2, 1),))
-            elif shape == SHAPE_AIV_X2:
+            elif core_shape == SHAPE_AIV_X2:
                 if v0 and v1:
                     out.append(((c + 1, 1), (c + 2, 2)))
-            elif shape == SHAPE_AIC_AIV:
+            elif core_shape == SHAPE_AIC_AIV:
                 if a and (v0 or v1):
                     out.append(((c, 0), (c + 1 if v0 else c + 2, 1)))
             elif a and v0 and v1:

@@ -63,8 +63,8 @@ class Dispatcher:
         if cores.reserved >= 0 and not (ready[SHAPE_AIC_AIV_X2] or ready[SHAPE_AIC_AIV] or ready[SHAPE_AIV_X2]
                                         or ready[Q_SPMD] or ready[Q_SYNC]):
             cores.reserved = -1                # no mixed task waits any more: release its block
-        for shape in DISPATCH_ORDER:
-            if ready[shape] and self._singles(shape, now):
+        for core_shape in DISPATCH_ORDER:
+            if ready[core_shape] and self._singles(core_shape, now):
                 did = True
         # Early dispatch (not with fuzzing, which wants any order, nor with the sanitizer, which
         # poisons outputs a producer may still be writing).
@@ -80,12 +80,12 @@ class Dispatcher:
         cores.wake()
         return did
 
-    def _singles(self, shape: int, now: int) -> bool:
-        """Tasks of one block from the ready queue of ``shape``, while cores allow."""
-        tasks, cores, rq = self.tasks, self.cores, self.tasks.ready[shape]
-        single = shape == SHAPE_AIC or shape == SHAPE_AIV
-        stack = cores.free_aic if shape == SHAPE_AIC else cores.free_aiv
-        part = 0 if shape == SHAPE_AIC else 1
+    def _singles(self, core_shape: int, now: int) -> bool:
+        """Tasks of one block from the ready queue of ``core_shape``, while cores allow."""
+        tasks, cores, rq = self.tasks, self.cores, self.tasks.ready[core_shape]
+        single = core_shape == SHAPE_AIC or core_shape == SHAPE_AIV
+        stack = cores.free_aic if core_shape == SHAPE_AIC else cores.free_aiv
+        part = 0 if core_shape == SHAPE_AIC else 1
         if single and not self.slow:
             n = cores.fill(rq, stack, part, tasks.parts, tasks.core, self.lay.ts_off + C.T_DISPATCH, now)
             tasks.nready -= n
@@ -95,7 +95,7 @@ class Dispatcher:
         while rq:
             if rng is not None and len(rq) > 1:             # fuzzing: a random ready task
                 rq.rotate(-rng.randrange(len(rq)))
-            got = self._one_block(shape, stack, part) if single else self._one_block(shape)
+            got = self._one_block(core_shape, stack, part) if single else self._one_block(core_shape)
             if got is None:
                 break
             tid = rq.popleft()
@@ -109,8 +109,8 @@ class Dispatcher:
             did = True
         return did
 
-    def _one_block(self, shape: int, stack: list | None = None, part: int = 0) -> tuple | list | None:
-        """Cores (with the part each runs) for one block of ``shape`` now, or None: a free
+    def _one_block(self, core_shape: int, stack: list | None = None, part: int = 0) -> tuple | list | None:
+        """Cores (with the part each runs) for one block of ``core_shape`` now, or None: a free
         mailbox slot for a single-core shape, a set of one block's cores for a mixed one."""
         cores = self.cores
         if stack is not None:
@@ -120,11 +120,11 @@ class Dispatcher:
             return ((c, part),) if c >= 0 else None
         # Short tasks keep to blocks whose workers are awake once enough are busy.
         behind = cores.short and len(cores.busy) >= C.LANES * cores.max_busy
-        got = cores.queue_behind(shape) if behind else None
+        got = cores.queue_behind(core_shape) if behind else None
         if got is None:
-            got = cores.idle_block(shape)
+            got = cores.idle_block(core_shape)
         if got is None and cores.short and not behind:
-            got = cores.queue_behind(shape)
+            got = cores.queue_behind(core_shape)
         return got
 
     def _spmd(self, now: int) -> bool:
@@ -135,14 +135,14 @@ class Dispatcher:
         while rq:
             tid = rq[0]
             s = tid & mask
-            shape, n, b = tasks.shape[s], tasks.blocks[s], tasks.next_block[s]
+            core_shape, n, b = tasks.core_shape[s], tasks.blocks[s], tasks.next_block[s]
             if b == 0:
-                self._start_launch(tid, s, shape, n, now)
-            single = shape <= SHAPE_AIV
-            stack = cores.free_aic if shape == SHAPE_AIC else cores.free_aiv
-            part = 0 if shape == SHAPE_AIC else 1
+                self._start_launch(tid, s, core_shape, n, now)
+            single = core_shape <= SHAPE_AIV
+            stack = cores.free_aic if core_shape == SHAPE_AIC else cores.free_aiv
+            part = 0 if core_shape == SHAPE_AIC else 1
             while b < n:
-                got = self._one_block(shape, stack, part) if single else self._one_block(shape)
+                got = self._one_block(core_shape, stack, part) if single else self._one_block(core_shape)
                 if got is None:
                     break
                 for c, p in got:
@@ -164,11 +164,11 @@ class Dispatcher:
         while rq:
             tid = rq[0]
             s = tid & mask
-            shape, n = tasks.shape[s], tasks.blocks[s]
-            sets = cores.idle_sets(shape, n)
+            core_shape, n = tasks.core_shape[s], tasks.blocks[s]
+            sets = cores.idle_sets(core_shape, n)
             if sets is None:
                 return False
-            self._start_launch(tid, s, shape, n, now)
+            self._start_launch(tid, s, core_shape, n, now)
             for b, got in enumerate(sets):
                 for c, p in got:
                     cores.post(c, tid, p, block=b)
@@ -177,9 +177,9 @@ class Dispatcher:
             tasks.nready -= 1
         return True
 
-    def _start_launch(self, tid: int, s: int, shape: int, n: int, now: int) -> None:
+    def _start_launch(self, tid: int, s: int, core_shape: int, n: int, now: int) -> None:
         """The first block of a multi-block task goes out: it finishes after n blocks' parts."""
-        self.tasks.parts[s] = n * NPARTS[shape]
+        self.tasks.parts[s] = n * NPARTS[core_shape]
         self._launched(tid, s, now)
 
     def _launched(self, tid: int, s: int, now: int) -> None:
@@ -195,7 +195,8 @@ class Dispatcher:
         worker skips them if one of its tasks failed since the last abort); then their
         successors in turn. Candidates waiting for room stay for the next pass."""
         tasks, cores, q, mask = self.tasks, self.cores, self.q, self.mask
-        fanin, parts, is_early, shape, where = tasks.fanin, tasks.parts, tasks.is_early, tasks.shape, tasks.core
+        fanin, parts, is_early, where = tasks.fanin, tasks.parts, tasks.is_early, tasks.core
+        core_shape = tasks.core_shape
         inflight, cap, stamp = cores.inflight, cores.cap, self.lay.ts_off
         work, keep = tasks.early, []
         did = False
@@ -204,7 +205,7 @@ class Dispatcher:
             tid, c = work[i]
             i += 1
             s = tid & mask
-            if fanin[s] == 0 or is_early[s] or C.is_aic(c) != (shape[s] == SHAPE_AIC):
+            if fanin[s] == 0 or is_early[s] or C.is_aic(c) != (core_shape[s] == SHAPE_AIC):
                 continue                       # ready by now (or posted, or the wrong kind of core)
             if inflight[c] >= cap or c // C.LANES == cores.reserved:
                 keep.append((tid, c))          # waits for room on c
@@ -215,7 +216,7 @@ class Dispatcher:
             if now:
                 t = stamp + s * C.TS_WORDS
                 q[t + C.T_READY] = q[t + C.T_DISPATCH] = now
-            cores.post(c, tid, 0 if shape[s] == SHAPE_AIC else 1, gated=True)
+            cores.post(c, tid, 0 if core_shape[s] == SHAPE_AIC else 1, gated=True)
             did = True
             self._forward(tid, s, c, work)
         tasks.early = keep

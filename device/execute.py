@@ -1,6 +1,6 @@
-"""Running one part of one task: what the worker does with a mailbox entry, and what the inline
-engine does at submit -- one function for both, so the two engines differ only in *when* a task
-runs, never in how.
+"""Running one part of one task: what the worker does with a mailbox entry, and what the
+sequential engine does at submit -- one function for both, so the two engines differ only in
+*when* a task runs, never in how.
 
     record words ──ArgDecoder──▶ numpy views into GM (In views read-only) + scalars
                  ──fn(*tensors, *scalars)──▶ None, or a failure report (codec.TaskFailure:
@@ -125,7 +125,7 @@ PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, ope
 def predicate_holds(q, r: int, gm) -> bool:
     """Does the predicate of the record at word ``r`` hold now? Its operand is the argument after
     the tensors (a one-element view into ``gm``), compared with the value in the operand's dtype.
-    The scheduler asks when the task is ready, the inline engine at submit."""
+    The task table asks when the task is ready (device/tasks.py settle), in either engine."""
     a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
     dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
     x = np.frombuffer(gm, dt, 1, q[a + C.A_LO])[0]

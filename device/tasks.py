@@ -36,8 +36,8 @@ Per-slot state (lists indexed by slot; "-" = not used by runtime records):
                   it names that other records allocated, and its own allocation; released
                   when it finishes
     kernel[s]     kernel index                                                          -
-    shape[s]      core shape code                                                       -
-    queue[s]      its ready queue: the shape for a plain task, else Q_PRED (predicate
+    core_shape[s] core shape code (AIC, AIV, ...; not a tensor's dimensions)              -
+    queue[s]      its ready queue: the core shape for a plain task, else Q_PRED (predicate
                   to evaluate), Q_INSTANT (no core: dummies, false predicates), Q_SPMD
                   (several blocks), Q_SYNC (several blocks starting together)           -
     flags[s]      the record's FLAG_* word                                              -
@@ -96,14 +96,14 @@ class TaskTable:
         self.parts = [0] * W
         self.owners: list[list | None] = [None] * W
         self.kernel = [0] * W
-        self.shape = [0] * W
+        self.core_shape = [0] * W
         self.queue = [0] * W
         self.flags = [0] * W
         self.blocks = [1] * W
         self.next_block = [0] * W
         self.core = [-1] * W
         self.is_early = [False] * W
-        self.cols = (self.kernel, self.shape, self.queue, self.core, self.is_early, self.flags, q)
+        self.cols = (self.kernel, self.core_shape, self.queue, self.core, self.is_early, self.flags, q)
         self.early: list[tuple[int, int]] = []       # (tid, core) candidates for early dispatch
         self.ingested = self.completed = self.retired = 0
         self.keep_edges = keep_edges                 # tracing / recording: every edge, kept
@@ -153,7 +153,7 @@ class TaskTable:
                 break
             s = tid & mask
             r = ring_off + s * RW
-            _, kind, k, shape, nt, _, _, flags, hold, _, _, aux, ndeps, deps_at, blocks = unpack(raw, r * 8)
+            _, kind, k, core_shape, nt, _, _, flags, hold, _, _, aux, ndeps, deps_at, blocks = unpack(raw, r * 8)
             done_tid[s] = -1
             succ[s] = None
             if kind == C.KIND_SCOPE_END:
@@ -169,7 +169,7 @@ class TaskTable:
                 self.finish(tid, s)
                 continue
             preds = gather(tid, base, args, flags, ndeps, deps_at) if track else ()
-            admit(tid, s, preds, kind, k, shape, flags, blocks)
+            admit(tid, s, preds, kind, k, core_shape, flags, blocks)
         self.ingested = end
 
     def _scope_end(self, tid: int, s: int, depth: int) -> None:
@@ -198,16 +198,16 @@ class TaskTable:
                         owners.append(rec)
         return owners
 
-    def _admit(self, tid: int, s: int, preds: list[int] | tuple, kind: int, k: int, shape: int, flags: int,
+    def _admit(self, tid: int, s: int, preds: list[int] | tuple, kind: int, k: int, core_shape: int, flags: int,
                blocks: int) -> None:
         """The record's per-slot state; link: wait for the unfinished producers among ``preds``;
         route: none left, into its ready queue (module docstring); all of them posted to one
         core, an early-dispatch candidate."""
-        kernel, core_shape, queue, core, is_early, flags_, q = self.cols
+        kernel, shapes, queue, core, is_early, flags_, q = self.cols
         if kind == C.KIND_TASK:
             kernel[s] = k
-            core_shape[s] = shape
-            qi = shape
+            shapes[s] = core_shape
+            qi = core_shape
             if blocks > 1 or flags & C.FLAG_PRED:     # (flags and blocks matter only then)
                 qi = Q_PRED if flags & C.FLAG_PRED else Q_SYNC if flags & C.FLAG_SYNC else Q_SPMD
                 flags_[s] = flags
@@ -313,7 +313,7 @@ class TaskTable:
         """The queue a predicated task goes to once its predicate held."""
         if self.blocks[s] > 1:
             return Q_SYNC if self.flags[s] & C.FLAG_SYNC else Q_SPMD
-        return self.shape[s]
+        return self.core_shape[s]
 
     def skip_ready(self) -> None:
         """Discarding after a failure: finish every ready task without running it. Finishing one
@@ -333,7 +333,7 @@ class TaskTable:
                         continue
                     b, n = self.next_block[s], self.blocks[s]
                     if (qi == Q_SPMD or qi == Q_SYNC) and b:
-                        self.parts[s] -= (n - b) * NPARTS[self.shape[s]]
+                        self.parts[s] -= (n - b) * NPARTS[self.core_shape[s]]
                         self.next_block[s] = n
                         if self.parts[s]:
                             continue

@@ -40,7 +40,7 @@ from host.engine import Engine, ProcessEngine, SequentialEngine
 from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError, fmt_bytes
 from host.graph import Graph, Recorder
 from host.launch import no_interrupts
-from host.orchestration import RunSession, Runtime
+from host.orchestration import RunSession, Runtime, ScopeEnd
 from host.platform import Platform
 from host.stats import Stats
 from host.tensor import Buffer, Tensor, check_dtype, check_shape
@@ -74,8 +74,8 @@ class Device:
     schedule    "fifo" (default) or "random": ready tasks and free cores are taken in a random
                 order drawn from ``seed``; ``jitter_us`` adds a random delay up to that long
                 before every kernel. Any correct graph gives bit-identical results for every seed.
-    inline      no processes: run every task in this process at submit, in submission order
-                (the reference semantics every device run must equal)
+    inline      no processes: the sequential engine runs every task in this process at submit,
+                in submission order -- the oracle every device run must equal (host/engine.py)
     record      keep the task graph of every run (host/graph.py) for ``dev.graph()``; a path:
                 also write it there (JSON Lines, ``.gz`` to compress) at close -- the input of
                 ``ptoemu predict``
@@ -382,7 +382,7 @@ class Device:
             # The orchestration itself failed (a bug, a rejected submit): what it submitted still
             # runs to completion before the exception reaches the caller; nothing is lost.
             try:
-                rt.close_scopes("its scope ended")
+                rt.close_scopes(ScopeEnd.ENDED)
                 self._guarded(self._engine.wait_retired)
                 self._engine.check_error()
             except BaseException as e2:  # noqa: BLE001 - report the orchestration's error, with this
@@ -414,7 +414,7 @@ class Device:
     def _abort(self, rt: Runtime, exc: BaseException) -> None:
         """The run failed: close its scopes, have the scheduler discard what has not run, and
         keep the device usable -- or shut it down if that is no longer possible."""
-        rt.close_scopes("the run failed")
+        rt.close_scopes(ScopeEnd.RUN_FAILED)
         if self._closed:
             return
         timeout = None

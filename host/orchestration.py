@@ -44,6 +44,7 @@ own scope with ``begin_run`` / ``end_run`` / ``close_scopes``; nothing else cros
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +64,13 @@ if TYPE_CHECKING:
     from host.submit import TaskWriter
 
 MAX_SCOPE_DEPTH = 63
+
+
+class ScopeEnd(enum.Enum):
+    """How a scope ends; the value is what a tensor made in it says when used afterwards."""
+
+    ENDED = "its scope ended"            # normally: a scope-end record releases its heap holds
+    RUN_FAILED = "the run failed"        # the run is being aborted: the scope is just forgotten
 
 
 @dataclass(frozen=True)
@@ -122,10 +130,10 @@ class Runtime:
 
     def end_run(self) -> None:
         """The orchestration returned: its scope ends (a scope-end record), the API closes."""
-        self._close(self._frames[0], "its scope ended")
+        self._close(self._frames[0], ScopeEnd.ENDED)
         self.active = False
 
-    def close_scopes(self, why: str) -> None:
+    def close_scopes(self, why: ScopeEnd) -> None:
         """The orchestration failed: end every open scope, innermost first -- normally (their
         records written) if the run goes on to drain, or just forgotten if it is being aborted."""
         self.active = False
@@ -141,7 +149,7 @@ class Runtime:
         self._extra = Extra(C.FLAG_MANUAL) if manual else None
         return fr
 
-    def _close(self, fr: _Frame, why: str) -> None:
+    def _close(self, fr: _Frame, why: ScopeEnd) -> None:
         """End a scope: its runtime tensors die, and (if the device is healthy) a scope-end
         record releases the scope's hold on their writers."""
         if not self._frames or self._frames[-1] is not fr:
@@ -153,8 +161,8 @@ class Runtime:
                    if top else "no scope is open") + "; nest them with `with rt.scope():`")
         for b in fr.buffers:
             b.alive = False
-            b.why_dead = why
-        if why == "its scope ended":       # the scope stays open (for diagnosis) until written
+            b.why_dead = why.value
+        if why is ScopeEnd.ENDED:          # the scope stays open (for diagnosis) until written
             self._w.write(C.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
                           aux=fr.depth)
         self._frames.pop()
@@ -183,16 +191,16 @@ class Runtime:
             if self._frames and self._frames[-1] is fr:
                 self._end_after_error(fr)
             raise
-        self._close(fr, "its scope ended")
+        self._close(fr, ScopeEnd.ENDED)
 
     def _end_after_error(self, fr: _Frame) -> None:
         """Leave a scope that an exception is passing through: end it normally if the device is
         healthy (what was submitted stays valid), else just forget it (the run will abort)."""
         try:
-            self._close(fr, "its scope ended")
+            self._close(fr, ScopeEnd.ENDED)
         except BaseException:  # noqa: BLE001 - the original exception is the one to report
             if self._frames and self._frames[-1] is fr:
-                self._close(fr, "the run failed")
+                self._close(fr, ScopeEnd.RUN_FAILED)
 
     # -- tensors ---------------------------------------------------------------------------------
     def make_tensor(self, shape: Any, dtype: Any = np.float32, init: Any = None) -> Tensor:

@@ -56,7 +56,7 @@ class TaskWriter:
     The views of the control segment belong to whoever made them (they are released when the
     device closes, so nothing keeps the mapping). ``channel`` is how the host waits
     (back-pressure) and hears about errors; ``sched_sem`` the
-    scheduler's semaphore (None: nobody to wake, as in the inline engine, which overrides
+    scheduler's semaphore (None: nobody to wake, as in the sequential engine, which overrides
     ``publish`` and ``_place``)."""
 
     def __init__(self, lay: L.Layout, ctrl_buf: memoryview, q: memoryview, f: memoryview, heap_base: int,

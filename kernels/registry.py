@@ -248,7 +248,7 @@ _BLOCK_IDX, _BLOCK_NUM = 0, 1           # the task being run (set per task by th
 
 def core_info() -> CoreInfo | None:
     """The core the current kernel part runs on and its SPMD block, or None outside a device
-    worker (and outside the inline engine's kernels)."""
+    worker (and outside the sequential engine's kernels)."""
     c = _CORE
     if c is None or (_BLOCK_IDX == 0 and _BLOCK_NUM == 1):
         return c
