@@ -22,7 +22,7 @@ the host and by every device process alike.
                      early, behind its producers on the same core (skipped if one of this core's
                      tasks failed in the meantime)
     dep pool         task ids of explicit dependencies (a ring of words, layout.py)
-    core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (core_of/block_of/...)
+    core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (block_of, lane_of, is_aic)
     time row         TS_WORDS words per task slot: when each phase happened (ns) and the status
     trace rows       TRACE_COLUMNS, one row per retired task (device/accounting.py)
     reports          a pickled frozen record (TaskFailure, SchedulerFailure, StatsReply,
@@ -73,7 +73,6 @@ FLAG_MANUAL = 2               # submitted inside rt.scope(manual=True)
 FLAG_SYNC = 4                 # SPMD: all blocks start together (sync_start)
 FLAG_PRED = 8                 # predicated: the operand is argument H_NTENSORS (hidden)
 FLAG_PROBE = 16               # a dummy the host waits for (rt.get/set_tensor_data): G_PROBE
-FLAG_NOEARLY = FLAG_SYNC | FLAG_PRED      # never posted early behind its producers
 
 PRED_OPS = ("==", "!=", ">", "<", ">=", "<=")     # PRED_OP codes are 1 + the index here
 
@@ -239,14 +238,6 @@ def entry_tid(e: int) -> int:
 
 def entry_part(e: int) -> int:
     return e & ENTRY_PART
-
-
-def entry_block(e: int) -> int:
-    return (e >> BLOCK_SHIFT) & BLOCK_MASK
-
-
-def core_of(block: int, lane: int) -> int:
-    return LANES * block + lane
 
 
 def block_of(core: int) -> int:
