@@ -12,7 +12,7 @@ what the scheduler answers, and noticing the host is gone.
                                                       ERROR = none, ABORT_ACK, post host_sem
     STOP ───────────────────────────────────────────▶ service() says stop
     (the host dies)                                   orphaned(): stop the workers, exit
-    ◀── RETIRED, FREED (+ queue), INGESTED, PROBE, IDLE, ERROR, SLEEP, SCHED_PID, failure report
+    ◀── RETIRED, FREED (+ queue), INGESTED, PROBE, IDLE, ERROR, SLEEP, SCHED_PID, failure reports
 
     host ──fork──▶ scheduler, workers: child_signals()  SIGINT/SIGHUP/SIGQUIT ignored (the host's)
 
@@ -131,6 +131,11 @@ class HostLink:
                     or (kind == L.WAIT_FREED and self.nfreed >= v)
                     or (kind == L.WAIT_PROBE and self.nprobe >= v)):
                 self.ctx.host_sem.release()
+
+    def task_failure(self, core: int, report: C.TaskFailure) -> None:
+        """A failure the scheduler found itself (the sanitizer's check after a task), in the
+        error area of the core that ran it, as the worker would have put it."""
+        C.write_report(self.q, self.lay.err_area(core), C.ERR_AREA_WORDS, report)
 
     def kernel_failed(self) -> None:
         """A task failed: the host hears it (it reads the workers' error reports)."""

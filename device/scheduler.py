@@ -310,7 +310,7 @@ class Scheduler:
         rep = unwritten_report(self.sanitize, r, fn, tid, self.ctx.kernel_names[k], C.core_name(core))
         if rep is not None:
             q[t + C.T_STATUS] = C.STATUS_ERROR
-            C.write_report(q, self.lay.err_area(core), C.ERR_AREA_WORDS, rep)
+            self.link.task_failure(core, rep)
 
     # -- reports -------------------------------------------------------------------------------------
     def answer(self, kind: int) -> object:

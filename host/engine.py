@@ -23,7 +23,7 @@ Each engine refuses the ``Device`` options it cannot honour, naming the argument
 from __future__ import annotations
 
 import mmap
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -42,6 +42,7 @@ from host.trace import TraceData
 from kernels.registry import Kernel
 
 
+@runtime_checkable
 class Engine(Protocol):
     """What a ``Device`` drives. Built as ``Engine(platform, kernels, **options)`` with the
     options of ``Device`` (timestamps, trace, sanitize, schedule, seed, jitter_us, record,

@@ -6,7 +6,9 @@ runtime tensor's creator whatever the scope (issue 17, r11)."""
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +71,18 @@ def test_the_reference_rules_record_fewer_edges_than_the_sequential_ones():
 def test_the_sequential_engine_refuses_what_it_cannot_do(option, value):
     with pytest.raises(ValueError, match=rf"Device\(inline=True, {option}="):
         Device(Platform(blocks=1), kernels=[tk.copy], inline=True, **{option: value})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("inline", [False, True], ids=["device", "sequential"])
+def test_both_engines_are_what_a_device_drives(inline):
+    import host.device
+    from host.engine import Engine
+    used = set(re.findall(r"_engine\.(\w+)", Path(host.device.__file__).read_text()))
+    declared = {m for m in dir(Engine) if not m.startswith("_")} | set(Engine.__annotations__)
+    assert used and used <= declared, used - declared           # Device uses only the protocol
+    with Device(Platform(blocks=1), kernels=[tk.copy], inline=inline) as dev:
+        assert isinstance(dev._engine, Engine)
 
 
 def test_a_process_device_refuses_a_dry_run():
