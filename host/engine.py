@@ -192,7 +192,7 @@ class _SequentialWriter(TaskWriter):
         self.gm = gm
         self.device: SequentialDevice | None = None
 
-    def publish(self, tid: int, r: int) -> None:
+    def hand_over(self, tid: int, r: int) -> None:
         """Hand record ``tid`` to the sequential device: it takes effect now."""
         assert self.device is not None
         rep = self.device.run(tid)

@@ -10,7 +10,7 @@
       4. tensors       16 precomputed words per argument (Tensor.packed)
       5. extras        (only when given) explicit deps into the dep pool, the predicate's
                        operand after the tensors, SPMD blocks and flags
-      6. publish       header, HEAD = tid + 1; fence; post the scheduler's semaphore only if
+      6. hand over     header, publish HEAD = tid + 1; fence; post the scheduler's semaphore only if
                        it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
@@ -57,7 +57,7 @@ class TaskWriter:
     device closes, so nothing keeps the mapping). ``channel`` is how the host waits
     (back-pressure) and hears about errors; ``sched_sem`` the
     scheduler's semaphore (None: nobody to wake, as in the sequential engine, which overrides
-    ``publish`` and ``_place``)."""
+    ``hand_over`` and ``_wait_freed``)."""
 
     def __init__(self, lay: L.Layout, ctrl_buf: memoryview, q: memoryview, f: memoryview, heap_base: int,
                  heap_bytes: int, channel: Channel | None, sched_sem: object | None) -> None:
@@ -228,7 +228,7 @@ class TaskWriter:
             self.recorder.add(tid, kind, k, args, scalars, depth,
                               sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
                               extra)
-        self.publish(tid, r)
+        self.hand_over(tid, r)
         self.submitted += 1
         return tid
 
@@ -267,8 +267,8 @@ class TaskWriter:
                          lambda o=oldest, r=self.g_retired, i=self.g_ingested: observe(q, r) > o or observe(q, i) > o,
                          f"waiting for dependency-pool space for task {tid}", self._ring_deadlock)
 
-    def publish(self, tid: int, r: int) -> None:
-        """Hand the record to the scheduler, waking it only if it sleeps."""
+    def hand_over(self, tid: int, r: int) -> None:
+        """Hand the record to the scheduler (publish HEAD), waking it only if it sleeps."""
         q = self.q
         publish(q, self.g_head, tid + 1)
         fence()
