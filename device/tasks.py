@@ -74,6 +74,10 @@ NPARTS = (1, 1, 2, 2, 3)        # cores (parts) one block of each core shape tak
 HEADER = struct.Struct(f"{C.H_BLOCKS + 1}q")
 ARG_HEAD = struct.Struct(f"5q{(C.ARG_WORDS - 5) * 8}x")  # buffer, meta, lo, hi, owner of an argument
 Q_INSTANT, Q_SPMD, Q_SYNC, Q_PRED = 5, 6, 7, 8          # ready queues after the five shapes
+# Codec names the hot paths use, bound here once (a module global is one lookup, C.X two).
+KIND_TASK, KIND_SCOPE_END, KIND_ALLOC = C.KIND_TASK, C.KIND_SCOPE_END, C.KIND_ALLOC
+FLAG_HEAP, FLAG_PRED, FLAG_SYNC, FLAG_PROBE = C.FLAG_HEAP, C.FLAG_PRED, C.FLAG_SYNC, C.FLAG_PROBE
+TS_WORDS, STATUS_OK = C.TS_WORDS, C.STATUS_OK
 LOOKAHEAD = 64              # records ingested ahead of completion before completions take precedence
 
 
@@ -117,6 +121,7 @@ class TaskTable:
         self.nready = 0
         self.ready_ns = 0                            # the T_READY stamp to write (0: timestamps off)
         self.ts_off = layout.ts_off
+        self.status_at = layout.ts_off + C.T_STATUS          # slot s's status: + s * TS_WORDS
         self.n_alloc = self.n_scope = self.n_dummy = self.n_probe = 0
         self.pred_false: list[int] = []              # tids whose predicate was false (recording)
 
@@ -156,15 +161,20 @@ class TaskTable:
             _, kind, k, core_shape, nt, _, _, flags, hold, _, _, aux, ndeps, deps_at, blocks = unpack(raw, r * 8)
             done_tid[s] = -1
             succ[s] = None
-            if kind == C.KIND_SCOPE_END:
+            if kind == KIND_SCOPE_END:
                 self._scope_end(tid, s, aux)
                 continue
-            if flags & C.FLAG_PRED:
+            if flags & FLAG_PRED:
                 nt += 1                      # the operand, after the tensors: kept alive, a tracked read
             base = r + AO
             args = [head(raw, base * 8)] if nt == 1 else list(heads(raw[base * 8:(base + nt * AW) * 8]))
-            owners[s] = lifetimes(tid, args, flags, hold)
-            if kind == C.KIND_ALLOC:
+            for a in args:                   # lifetimes: only if it names a runtime buffer (owner)
+                if a[4] >= 0:
+                    owners[s] = lifetimes(tid, args, flags, hold)
+                    break
+            else:
+                owners[s] = lifetimes(tid, args, flags, hold) if flags & FLAG_HEAP else None
+            if kind == KIND_ALLOC:
                 self.n_alloc += 1
                 self.finish(tid, s)
                 continue
@@ -204,17 +214,17 @@ class TaskTable:
         route: none left, into its ready queue (module docstring); all of them posted to one
         core, an early-dispatch candidate."""
         kernel, shapes, queue, core, is_early, flags_, q = self.cols
-        if kind == C.KIND_TASK:
+        if kind == KIND_TASK:
             kernel[s] = k
             shapes[s] = core_shape
             qi = core_shape
-            if blocks > 1 or flags & C.FLAG_PRED:     # (flags and blocks matter only then)
-                qi = Q_PRED if flags & C.FLAG_PRED else Q_SYNC if flags & C.FLAG_SYNC else Q_SPMD
+            if blocks > 1 or flags & FLAG_PRED:       # (flags and blocks matter only then)
+                qi = Q_PRED if flags & FLAG_PRED else Q_SYNC if flags & FLAG_SYNC else Q_SPMD
                 flags_[s] = flags
                 self.blocks[s] = blocks
                 self.next_block[s] = 0
         else:
-            if flags & C.FLAG_PROBE:
+            if flags & FLAG_PROBE:
                 self.n_probe += 1
             else:
                 self.n_dummy += 1
@@ -223,7 +233,7 @@ class TaskTable:
         queue[s] = qi
         core[s] = -1
         is_early[s] = False
-        q[self.ts_off + s * C.TS_WORDS + C.T_STATUS] = C.STATUS_OK
+        q[self.status_at + s * TS_WORDS] = STATUS_OK
         n = 0
         on = -2                         # the one core all unfinished producers are on, or -1
         if preds:
