@@ -2,8 +2,9 @@
 
     access(buf, tid, mode, lo, hi, contig, argref)  ──▶  [tids of unfinished overlapping accesses]
 
-The scheduler calls ``access`` for every tensor argument of every task, in submission order. The
-answer gives exactly the edges sequential consistency needs on overlapping bytes:
+The gatherer (device/deps.py) calls ``access`` for every tensor argument of every task, in
+submission order. The answer gives exactly the edges sequential consistency needs on overlapping
+bytes:
 
     new access   waits for earlier            why
     In           writers                      read after write

@@ -9,7 +9,7 @@
         print(dev.stats())
 
 Lifecycle: ``Device(...)`` creates the segments and forks the scheduler and 3*B workers
-(host/launch.py); ``close()`` (or leaving the ``with``) stops them and unlinks the segments, also
+(host/launch.py); ``close()`` (or leaving the ``with``) stops them and releases the segments, also
 on exceptions and Ctrl-C.
 
 When a run fails:
@@ -152,7 +152,7 @@ class Device:
         self.close()
 
     def close(self) -> None:
-        """Stop every process and unlink every segment (idempotent). A device made with
+        """Stop every process and release every segment (idempotent). A device made with
         ``trace="path"`` writes its trace first."""
         if self._closed or os.getpid() != self._owner_pid:
             return
