@@ -459,4 +459,4 @@ class DeviceContext:
     schedule: str = "fifo"               # or "random": fuzzing
     seed: int = 0
     jitter_ns: int = 0
-    reference: bool = False              # the reference runtime's dependency rules (tensormap.py)
+    reference: bool = False              # the reference runtime's dependency rules (device/deps.py)
