@@ -53,9 +53,11 @@ class SequentialDevice:
     def run(self, tid: int) -> C.TaskFailure | None:
         """Ingest record ``tid`` and carry out what it does; a task that failed is finished (as
         "error") and its report returned."""
-        tasks = self.tasks
+        tasks, q, r = self.tasks, self.q, self.lay.rec(tid)
         tasks.ingest(tid + 1)
         tasks.settle(self.gm, 0)
+        if q[self.lay.ts(tid) + C.T_STATUS] == C.STATUS_PRED_FALSE and q[r + C.H_KIND] == C.KIND_TASK:
+            self.acct.add(q[r + C.H_KERNEL], C.STATUS_PRED_FALSE)     # finished by settle, no core
         failure = None
         for qi in RUN_QUEUES:
             rq = tasks.ready[qi]

@@ -61,6 +61,22 @@ def test_both_engines_record_the_same_graph(semantics):
     assert any(p for _, _, p, _ in seq) and any(s for *_, s in seq)     # edges and a false predicate
 
 
+def _counts(inline: bool) -> tuple[dict, dict]:
+    with Device(Platform(blocks=1), kernels=[tk.copy, tk.add_into, tk.fill], inline=inline) as dev:
+        a, b, c = (dev.to_device(np.arange(4, dtype=np.float32)) for _ in range(3))
+        dev.run(_mixed, a, b, c)
+        st = dev.stats()
+    return ({n: (k["tasks"], k["predicate_false"], k["skipped"], k["errors"]) for n, k in st["kernels"].items()},
+            st["runtime_tasks"])
+
+
+@pytest.mark.timeout(60)
+def test_both_engines_count_what_ran_and_what_a_predicate_skipped():
+    seq, dev = _counts(True), _counts(False)
+    assert seq == dev
+    assert seq[0][tk.fill.name][1] == 1 and all(seq[1].values())     # a false predicate; every runtime kind
+
+
 @pytest.mark.timeout(60)
 def test_the_reference_rules_record_fewer_edges_than_the_sequential_ones():
     seq, ref = _graph(True, "sequential"), _graph(True, "reference")
