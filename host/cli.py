@@ -347,6 +347,8 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     a = p.parse_args(argv)
+    if getattr(a, "inline", False) and getattr(a, "trace", None):
+        p.error("argument --trace: not with --inline (the sequential engine keeps no times; --record keeps its graph)")
     _check_bench_args(p, a)
     try:
         return a.fn(a)

@@ -101,6 +101,13 @@ def test_both_engines_are_what_a_device_drives(inline):
         assert isinstance(dev._engine, Engine)
 
 
+def test_the_command_line_refuses_a_trace_of_the_sequential_engine(tmp_path, capsys):
+    from host.cli import main
+    with pytest.raises(SystemExit) as ei:
+        main(["run", "vector_chain", "--inline", "--trace", str(tmp_path / "t.json")])
+    assert ei.value.code == 2 and "--trace: not with --inline" in capsys.readouterr().err
+
+
 def test_a_process_device_refuses_a_dry_run():
     with pytest.raises(ValueError, match=r"dry_run=True\) needs inline=True"):
         Device(Platform(blocks=1), kernels=[tk.copy], dry_run=True)
