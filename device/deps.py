@@ -55,6 +55,7 @@ REFERENCE = {
     OPERAND: (False, True, False),
 }
 BY_DIR = {C.DIR_IN: IN, C.DIR_INOUT: INOUT, C.DIR_OUT: OUT}
+ARG_WORDS, META_CONTIG = C.ARG_WORDS, C.META_CONTIG      # bound once: gather runs for every record
 
 
 def reference_kind(tid: int, meta: int, owner: int, flags: int, operand: bool) -> int:
@@ -86,11 +87,11 @@ class Gatherer:
         if self.reference:
             self.reference_access(tid, base, args, flags, preds)
         else:
-            access, AW, CONTIG = self.access, C.ARG_WORDS, C.META_CONTIG
+            access = self.access
             a = base
             for buf, meta, lo, hi, _ in args:
-                access(buf, tid, meta & 3, lo, hi, meta & CONTIG, a, preds)
-                a += AW
+                access(buf, tid, meta & 3, lo, hi, meta & META_CONTIG, a, preds)
+                a += ARG_WORDS
         if ndeps:
             preds += self.lay.deps(self.q, deps_at, ndeps)
         return preds

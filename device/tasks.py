@@ -167,7 +167,8 @@ class TaskTable:
             if flags & FLAG_PRED:
                 nt += 1                      # the operand, after the tensors: kept alive, a tracked read
             base = r + AO
-            args = [head(raw, base * 8)] if nt == 1 else list(heads(raw[base * 8:(base + nt * AW) * 8]))
+            args = ([head(raw, base * 8)] if nt == 1 else list(heads(raw[base * 8:(base + nt * AW) * 8])) if nt
+                    else ())
             for a in args:                   # lifetimes: only if it names a runtime buffer (owner)
                 if a[4] >= 0:
                     owners[s] = lifetimes(tid, args, flags, hold)
@@ -178,7 +179,7 @@ class TaskTable:
                 self.n_alloc += 1
                 self.finish(tid, s)
                 continue
-            preds = gather(tid, base, args, flags, ndeps, deps_at) if track else ()
+            preds = gather(tid, base, args, flags, ndeps, deps_at) if track and (nt or ndeps) else ()
             admit(tid, s, preds, kind, k, core_shape, flags, blocks)
         self.ingested = end
 
