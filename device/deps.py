@@ -41,6 +41,7 @@ writers, become a writer entry):
 from __future__ import annotations
 
 from device import codec as C
+from device.layout import Layout
 from device.tensormap import TensorMap
 
 # (creator edge, look up earlier overlapping writers, become a writer entry)
@@ -76,7 +77,7 @@ def reference_kind(tid: int, meta: int, owner: int, flags: int, operand: bool) -
 class Gatherer:
     """The predecessors of one record at a time, in submission order (module docstring)."""
 
-    def __init__(self, tmap: TensorMap, q, layout, reference: bool = False) -> None:
+    def __init__(self, tmap: TensorMap, q: memoryview, layout: Layout, reference: bool = False) -> None:
         self.tmap, self.q, self.lay, self.reference = tmap, q, layout, reference
         self.access = tmap.access
 

@@ -28,6 +28,7 @@ from device import codec as C
 from device import sanitizer
 from device.cores import CorePool
 from device.execute import ArgDecoder
+from device.layout import Layout
 from device.tasks import NPARTS, Q_INSTANT, Q_PRED, Q_SPMD, Q_SYNC, TaskTable
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
@@ -36,8 +37,8 @@ DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAP
 
 
 class Dispatcher:
-    def __init__(self, tasks: TaskTable, cores: CorePool, layout, rng: random.Random | None,
-                 sanitize: ArgDecoder | None, gm) -> None:
+    def __init__(self, tasks: TaskTable, cores: CorePool, layout: Layout, rng: random.Random | None,
+                 sanitize: ArgDecoder | None, gm: memoryview) -> None:
         self.tasks, self.cores, self.lay, self.rng, self.sanitize = tasks, cores, layout, rng, sanitize
         self.q, self.mask, self.gm = tasks.q, layout.mask, gm
         self.slow = rng is not None or sanitize is not None     # no fill(), no early dispatch

@@ -27,6 +27,7 @@ from device import codec as C
 from device import sanitizer
 from device.accounting import Accounting
 from device.execute import ArgDecoder, run_part, unwritten_report
+from device.layout import Layout
 from device.tasks import Q_INSTANT, Q_SPMD, Q_SYNC, TaskTable
 from kernels.registry import CoreInfo, set_block, set_core
 
@@ -38,7 +39,7 @@ class SequentialDevice:
     """Runs each record as it is written (module docstring). ``kernels``: (parts, name) per
     kernel index; ``blocks``: the platform's, for ``core_info().block``."""
 
-    def __init__(self, layout, ctrl: memoryview, gm: memoryview, kernels: list[tuple[tuple, str]], blocks: int,
+    def __init__(self, layout: Layout, ctrl: memoryview, gm: memoryview, kernels: list[tuple[tuple, str]], blocks: int,
                  on_freed: Callable[[int], None], *, sanitize: bool = False, dry_run: bool = False,
                  record: bool = False, reference: bool = False) -> None:
         self.q, f = ctrl.cast("q"), ctrl.cast("d")
