@@ -1,10 +1,10 @@
-"""Running one part of one task: what the worker does with a mailbox entry, and what the inline
-engine does at submit -- one function for both, so the two engines differ only in *when* a task
-runs, never in how.
+"""Running one part of one task: what the worker does with a mailbox entry, and what the
+sequential engine does at submit -- one function for both, so the two engines differ only in
+*when* a task runs, never in how.
 
     record words ──ArgDecoder──▶ numpy views into GM (In views read-only) + scalars
-                 ──fn(*tensors, *scalars)──▶ None, or an error report:
-                    {"tid", "kernel", "core", "part", "args", "error", "traceback", "violation"}
+                 ──fn(*tensors, *scalars)──▶ None, or a failure report (codec.TaskFailure:
+                    tid, kernel, core, part, args, error, traceback, violation)
 
 A report is built so that it always exists and always fits: an exception whose ``str()`` raises
 is described without it, and long messages and tracebacks are cut to a size that fits a core's
@@ -77,8 +77,7 @@ class ArgDecoder:
 
     def __init__(self, q, f, ctrl_buf, gm_buf) -> None:
         self.q, self.f = q, f                   # the control segment as int64 / float64 words
-        self.tags = ctrl_buf                    # ... and as bytes
-        self.ctrl_buf = ctrl_buf
+        self.ctrl_buf = ctrl_buf                # ... and as bytes
         self.gm = gm_buf
         self.gm_ro = gm_buf.toreadonly()        # In views over it are read-only at no extra cost
         self.meta_cache: dict[int, tuple] = {}
@@ -112,31 +111,8 @@ class ArgDecoder:
         return out
 
     def scalars(self, r: int, out: list) -> list:
-        q, f = self.q, self.f
-        ns = q[r + C.H_NSCALARS]
-        if not ns:
-            return out
-        tb = (r + C.TAGS_OFF) * 8
-        tags = self.tags
-        v = r + C.VALUES_OFF
-        for j in range(ns):
-            t = tags[tb + j]
-            if t == C.TAG_INT:
-                out.append(q[v])
-                v += 1
-            elif t == C.TAG_FLOAT:
-                out.append(f[v])
-                v += 1
-            elif t == C.TAG_BOOL:
-                out.append(bool(q[v]))
-                v += 1
-            else:
-                n = q[v]
-                dt = C.DTYPES[t - C.TAG_ARRAY]
-                wire = np.float64 if dt.kind in "fc" else np.int64
-                out.append(np.frombuffer(self.ctrl_buf, wire, n, (v + 1) * 8).astype(dt))
-                v += 1 + n
-        return out
+        """Append the record's scalars to ``out`` (device/codec.py decode_scalars)."""
+        return C.decode_scalars(self.q, self.f, self.ctrl_buf, r, out)
 
 
 def _getter(idx: list[int]) -> Callable[[tuple], tuple]:
@@ -172,9 +148,9 @@ def _traceback(e: BaseException) -> str:
 
 
 def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core: str,
-             part: int) -> dict | None:
+             part: int) -> C.TaskFailure | None:
     """Run one part of the task whose record is at word ``r``: None if it returned, else the
-    error report."""
+    failure report."""
     tensors: list = []
     forks = len(_forked)
     try:
@@ -190,18 +166,15 @@ def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core:
         return _forked_report(dec, r, tid, kernel, core, part, forks)
     if err is None:
         return None
-    rep = {"tid": tid, "kernel": kernel, "core": core, "part": part,
-           "args": C.describe_args(dec.q, r),
-           "error": _cut(_describe(err), MAX_ERROR_CHARS, keep_end=False),
-           "traceback": _traceback(err)}
     dirs = dec.last_dirs if tensors else []
     violation = sanitizer.written_in(err, tensors, dirs, sanitizer.arg_names(fn, len(tensors)))
-    if violation:
-        rep["violation"] = violation
-    return rep
+    return C.TaskFailure(tid, kernel, core, part, tuple(C.describe_args(dec.q, r)),
+                         _cut(_describe(err), MAX_ERROR_CHARS, keep_end=False), _traceback(err),
+                         violation or "")
 
 
-def _forked_report(dec: ArgDecoder, r: int, tid: int, kernel: str, core: str, part: int, forks: int) -> dict:
+def _forked_report(dec: ArgDecoder, r: int, tid: int, kernel: str, core: str, part: int,
+                   forks: int) -> C.TaskFailure:
     """The kernel forked: reap the copies that exit (a copy returning from the kernel exits at
     once), and fail the task -- its effect on GM may have happened twice."""
     pids = _forked[forks:]
@@ -222,8 +195,8 @@ def _forked_report(dec: ArgDecoder, r: int, tid: int, kernel: str, core: str, pa
            "core would return from the kernel and finish the task a second time, so kernels must not "
            "fork -- the copy exits as it returns, touching nothing, and this task fails because its "
            "effect on GM may have happened twice. Run other programs with subprocess (it execs at once).")
-    return {"tid": tid, "kernel": kernel, "core": core, "part": part, "args": C.describe_args(dec.q, r),
-            "error": f"ForkInKernel: {msg}", "traceback": ""}
+    return C.TaskFailure(tid, kernel, core, part, tuple(C.describe_args(dec.q, r)),
+                         f"ForkInKernel: {msg}", "")
 
 
 PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, operator.le)   # codec.PRED_OPS
@@ -232,7 +205,7 @@ PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, ope
 def predicate_holds(q, r: int, gm) -> bool:
     """Does the predicate of the record at word ``r`` hold now? Its operand is the argument after
     the tensors (a one-element view into ``gm``), compared with the value in the operand's dtype.
-    The scheduler asks when the task is ready, the inline engine at submit."""
+    The task table asks when the task is ready (device/tasks.py settle), in either engine."""
     a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
     dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
     x = np.frombuffer(gm, dt, 1, q[a + C.A_LO])[0]
@@ -241,8 +214,8 @@ def predicate_holds(q, r: int, gm) -> bool:
 
 
 def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str,
-                     check: sanitizer.TaskCheck | None = None) -> dict | None:
-    """Sanitizer, after a task ran: an error report if some Out element still holds the poison
+                     check: sanitizer.TaskCheck | None = None) -> C.TaskFailure | None:
+    """Sanitizer, after a task ran: a failure report if some Out element still holds the poison
     written before it started, or (with the task's ``check``) an In changed or SPMD blocks wrote
     the same element (device/sanitizer.py), else None."""
     arrays = dec.tensors(r)
@@ -253,5 +226,5 @@ def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: st
         bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, names)
     if not bad:
         return None
-    return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": C.describe_args(dec.q, r),
-            "error": "direction violation", "traceback": "", "violation": "; ".join(bad)}
+    return C.TaskFailure(tid, kernel, core, 0, tuple(C.describe_args(dec.q, r)), "direction violation",
+                         "", "; ".join(bad))

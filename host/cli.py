@@ -239,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     pa.add_argument("--block-size", type=count(1))
     pa.add_argument("--context-len", type=listed(count(1)),
                     help="tokens per sequence, or a comma-separated list (per sequence)")
-    pa.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    pa.add_argument("--inline", action="store_true",
+                    help="run tasks in this process, one at a time in submission order (the sequential engine)")
     pa.add_argument("--no-check", action="store_true", help="skip the golden comparison")
     pa.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
     pa.add_argument("--record", default=None, metavar="FILE",
@@ -297,7 +298,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--blocks", type=count(1, A2A3_BLOCKS), default=24, help="device blocks")
     r.add_argument("--rounds", type=count(1), default=1, help="run the orchestration this many times")
     r.add_argument("--seed", type=count(0), default=0)
-    r.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    r.add_argument("--inline", action="store_true",
+                   help="run tasks in this process, one at a time in submission order (the sequential engine)")
     r.add_argument("--semantics", default="sequential", choices=["sequential", "reference"],
                    help="dependency rules: ptoemu's sequential ones, or the reference runtime's weaker ones")
     r.add_argument("--no-check", action="store_true", help="skip the golden comparison")
@@ -375,6 +377,8 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     a = p.parse_args(argv)
+    if getattr(a, "inline", False) and getattr(a, "trace", None):
+        p.error("argument --trace: not with --inline (the sequential engine keeps no times; --record keeps its graph)")
     _check_bench_args(p, a)
     _check_outputs(p, a)
     try:

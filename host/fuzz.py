@@ -1,10 +1,10 @@
 """Schedule fuzzing: run one orchestration under many random schedules and compare the results.
 
-    reference = the inline engine (every task at submit, in submission order)
+    want = the sequential engine (inline=True: every task at submit, in submission order)
     for seed in seeds:
         Device(schedule="random", seed=seed, jitter_us=...)   ready tasks and free cores taken in
                                                               a random order, random delays
-        results must equal the reference, bit for bit
+        results must equal want, bit for bit
 
 A correctly declared graph gives identical results for every seed. A wrong direction (an ``In``
 that the kernel writes, an ``InOut`` declared ``In``, a missing argument) leaves two tasks
@@ -76,7 +76,7 @@ def _results(dev: Device, orchestration: Callable, setup: Setup, keep: list | No
 
 def _against_inline(orchestration: Callable, setup: Setup, kernels: Iterable, seeds: list[int],
                     platform: Platform | None, jitter_us: float, **device: Any) -> Iterator[tuple]:
-    """Run once on the inline engine, then once per seed on a randomly scheduled device (made
+    """Run once on the sequential engine, then once per seed on a randomly scheduled device (made
     with ``device`` options); yields (seed, the device, still open, and [(output index, want,
     got, tensor)] of the outputs that differ)."""
     platform = platform or Platform(blocks=2)
@@ -163,7 +163,7 @@ def compare_semantics(orchestration: Callable[..., Any], setup: Setup, *, kernel
                       seeds: Iterable[int] = range(8), platform: Platform | None = None,
                       jitter_us: float = 50.0) -> SemanticsReport:
     """Run under the reference's dependency rules with random schedules and compare every output
-    with submission order (the inline engine); also check the recorded graph of the first
+    with submission order (the sequential engine); also check the recorded graph of the first
     schedule for every conflicting pair of accesses its edges leave unordered (host/conflicts.py:
     exact, any size). ``ok`` only when neither finds anything; see the module docstring."""
     report = SemanticsReport(seeds=list(seeds))

@@ -46,6 +46,7 @@ own scope with ``begin_run`` / ``end_run`` / ``close_scopes``; nothing else cros
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
 import math
 import os
@@ -60,8 +61,9 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from host.errors import DeviceClosed, DeviceMemoryError
-from host.submit import Extra, _fmt_bytes, _short
+from device.codec import short
+from host.errors import DeviceClosed, DeviceMemoryError, fmt_bytes
+from host.submit import Extra
 from host.tensor import Arg, Buffer, In, InOut, Out, Tensor, check_dtype, check_shape
 from kernels.registry import SHAPE_AIV, Kernel
 
@@ -82,6 +84,13 @@ def _disown_in_fork_child() -> None:
 
 
 os.register_at_fork(after_in_child=_disown_in_fork_child)
+
+
+class ScopeEnd(enum.Enum):
+    """How a scope ends; the value is what a tensor made in it says when used afterwards."""
+
+    ENDED = "its scope ended"            # normally: a scope-end record releases its heap holds
+    RUN_FAILED = "the run failed"        # the run is being aborted: the scope is just forgotten
 
 
 @dataclass(frozen=True)
@@ -174,10 +183,10 @@ class Runtime:
 
     def end_run(self) -> None:
         """The orchestration returned: its scope ends (a scope-end record), the API closes."""
-        self._close(self._frames[0], "its scope ended")
+        self._close(self._frames[0], ScopeEnd.ENDED)
         self.active = False
 
-    def close_scopes(self, why: str) -> None:
+    def close_scopes(self, why: ScopeEnd) -> None:
         """The orchestration failed: end every open scope, innermost first -- normally (their
         records written) if the run goes on to drain, or just forgotten if it is being aborted."""
         self.active = False
@@ -193,7 +202,7 @@ class Runtime:
         self._extra = Extra(C.FLAG_MANUAL) if manual else None
         return fr
 
-    def _close(self, fr: _Frame, why: str) -> None:
+    def _close(self, fr: _Frame, why: ScopeEnd) -> None:
         """End a scope: its runtime tensors die, and (if the device is healthy) a scope-end
         record releases the scope's hold on their writers."""
         if not self._frames or self._frames[-1] is not fr:
@@ -207,8 +216,8 @@ class Runtime:
             self._check_active("rt.scope() end")     # a forked copy writes no scope end
         for b in fr.buffers:
             b.alive = False
-            b.why_dead = why
-        if why == "its scope ended":       # the scope stays open (for diagnosis) until written
+            b.why_dead = why.value
+        if why is ScopeEnd.ENDED:          # the scope stays open (for diagnosis) until written
             self._w.write(C.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
                           aux=fr.depth)
         self._frames.pop()
@@ -237,16 +246,16 @@ class Runtime:
             if self._frames and self._frames[-1] is fr:
                 self._end_after_error(fr)
             raise
-        self._close(fr, "its scope ended")
+        self._close(fr, ScopeEnd.ENDED)
 
     def _end_after_error(self, fr: _Frame) -> None:
         """Leave a scope that an exception is passing through: end it normally if the device is
         healthy (what was submitted stays valid), else just forget it (the run will abort)."""
         try:
-            self._close(fr, "its scope ended")
+            self._close(fr, ScopeEnd.ENDED)
         except BaseException:  # noqa: BLE001 - the original exception is the one to report
             if self._frames and self._frames[-1] is fr:
-                self._close(fr, "the run failed")
+                self._close(fr, ScopeEnd.RUN_FAILED)
 
     # -- tensors ---------------------------------------------------------------------------------
     def make_tensor(self, shape: Any, dtype: Any = np.float32, init: Any = None) -> Tensor:
@@ -275,9 +284,9 @@ class Runtime:
         heap = self._s.heap_bytes
         if nbytes > heap:
             raise DeviceMemoryError(
-                f"rt.make_tensor(shape={shape_}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
-                f"device heap ({_fmt_bytes(heap)}) that runtime tensors live in; raise "
-                f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
+                f"rt.make_tensor(shape={shape_}, dtype={dt}): {fmt_bytes(nbytes)} is more than the whole "
+                f"device heap ({fmt_bytes(heap)}) that runtime tensors live in; raise "
+                f"Platform(heap_bytes=...) to at least {fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
                 "a host tensor (dev.empty)")
         spec = (shape_, dt, nbytes)
         try:
@@ -409,12 +418,12 @@ class Runtime:
                                 "ids; pass them as a list, or a 1-D int32/int64/uint32/uint64 array")
             deps = deps.reshape(-1).tolist()
         elif isinstance(deps, (str, bytes, bytearray, memoryview, Mapping)):
-            raise TypeError(f"{what}, deps={_short(deps)}: a {type(deps).__name__} does not hold task ids; pass "
+            raise TypeError(f"{what}, deps={short(deps)}: a {type(deps).__name__} does not hold task ids; pass "
                             "the ints rt.submit, rt.submit_dummy and rt.last_task give, as a list")
         try:
             ids = list(deps)
         except TypeError:
-            raise TypeError(f"{what}, deps={_short(deps)}: expected a list of task ids (what rt.submit "
+            raise TypeError(f"{what}, deps={short(deps)}: expected a list of task ids (what rt.submit "
                             "returns)") from None
         if len(ids) > L.DEP_SLOTS:
             raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
@@ -425,13 +434,13 @@ class Runtime:
                                        # subclass slowly, an array at once)
         for i, d in enumerate(ids):
             if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
-                raise TypeError(f"{what}: deps[{i}] = {_short(d)} is not a task id; expected the ints rt.submit, "
+                raise TypeError(f"{what}: deps[{i}] = {short(d)} is not a task id; expected the ints rt.submit, "
                                 "rt.submit_dummy and rt.last_task give")
             if isinstance(d, TaskId) and type(d) is not self._idt:
                 raise ValueError(f"{what}: deps[{i}] = {int(d)} is a task id of {d.device}, not of this one "
                                  f"({self._idt.device}); a task id names a task only on the device that issued it")
             if not 0 <= d < issued:
-                raise ValueError(f"{what}: deps[{i}] = {_short(int(d))} was never issued as a task id on this "
+                raise ValueError(f"{what}: deps[{i}] = {short(int(d))} was never issued as a task id on this "
                                  f"device (ids so far: 0..{issued - 1})")
         return [int(d) for d in ids]
 
@@ -636,7 +645,7 @@ def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     if not isinstance(value, (bool, int, float, complex, np.number, np.bool_)):
-        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {_short(value)}")
+        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {short(value)}")
     if dtype.kind in "iub":
         if isinstance(value, (float, np.floating)) and not float(value).is_integer():
             raise ValueError(f"{what}: {value!r} is not a whole number, so it cannot be a {dtype} value")
@@ -645,11 +654,11 @@ def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
         iv = int(value)
         if dtype.kind == "b":
             if iv not in (0, 1):
-                raise ValueError(f"{what}: {_short(value)} is not a bool")
+                raise ValueError(f"{what}: {short(value)} is not a bool")
         else:
             info = np.iinfo(dtype)
             if not info.min <= iv <= info.max:
-                raise ValueError(f"{what}: {_short(value)} does not fit in {dtype} ({info.min}..{info.max})")
+                raise ValueError(f"{what}: {short(value)} does not fit in {dtype} ({info.min}..{info.max})")
         return np.array(iv, dtype)
     if dtype.kind != "c" and isinstance(value, (complex, np.complexfloating)):
         if value.imag:
@@ -662,7 +671,7 @@ def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
     except OverflowError:
         out = None
     if out is None or (finite and not np.isfinite(out)):
-        raise ValueError(f"{what}: {_short(value)} is beyond the range of {dtype} "
+        raise ValueError(f"{what}: {short(value)} is beyond the range of {dtype} "
                          f"(largest finite value {float(np.finfo(dtype).max):.4g})")
     return out
 

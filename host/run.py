@@ -137,7 +137,7 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
     params = {**wl.case(case), **(overrides or {})}
     platform = Platform(blocks=blocks, **(wl.platform(params) if wl.platform else {}))
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
-        f"{platform.blocks} blocks ({platform.cores} cores){' inline' if inline else ''}")
+        f"{platform.blocks} blocks ({platform.cores} cores){' (sequential engine)' if inline else ''}")
     rows = []
     with Device(platform, kernels=list(wl.kernels), inline=inline, trace=trace or False,
                 record=record or predict, semantics=semantics) as dev:
@@ -229,7 +229,7 @@ def _say_row(row: dict, log: Callable[[str], None]) -> None:
 
 def listing(counts: bool = False) -> str:
     """What ``ptoemu list`` prints: every workload with its cases, features and the tasks one run
-    of each case submits -- counted by running its orchestration on a dry inline device (no
+    of each case submits -- counted by running its orchestration on a dry sequential engine (no
     kernels); the big cases only with ``counts`` (their inputs take a while to build)."""
     lines = []
     for name in catalogue.names():
@@ -257,7 +257,7 @@ def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
 def task_counts(wl: Workload, case: str, variant: str | None = None,
                 discard_from: int = DISCARD_FROM) -> dict[str, int]:
     """What one run of ``case`` submits -- {"tasks": worker tasks, "alloc", "dummy"} -- counted by
-    running the orchestration on a dry inline device of 24 blocks (the a2a3's width, which SPMD
+    running the orchestration on a dry sequential engine of 24 blocks (the a2a3's width, which SPMD
     scenes read): the records are packed and tracked, the kernels are not run. A workload that
     names the inputs its orchestration reads (``plan_inputs``, all smaller than ``discard_from``
     bytes) has only those built for real; its arrays of ``discard_from`` bytes or more are left

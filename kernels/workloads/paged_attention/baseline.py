@@ -60,13 +60,12 @@ import numpy as np
 
 from kernels.workloads.paged_attention.cases import case_params, generate_inputs
 from kernels.workloads.paged_attention.golden import golden
-from kernels.workloads.paged_attention.orchestration import orchestrate
+from kernels.workloads.paged_attention.orchestration import INPUTS, orchestrate
 from kernels.workloads.workload import Alloc, Workload
 
 __all__ = ["INPUTS", "MULTI_ROUND_PAGED_ATTENTION", "PAGED_ATTENTION", "PAGED_ATTENTION_MANUAL_SCOPE",
            "REFERENCE_SHAPES", "REF_SCALE", "build", "golden_per_block", "reference_case"]
 
-INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
 REF_SCALE = 1.0                 # the reference generator's scale scalar (not 1/sqrt(head_dim))
 
 _SMALL = {"num_heads": 16, "head_dim": 16, "block_size": 16, "max_model_len": 256}
