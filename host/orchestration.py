@@ -212,7 +212,7 @@ class Runtime:
                 f"task {fr.start} (depth {fr.depth}) is ending while "
                 + (f"the scope begun at task {top.start} (depth {top.depth}) is still open"
                    if top else "no scope is open") + "; nest them with `with rt.scope():`")
-        if why == "its scope ended" and self._forked:
+        if why is ScopeEnd.ENDED and self._forked:
             self._check_active("rt.scope() end")     # a forked copy writes no scope end
         for b in fr.buffers:
             b.alive = False
