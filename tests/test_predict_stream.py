@@ -12,6 +12,7 @@ import kernels.workloads.paged_attention as pa
 from host import Device, Platform
 from host.graph import Graph
 from host.predict import predict, stream
+from host.run import build_on
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +20,11 @@ def pa_graph(tmp_path_factory) -> str:
     """Three runs (hub, first_output, alloc) of a small paged attention."""
     path = str(tmp_path_factory.mktemp("stream") / "pa.graph.jsonl")
     with Device(Platform(blocks=4), kernels=["kernels.workloads.paged_attention"], record=path, inline=True) as dev:
-        d = pa.load_case(dev, "small", 0)
+        params = pa.case_params("small")
+        _, d = build_on(dev, pa.WORKLOAD, params, 0)
         for variant in ("hub", "first_output", "alloc"):
             dev.run(pa.orchestrate, d["query"], d["key_cache"], d["value_cache"], d["block_table"],
-                    d["context_lens"], d["out"], scale=d["scale"], variant=variant, unroll=4)
+                    d["context_lens"], d["out"], scale=pa.scale_of(params), variant=variant, unroll=4)
     return path
 
 
