@@ -479,3 +479,4 @@ class DeviceContext:
     seed: int = 0
     jitter_ns: int = 0
     reference: bool = False              # the reference runtime's dependency rules (device/deps.py)
+    atomic_locks: list | None = None     # process-shared locks of atomic adds (device/atomics.py)

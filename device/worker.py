@@ -27,10 +27,12 @@ import time
 
 from device import codec as C
 from device import layout as L
+from device.atomics import StripedAdd
 from device.codec import DeviceContext
 from device.execute import ArgDecoder, run_part
 from device.hostlink import child_signals, orphaned
 from device.ordering import fence, observe, publish
+from kernels import atomic
 from kernels.registry import CoreInfo, set_block, set_core
 
 
@@ -44,6 +46,8 @@ def run(ctx: DeviceContext, core: int) -> None:
     lay = ctx.layout
     lane = C.lane_of(core)
     set_core(CoreInfo(block=C.block_of(core), kind=C.CORE_KINDS[lane], lane=max(lane - 1, 0), core=core))
+    if ctx.atomic_locks is not None:                # kernels' atomic adds exclude each other
+        atomic.set_hook(StripedAdd(ctx.atomic_locks, ctx.gm_buf).add)
     q = ctx.q
     mb = lay.mailbox(core)                          # its head word; the slots follow it
     slots = mb + 1

@@ -38,8 +38,8 @@ import multiprocess
 from multiprocess import process as mp_process
 from threadpoolctl import threadpool_limits
 
+from device import atomics, scheduler, worker
 from device import layout as L
-from device import scheduler, worker
 from device.codec import DeviceContext, SchedulerFailure, core_name, read_report
 from device.ordering import observe, publish
 from device.shm import Segment
@@ -136,7 +136,8 @@ class DeviceProcesses:
             timestamps=timestamps or trace, trace=trace, record=record, sanitize=sanitize,
             trace_dir=tempfile.gettempdir(),
             schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000),
-            reference=semantics == "reference")
+            reference=semantics == "reference",
+            atomic_locks=[MP.Lock() for _ in range(atomics.STRIPES)])
         self._fork()
 
     def _fork(self) -> None:

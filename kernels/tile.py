@@ -57,7 +57,9 @@ prefetches by hand ahead of a barrier does).
 Ops (each one's cost formula in kernels/a2a3.py):
 
     load(dst, src, index=None, prefetch=False)   TLOAD GM -> UB / L1; index: src[id] per iteration
-    store(dst, src, atomic=None)            TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src
+    store(dst, src, atomic=None)            TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src, one
+                                            indivisible update even while other cores add into
+                                            the same bytes (kernels/atomic.py); costs a store
     move(dst, src)                          TMOV L1 -> L0A / L0B, L0C -> L1, UB -> UB
     matmul(c, a, b, acc=False)              TMATMUL / TMATMUL_ACC: c (+)= a @ b, fp32 accumulate
     add sub mul div max min (dst, a, b)     TADD TSUB TMUL TDIV TMAX TMIN
@@ -103,6 +105,7 @@ import ml_dtypes
 import numpy as np
 
 from kernels import a2a3
+from kernels import atomic as _atomic
 from kernels.a2a3 import CUBE, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 
 __all__ = [
@@ -608,7 +611,7 @@ def store(dst: np.ndarray, src: Tile, atomic: str | None = None) -> None:
     if atomic is None:
         view[...] = a
     else:
-        np.add(view, a, out=view, casting="unsafe")
+        _atomic.add(view, a)                      # one indivisible update across cores (kernels/atomic.py)
     if _tl.rec is not None:
         nb = src.shape[0] * src.shape[1] * (dst.dtype.itemsize if src.buf == L0C else src.dtype.itemsize)
         _count(core, MTE3, a2a3.C_GM, a2a3.transfer_cycles((src.buf, a2a3.GM), nb), (src,), ())
