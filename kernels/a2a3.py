@@ -210,6 +210,10 @@ VECTOR_OPS: dict[str, tuple[str, str]] = {
     "row_expand": ("formula", "TROWEXPAND"),
     "cast": ("linear", "vconv"), "fill": ("linear", "vector_dup"), "copy": ("linear", "vcopy"),
     "brcb": ("linear", "vbrcb"),
+    # No fitted formula or cce model of their own in pto-isa's a2a3 costmodel (low confidence):
+    # TNEG is a multiply by -1 (priced as TMULS), TRECIP a division (vdiv), TCOLEXPANDMUL a
+    # multiply whose second operand repeats one row (TMUL).
+    "neg": ("formula", "TMULS"), "recip": ("linear", "vdiv"), "col_expand_mul": ("formula", "TMUL"),
 }
 
 

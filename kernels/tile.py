@@ -61,13 +61,15 @@ Ops (each one's cost formula in kernels/a2a3.py):
                                             indivisible update even while other cores add into
                                             the same bytes (kernels/atomic.py); costs a store
     move(dst, src)                          TMOV L1 -> L0A / L0B, L0C -> L1, UB -> UB
+    extract(dst, src, row, col)             TEXTRACT L1 -> L0A / L0B: a sub-tile (EACH: per iteration)
     matmul(c, a, b, acc=False)              TMATMUL / TMATMUL_ACC: c (+)= a @ b, fp32 accumulate
     add sub mul div max min (dst, a, b)     TADD TSUB TMUL TDIV TMAX TMIN
     adds subs muls divs maxs mins (dst, a, s)   with a Python scalar s
-    exp sqrt (dst, a)                       TEXP TSQRT
+    exp sqrt neg recip (dst, a)             TEXP TSQRT TNEG TRECIP
     row_max row_sum (dst, a)                TROWMAX TROWSUM: dst is a (rows, 1) column
     row_expand(dst, col)                    TROWEXPAND: a (rows, 1) column across every column
     row_expand_add/sub/mul/div(dst, a, col) TROWEXPANDADD ...: a (op) the column, row by row
+    col_expand_mul(dst, a, row)             TCOLEXPANDMUL: a * a (1, cols) row, down every row
     cast(dst, a)                            TCVT: round to nearest, ties to even
     fill(dst, value)                        TEXPANDS
     fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: columns >= valid_cols
@@ -110,9 +112,10 @@ from kernels.a2a3 import CUBE, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 
 __all__ = [
     "BF16", "F16", "F32", "I32", "L0A", "L0B", "L0C", "L1", "UB", "CUBE", "MTE1", "MTE2", "MTE3", "VECTOR",
-    "Core", "Counts", "Tile", "TileError",
-    "add", "adds", "barrier", "begin", "cast", "col_blocks", "count", "div", "divs", "end", "exp", "fill",
-    "fill_pad", "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "reshape", "row_blocks",
+    "Core", "Counts", "EACH", "Tile", "TileError",
+    "add", "adds", "barrier", "begin", "cast", "col_blocks", "col_expand_mul", "count", "div", "divs", "end", "exp",
+    "extract", "fill", "fill_pad", "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "neg",
+    "recip", "reshape", "row_blocks",
     "row_expand", "row_expand_add", "row_expand_div", "row_expand_mul", "row_expand_sub", "row_max", "row_sum",
     "sqrt", "store", "sub", "subs", "sync",
 ]
@@ -564,7 +567,13 @@ def load(dst: Tile, src: np.ndarray, index: Any = None, prefetch: bool = False) 
             if view.flags.writeable:              # a store may overwrite what it shows (see store)
                 core.borrowed[dst.key] = dst
         else:                                     # 16-bit floats for the cube: widen once
-            _fresh(dst, view.shape, _memory_order(view))[...] = view
+            out = _fresh(dst, view.shape, _memory_order(view))
+            if view.dtype == BF16 and view.size >= _FAST_CAST:
+                w = out.view(_U32)                # bf16 is the top half of an fp32 (~3x ml_dtypes)
+                np.copyto(w, view.view(_U16), casting="unsafe")
+                w <<= 16
+            else:
+                out[...] = view
     if _tl.rec is not None:
         nb = rows * cols * dst.dtype.itemsize
         _count(core, MTE2, a2a3.C_GM, a2a3.transfer_cycles((a2a3.GM, dst.buf), nb), (), (dst,),
@@ -637,6 +646,58 @@ def move(dst: Tile, src: Tile) -> None:
         core.borrowed[dst.key] = dst
     if _tl.rec is not None:
         nb = src.shape[0] * src.shape[1] * src.dtype.itemsize
+        pipe, cls, _ = a2a3.PATHS[path]
+        _count(core, pipe, cls, a2a3.transfer_cycles(path, nb), (src,), (dst,))
+
+
+class _Each:
+    """``tile.EACH``: in ``extract`` inside ``c.loop(n)``, iteration i takes the i-th sub-tile."""
+
+    def __repr__(self) -> str:
+        return "tile.EACH"
+
+
+EACH = _Each()
+
+
+def extract(dst: Tile, src: Tile, row: int | _Each = 0, col: int | _Each = 0) -> None:
+    """TEXTRACT: the ``dst``-shaped sub-tile of ``src`` at (row, col) -- L1 -> L0A / L0B (MTE1).
+    In ``c.loop(n)`` one of ``row``, ``col`` may be ``tile.EACH``: iteration i takes the i-th
+    sub-tile down the rows (``row=EACH``) or across the columns (``col=EACH``) of a ``src``
+    written before the loop (the reference's TEXTRACT(a, l1, 0, k) in a loop over k)."""
+    core = dst.core
+    path = (src.buf, dst.buf)
+    if path not in ((L1, L0A), (L1, L0B)):
+        raise TileError(f"{core.name}: extract {a2a3.BUFFERS[src.buf]} -> {a2a3.BUFFERS[dst.buf]}: TEXTRACT "
+                        f"takes L1 -> L0A or L1 -> L0B")
+    if src.dtype != dst.dtype:
+        raise TileError(f"{core.name}: extract {src!r} -> {dst!r}: dtypes must match")
+    d = _data(src, "extract")
+    (h, w), (dh, dw) = src.shape, dst.shape
+    each_r, each_c = row is EACH, col is EACH
+    n = core.n
+    if each_r or each_c:
+        if not n or (each_r and each_c) or d.ndim != 2:
+            raise TileError(f"{core.name}: extract(..., EACH): one of row/col, inside c.loop(), from a tile written "
+                            f"before the loop")
+        if (each_r and (dw != w or dh * n != h)) or (each_c and (dh != h or dw * n != w)):
+            raise TileError(f"{core.name}: extract {dst!r} from {src!r} in c.loop({n}): the {n} sub-tiles must tile "
+                            f"{'the rows' if each_r else 'the columns'} exactly")
+        view = d.reshape(n, dh, w) if each_r else d.reshape(h, n, dw).transpose(1, 0, 2)
+    else:
+        r0, c0 = int(row), int(col)
+        if not (0 <= r0 and r0 + dh <= h and 0 <= c0 and c0 + dw <= w):
+            raise TileError(f"{core.name}: extract {dst!r} at ({r0}, {c0}) runs outside {src!r}")
+        view = d[..., r0:r0 + dh, c0:c0 + dw]
+    if dst.alias:
+        raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
+    dst.data, dst.own = view, False               # the same values: share them
+    if src.own:
+        src.lent = True                           # src's next write goes elsewhere
+    elif src.key in core.borrowed:
+        core.borrowed[dst.key] = dst
+    if _tl.rec is not None:
+        nb = dh * dw * dst.dtype.itemsize
         pipe, cls, _ = a2a3.PATHS[path]
         _count(core, pipe, cls, a2a3.transfer_cycles(path, nb), (src,), (dst,))
 
@@ -846,6 +907,16 @@ def sqrt(dst: Tile, a: Tile) -> None:
     _unary("sqrt", np.sqrt, dst, a)
 
 
+def neg(dst: Tile, a: Tile) -> None:
+    """TNEG: dst = -a."""
+    _unary("neg", np.negative, dst, a)
+
+
+def recip(dst: Tile, a: Tile) -> None:
+    """TRECIP: dst = 1 / a."""
+    _unary("recip", np.reciprocal, dst, a)
+
+
 def _row_reduce(op: str, uf: np.ufunc, dst: Tile, a: Tile) -> None:
     _vec_check(dst, a)
     if dst.shape != (a.shape[0], 1):
@@ -939,6 +1010,21 @@ def row_expand_mul(dst: Tile, a: Tile, col: Tile) -> None:
 def row_expand_div(dst: Tile, a: Tile, col: Tile) -> None:
     """TROWEXPANDDIV: dst = a / col."""
     _row_expand_op("row_expand_div", np.divide, "div", dst, a, col)
+
+
+def col_expand_mul(dst: Tile, a: Tile, row: Tile) -> None:
+    """TCOLEXPANDMUL: dst = a * row, a (1, cols) row broadcast down every row of a."""
+    if dst.buf != UB or a.buf != UB or row.buf != UB:
+        _vec_check(dst, a, row)
+    if row.shape != (1, a.shape[1]):
+        raise TileError(f"{dst.core.name}: col_expand_mul needs a (1, {a.shape[1]}) row, got {row!r}")
+    x, r = _data(a, "col_expand_mul"), _data(row, "col_expand_mul")
+    shape = x.shape if x.ndim >= r.ndim else r.shape[:1] + x.shape
+    d = dst.data
+    np.multiply(x, r, out=d if (dst.own and not dst.lent and d is not None and d.shape == shape)
+                else _out(dst, shape, x if x.shape == shape else None))
+    if _tl.rec is not None:
+        _vcount("col_expand_mul", dst, dst, (a, row))
 
 
 def cast(dst: Tile, a: Tile) -> None:

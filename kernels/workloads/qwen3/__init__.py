@@ -1,0 +1,128 @@
+"""``qwen3_14b_decode``: the reference's Qwen3-14B 40-layer decode step as a catalogue workload.
+
+    model.py          shapes, cases, how a case stores its stacked weights and KV pools
+    kernels.py        the dense AIC / AIV kernels on the tile layer (split-K GEMMs with atomic adds)
+    attention.py      the tiling task and the fused RoPE + paged attention task (MIX x24, start together)
+    orchestration.py  decode_fwd_layers: 277 submissions per layer, manual scopes, explicit deps
+    golden.py         the independent vectorised numpy model
+
+    build      the inputs in the reference fixture's order and distributions (numpy's generator,
+               not torch's: the values differ from the reference's, the distributions do not)
+    run        decode_fwd_layers on the device
+    golden     out, and both pools with every layer's new K/V rows (rtol 5e-2, atol 1e-1: the
+               reference's check)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from kernels.workloads.qwen3.golden import golden_of
+from kernels.workloads.qwen3.model import BATCH, CASES, KV_HEADS, THETA, WORKSPACE_BYTES, Shapes
+from kernels.workloads.qwen3.orchestration import decode_fwd_layers
+from kernels.workloads.workload import Alloc, Workload
+
+__all__ = ["WORKLOAD", "build", "workspace_bytes"]
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F32 = np.dtype(np.float32)
+_SLICE = 1 << 20
+
+
+def workspace_bytes(sh: Shapes) -> int:
+    """pa_workspace: the reference's 66,132,544 bytes at head_dim 128, scaled with head_dim (the
+    attention here keeps no scratch in it; it is allocated and passed as in the reference)."""
+    return WORKSPACE_BYTES * sh.head_dim // 128
+
+
+def _normal(dst: np.ndarray, rng: np.random.Generator, mean: float, std: float) -> None:
+    """dst (C-contiguous) = mean + std * N(0, 1) drawn in fp32, slice by slice, rounded to dst's dtype."""
+    flat = dst.reshape(-1)
+    buf = np.empty(min(_SLICE, flat.size), np.float32)
+    for s in range(0, flat.size, _SLICE):
+        b = buf[:min(_SLICE, flat.size - s)]
+        rng.standard_normal(b.shape, dtype=np.float32, out=b)
+        b *= np.float32(std)
+        b += np.float32(mean)
+        flat[s:s + b.size] = b
+
+
+def build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
+    """Every array of the run (INPUTS and ``out``), filled as the reference's fixture is (its
+    generate_inputs: same order, distributions and tables), stored as model.py describes."""
+    sh = Shapes.of(params)
+    rng = np.random.default_rng(seed)
+    L, H, KV, D, I, wl = sh.layers, sh.hidden, sh.kv_hidden, sh.head_dim, sh.inter, sh.weight_layers  # noqa: E741
+    a: dict[str, np.ndarray] = {}
+
+    def make(name: str, shape: tuple, dtype: np.dtype, mean: float | None = None, std: float = 1.0) -> np.ndarray:
+        arr = a[name] = alloc(shape, dtype)
+        if mean is not None:
+            _normal(arr, rng, mean, std)
+        return arr
+
+    make("hidden_states", (BATCH, H), BF16, 0.0, 1.0)
+    make("input_rms_weight", (L, H), F32, 1.0, 0.1)
+    make("wq", (wl * H, H), BF16, 0.0, 0.02)
+    make("wk", (wl * H, KV), BF16, 0.0, 0.02)
+    make("wv", (wl * H, KV), BF16, 0.0, 0.02)
+    make("q_norm_weight", (L, D), F32, 1.0, 0.1)
+    make("k_norm_weight", (L, D), F32, 1.0, 0.1)
+    make("seq_lens", (BATCH,), np.dtype(np.int32))[...] = sh.seq_lens
+    make("block_table", (sh.pages,), np.dtype(np.int32))[...] = np.arange(sh.pages)
+    make("slot_mapping", (BATCH,), np.dtype(np.int32))[...] = sh.slots()
+    ang = np.arange(sh.max_seq, dtype=np.float32)[:, None] * (
+        1.0 / THETA ** (np.arange(D // 2, dtype=np.float32) / np.float32(D // 2)))[None, :]
+    make("rope_cos", (sh.max_seq, D), F32)[...] = np.concatenate([np.cos(ang), np.cos(ang)], axis=1)
+    make("rope_sin", (sh.max_seq, D), F32)[...] = np.concatenate([np.sin(ang), np.sin(ang)], axis=1)
+    for name, mean, std in (("k_cache", 0.0, 0.01), ("v_cache", 0.3, 0.02)):
+        pool = make(name, (sh.cache_rows, D), BF16)
+        _normal(pool[:sh.kv_layers * sh.layer_rows], rng, mean, std)
+        for i in range(sh.kv_layers, L):       # an overlay row starts as its layer's pool row would
+            src = (i % sh.kv_layers) * sh.layer_rows + sh.slots()[:, None] * KV_HEADS + np.arange(KV_HEADS)
+            pool[sh.new_rows(i)] = pool[src]
+    make("wo", (wl * H, H), BF16, 0.0, 0.0006)
+    make("w_gate", (wl * H, I), BF16, 0.0, 0.02)
+    make("w_up", (wl * H, I), BF16, 0.0, 0.02)
+    make("w_down", (wl * I, H), BF16, 0.0, 0.0004)
+    make("post_rms_weight", (L, H), F32, 1.0, 0.1)
+    make("out", (BATCH, H), BF16)[...] = 0
+    return a
+
+
+def _orchestrate(rt: Any, t: dict[str, Any], params: dict[str, Any], variant: str) -> dict:
+    sh = Shapes.of(params)
+    return decode_fwd_layers(rt, t, sh, workspace_bytes(sh))
+
+
+def _platform(params: dict[str, Any]) -> dict[str, Any]:
+    sh = Shapes.of(params)
+    per_layer = BATCH * (16 * sh.hidden + 8 * sh.kv_hidden + 80 * sh.head_dim + 10 * sh.inter + 8)
+    need = workspace_bytes(sh) + 6 * BATCH * sh.hidden * (2 + sh.layers) + 16 * per_layer
+    heap = 64 << 20
+    while heap < need:
+        heap *= 2
+    return {"heap_bytes": heap}
+
+
+WORKLOAD = Workload(
+    name="qwen3_14b_decode",
+    summary="Qwen3-14B decode, 40 layers x 277 submissions: split-K GEMMs with atomic adds, a 24-cluster "
+            "start-together RoPE + paged attention task, manual scopes with explicit deps",
+    features=("manual scopes + deps= (632 per layer)", "atomic-add split-K producers", "SPMD blocks=50/24/10/6/5",
+              "mixed task, sync_start", "submit_dummy", "alloc_tensors", "runtime tensors across scopes",
+              "stacked weights / KV pools (shared storage)"),
+    cases=CASES,
+    build=build, outputs=("out", "k_cache", "v_cache"), orchestrate=_orchestrate, golden=golden_of,
+    tolerance=(5e-2, 1e-1),
+    kernels=("kernels.workloads.qwen3",),
+    hardware_only=frozenset({"StressBatch16Seq3500"}),
+    big=frozenset({"StressBatch16Seq3500"}),
+    platform=_platform,
+    reference="examples/a2a3/tensormap_and_ringbuffer/qwen3_14b_decode",
+    min_blocks=24,
+    plan_inputs=(),
+)
