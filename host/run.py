@@ -87,19 +87,28 @@ def run_with_progress(dev: Device, label: str, fn: Callable[[], Any], show: bool
     return result, time.perf_counter() - t0
 
 
+COMPARE_CHUNK = 1 << 22     # elements compared at a time: no float64 copy of a whole large output
+
+
 def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: tuple[float, float]) -> dict:
-    """Max abs and rel error over every output, and whether all are within (rtol, atol)."""
+    """Max abs and rel error over every output, and whether all are within (rtol, atol) -- chunk
+    by chunk, so a gigabyte-sized output (a KV pool) costs a few tens of MiB to check."""
     rtol, atol = tol
     max_abs = max_rel = 0.0
     ok = True
     for k, w in want.items():
-        g = np.asarray(got[k], np.float64)
-        w = np.asarray(w, np.float64)
-        err = np.abs(g - w)
-        if err.size:
+        g, w = np.asarray(got[k]), np.asarray(w)
+        if g.shape != w.shape:
+            ok = False
+            continue
+        gf, wf = g.reshape(-1), w.reshape(-1)
+        for s in range(0, wf.size, COMPARE_CHUNK):
+            gc = gf[s:s + COMPARE_CHUNK].astype(np.float64)
+            wc = wf[s:s + COMPARE_CHUNK].astype(np.float64)
+            err = np.abs(gc - wc)
             max_abs = max(max_abs, float(np.nanmax(err)) if not np.isnan(err).all() else float("nan"))
-            max_rel = max(max_rel, float(np.nanmax(err / np.maximum(np.abs(w), 1e-12))))
-        ok &= bool(np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=False)) and g.shape == w.shape
+            max_rel = max(max_rel, float(np.nanmax(err / np.maximum(np.abs(wc), 1e-12))))
+            ok &= bool(np.allclose(gc, wc, rtol=rtol, atol=atol, equal_nan=False))
     return {"max_abs": max_abs, "max_rel": max_rel, "pass": ok}
 
 
@@ -172,7 +181,7 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
                 row = _row(wl, case, variant, r, info, wall, s0, s1, golden_s)
                 row["inputs_bytes"] = sum(v.nbytes for v in arrays.values())
                 if want is not None:
-                    got = {k: dev.to_host(tensors[k]) for k in want}
+                    got = {k: dev.host_view(tensors[k]) for k in want}      # read in place
                     row.update(compare(got, want, wl.tolerance))
                 if check and wl.check:
                     after = {k: dev.to_host(t) for k, t in tensors.items() if t.nbytes <= SNAPSHOT_BYTES}
@@ -241,8 +250,11 @@ def listing(counts: bool = False) -> str:
             desc = ", ".join(f"{k} {v}" for k, v in params.items() if k != "name")
             if c not in wl.big or counts:
                 n = task_counts(wl, c)
-                extra = ", ".join(f"{v:,} {k}" for k, v in n.items() if k != "tasks" and v)
-                tail = f"  [{n['tasks']:,} tasks" + (f" + {extra}" if extra else "") + "]"
+                extra = ", ".join(f"{v:,} {k}" for k, v in n.items() if k in ("alloc", "dummy") and v)
+                facts = "".join(f"; {k} {v:,}" if isinstance(v, int) else f"; {k} {v}"
+                                for k, v in n.get("info", {}).items())
+                subs = f"; {n['tasks'] + n['dummy']:,} submissions" if n["dummy"] else ""
+                tail = f"  [{n['tasks']:,} tasks" + (f" + {extra}" if extra else "") + subs + facts + "]"
             else:
                 tail = "  [tasks: ptoemu list --counts]"
             lines.append(f"  {c}: {desc or '-'}" + (f" ({'; '.join(marks)})" if marks else "") + tail)
@@ -256,7 +268,8 @@ def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
 
 def task_counts(wl: Workload, case: str, variant: str | None = None,
                 discard_from: int = DISCARD_FROM) -> dict[str, int]:
-    """What one run of ``case`` submits -- {"tasks": worker tasks, "alloc", "dummy"} -- counted by
+    """What one run of ``case`` submits -- {"tasks": worker tasks, "alloc", "dummy"}, and "info":
+    what the orchestration itself counted ("submissions per layer") if it says -- counted by
     running the orchestration on a dry sequential engine of 24 blocks (the a2a3's width, which SPMD
     scenes read): the records are packed and tracked, the kernels are not run. A workload that
     names the inputs its orchestration reads (``plan_inputs``, all smaller than ``discard_from``
@@ -270,12 +283,15 @@ def task_counts(wl: Workload, case: str, variant: str | None = None,
         if big:
             raise ValueError(f"workload {wl.name} case {case}: plan input(s) {', '.join(big)} hold {discard_from} "
                              "bytes or more; plan_inputs are the small arrays the orchestration reads")
-        dev.run(wl.orchestrate, tensors, params, variant or wl.variants[0])
+        info = dev.run(wl.orchestrate, tensors, params, variant or wl.variants[0])
         st = dev.stats()
     del arrays, tensors
     # The dry device's memory goes back when the collector breaks the device's reference cycles:
     # now, not after the next few cases (which once added up to gigabytes for ptoemu list --counts).
     gc.collect()
     rt = st["runtime_tasks"]
-    return {"tasks": sum(v["tasks"] + v["predicate_false"] for v in st["kernels"].values()),
-            "alloc": rt["alloc"], "dummy": rt["dummy"]}
+    out = {"tasks": sum(v["tasks"] + v["predicate_false"] for v in st["kernels"].values()),
+           "alloc": rt["alloc"], "dummy": rt["dummy"]}
+    if isinstance(info, dict) and info.get("submissions per layer"):
+        out["info"] = {"submissions per layer": info["submissions per layer"]}
+    return out

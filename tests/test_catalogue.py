@@ -21,7 +21,8 @@ SMALL = [(n, c) for n in NOT_SCENES for c in catalogue.load(n).cases if c not in
 @pytest.mark.parametrize("inline", [False, True], ids=["device", "inline"])
 @pytest.mark.parametrize("name,case", SMALL, ids=[f"{n}-{c}" for n, c in SMALL])
 def test_small_cases_match_their_goldens(name, case, inline):
-    rows = run_workload(name, case, "all", blocks=4, inline=inline, progress=False, log=lambda s: None)
+    blocks = max(4, catalogue.load(name).min_blocks)    # (qwen3's attention starts 24 clusters together)
+    rows = run_workload(name, case, "all", blocks=blocks, inline=inline, progress=False, log=lambda s: None)
     bad = [(r["variant"], r.get("max_abs"), r.get("problems")) for r in rows if not r.get("pass", True)]
     assert rows and not bad, bad
     assert all(r["tasks"] > 0 for r in rows)

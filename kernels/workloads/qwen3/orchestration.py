@@ -78,13 +78,12 @@ U8 = np.dtype(np.uint8)
 
 def decode_fwd_layers(rt: Any, t: dict[str, Any], sh: Shapes, workspace_bytes: int) -> dict[str, int]:
     """Submit the whole decode step (module docstring); ``t`` maps INPUTS and "out" to device
-    tensors. Returns the counts the orchestration knows (layers, submissions)."""
+    tensors. Returns what it counted: layers, and the submissions (tasks and dummies) of each layer."""
     hs, irw, wq, wk, wv, qnw, knw, seq_lens, bt, slots, cos, sin, kc, vc, wo, wg, wu, wd, prw = (t[n] for n in INPUTS)
     out = t["out"]
     L, H, KV, U, D = sh.layers, sh.hidden, sh.kv_hidden, sh.unit, sh.head_dim
     I = N_TILES * U                                                   # noqa: E741 - the intermediate width
     half = U // 2
-    first = rt.last_task + 1
     with rt.scope():
         meta, ws, cur, normed = rt.alloc_tensors(((METADATA_BYTES,), U8), ((workspace_bytes,), U8),
                                                  ((BATCH, H), F32), ((BATCH, H), BF16))
@@ -97,21 +96,25 @@ def decode_fwd_layers(rt: Any, t: dict[str, Any], sh: Shapes, workspace_bytes: i
         with rt.scope(manual=True):
             prev = rt.submit(K.x_gamma0, Out(normed), In(cur), In(irw), blocks=K_SPLITS, deps=[prev])
         layer_rows = num_pages * BLOCK * KV_HEADS
+        per_layer = set()
         for i in range(L):
             nh, nn = rt.make_tensor((BATCH, H), F32), rt.make_tensor((BATCH, H), BF16)
+            tasks0 = rt.tasks
             with rt.scope():
-                prev = _layer(rt, i, sh, prev, cur, normed, nh, nn, tiling, meta, ws, layer_rows,
-                              (irw, wq, wk, wv, qnw, knw, seq_lens, bt, slots, cos, sin, kc, vc, wo, wg, wu, wd, prw),
-                              (H, KV, U, D, I, half))
+                prev, dummies = _layer(rt, i, sh, prev, cur, normed, nh, nn, tiling, meta, ws, layer_rows,
+                                       (irw, wq, wk, wv, qnw, knw, seq_lens, bt, slots, cos, sin, kc, vc, wo, wg, wu,
+                                        wd, prw), (H, KV, U, D, I, half))
+            per_layer.add(rt.tasks - tasks0 + dummies)
             cur, normed = nh, nn
         with rt.scope():
             rt.submit(K.copy_out, Out(out), In(cur), 0)
-    return {"layers": L, "submissions": rt.last_task + 1 - first}
+    return {"layers": L, "submissions per layer": per_layer.pop() if len(per_layer) == 1 else sorted(per_layer)}
 
 
 def _layer(rt: Any, i: int, sh: Shapes, pd: int, cur: Any, normed: Any, nh: Any, nn: Any, tiling: int, meta: Any,
            ws: Any, layer_rows: int, w: tuple, dims: tuple) -> int:
-    """One layer's 2 allocs and 277 submissions; returns its dcr_xgamma's id."""
+    """One layer's 2 allocs and 277 submissions; returns its dcr_xgamma's id and how many dummies it
+    submitted."""
     irw, wq, wk, wv, qnw, knw, seq_lens, bt, slots, cos, sin, kc, vc, wo, wg, wu, wd, prw = w
     H, KV, U, D, I, half = dims                                       # noqa: E741
     (nh, nn, inv_rms, q_acc, k_acc, v_acc, q_tnd, attn_out) = rt.alloc_tensors(
@@ -168,5 +171,6 @@ def _layer(rt: Any, i: int, sh: Shapes, pd: int, cur: Any, normed: Any, nh: Any,
                            + up_ids[n * K_SPLITS:(n + 1) * K_SPLITS]) for n in range(N_TILES)]
         downs = [rt.submit(K.down_proj, In(mlp), In(wd), InOut(down), c * U, ib, n * U, deps=[silus[c]])
                  for n in range(K_SPLITS) for c in range(N_TILES)]
-    return rt.submit(K.dcr_xgamma, In(down), In(h1), InOut(nh), In(irw), InOut(nn), min(i + 1, sh.layers - 1),
-                     blocks=K_SPLITS, deps=downs)
+    dcr = rt.submit(K.dcr_xgamma, In(down), In(h1), InOut(nh), In(irw), InOut(nn), min(i + 1, sh.layers - 1),
+                    blocks=K_SPLITS, deps=downs)
+    return dcr, len({f1, f2, *gate_late, *up_late})
