@@ -2,8 +2,9 @@
 
     run(name, case, variant, ...)
       for each case:  Device(platform the case needs) ─▶ build the arrays in device memory
-                      (dev.empty + host_view: no host copy of a large input) ─▶ snapshot the ones
-                      a run may change ─▶ golden from the snapshot (timed)
+                      (dev.empty + host_view: no host copy of a large input; big random fills as
+                      one AIV task per slice on the device's cores, kernels/workloads/fill.py)
+                      ─▶ snapshot the ones a run may change ─▶ golden from the snapshot (timed)
         for each variant, each round:
                       restore the snapshot ─▶ dev.run(orchestrate) (timed, progress bar)
                       ─▶ outputs against the golden (max abs / rel error, tolerance) + check()
@@ -25,10 +26,13 @@ import numpy as np
 from host.device import Device
 from host.platform import Platform
 from host.progress import progress
-from kernels.workloads import catalogue
+from host.tensor import Tensor
+from kernels.workloads import catalogue, fill
 from kernels.workloads.workload import Workload
 
 SNAPSHOT_BYTES = 16 << 20
+FILL_KERNELS = fill.__name__     # what a device needs to fill a workload's inputs on its cores
+FILL_MIN_SLICES = 2              # smaller fills run in the host: a task costs about what a slice does
 
 
 def _progress(dev: Device, label: str, stop: threading.Event) -> None:
@@ -39,19 +43,45 @@ def _progress(dev: Device, label: str, stop: threading.Event) -> None:
             step(done=done, total=submitted)
 
 
-def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int) -> tuple[dict, dict]:
-    """A workload's arrays built in ``dev``'s memory (``dev.empty`` + a zero-copy view, so a large
-    input is written once, in place): (name -> numpy view, name -> device tensor)."""
-    made: dict[int, Any] = {}
+class DeviceAlloc:
+    """The ``alloc`` build_on hands a workload's build: ``dev.empty`` + a zero-copy view, so a large
+    input is written once, in place. Its ``fill`` (kernels/workloads/fill.py calls it) fills an
+    array of FILL_MIN_SLICES slices or more on the device's cores -- one AIV task per slice, in a
+    run of its own -- when the device loaded the fill kernel (``run`` loads it unless the device
+    traces or records: those are of the workload's runs); anything else is filled here. The
+    bits are the same either way."""
 
-    def alloc(shape: tuple, dtype: Any) -> np.ndarray:
-        t = dev.empty(shape, dtype)
-        view = dev.host_view(t)
-        made[id(view)] = t
+    def __init__(self, dev: Device) -> None:
+        self.dev = dev
+        self.tensors: dict[int, Tensor] = {}                 # id of a view handed out -> its tensor
+        self._at: dict[tuple[int, int], Tensor] = {}         # (address, bytes) -> tensor: finds a reshaped view's
+        self._tables: dict[int, Tensor] = {}                 # id of a fill table -> its copy in GM
+        self.on_device = fill.fill_task in dev.kernels
+
+    def __call__(self, shape: tuple, dtype: Any) -> np.ndarray:
+        t = self.dev.empty(shape, dtype)
+        view = self.dev.host_view(t)
+        self.tensors[id(view)] = t
+        self._at[(view.__array_interface__["data"][0], view.nbytes)] = t
         return view
 
+    def fill(self, array: np.ndarray, table: np.ndarray, seed: int, stream: int) -> None:
+        t = self._at.get((array.__array_interface__["data"][0], array.nbytes))
+        if not self.on_device or t is None or array.size < FILL_MIN_SLICES * fill.SLICE:
+            fill.fill_here(array, table, seed, stream)
+            return
+        if id(table) not in self._tables:                    # dist_table caches it: one copy per build
+            self._tables[id(table)] = self.dev.to_device(table)
+        self.dev.run(fill.orchestrate, t, self._tables[id(table)], seed, stream)
+
+
+def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int) -> tuple[dict, dict]:
+    """A workload's arrays built in ``dev``'s memory (``DeviceAlloc``: written once, in place, big
+    random fills on the device's cores if it loaded ``FILL_KERNELS``): (name -> numpy view, name ->
+    device tensor)."""
+    alloc = DeviceAlloc(dev)
     arrays = wl.build(params, seed, alloc)
-    return arrays, {k: made[id(v)] for k, v in arrays.items()}
+    return arrays, {k: alloc.tensors[id(v)] for k, v in arrays.items()}
 
 
 def run_with_progress(dev: Device, label: str, fn: Callable[[], Any], show: bool) -> tuple[Any, float]:
@@ -119,7 +149,10 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
         f"{platform.blocks} blocks ({platform.cores} cores){' inline' if inline else ''}")
     rows = []
-    with Device(platform, kernels=list(wl.kernels), inline=inline, trace=trace or False,
+    # the inputs are filled by device tasks unless the device keeps a trace or a graph: those
+    # describe the workload's runs, not the input build
+    fills = [] if trace or record or predict else [FILL_KERNELS]
+    with Device(platform, kernels=[*wl.kernels, *fills], inline=inline, trace=trace or False,
                 record=record or predict, semantics=semantics) as dev:
         log(f"  device started in {dev.start_seconds:.2f} s")
         t0 = time.perf_counter()

@@ -4,7 +4,12 @@
 
     build(params, seed, alloc)      every array the run uses -- inputs and outputs -- made with
                                     ``alloc(shape, dtype)`` (device memory, when the host runner
-                                    passes ``dev.empty`` + ``host_view``) and filled
+                                    passes ``dev.empty`` + ``host_view``) and filled; random
+                                    values with ``fill.fill(array, dist, seed, name, alloc)``
+                                    (kernels/workloads/fill.py): seeded per slice, so the same
+                                    bits whoever fills them -- the device's cores when ``alloc``
+                                    has a ``fill`` method (host/run.py build_on's), else this
+                                    process
     orchestrate(rt, t, params, variant)
                                     submits the run's tasks; ``t`` maps the same names to device
                                     tensors; may return a dict of facts (groups, chunks, ...)
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+# alloc(shape, dtype) -> array; a device's may also have fill(array, table, seed, stream) (fill.py)
 Alloc = Callable[[tuple, Any], np.ndarray]
 
 
