@@ -56,7 +56,7 @@ class DeviceAlloc:
         self.tensors: dict[int, Tensor] = {}                 # id of a view handed out -> its tensor
         self._at: dict[tuple[int, int], Tensor] = {}         # (address, bytes) -> tensor: finds a reshaped view's
         self._tables: dict[int, Tensor] = {}                 # id of a fill table -> its copy in GM
-        self.on_device = fill.fill_task in dev.kernels
+        self.on_device = fill.fill_slice in dev.kernels
 
     def __call__(self, shape: tuple, dtype: Any) -> np.ndarray:
         t = self.dev.empty(shape, dtype)

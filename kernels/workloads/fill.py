@@ -5,8 +5,8 @@
            table = dist_table(dist, array.dtype)     65,536 values in the array's dtype
            │
            ├─ alloc has a ``fill`` method (host/run.py build_on, on a device that loaded this module):
-           │     orchestrate(rt, tensor, table, seed, stream) ──▶ one AIV task per slice: fill_task
-           │     (touch its pages, then fill_slice) on the device's cores, side by side
+           │     orchestrate(rt, tensor, table, seed, stream) ──▶ one AIV task per slice ──▶ fill_slice
+           │     on the device's cores, side by side
            └─ otherwise: fill_here(array, table, seed, stream) ──▶ fill_slice on each slice, in turn
 
     fill_slice(out, table, seed, stream, index)      the ONE function computing a slice's values
@@ -49,13 +49,12 @@ import numpy.random  # noqa: F401 - imported before a device forks its workers, 
 
 from kernels import AIV, In, Out, kernel
 
-__all__ = ["SLICE", "Dist", "uniform", "normal", "dist_table", "stream_id", "fill_slice", "fill_task", "fill_here",
+__all__ = ["SLICE", "Dist", "uniform", "normal", "dist_table", "stream_id", "fill_slice", "fill_here",
            "orchestrate", "fill"]
 
 SLICE = 1 << 20                 # elements per slice (2 MiB of bf16): one task's worth, about 1 ms
 _CHUNK = 1 << 16                # elements drawn at a time inside a slice (a multiple of 4: whole words)
 _LEVELS = 1 << 16               # table entries: one per value of a 16-bit word
-_FAULT_AROUND = 1 << 16         # bytes Linux maps around a read fault on a file page (fault_around_bytes)
 _DTYPES = tuple(np.dtype(d) for d in (ml_dtypes.bfloat16, np.float16, np.float32, np.float64))
 
 
@@ -112,9 +111,10 @@ def stream_id(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+@kernel(AIV)
 def fill_slice(out: np.ndarray, table: np.ndarray, seed: int, stream: int, index: int) -> None:
     """Slice ``index`` of array ``stream``: every element of ``out`` (C-contiguous) from ``table``,
-    picked by the 16-bit words of the slice's own SFC64 stream."""
+    picked by the 16-bit words of the slice's own SFC64 stream. A device task or a plain call."""
     if not out.flags.c_contiguous or table.shape != (_LEVELS,) or table.dtype != out.dtype:
         raise ValueError(f"fill_slice: expected a C-contiguous out and a table of {_LEVELS} values of its "
                          f"dtype, got out {out.shape} {out.dtype} (contiguous: {out.flags.c_contiguous}), "
@@ -126,18 +126,6 @@ def fill_slice(out: np.ndarray, table: np.ndarray, seed: int, stream: int, index
         n = min(_CHUNK, dst.size - s)
         # mode="wrap": a 16-bit index is always in range, and wrap skips take's bounds check
         np.take(tab, bits.random_raw(-(-n // 4)).view(np.uint16)[:n], out=dst[s:s + n], mode="wrap")
-
-
-@kernel(AIV)
-def fill_task(out: np.ndarray, table: np.ndarray, seed: int, stream: int, index: int) -> None:
-    """``fill_slice`` as a device task. It reads one byte per 64 KiB of ``out`` first: the slice's
-    GM pages are new to the worker that fills it, and on a shared-memory mapping a read fault maps
-    the 64 KiB around it (Linux fault-around) where a write fault maps one 4 KiB page (writing
-    256 MiB of freshly mapped shared memory: 0.090 s; read-touched first: 0.025 s)."""
-    if out.size:
-        b = out.reshape(-1).view(np.uint8)
-        b[::_FAULT_AROUND].max(), b[-1]
-    fill_slice(out, table, seed, stream, index)
 
 
 def fill_here(array: np.ndarray, table: np.ndarray, seed: int, stream: int) -> None:
@@ -154,7 +142,7 @@ def orchestrate(rt: Any, out: Any, table: Any, seed: int, stream: int) -> dict[s
     n = flat.size
     for i, s in enumerate(range(0, n, SLICE)):
         m = min(SLICE, n - s)
-        rt.submit(fill_task, Out(flat.view((m,), (s,))), In(table), seed, stream, i)
+        rt.submit(fill_slice, Out(flat.view((m,), (s,))), In(table), seed, stream, i)
     return {"slices": -(-n // SLICE)}
 
 
