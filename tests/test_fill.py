@@ -158,3 +158,17 @@ def test_a_recorded_run_holds_only_the_workload(tmp_path):
                          log=lambda s: None)
     assert rows[0]["pass"] and plain[0]["pass"]
     assert plain[0]["tasks"] == rows[0]["tasks"] and FILL_TASK.rsplit(".", 1)[-1] not in plain[0]["tasks_by_kernel"]
+
+
+@pytest.mark.timeout(180)
+def test_bench_inputs_command_times_builders_and_compares_bits(capsys, tmp_path):
+    from host.cli import main
+    out = tmp_path / "inputs.json"
+    assert main(["bench", "inputs", "--cases", CASE, "--blocks", "2", "--rounds", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "paged_attention_unroll" in text and "DIFFERS" not in text
+    import json
+    r = json.loads(out.read_text())
+    assert [(x["builder"], x["blocks"]) for x in r["rows"]] == [("numpy", None), ("device", 2), ("inline", None)]
+    assert r["summary"]["same_bits"] and len({x["digest"] for x in r["rows"]}) == 1
+    assert all(x["build_s_median"] > 0 and x["inputs_bytes"] == r["rows"][0]["inputs_bytes"] for x in r["rows"])
