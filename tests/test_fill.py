@@ -2,8 +2,8 @@
 whoever fills them -- plain numpy, a device of any size, the inline engine -- the distributions a
 workload asks for, and big fills really running on the device's cores.
 
-The full-size check (Case1 on 2, 8 and 24 blocks and the inline engine, 1 GiB each) is a command,
-not a test: see docs/inputs.md.
+The full-size check (Case1 in numpy, on 2, 8 and 24 blocks and on the inline engine, 1 GiB each) is
+a command, not a test: ``ptoemu bench inputs`` (a digest of the bits per builder, and build times).
 """
 
 from __future__ import annotations

@@ -19,20 +19,24 @@ how many cores there are or in which order the slices are done -- so a device of
 inline (sequential) engine and plain numpy produce the same bits. ``stream`` names the array
 (crc32 of a name), so the arrays of one build draw from independent streams.
 
-Why a table. Per element, on one core of the 2-CPU box this was measured on (numpy 2.4): drawing
-fp32 with numpy's default generator, scaling it and rounding it to bf16 costs 2.45 ns; 16 raw bits
-of SFC64 plus one gather from a 128 KiB table (cache resident) cost 0.94 ns, and no temporary
-larger than a 64 Ki-element chunk exists. (fp32 draws with SFC64 truncated to bf16 in place: 1.55
-ns; Philox is slower than SFC64 in both forms.) The distribution: the 65,536 bins of the
-distribution's quantile range are equally likely, and a bin's value is the quantile at its centre
-in the array's dtype -- for ``uniform`` rounded toward zero on the dtype's grid (the top 16 bits
-of an fp32, for bf16), so a range symmetric about 0 keeps mean 0 and every value lies in [lo, hi)
-(a range on one side of 0 is clamped into it), and each bf16 value whose cell is at least a bin wide
-(all but those within (hi - lo) / 2**8 of zero) comes out as often as truncating a continuous
-uniform makes it; rounded to nearest for ``normal`` (its tails end at the outermost bins' centres,
-+-4.3 std). In
-fp32 the values take 65,536 levels: plenty for test inputs, and said here so nobody is surprised.
-The 16-bit words are read little-endian (x86-64, aarch64).
+Why a table. Per element, on one core of the 2-CPU box this was measured on (numpy 2.4): numpy's
+default generator drawing fp32, scaled and rounded to bf16, costs 2.45 ns; 16 raw bits of SFC64
+plus one gather from a 128 KiB table (cache resident) cost 0.83-0.94 ns (0.36 the bits, the rest
+the gather), and no temporary larger than a 64 Ki-element chunk exists. Measured and not taken:
+fp32 draws truncated to bf16 in place (1.55 ns), Philox bits (+0.3 ns), a SplitMix64 counter hash
+in numpy ufuncs instead of SFC64 (the same within noise), a 4-byte index array for the gather (the
+same). On a device the rest of the cost is memory, not values: first touches of fresh GM pages
+(0.3-0.4 s per GiB of CPU, spread over the workers) and the host's reservation of them.
+
+The distribution: the 65,536 bins of the distribution's quantile range are equally likely, and a
+bin's value is the quantile at its centre in the array's dtype -- for ``uniform`` rounded toward
+zero on the dtype's grid (the top 16 bits of an fp32, for bf16), so a range symmetric about 0 keeps
+mean 0 and every value lies in [lo, hi) (a range on one side of 0 is clamped into it), and each
+bf16 value whose cell is at least a bin wide (all but those within (hi - lo) / 2**8 of zero) comes
+out as often as truncating a continuous uniform makes it; for ``normal`` rounded to nearest (its
+tails end at the outermost bins' centres, +-4.3 std). In fp32 the values take 65,536 levels:
+plenty for test inputs, and said here so nobody is surprised. The 16-bit words are read
+little-endian (x86-64, aarch64).
 """
 
 from __future__ import annotations
