@@ -55,7 +55,7 @@ class DeviceAlloc:
         self.dev = dev
         self.tensors: dict[int, Tensor] = {}                 # id of a view handed out -> its tensor
         self._at: dict[tuple[int, int], Tensor] = {}         # (address, bytes) -> tensor: finds a reshaped view's
-        self._tables: dict[int, Tensor] = {}                 # id of a fill table -> its copy in GM
+        self._tables: dict[int, tuple[np.ndarray, Tensor]] = {}  # id of a fill table -> (it, its copy in GM)
         self.on_device = fill.fill_slice in dev.kernels
 
     def __call__(self, shape: tuple, dtype: Any) -> np.ndarray:
@@ -71,8 +71,8 @@ class DeviceAlloc:
             fill.fill_here(array, table, seed, stream)
             return
         if id(table) not in self._tables:                    # dist_table caches it: one copy per build
-            self._tables[id(table)] = self.dev.to_device(table)
-        self.dev.run(fill.orchestrate, t, self._tables[id(table)], seed, stream)
+            self._tables[id(table)] = (table, self.dev.to_device(table))
+        self.dev.run(fill.orchestrate, t, self._tables[id(table)][1], seed, stream)
 
 
 def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int) -> tuple[dict, dict]:
