@@ -5,13 +5,13 @@ both engines.
                 time rows in one vectorised pass (a few numpy element operations per task
                 instead of a dozen Python reads), in batches -- the host only gets the slots
                 back (RETIRED) once their times are read
-    inline      add(kernel, status, exec_ns): one task at a time, as it runs
-    both        report() ──▶ {"kernels": {name: {tasks, exec_ns, skipped, errors, predicate_false}},
-                             "runtime_tasks": {alloc, scope_end, dummy, tensor_data (the
-                             rt.get/set_tensor_data waits)}, "records", "timed_tasks",
-                             "phase_ns": {submit_to_ready, ready_to_dispatch, dispatch_to_start,
-                                          execute, end_to_seen}, "scheduler_busy_ns",
-                             "scheduler_loops", "scheduler_phase_ns"}
+    sequential  add(kernel, status, exec_ns): one task at a time, as it runs
+    both        report(...) ──▶ codec.StatsReply: kernels {name: tasks, exec_ns, skipped, errors,
+                                predicate_false}, runtime_tasks {alloc, scope_end, dummy,
+                                tensor_data (the rt.get/set_tensor_data waits)}, records,
+                                timed_tasks, phase_ns {submit_to_ready, ready_to_dispatch,
+                                dispatch_to_start, execute, end_to_seen}, scheduler_busy_ns,
+                                scheduler_loops, scheduler_phase_ns
 
 ``tasks`` counts the tasks that ran; ``predicate_false`` the ones whose predicate was false (they
 completed without a core), ``skipped`` the ones a failure discarded. Trace rows
@@ -40,13 +40,9 @@ class Accounting:
         self.phase = [0] * len(PHASES)
         self.timed = 0
         self.rows: list[np.ndarray] | None = [] if tracing else None
-        # filled in by the owner: runtime records, loop counters
-        self.n_alloc = self.n_scope = self.n_dummy = self.n_probe = self.records = 0
-        self.busy_ns = self.loops = 0
-        self.loop_phases: dict | None = None
 
     def add(self, kernel: int, status: int, exec_ns: int = 0) -> None:
-        """One task, counted as it finishes (the inline engine)."""
+        """One task, counted as it finishes (the sequential engine)."""
         (self.count if status == C.STATUS_OK else self.errors if status == C.STATUS_ERROR
          else self.pred_false if status == C.STATUS_PRED_FALSE else self.skipped)[kernel] += 1
         if status <= C.STATUS_ERROR and exec_ns:
@@ -97,7 +93,7 @@ class Accounting:
         if self.rows is not None:
             cores = np.where(valid, ts[:, C.T_CORE0:C.T_CORE2 + 1], -1)
             self.rows.append(np.column_stack([
-                tids, k, rec[:, C.H_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], dsp,
+                tids, k, rec[:, C.H_CORE_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], dsp,
                 ts[:, C.T_DONE], ts[:, C.T_STATUS], cores, np.where(valid, starts, 0),
                 np.where(valid, ends, 0)]))
 
@@ -107,7 +103,7 @@ class Accounting:
         n = len(k)
         none, at = np.full((n, 3), -1, np.int64), np.repeat(ts[:, C.T_DISPATCH:C.T_DISPATCH + 1], 3, 1)
         self.rows.append(np.column_stack([
-            tids, k, rec[:, C.H_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], ts[:, C.T_DISPATCH],
+            tids, k, rec[:, C.H_CORE_SHAPE], rec[:, C.H_SUBMIT_NS], ts[:, C.T_READY], ts[:, C.T_DISPATCH],
             ts[:, C.T_DONE], ts[:, C.T_STATUS], none, at, at]))
 
     def take_rows(self) -> np.ndarray:
@@ -116,20 +112,17 @@ class Accounting:
             self.rows = []
         return rows
 
-    def report(self) -> dict:
+    def report(self, records: int, runtime: dict[str, int], busy_ns: int = 0, loops: int = 0,
+               loop_phases: dict | None = None) -> C.StatsReply:
+        """The statistics so far, with the counts the owner keeps: records finished, runtime
+        records by kind (TaskTable.runtime_counts), the scheduler loop's busy time, passes and
+        (tracing) phase times."""
         names = self.names
-        return {
-            "kernels": {names[k]: {"tasks": self.count[k], "exec_ns": self.exec_ns[k],
-                                   "skipped": self.skipped[k], "errors": self.errors[k],
-                                   "predicate_false": self.pred_false[k]}
-                        for k in range(len(names))
-                        if self.count[k] or self.skipped[k] or self.errors[k] or self.pred_false[k]},
-            "runtime_tasks": {"alloc": self.n_alloc, "scope_end": self.n_scope, "dummy": self.n_dummy,
-                              "tensor_data": self.n_probe},
-            "records": self.records,
-            "timed_tasks": self.timed,
-            "phase_ns": dict(zip(PHASES, self.phase)),
-            "scheduler_busy_ns": self.busy_ns,
-            "scheduler_loops": self.loops,
-            "scheduler_phase_ns": self.loop_phases,
-        }
+        return C.StatsReply(
+            kernels={names[k]: C.KernelCounts(self.count[k], self.exec_ns[k], self.skipped[k], self.errors[k],
+                                              self.pred_false[k])
+                     for k in range(len(names))
+                     if self.count[k] or self.skipped[k] or self.errors[k] or self.pred_false[k]},
+            runtime_tasks=dict(runtime), records=records, timed_tasks=self.timed,
+            phase_ns=dict(zip(PHASES, self.phase)), scheduler_busy_ns=busy_ns, scheduler_loops=loops,
+            scheduler_phase_ns=loop_phases)

@@ -22,10 +22,11 @@ the host and by every device process alike.
                      early, behind its producers on the same core (skipped if one of this core's
                      tasks failed in the meantime)
     dep pool         task ids of explicit dependencies (a ring of words, layout.py)
-    core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (core_of/block_of/...)
+    core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (block_of, lane_of, is_aic)
     time row         TS_WORDS words per task slot: when each phase happened (ns) and the status
     trace rows       TRACE_COLUMNS, one row per retired task (device/accounting.py)
-    reports          a pickled dict in a fixed area: [nbytes, pickle ...] (write_report)
+    reports          a pickled frozen record (TaskFailure, SchedulerFailure, StatsReply,
+                     Diagnosis, TraceReply) in a fixed area: [nbytes, pickle ...] (write_report)
     DeviceContext    what a forked device process starts with (typed, not a namespace)
 
 Times are ``time.perf_counter_ns()`` (CLOCK_MONOTONIC): one clock for every process.
@@ -34,14 +35,14 @@ Times are ``time.perf_counter_ns()`` (CLOCK_MONOTONIC): one clock for every proc
 from __future__ import annotations
 
 import pickle
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
+from device.ordering import observe, publish
 from kernels.args import DIR_IN, DIR_INOUT, DIR_NAMES, DIR_OUT  # noqa: F401  (one definition)
 
 # --- dtypes that may live in GM --------------------------------------------------------------------
@@ -53,8 +54,10 @@ DTYPE_CODE = {dt: i for i, dt in enumerate(DTYPES)}
 HEAP_ALIGN = 1024             # every runtime tensor starts on this boundary, as in the reference
 
 # --- task record -----------------------------------------------------------------------------------
-(H_TID, H_KIND, H_KERNEL, H_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
+(H_TID, H_KIND, H_KERNEL, H_CORE_SHAPE, H_NTENSORS, H_NSCALARS, H_DEPTH, H_FLAGS, H_HOLD,
  H_SUBMIT_NS, H_NVALS, H_AUX, H_NDEPS, H_DEPS_AT, H_BLOCKS, H_PRED_OP, H_PRED_VAL) = range(17)
+# H_CORE_SHAPE  the kernel's core shape code (kernels.registry SHAPE_*; "shape" alone, here and in
+#          the trace columns, is that code -- a tensor's dimensions are its footprint's A_SHAPE words)
 # H_DEPTH  scope depth it was submitted at;  H_HOLD  the scope depth whose end releases the heap
 # space this record allocated (where its tensors were made);  H_AUX  a scope end's depth
 # H_NDEPS / H_DEPS_AT  explicit dependencies (rt.submit(deps=...)): that many task ids in the dep
@@ -70,7 +73,6 @@ FLAG_MANUAL = 2               # submitted inside rt.scope(manual=True)
 FLAG_SYNC = 4                 # SPMD: all blocks start together (sync_start)
 FLAG_PRED = 8                 # predicated: the operand is argument H_NTENSORS (hidden)
 FLAG_PROBE = 16               # a dummy the host waits for (rt.get/set_tensor_data): G_PROBE
-FLAG_NOEARLY = FLAG_SYNC | FLAG_PRED      # never posted early behind its producers
 
 PRED_OPS = ("==", "!=", ">", "<", ">=", "<=")     # PRED_OP codes are 1 + the index here
 
@@ -122,6 +124,115 @@ def describe_args(q: Any, r: int) -> list[str]:
     return out
 
 
+# --- scalars ---------------------------------------------------------------------------------------
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to a readable length for an error message (an int of 400 digits is
+    named by its size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** limit:
+        return f"an int of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def encode_scalars(raw: Any, q: Any, f: Any, i64: np.ndarray, f64: np.ndarray, r: int,
+                   scalars: tuple | list, what: str) -> int:
+    """Encode scalars into the record at word r (tags and values; ``raw``/``q``/``f``/``i64``/
+    ``f64``: the control segment as bytes, int64 and float64 words, and numpy views of the same);
+    returns the number of value words used. Raises (naming the argument) before anything of the
+    record is published."""
+    if len(scalars) > MAX_SCALARS:
+        raise ValueError(f"{what}: {len(scalars)} scalar arguments; at most {MAX_SCALARS}")
+    tb = (r + TAGS_OFF) * 8
+    v0 = v = r + VALUES_OFF
+    vend = v0 + VALUE_WORDS
+    for j, x in enumerate(scalars):
+        t = type(x)
+        if v >= vend:
+            raise ValueError(f"{what}: the scalars need more than {VALUE_WORDS} words "
+                             f"(arrays count their length + 1); pass fewer or smaller arrays")
+        if t is int or (isinstance(x, (int, np.integer)) and t is not bool):
+            x = int(x)
+            if not INT64_MIN <= x <= INT64_MAX:
+                raise ValueError(f"{what}: scalar argument {j} = {short(x)} does not fit in int64")
+            raw[tb + j] = TAG_INT
+            q[v] = x
+            v += 1
+        elif t is float or isinstance(x, np.floating):
+            raw[tb + j] = TAG_FLOAT
+            f[v] = float(x)
+            v += 1
+        elif t is bool or t is np.bool_:
+            raw[tb + j] = TAG_BOOL
+            q[v] = int(x)
+            v += 1
+        elif isinstance(x, (np.ndarray, list, tuple)):
+            arr = scalar_array(x, j, what)
+            n = arr.shape[0]
+            if v + 1 + n > vend:
+                raise ValueError(f"{what}: scalar argument {j} (an array of {n}) does not fit: "
+                                 f"scalars may take {VALUE_WORDS} words in all")
+            raw[tb + j] = TAG_ARRAY + DTYPE_CODE[arr.dtype]
+            q[v] = n
+            (f64 if arr.dtype.kind == "f" else i64)[v + 1:v + 1 + n] = arr
+            v += 1 + n
+        else:
+            raise TypeError(f"{what}: scalar argument {j} has type {t.__name__}; expected int, "
+                            "float, bool or a small 1-D int/float array (tensors must be wrapped "
+                            "in In/Out/InOut and come before the scalars)")
+    return v - v0
+
+
+def scalar_array(x: object, j: int, what: str) -> np.ndarray:
+    """Scalar argument ``j`` given as an array: checked to be 1-D int or float."""
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError, OverflowError):
+        arr = None                        # ragged or nested: numpy cannot make one array of it
+    if arr is None or arr.dtype == object:
+        flat = isinstance(x, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in x)
+        big = [v for v in x if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX] if flat else []
+        if big:
+            raise ValueError(f"{what}: scalar argument {j} holds an int beyond int64 ({short(big[0])})")
+        raise TypeError(f"{what}: scalar argument {j} is {type(x).__name__} {short(x)}; a scalar array "
+                        "is a flat list (or 1-D array) of ints or floats")
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in DTYPE_CODE:
+        raise TypeError(f"{what}: scalar argument {j} is an array of shape {arr.shape} dtype "
+                        f"{arr.dtype}; scalar arrays must be 1-D int or float")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > INT64_MAX:
+        raise ValueError(f"{what}: scalar argument {j} has uint64 values beyond int64")
+    return arr
+
+
+def decode_scalars(q: Any, f: Any, raw: Any, r: int, out: list) -> list:
+    """Append the scalars of the record at word r to ``out`` (as the kernel receives them)."""
+    ns = q[r + H_NSCALARS]
+    if not ns:
+        return out
+    tb = (r + TAGS_OFF) * 8
+    v = r + VALUES_OFF
+    for j in range(ns):
+        t = raw[tb + j]
+        if t == TAG_INT:
+            out.append(q[v])
+            v += 1
+        elif t == TAG_FLOAT:
+            out.append(f[v])
+            v += 1
+        elif t == TAG_BOOL:
+            out.append(bool(q[v]))
+            v += 1
+        else:
+            n = q[v]
+            dt = DTYPES[t - TAG_ARRAY]
+            wire = np.float64 if dt.kind in "fc" else np.int64
+            out.append(np.frombuffer(raw, wire, n, (v + 1) * 8).astype(dt))
+            v += 1 + n
+    return out
+
+
 # --- mailbox entries and the core topology ---------------------------------------------------------
 LANES = 3                     # cores per block: AIC, AIV0, AIV1
 CORE_KINDS = ("AIC", "AIV", "AIV")
@@ -146,14 +257,6 @@ def entry_tid(e: int) -> int:
 
 def entry_part(e: int) -> int:
     return e & ENTRY_PART
-
-
-def entry_block(e: int) -> int:
-    return (e >> BLOCK_SHIFT) & BLOCK_MASK
-
-
-def core_of(block: int, lane: int) -> int:
-    return LANES * block + lane
 
 
 def block_of(core: int) -> int:
@@ -185,50 +288,169 @@ STATUS_NAMES = ("ok", "error", "skipped", "predicate false")
 TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done", "status",
                  "core0", "core1", "core2", "start0", "start1", "start2", "end0", "end1", "end2")
 
-# --- memory ordering ---------------------------------------------------------------------------------
-def make_fence() -> Callable[[], None]:
-    """A full memory barrier between our stores and the loads that follow (x86 keeps stores in
-    order, but lets a load pass an earlier store): a lock round trip is a locked instruction.
-    Every sleep/wake handshake stores its flag, fences, then reads the other side's word."""
-    lock = threading.Lock()
-
-    def fence() -> None:
-        lock.acquire()
-        lock.release()
-    return fence
-
-
 # --- reports ---------------------------------------------------------------------------------------
 ERR_AREA_WORDS = 2048         # 16 KiB per process for a pickled error report
 SCHED_AREA_WORDS = 1 << 17    # 1 MiB for scheduler answers (stats, diagnostics)
+
+# What goes into a report area: one of these frozen records, pickled. The host turns them into its
+# exceptions (host/errors.py), messages (host/channel.py) and the public dicts of dev.stats().
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task part failed: the kernel raised, or broke its directions (``violation``)."""
+
+    tid: int
+    kernel: str
+    core: str
+    part: int
+    args: tuple[str, ...]            # 'Dir(shape) dtype' of each tensor argument
+    error: str                       # 'Type: message', cut to fit
+    traceback: str
+    violation: str = ""              # the sanitizer's finding, if it was one
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["args"] = list(self.args)
+        if not self.violation:
+            del d["violation"]
+        return d
+
+
+@dataclass(frozen=True)
+class SchedulerFailure:
+    """The scheduler process itself raised."""
+
+    error: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """A report too large for its area: the start of its repr."""
+
+    summary: str
+
+
+@dataclass(frozen=True)
+class KernelCounts:
+    tasks: int                       # ran
+    exec_ns: int
+    skipped: int                     # discarded after a failure
+    errors: int
+    predicate_false: int             # completed without running
+
+
+@dataclass(frozen=True)
+class StatsReply:
+    """What ``dev.stats()`` reports of the device (device/accounting.py fills it; ``to_dict``
+    gives the public keys)."""
+
+    kernels: dict[str, KernelCounts]
+    runtime_tasks: dict[str, int]    # alloc, scope_end, dummy, tensor_data
+    records: int
+    timed_tasks: int
+    phase_ns: dict[str, int]
+    scheduler_busy_ns: int = 0
+    scheduler_loops: int = 0
+    scheduler_phase_ns: dict[str, int] | None = None
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["kernels"] = {k: asdict(v) for k, v in self.kernels.items()}
+        d["runtime_tasks"], d["phase_ns"] = dict(self.runtime_tasks), dict(self.phase_ns)
+        return d
+
+
+@dataclass(frozen=True)
+class Unretired:
+    """One record a stall diagnosis shows: what it is and what it waits for."""
+
+    tid: int
+    kind: str
+    kernel: str                      # its kernel's name, or its kind for a runtime record
+    state: str                       # finished / waiting / ready/running
+    fanin: int                       # producers it still waits for
+
+
+@dataclass(frozen=True)
+class Running:
+    tid: int
+    kernel: str
+    core: str
+    for_s: float | None              # since its dispatch (None without timestamps)
+
+
+@dataclass(frozen=True)
+class HeapHold:
+    tid: int                         # the allocating record
+    users: int                       # unfinished tasks using it
+    held_by_scope: bool              # its tensors' scope still open
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What every unretired record waits for and what every core does (a stall)."""
+
+    head: int
+    ingested: int
+    retired: int
+    completed: int
+    in_flight: int
+    ready: int
+    discarding: bool
+    oldest: tuple[Unretired, ...]
+    running: tuple[Running, ...]
+    heap_allocations: tuple[HeapHold, ...]
+    short_tasks: bool
+    mailbox_cap: int
+    tensormap_buffers: int
+    tensormap_entries: int
+
+
+@dataclass(frozen=True)
+class TraceReply:
+    """Trace rows and edges collected since the last take, handed over in a file (``path``;
+    None when nothing is kept), with the tids whose predicate was false and the loop's phase
+    times over the same span."""
+
+    path: str | None
+    pred_false: tuple[int, ...] = ()
+    phase_ns: dict[str, int] = field(default_factory=dict)
+    kernel_names: tuple[str, ...] = ()
 
 
 def write_report(words: Any, off: int, nwords: int, report: object) -> bool:
     """Pickle ``report`` into an area of ``nwords`` words at word ``off``; False if the area is
     still full (its reader has not taken the previous report) -- the first report wins."""
-    if words[off] != 0:
+    if observe(words, off) != 0:
         return False
     data = pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     room = (nwords - 1) * 8
     if len(data) > room:
-        data = pickle.dumps({"truncated": True, "summary": repr(report)[: room // 2]})
+        data = pickle.dumps(Truncated(repr(report)[: room // 2]))
     raw = words.cast("B")
     start = (off + 1) * 8
     raw[start:start + len(data)] = data
-    words[off] = len(data)          # length last: the reader sees a whole report or none
+    publish(words, off, len(data))  # length last: the reader sees a whole report or none
     return True
 
 
 def read_report(words: Any, off: int, clear: bool = True) -> object | None:
-    n = words[off]
+    n = observe(words, off)
     if n <= 0:
         return None
     raw = words.cast("B")
     start = (off + 1) * 8
     report = pickle.loads(bytes(raw[start:start + n]))
     if clear:
-        words[off] = 0
+        publish(words, off, 0)      # the area is free again (its words were read above)
     return report
+
+
+def clear_report(words: Any, off: int) -> None:
+    """Empty a report area (its reader is about to ask for a new report)."""
+    publish(words, off, 0)
 
 
 # --- what a device process starts with -------------------------------------------------------------
@@ -256,4 +478,4 @@ class DeviceContext:
     schedule: str = "fifo"               # or "random": fuzzing
     seed: int = 0
     jitter_ns: int = 0
-    reference: bool = False              # the reference runtime's dependency rules (tensormap.py)
+    reference: bool = False              # the reference runtime's dependency rules (device/deps.py)

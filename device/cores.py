@@ -1,10 +1,11 @@
 """The scheduler's cores: mailboxes to post work into, done counters to collect it from.
 
-    post(c, entry)    mailbox[c] slot head % D = entry; head += 1          (codec.entry)
-    wake()            after a batch of posts: one fence, then the semaphore of each posted core
-                      whose worker said it is asleep (W_ASLEEP) -- a worker that is spinning
-                      finds its mailbox without a system call
-    collect()         done counters that moved since the last look ──▶ [(core, entries done)]
+    post(c, tid, part)  mailbox[c] slot head % D = entry (codec.entry); publish head + 1
+    fill(rq, stack...)  post a run of single-core tasks from a ready queue (post, inlined)
+    wake()              after a batch of posts: one fence, then the semaphore of each posted core
+                        whose worker said it is asleep (W_ASLEEP) -- a worker that is spinning
+                        finds its mailbox without a system call
+    collect()           done counters that moved since the last look ──▶ [entries done]
 
 Free mailbox slots are two stacks (AIC cores, AIV cores), one item per free slot, so the most
 recently freed core -- the one most likely still awake -- is taken first. Likewise, a mixed task
@@ -16,17 +17,19 @@ while they are short. The stacks hold cap - inflight items per core (less the st
 (``short``: the workers' mean busy time per task is below SHORT_TASK_NS), waking a sleeping
 worker costs more than the task: then a sleeper is woken only while fewer cores are busy than
 ``max_busy`` (the machine's CPUs less one, left to the host and the scheduler), and otherwise the
-task waits in the ready queue for an awake worker's mailbox slot. Long tasks wake workers freely. A mixed task needs
-idle cores of one block at once (``idle_block``); while it waits, the least loaded block is
-``reserved``: no single-core work is posted to it, so it drains.
+task waits in the ready queue for an awake worker's mailbox slot. Long tasks wake workers freely.
+A mixed task needs idle cores of one block at once (``idle_block``); while it waits, the least
+loaded block is ``reserved``: no single-core work is posted to it, so it drains.
 
 Per core c: mb[c] / done_at[c] word offsets, acked[c] = entries seen done, pending[c] = entries
 posted and not yet done (oldest first), inflight[c] = len(pending[c]), skip[c] = stack items of
-c that are stale (taken by a mixed task outside the stack). ``busy`` = cores with work posted.
+c that are stale. The one invariant ``post`` keeps: a slot taken without popping c's stack item
+(a mixed task's block, a start-together launch, an early post) leaves one item stale, counted in
+skip[c]; ``take`` drops stale items as it meets them. ``busy`` = cores with work posted.
 
 The wake-up is race free without per-post system calls: the worker stores W_ASLEEP = 1, fences,
-then looks at its mailbox once more before it blocks; the scheduler stores the entry and head,
-fences, then reads W_ASLEEP. One of the two sees the other's store (x86-TSO plus the fences).
+then looks at its mailbox once more before it blocks; the scheduler publishes the head, fences,
+then reads W_ASLEEP. One of the two sees the other's store (device/ordering.py).
 """
 
 from __future__ import annotations
@@ -34,27 +37,27 @@ from __future__ import annotations
 import os
 import random
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 
 from device import codec as C
 from device import layout as L
+from device.ordering import fence, observe, observe_all, publish
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
 SMART_SCAN = 8              # up to this many busy cores are polled one by one, else one snapshot
-# The lanes a mixed task's parts take, per shape (AIC+AIV may use either vector core).
+# The lanes a mixed task's parts take, per core shape (AIC+AIV may use either vector core).
 MIXED_LANES = {SHAPE_AIV_X2: ((1, 2),), SHAPE_AIC_AIV: ((0, 1), (0, 2)), SHAPE_AIC_AIV_X2: ((0, 1, 2),)}
 SHORT_TASK_NS = 3_000       # below this (no-op-like tasks), a wake-up costs more than the task
 
 
 class CorePool:
-    def __init__(self, q, ctrl_buf, layout, sems: list, fence: Callable[[], None],
-                 rng: random.Random | None) -> None:
+    def __init__(self, q, ctrl_buf, layout, sems: list, rng: random.Random | None) -> None:
         n = layout.ncores
-        self.q, self.lay, self.sems, self.fence, self.rng = q, layout, sems, fence, rng
+        self.q, self.lay, self.sems, self.rng = q, layout, sems, rng
         self.ncores, self.nblocks, self.D = n, n // C.LANES, layout.depth
-        self.mb = [layout.mailbox(c) for c in range(n)]
+        self.mb = [layout.mailbox(c) for c in range(n)]             # head words
+        self.slots_at = [layout.mailbox(c) + 1 for c in range(n)]  # the slots after each head
         self.done_at = [layout.wline(c) + L.W_DONE for c in range(n)]
         self.asleep_at = [layout.wline(c) + L.W_ASLEEP for c in range(n)]
         self.done_np = np.ndarray((n,), np.int64, ctrl_buf, layout.wline(0) * 8 + L.W_DONE * 8,
@@ -72,7 +75,7 @@ class CorePool:
         self.reserved = -1            # block kept free for a waiting mixed task
         self.recent = list(range(self.nblocks))    # blocks, least recently idled first
         self.idled = 0                # cores that went idle so far (a generation count)
-        self.failed_at = [-1] * 5     # per shape: ``idled`` when idle_block last found nothing
+        self.failed_at = [-1] * 5     # per core shape: ``idled`` when idle_block last found nothing
         self.posted: list[int] = []   # cores posted to since the last wake()
         self.filled: list[tuple[int, int]] = []    # (tid, core) posted by fill() this pass
         self.short = False            # are tasks short (see the module docstring)?
@@ -82,13 +85,20 @@ class CorePool:
         self.seen = (0, 0)            # (tasks, busy ns) of all workers at the last measure()
 
     # -- posting ---------------------------------------------------------------------------------
-    def post(self, c: int, entry: int) -> None:
+    def post(self, c: int, tid: int, part: int, block: int = -1, gated: bool = False,
+             stacked: bool = False) -> None:
+        """Post part ``part`` of task ``tid`` (``block`` >= 0: that block of a multi-block task;
+        ``gated``: early, behind its producers) to core c. ``stacked``: the slot was popped off
+        the free stack (take); otherwise one of c's stack items is stale from now on."""
+        if not stacked:
+            self.skip[c] += 1
+        e = C.entry(tid, part, gated, block)
         q = self.q
         mb = self.mb[c]
         h = q[mb]
-        q[mb + 1 + h % self.D] = entry
-        q[mb] = h + 1
-        self.pending[c].append(entry)
+        q[self.slots_at[c] + h % self.D] = e
+        publish(q, mb, h + 1)
+        self.pending[c].append(e)
         self.inflight[c] += 1
         self.n_inflight += 1
         self.busy.add(c)
@@ -140,11 +150,13 @@ class CorePool:
         """Post single-core tasks from the ready queue ``rq`` onto free cores of ``stack`` (the
         common case, without fuzzing or the sanitizer); before each post, the task's part count,
         its core (``where``) and (``now``) its dispatch time, at word ``stamp_at`` of its time
-        row. Returns how many."""
-        q, D, mb_at, pending, inflight, busy, posted = self.q, self.D, self.mb, self.pending, self.inflight, \
-            self.busy, self.posted
+        row. Returns how many. This is ``take`` + ``post`` inlined for the hot path (the slot
+        always comes off the stack, so no skip accounting): keep the two in step."""
+        q, D, mb_at, slots_at, pending, inflight, busy, posted = self.q, self.D, self.mb, self.slots_at, \
+            self.pending, self.inflight, self.busy, self.posted
         skip, asleep, mask, cap = self.skip, self.asleep_at, self.lay.mask, self.cap
         gate = self.max_busy if self.short else 1 << 62
+        pub = publish
         n = 0
         out = self.filled
         while rq and stack:
@@ -166,8 +178,8 @@ class CorePool:
             mb = mb_at[c]
             h = q[mb]
             e = tid << C.ENTRY_SHIFT | part
-            q[mb + 1 + h % D] = e
-            q[mb] = h + 1
+            q[slots_at[c] + h % D] = e
+            pub(q, mb, h + 1)
             pending[c].append(e)
             inflight[c] += 1
             self.n_inflight += 1
@@ -182,10 +194,10 @@ class CorePool:
         posted = self.posted
         if not posted:
             return
-        self.fence()
+        fence()
         q, asleep, sems = self.q, self.asleep_at, self.sems
         for c in set(posted) if len(posted) > 1 else posted:
-            if q[asleep[c]]:
+            if observe(q, asleep[c]):
                 sems[c].release()
         posted.clear()
 
@@ -222,22 +234,22 @@ class CorePool:
             stack.extend(kept)
         return c
 
-    def idle_block(self, shape: int) -> list | None:
+    def idle_block(self, core_shape: int) -> list | None:
         """Cores (with the part each runs) of one block able to start a mixed task now, the most
         recently idled block first; when there is none, reserve the least loaded block so that
-        it drains. A shape that found nothing is not looked for again until a core goes idle."""
-        if self.failed_at[shape] == self.idled:
+        it drains. A core shape that found nothing is not looked for again until a core goes idle."""
+        if self.failed_at[core_shape] == self.idled:
             return None
         inf = self.inflight
         best, best_load = -1, 1 << 30
         for b in reversed(self.recent):
             c = C.LANES * b
             a, v0, v1 = inf[c] == 0, inf[c + 1] == 0, inf[c + 2] == 0
-            if shape == SHAPE_AIV_X2 and v0 and v1:
+            if core_shape == SHAPE_AIV_X2 and v0 and v1:
                 got = [(c + 1, 1), (c + 2, 2)]
-            elif shape == SHAPE_AIC_AIV and a and (v0 or v1):
+            elif core_shape == SHAPE_AIC_AIV and a and (v0 or v1):
                 got = [(c, 0), (c + 1 if v0 else c + 2, 1)]
-            elif shape == SHAPE_AIC_AIV_X2 and a and v0 and v1:
+            elif core_shape == SHAPE_AIC_AIV_X2 and a and v0 and v1:
                 got = [(c, 0), (c + 1, 1), (c + 2, 2)]
             else:
                 load = inf[c] + inf[c + 1] + inf[c + 2]
@@ -249,17 +261,17 @@ class CorePool:
             return got
         if self.reserved < 0:
             self.reserved = best
-        self.failed_at[shape] = self.idled
+        self.failed_at[core_shape] = self.idled
         return None
 
-    def queue_behind(self, shape: int) -> list | None:
+    def queue_behind(self, core_shape: int) -> list | None:
         """Tasks being short: cores (with parts) of a block whose mailboxes each end with a part
         of one same mixed task and have room -- the new task queues behind it on every core, so
         its parts stay aligned (each core runs its mailbox in order). Most recent block first."""
         pend, inf, cap = self.pending, self.inflight, self.cap
         for b in reversed(self.recent):
             c = C.LANES * b
-            for lanes in MIXED_LANES[shape]:
+            for lanes in MIXED_LANES[core_shape]:
                 last = -1
                 for ln in lanes:
                     x = c + ln
@@ -271,11 +283,11 @@ class CorePool:
                         break
                     last = t
                 else:
-                    return [(c + ln, part) for part, ln in enumerate(lanes)] if shape != SHAPE_AIV_X2 \
+                    return [(c + ln, part) for part, ln in enumerate(lanes)] if core_shape != SHAPE_AIV_X2 \
                         else [(c + 1, 1), (c + 2, 2)]
         return None
 
-    def idle_sets(self, shape: int, n: int) -> list | None:
+    def idle_sets(self, core_shape: int, n: int) -> list | None:
         """A start-together launch: n sets of cores (with parts), one per block, each with
         nothing queued, so that every block starts at once -- or None if the device cannot hold
         them all right now. The most recently idled blocks first."""
@@ -284,18 +296,18 @@ class CorePool:
         for b in reversed(self.recent):
             c = C.LANES * b
             a, v0, v1 = inf[c] == 0, inf[c + 1] == 0, inf[c + 2] == 0
-            if shape == SHAPE_AIC:
+            if core_shape == SHAPE_AIC:
                 if a:
                     out.append(((c, 0),))
-            elif shape == SHAPE_AIV:
+            elif core_shape == SHAPE_AIV:
                 if v0:
                     out.append(((c + 1, 1),))
                 if v1 and len(out) < n:
                     out.append(((c + 2, 1),))
-            elif shape == SHAPE_AIV_X2:
+            elif core_shape == SHAPE_AIV_X2:
                 if v0 and v1:
                     out.append(((c + 1, 1), (c + 2, 2)))
-            elif shape == SHAPE_AIC_AIV:
+            elif core_shape == SHAPE_AIC_AIV:
                 if a and (v0 or v1):
                     out.append(((c, 0), (c + 1 if v0 else c + 2, 1)))
             elif a and v0 and v1:
@@ -310,9 +322,9 @@ class CorePool:
         busy, acked = self.busy, self.acked
         if len(busy) <= SMART_SCAN:
             q, done_at = self.q, self.done_at
-            moved = [(c, d) for c in busy if (d := q[done_at[c]]) != acked[c]]
+            moved = [(c, d) for c in busy if (d := observe(q, done_at[c])) != acked[c]]
         else:
-            snap = self.done_np.tolist()
+            snap = observe_all(self.done_np)
             moved = [(c, snap[c]) for c in busy if snap[c] != acked[c]]
         if not moved:
             return moved
@@ -343,7 +355,7 @@ class CorePool:
 
     def moved(self) -> bool:
         q, acked, done_at = self.q, self.acked, self.done_at
-        return any(q[done_at[c]] != acked[c] for c in self.busy)
+        return any(observe(q, done_at[c]) != acked[c] for c in self.busy)
 
     def running(self) -> list[tuple[int, int]]:
         """(core, entry) of everything posted and not yet done."""

@@ -1,21 +1,32 @@
-"""Running one part of one task: what the worker does with a mailbox entry, and what the inline
-engine does at submit -- one function for both, so the two engines differ only in *when* a task
-runs, never in how.
+"""Running one part of one task: what the worker does with a mailbox entry, and what the
+sequential engine does at submit -- one function for both, so the two engines differ only in
+*when* a task runs, never in how.
 
     record words ──ArgDecoder──▶ numpy views into GM (In views read-only) + scalars
-                 ──fn(*tensors, *scalars)──▶ None, or an error report:
-                    {"tid", "kernel", "core", "part", "args", "error", "traceback", "violation"}
+                 ──fn(*tensors, *scalars)──▶ None, or a failure report (codec.TaskFailure:
+                    tid, kernel, core, part, args, error, traceback, violation)
 
 A report is built so that it always exists and always fits: an exception whose ``str()`` raises
 is described without it, and long messages and tracebacks are cut to a size that fits a core's
 error area (head of the message, tail of the traceback). A write into an ``In`` argument -- numpy
 refuses it -- becomes a direction violation naming the argument.
+
+A kernel must not fork: a copy of a core would return from the kernel too and report the task a
+second time. After every call, a process that is not the one that made the decoder is such a copy
+and exits at once, touching nothing (this also stops a fork made behind Python's back). It knows
+by a page that the kernel wipes in any forked child (MADV_WIPEONFORK): a memory read, where a pid
+check would be a system call per task (where the page cannot be had, it compares pids). The
+process that called the kernel learns of the fork from an at-fork hook and fails the task, after
+reaping the copies that exit.
 """
 
 from __future__ import annotations
 
+import mmap
 import operator
+import os
 import struct
+import time
 import traceback
 from collections.abc import Callable
 
@@ -27,6 +38,38 @@ from device import sanitizer
 ARG = struct.Struct(f"{C.ARG_WORDS}q")
 MAX_ERROR_CHARS = 1000
 MAX_TRACEBACK_CHARS = 8000
+FORKED_COPY_EXIT = 70           # exit status of a forked copy of a core that returned from a kernel
+REAP_COPIES_S = 1.0             # how long the caller waits for such copies to exit
+
+
+def _children() -> set[int]:
+    try:
+        with open("/proc/thread-self/children") as f:
+            return {int(p) for p in f.read().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _fork_mark() -> mmap.mmap | None:
+    """A private page that reads 1 here and 0 in every process forked from here, or None."""
+    try:
+        m = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        m.madvise(getattr(mmap, "MADV_WIPEONFORK", 18))       # Linux >= 4.14 (the constant is 18)
+    except (AttributeError, OSError, ValueError):
+        return None
+    m[0] = 1
+    return m
+
+
+_forked: list[int] = []         # children made by os.fork() in this process (at-fork hooks)
+_before_fork: list[set[int]] = [set()]
+
+
+def _note_fork() -> None:
+    _forked.extend(_children() - _before_fork[0])
+
+
+os.register_at_fork(before=lambda: _before_fork.__setitem__(0, _children()), after_in_parent=_note_fork)
 
 
 class ArgDecoder:
@@ -34,11 +77,12 @@ class ArgDecoder:
 
     def __init__(self, q, f, ctrl_buf, gm_buf) -> None:
         self.q, self.f = q, f                   # the control segment as int64 / float64 words
-        self.tags = ctrl_buf                    # ... and as bytes
-        self.ctrl_buf = ctrl_buf
+        self.ctrl_buf = ctrl_buf                # ... and as bytes
         self.gm = gm_buf
         self.gm_ro = gm_buf.toreadonly()        # In views over it are read-only at no extra cost
         self.meta_cache: dict[int, tuple] = {}
+        self.pid = os.getpid()                  # a kernel call that returns elsewhere is a forked copy:
+        self.mark = _fork_mark()                # mark[0] == 0 there (else compare pids)
 
     def _meta(self, meta: int) -> tuple:
         """(dtype, shape getter, strides getter, direction) of a meta word, made once: the
@@ -67,31 +111,8 @@ class ArgDecoder:
         return out
 
     def scalars(self, r: int, out: list) -> list:
-        q, f = self.q, self.f
-        ns = q[r + C.H_NSCALARS]
-        if not ns:
-            return out
-        tb = (r + C.TAGS_OFF) * 8
-        tags = self.tags
-        v = r + C.VALUES_OFF
-        for j in range(ns):
-            t = tags[tb + j]
-            if t == C.TAG_INT:
-                out.append(q[v])
-                v += 1
-            elif t == C.TAG_FLOAT:
-                out.append(f[v])
-                v += 1
-            elif t == C.TAG_BOOL:
-                out.append(bool(q[v]))
-                v += 1
-            else:
-                n = q[v]
-                dt = C.DTYPES[t - C.TAG_ARRAY]
-                wire = np.float64 if dt.kind in "fc" else np.int64
-                out.append(np.frombuffer(self.ctrl_buf, wire, n, (v + 1) * 8).astype(dt))
-                v += 1 + n
-        return out
+        """Append the record's scalars to ``out`` (device/codec.py decode_scalars)."""
+        return C.decode_scalars(self.q, self.f, self.ctrl_buf, r, out)
 
 
 def _getter(idx: list[int]) -> Callable[[tuple], tuple]:
@@ -127,24 +148,55 @@ def _traceback(e: BaseException) -> str:
 
 
 def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core: str,
-             part: int) -> dict | None:
+             part: int) -> C.TaskFailure | None:
     """Run one part of the task whose record is at word ``r``: None if it returned, else the
-    error report."""
+    failure report."""
     tensors: list = []
+    forks = len(_forked)
     try:
         tensors = dec.tensors(r)
         fn(*dec.scalars(r, list(tensors)))
-        return None
+        err = None
     except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
-        rep = {"tid": tid, "kernel": kernel, "core": core, "part": part,
-               "args": C.describe_args(dec.q, r),
-               "error": _cut(_describe(e), MAX_ERROR_CHARS, keep_end=False),
-               "traceback": _traceback(e)}
-        dirs = dec.last_dirs if tensors else []
-        violation = sanitizer.written_in(e, tensors, dirs, sanitizer.arg_names(fn, len(tensors)))
-        if violation:
-            rep["violation"] = violation
-        return rep
+        err = e
+    mark = dec.mark
+    if (mark[0] == 0) if mark is not None else (os.getpid() != dec.pid):   # a forked copy returned
+        os._exit(FORKED_COPY_EXIT)
+    if len(_forked) != forks:
+        return _forked_report(dec, r, tid, kernel, core, part, forks)
+    if err is None:
+        return None
+    dirs = dec.last_dirs if tensors else []
+    violation = sanitizer.written_in(err, tensors, dirs, sanitizer.arg_names(fn, len(tensors)))
+    return C.TaskFailure(tid, kernel, core, part, tuple(C.describe_args(dec.q, r)),
+                         _cut(_describe(err), MAX_ERROR_CHARS, keep_end=False), _traceback(err),
+                         violation or "")
+
+
+def _forked_report(dec: ArgDecoder, r: int, tid: int, kernel: str, core: str, part: int,
+                   forks: int) -> C.TaskFailure:
+    """The kernel forked: reap the copies that exit (a copy returning from the kernel exits at
+    once), and fail the task -- its effect on GM may have happened twice."""
+    pids = _forked[forks:]
+    del _forked[forks:]
+    left, end = list(pids), time.monotonic() + REAP_COPIES_S
+    while left and time.monotonic() < end:
+        for p in list(left):
+            try:
+                if os.waitpid(p, os.WNOHANG)[0]:
+                    left.remove(p)
+            except ChildProcessError:
+                left.remove(p)
+        if left:
+            time.sleep(0.001)
+    who = ", ".join(map(str, pids)) or "unknown"
+    still = f"; still running: {', '.join(map(str, left))}" if left else ""
+    msg = (f"the kernel called os.fork() while it ran (child process {who}{still}): a forked copy of a "
+           "core would return from the kernel and finish the task a second time, so kernels must not "
+           "fork -- the copy exits as it returns, touching nothing, and this task fails because its "
+           "effect on GM may have happened twice. Run other programs with subprocess (it execs at once).")
+    return C.TaskFailure(tid, kernel, core, part, tuple(C.describe_args(dec.q, r)),
+                         f"ForkInKernel: {msg}", "")
 
 
 PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, operator.le)   # codec.PRED_OPS
@@ -153,7 +205,7 @@ PRED_OPS = (operator.eq, operator.ne, operator.gt, operator.lt, operator.ge, ope
 def predicate_holds(q, r: int, gm) -> bool:
     """Does the predicate of the record at word ``r`` hold now? Its operand is the argument after
     the tensors (a one-element view into ``gm``), compared with the value in the operand's dtype.
-    The scheduler asks when the task is ready, the inline engine at submit."""
+    The task table asks when the task is ready (device/tasks.py settle), in either engine."""
     a = r + C.ARGS_OFF + q[r + C.H_NTENSORS] * C.ARG_WORDS
     dt = C.DTYPES[(q[a + C.A_META] >> 8) & 255]
     x = np.frombuffer(gm, dt, 1, q[a + C.A_LO])[0]
@@ -161,12 +213,18 @@ def predicate_holds(q, r: int, gm) -> bool:
     return bool(PRED_OPS[q[r + C.H_PRED_OP] - 1](x, v))
 
 
-def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str) -> dict | None:
-    """Sanitizer, after a task ran: an error report if some Out element still holds the poison
-    written before it started (device/sanitizer.py), else None."""
+def unwritten_report(dec: ArgDecoder, r: int, fn: Callable, tid: int, kernel: str, core: str,
+                     check: sanitizer.TaskCheck | None = None) -> C.TaskFailure | None:
+    """Sanitizer, after a task ran: a failure report if some Out element still holds the poison
+    written before it started, or (with the task's ``check``) an In changed or SPMD blocks wrote
+    the same element (device/sanitizer.py), else None."""
     arrays = dec.tensors(r)
-    bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, sanitizer.arg_names(fn, len(arrays)))
+    names = sanitizer.arg_names(fn, len(arrays))
+    if check is not None:
+        bad = check.problems(arrays, dec.last_dirs, names)
+    else:
+        bad = sanitizer.unwritten_outs(arrays, dec.last_dirs, names)
     if not bad:
         return None
-    return {"tid": tid, "kernel": kernel, "core": core, "part": 0, "args": C.describe_args(dec.q, r),
-            "error": "direction violation", "traceback": "", "violation": "; ".join(bad)}
+    return C.TaskFailure(tid, kernel, core, 0, tuple(C.describe_args(dec.q, r)), "direction violation",
+                         "", "; ".join(bad))

@@ -1,17 +1,24 @@
-"""A device process's link to its host: what the scheduler answers, and noticing the host is gone.
+"""A device process's link to its host: every global word the host reads, written in one place,
+what the scheduler answers, and noticing the host is gone.
 
     host                                             scheduler (HostLink)
-    HEAD, WAIT_KIND/VALUE (what it waits for) ──────▶ publish(): COMPLETED; fence; the host's
-                                                      condition met? post host_sem
-    REQ = kind<<32 | seq ───────────────────────────▶ service(): stats / diagnosis / trace into
-                                                      the answer area, ACK = REQ, post host_sem
-    ABORT_REQ += 1 ─────────────────────────────────▶ service(): discard (skip what has not
-                                                      started, drop scope holds); ABORT_ACK once
-                                                      nothing is in flight and all is retired
+    HEAD ───────────────────────────────────────────▶ head()
+    WAIT_KIND/VALUE (what the host waits for) ──────▶ progress(completed, retired): COMPLETED;
+                                                      fence; the host's condition met? post
+                                                      host_sem (RETIRED / FREED / PROBE too)
+    REQ = kind<<32 | seq ───────────────────────────▶ service(): answer(kind) into the answer
+                                                      area, ACK = REQ, post host_sem
+    ABORT_REQ += 1 ─────────────────────────────────▶ service(): abort() until it says done, then
+                                                      ERROR = none, ABORT_ACK, post host_sem
     STOP ───────────────────────────────────────────▶ service() says stop
     (the host dies)                                   orphaned(): stop the workers, exit
+    ◀── RETIRED, FREED (+ queue), INGESTED, PROBE, IDLE, ERROR, SLEEP, SCHED_PID, failure reports
 
     host ──fork──▶ scheduler, workers: child_signals()  SIGINT/SIGHUP/SIGQUIT ignored (the host's)
+
+The scheduler hands the link what it needs and nothing more: the counters to publish (as
+arguments), and callbacks to flush retired records into the statistics, to answer a request,
+to abort a run and to wake the workers. Every store goes through device/ordering.py.
 
 Nothing else is needed to clean up after a host that died: the device's memory is anonymous and
 goes with the last process that maps it (device/shm.py).
@@ -19,16 +26,17 @@ goes with the last process that maps it (device/shm.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
-from typing import TYPE_CHECKING
+import traceback
+from collections.abc import Callable
 
 from device import codec as C
 from device import layout as L
-
-if TYPE_CHECKING:
-    from device.scheduler import Scheduler
+from device.codec import DeviceContext
+from device.ordering import fence, observe, publish
 
 
 def child_signals() -> None:
@@ -54,78 +62,148 @@ def alive(pid: int) -> bool:
 
 
 class HostLink:
-    """The scheduler's side of the control segment's globals."""
+    """The scheduler's side of the control segment's globals (module docstring).
 
-    def __init__(self, sched: Scheduler) -> None:
-        self.s = sched
-        ctx, lay = sched.ctx, sched.lay
-        self.q, self.ctx, self.lay = ctx.q, ctx, lay
-        self.g = {n: lay.g(n) for n in range(L.N_GLOBALS)}
+    flush()          fold retired records into the statistics (it calls ``retired`` back)
+    answer(kind)     the report for a request (REQ_STATS / REQ_DIAG / REQ_TRACE)
+    abort()          discard what has not run; True once the device is ready for the next run
+    wake_workers()   one token to every worker (stop)"""
+
+    def __init__(self, ctx: DeviceContext, flush: Callable[[], None], answer: Callable[[int], object],
+                 abort: Callable[[], bool], wake_workers: Callable[[], None]) -> None:
+        self.q, self.ctx, self.lay = ctx.q, ctx, ctx.layout
+        self.flush, self.answer, self.abort, self.wake_workers = flush, answer, abort, wake_workers
+        g = self.lay.g
+        self.g_head, self.g_completed, self.g_retired, self.g_freed = g(L.G_HEAD), g(L.G_COMPLETED), \
+            g(L.G_RETIRED), g(L.G_FREED)
+        self.g_wait_kind, self.g_wait_value, self.g_probe = g(L.G_WAIT_KIND), g(L.G_WAIT_VALUE), g(L.G_PROBE)
+        self.g_ingested, self.g_idle, self.g_sleep, self.g_error = g(L.G_INGESTED), g(L.G_IDLE), \
+            g(L.G_SLEEP), g(L.G_ERROR)
+        self.g_req, self.g_ack, self.g_stop = g(L.G_REQ), g(L.G_ACK), g(L.G_STOP)
+        self.g_abort_req, self.g_abort_ack = g(L.G_ABORT_REQ), g(L.G_ABORT_ACK)
+        self.free_off, self.free_mask = self.lay.free_off, self.lay.free_slots - 1
         self.last_abort = 0
+        self.nretired = 0             # RETIRED as published: records whose times were accounted
+        self.nfreed = 0               # entries put on the FREED queue
+        self.nprobe = 0               # PROBE as published
+        # head() -> HEAD, the records the host has published so far (observed; a C-level call:
+        # the scheduler asks once a pass)
+        self.head: Callable[[], int] = functools.partial(observe, self.q, self.g_head)
 
-    def publish(self) -> None:
-        """Tell the host how far things got, and wake it if what it waits for has happened."""
-        q, g, s = self.q, self.g, self.s
-        q[g[L.G_COMPLETED]] = s.tasks.completed
-        s.fence()
-        kind = q[g[L.G_WAIT_KIND]]
+    # -- what the host reads ---------------------------------------------------------------------
+    def started(self) -> None:
+        publish(self.q, self.lay.g(L.G_SCHED_PID), os.getpid())
+
+    def ingested(self, n: int) -> None:
+        """Records [0, n) were read: their dep-pool positions are free again."""
+        publish(self.q, self.g_ingested, n)
+
+    def retired(self, n: int) -> None:
+        """Records [0, n) retired and accounted: their ring slots are the host's again."""
+        self.nretired = n
+        publish(self.q, self.g_retired, n)
+
+    def freed(self, tid: int) -> None:
+        """The heap allocation of record ``tid`` died: the host may reuse its range."""
+        n = self.nfreed
+        self.q[self.free_off + (n & self.free_mask)] = tid
+        self.nfreed = n + 1
+        publish(self.q, self.g_freed, n + 1)
+
+    def probe_done(self, tid: int) -> None:
+        """A probe dummy (rt.get/set_tensor_data) finished: the host waits for exactly this."""
+        self.nprobe = tid + 1
+        publish(self.q, self.g_probe, tid + 1)
+
+    def progress(self, completed: int, retired: int) -> None:
+        """Tell the host how far things got, and wake it if what it waits for has happened
+        (``retired``: records retired, some perhaps not accounted yet)."""
+        q = self.q
+        publish(q, self.g_completed, completed)
+        fence()
+        kind = observe(q, self.g_wait_kind)
         if kind:
-            v = q[g[L.G_WAIT_VALUE]]
-            if kind == L.WAIT_RETIRED and s.tasks.retired >= v > s.accounted:
-                s.flush_retired()
-            if ((kind == L.WAIT_RETIRED and s.accounted >= v)
-                    or (kind == L.WAIT_COMPLETED and s.tasks.completed >= v)
-                    or (kind == L.WAIT_FREED and s.nfreed >= v)
-                    or (kind == L.WAIT_PROBE and q[g[L.G_PROBE]] >= v)):
+            v = q[self.g_wait_value]
+            if kind == L.WAIT_RETIRED and retired >= v > self.nretired:
+                self.flush()
+            if ((kind == L.WAIT_RETIRED and self.nretired >= v)
+                    or (kind == L.WAIT_COMPLETED and completed >= v)
+                    or (kind == L.WAIT_FREED and self.nfreed >= v)
+                    or (kind == L.WAIT_PROBE and self.nprobe >= v)):
                 self.ctx.host_sem.release()
 
+    def task_failure(self, core: int, report: C.TaskFailure) -> None:
+        """A failure the scheduler found itself (the sanitizer's check after a task), in the
+        error area of the core that ran it, as the worker would have put it."""
+        C.write_report(self.q, self.lay.err_area(core), C.ERR_AREA_WORDS, report)
+
+    def kernel_failed(self) -> None:
+        """A task failed: the host hears it (it reads the workers' error reports)."""
+        if observe(self.q, self.g_error) == L.ERR_NONE:
+            publish(self.q, self.g_error, L.ERR_KERNEL)
+            self.ctx.host_sem.release()
+
+    def sleeping(self, on: bool) -> None:
+        """SLEEP: producers post the scheduler's semaphore only while it is set."""
+        publish(self.q, self.g_sleep, 1 if on else 0)
+
+    def idle(self, ingested: int) -> None:
+        """Nothing in flight, nothing ready, every record read: a host still waiting waits for
+        what cannot come (its channel turns that into a deadlock error)."""
+        publish(self.q, self.g_idle, ingested + 1)
+        fence()
+        if observe(self.q, self.g_wait_kind):
+            self.ctx.host_sem.release()
+
+    def busy(self) -> None:
+        publish(self.q, self.g_idle, 0)
+
+    # -- what the host asks ----------------------------------------------------------------------
     def pending(self) -> bool:
         """A request, abort or stop the host posted (its wake-up may have been consumed)."""
-        q, g = self.q, self.g
-        return (q[g[L.G_REQ]] != q[g[L.G_ACK]] or q[g[L.G_STOP]] != 0
-                or q[g[L.G_ABORT_REQ]] != self.last_abort)
+        q = self.q
+        return (observe(q, self.g_req) != q[self.g_ack] or observe(q, self.g_stop) != 0
+                or observe(q, self.g_abort_req) != self.last_abort)
+
+    def stop_requested(self) -> bool:
+        return observe(self.q, self.g_stop) != 0
 
     def service(self) -> bool:
         """Stop, requests and abort from the host. True when the scheduler must stop."""
-        q, g, s = self.q, self.g, self.s
-        if q[g[L.G_STOP]]:
+        q = self.q
+        if observe(q, self.g_stop):
             return True
-        req = q[g[L.G_REQ]]
-        if req != q[g[L.G_ACK]]:
-            kind = req >> 32
+        req = observe(q, self.g_req)
+        if req != q[self.g_ack]:
             area = self.lay.sched_area
-            q[area] = 0
-            s.flush_retired()
-            answer = (s.stats() if kind == L.REQ_STATS else s.diagnose() if kind == L.REQ_DIAG
-                      else s.take_trace())
-            C.write_report(q, area, C.SCHED_AREA_WORDS, answer)
-            q[g[L.G_ACK]] = req
+            C.clear_report(q, area)
+            self.flush()
+            C.write_report(q, area, C.SCHED_AREA_WORDS, self.answer(req >> 32))
+            publish(q, self.g_ack, req)
             self.ctx.host_sem.release()
-        abort = q[g[L.G_ABORT_REQ]]
-        if abort != self.last_abort and s.abort():
+        abort = observe(q, self.g_abort_req)
+        if abort != self.last_abort and self.abort():
             self.last_abort = abort
-            q[g[L.G_ERROR]] = L.ERR_NONE
-            q[g[L.G_ABORT_ACK]] = abort
-            self.publish()
+            publish(q, self.g_error, L.ERR_NONE)
+            publish(q, self.g_abort_ack, abort)
             self.ctx.host_sem.release()
         return False
 
+    # -- endings ---------------------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:
         """The scheduler itself crashed: the host hears about it (DeviceLost with the traceback)."""
-        import traceback
         q, lay = self.q, self.lay
-        C.write_report(q, lay.err_area(lay.ncores), C.ERR_AREA_WORDS, {
-            "where": "scheduler", "error": f"{type(error).__name__}: {error}",
-            "traceback": traceback.format_exc()})
-        q[self.g[L.G_ERROR]] = L.ERR_SCHEDULER
+        C.write_report(q, lay.err_area(lay.ncores), C.ERR_AREA_WORDS, C.SchedulerFailure(
+            f"{type(error).__name__}: {error}", traceback.format_exc()))
+        publish(q, self.g_error, L.ERR_SCHEDULER)
         self.ctx.host_sem.release()
 
     def orphan_exit(self) -> None:
         """The host died without closing the device: stop the workers (kill the ones still inside
         a kernel after a short grace) and leave."""
         q, lay = self.q, self.lay
-        q[self.g[L.G_STOP]] = 1
-        self.s.cores.wake_all()
+        publish(q, self.g_stop, 1)
+        self.wake_workers()
         pids = [q[lay.wline(c) + L.W_PID] for c in range(lay.ncores)]
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline and any(alive(p) for p in pids):

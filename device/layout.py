@@ -30,7 +30,10 @@ write the same cache line:
     error areas   one per core + one for the scheduler    that process        host
     answer area   stats / diagnosis / trace replies       scheduler           host
 
-Task id t lives in ring slot t & (WINDOW-1), its times in row t & (WINDOW-1).
+Task id t lives in ring slot t & (WINDOW-1), its times in row t & (WINDOW-1). The globals, the
+mailbox heads, the worker lines and the first (length) word of every report area are what another
+process waits for: they are stored only through device/ordering.py (``publish``), after the data
+they make visible.
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ ERR_NONE, ERR_KERNEL, ERR_SCHEDULER = 0, 1, 2
 REQ_STATS, REQ_DIAG, REQ_TRACE = 1, 2, 3
 
 # --- per-core lines ------------------------------------------------------------------------------
-MB_HEAD = 0                   # in the mailbox line
 W_DONE, W_PID, W_RUNNING, W_TASKS, W_BUSY_NS, W_ASLEEP = range(6)   # in the worker line
 MAX_DEPTH = LINE - 1
 

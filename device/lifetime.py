@@ -7,8 +7,9 @@
                            use(owner)                   each task naming one of its buffers too
     scheduler, finish      release(allocation)          per user
     scheduler, scope end   end_scope(depth)             drops that scope's holds
-                           ──▶ an allocation with no user and no hold is dead: on_dead(tid) puts
-                               it on the FREED queue (control segment) ──▶ host frees the range
+                           ──▶ an allocation with no user and no hold is dead: on_dead(record)
+                               (the scheduler puts its tid on the FREED queue ──▶ the host frees
+                               the range; the sequential engine frees it at once)
 
 An allocation record is a flat list ``[users, held, buffers, tid]``; tasks keep direct references
 to the records they use, so releasing costs no lookup. Ring slots are independent of all this: a
@@ -20,6 +21,8 @@ any order, so one long-lived tensor never blocks the reuse of memory allocated a
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from device.codec import HeapHold
 
 USERS, HELD, BUFS, TID = range(4)
 MAX_DEPTH = 64
@@ -75,7 +78,7 @@ class Lifetimes:
         del self.live[a[TID]]
         self.on_dead(a)
 
-    def describe(self, limit: int = 8) -> list[dict]:
+    def describe(self, limit: int = 8) -> tuple[HeapHold, ...]:
         """The oldest live allocations, for a stall diagnosis."""
-        return [{"tid": a[TID], "users": a[USERS], "held_by_scope": a[HELD]}
-                for a in sorted(self.live.values(), key=lambda a: a[TID])[:limit]]
+        return tuple(HeapHold(a[TID], a[USERS], a[HELD])
+                     for a in sorted(self.live.values(), key=lambda a: a[TID])[:limit])

@@ -2,8 +2,9 @@
 
     access(buf, tid, mode, lo, hi, contig, argref)  ──▶  [tids of unfinished overlapping accesses]
 
-The scheduler calls ``access`` for every tensor argument of every task, in submission order. The
-answer gives exactly the edges sequential consistency needs on overlapping bytes:
+The gatherer (device/deps.py) calls ``access`` for every tensor argument of every task, in
+submission order. The answer gives exactly the edges sequential consistency needs on overlapping
+bytes:
 
     new access   waits for earlier            why
     In           writers                      read after write
@@ -26,12 +27,9 @@ entry), so a chain of InOut tasks on one buffer keeps a single entry.
 With ``keep_done`` (tracing) finished entries are kept too, so the answer is every earlier
 access the new one depends on -- the graph's edges -- and the caller filters the unfinished ones.
 
-Reference semantics (``access_ref``, Device(semantics="reference")): the reference runtime's own
-rules, which order less. Only writers are entries (no write-after-read ordering); ``In`` and
-``InOut`` look up overlapping writers, an ``InOut`` then replaces the entries it covers and
-becomes one; an ``Out`` on an existing buffer becomes an entry without looking anything up (it
-does not wait for the previous writer); an ``Out`` that allocates the buffer is no entry at all
-(its readers find it through the creator edge, device/tasks.py).
+Reference semantics (``access_ref``, Device(semantics="reference")): only writers are entries
+(no write-after-read ordering); device/deps.py says, per argument, whether it looks up earlier
+overlapping writers and whether it becomes an entry (the reference's table).
 
 Overlap is decided on byte ranges first. Only when both ranges meet and one view is not
 contiguous (a column slice, say) does it compare footprint boxes: two views of the same base with
@@ -206,10 +204,12 @@ class TensorMap:
             st.writer = tid
             st.readers = []
 
-    def access_ref(self, buf: int, tid: int, mode: int, lo: int, hi: int, contig: int, ref: int,
-                   preds: list, fresh: bool) -> None:
-        """Reference semantics (module docstring): ``fresh`` means this Out allocated the buffer."""
-        if hi <= lo or (fresh and mode == WRITE):
+    def access_ref(self, buf: int, tid: int, look: bool, enter: bool, lo: int, hi: int, contig: int,
+                   ref: int, preds: list) -> None:
+        """The reference's rules (device/deps.py decides which apply): ``look`` up earlier
+        overlapping writers; ``enter`` as a writer entry -- after a look-up, replacing the
+        entries the access covers (an InOut), else beside them (an Out on an existing buffer)."""
+        if hi <= lo:
             return
         st = self.bufs.get(buf)
         if st is None:
@@ -217,9 +217,9 @@ class TensorMap:
         elif type(st) is _Exact:
             st = self.bufs[buf] = st.general()
         writers = st[0]
-        if mode != WRITE and writers.items:
-            self._scan(writers, tid, lo, hi, contig, ref, preds, mode == READWRITE)
-        if mode != READ:
+        if look and writers.items:
+            self._scan(writers, tid, lo, hi, contig, ref, preds, enter)
+        if enter:
             writers.add((tid, lo, hi, contig, self.geometry(ref) if self.eager else ref), self.is_done)
 
     def access(self, buf: int, tid: int, mode: int, lo: int, hi: int, contig: int, ref: int,

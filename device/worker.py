@@ -1,11 +1,15 @@
 """A worker process: one emulated core (AIC or AIV) of one block.
 
-    scheduler ── mailbox[head] += 1, slot = tid*4+part (+ post, only if this worker sleeps) ──┐
+    scheduler ── slot = entry (codec.entry), publish head + 1 (+ post, only if this worker sleeps) ─┐
                                                                                               ▼
     worker:  entries in the mailbox? ─▶ read the task record ─▶ run_part (device/execute.py):
              numpy views into GM + scalars ─▶ kernel(...) ─▶ times + status into the task's
-             time row ─▶ done += 1 ─▶ fence; post the scheduler only if it sleeps
+             time row ─▶ publish done + 1 ─▶ fence; post the scheduler only if it sleeps
              none: yield-spin (bounded) ─▶ ASLEEP = 1, fence, look once more ─▶ block
+
+Every word another process reads is published (and every word it waits for observed) through
+device/ordering.py: the time row, status, outputs and error report of a task are visible before
+its done count.
 
 Nothing here is pickled on the way to a kernel: the record is read from the control segment and
 the tensors are ``np.ndarray`` views built over the inherited GM mapping. A kernel that raises is
@@ -23,22 +27,29 @@ import time
 
 from device import codec as C
 from device import layout as L
-from device.codec import DeviceContext, make_fence
+from device.codec import DeviceContext
 from device.execute import ArgDecoder, run_part
 from device.hostlink import child_signals, orphaned
-from kernels.registry import CoreInfo, _set_block, _set_core
+from device.ordering import fence, observe, publish
+from kernels.registry import CoreInfo, set_block, set_core
 
 
 def run(ctx: DeviceContext, core: int) -> None:
-    """Entry point of a worker process (forked from the host)."""
+    """Entry point of a worker process (forked from the host): the set-up, then the loop.
+
+    One function on purpose, longer than the others: it is the hot loop of every core, and the
+    names it touches per task are bound once, here, as locals (the fastest lookup CPython has);
+    splitting it would turn them into attribute or argument lookups on every task."""
     child_signals()
     lay = ctx.layout
     lane = C.lane_of(core)
-    _set_core(CoreInfo(block=C.block_of(core), kind=C.CORE_KINDS[lane], lane=max(lane - 1, 0), core=core))
+    set_core(CoreInfo(block=C.block_of(core), kind=C.CORE_KINDS[lane], lane=max(lane - 1, 0), core=core))
     q = ctx.q
-    mb = lay.mailbox(core)
+    mb = lay.mailbox(core)                          # its head word; the slots follow it
+    slots = mb + 1
     wl = lay.wline(core)
-    asleep = wl + L.W_ASLEEP
+    asleep, w_done, w_running = wl + L.W_ASLEEP, wl + L.W_DONE, wl + L.W_RUNNING
+    w_tasks, w_busy = wl + L.W_TASKS, wl + L.W_BUSY_NS
     D = lay.depth
     sem = ctx.worker_sems[core]
     sched_sem = ctx.sched_sem
@@ -46,7 +57,6 @@ def run(ctx: DeviceContext, core: int) -> None:
     g_stop = lay.g(L.G_STOP)
     g_anydone = lay.g(L.G_ANYDONE)
     g_abort_ack = lay.g(L.G_ABORT_ACK)
-    fence = make_fence()
     parts = ctx.kernel_parts
     names = ctx.kernel_names
     dec = ArgDecoder(ctx.q, ctx.f, ctx.ctrl_buf, ctx.gm_buf)
@@ -64,24 +74,24 @@ def run(ctx: DeviceContext, core: int) -> None:
     ENTRY_SPMD, ENTRY_GATED, ENTRY_SHIFT, ENTRY_PART = C.ENTRY_SPMD, C.ENTRY_GATED, C.ENTRY_SHIFT, C.ENTRY_PART
     REC_WORDS, TS_WORDS = C.REC_WORDS, C.TS_WORDS
     failed_at = -1                  # ABORT_ACK when a task of ours last failed (-1: never)
-    q[wl + L.W_PID] = os.getpid()
+    publish(q, wl + L.W_PID, os.getpid())
     while True:
-        if q[mb] == tail:
+        if observe(q, mb) == tail:
             t0 = perf()
-            while q[mb] == tail and perf() - t0 < spin_ns:
+            while observe(q, mb) == tail and perf() - t0 < spin_ns:
                 yield_()
-            if q[mb] == tail:
-                q[asleep] = 1
+            if observe(q, mb) == tail:
+                publish(q, asleep, 1)
                 fence()
-                if q[mb] == tail:                       # nothing came in between: block
+                if observe(q, mb) == tail:              # nothing came in between: block
                     while not sem.acquire(True, 1.0):
-                        if orphaned(host_pid) or q[g_stop]:
+                        if orphaned(host_pid) or observe(q, g_stop):
                             return
-                q[asleep] = 0
-                if q[g_stop]:
+                publish(q, asleep, 0)
+                if observe(q, g_stop):
                     return
                 continue
-        entry = q[mb + 1 + tail % D]
+        entry = q[slots + tail % D]
         tid, part = entry >> ENTRY_SHIFT, entry & ENTRY_PART
         s = tid & mask
         r = ring_off + s * REC_WORDS
@@ -90,16 +100,16 @@ def run(ctx: DeviceContext, core: int) -> None:
         if entry & ENTRY_SPMD:                         # core_info() tells the kernel its block
             blk = (entry >> C.BLOCK_SHIFT) & C.BLOCK_MASK
             spmd = True
-            _set_block(blk, q[r + C.H_BLOCKS])
+            set_block(blk, q[r + C.H_BLOCKS])
         elif spmd:
             spmd = False
-            _set_block(0, 1)
-        if entry & ENTRY_GATED and failed_at == q[g_abort_ack]:
+            set_block(0, 1)
+        if entry & ENTRY_GATED and failed_at == observe(q, g_abort_ack):
             # Posted early behind its producers on this core, and a task here failed since the
             # last abort: its inputs may not be what it expects, and the run is being aborted.
             q[t + C.T_STATUS] = C.STATUS_SKIPPED
         else:
-            q[wl + L.W_RUNNING] = tid + 1
+            publish(q, w_running, tid + 1)
             k = q[r + C.H_KERNEL]
             if rng:
                 time.sleep(rng.random() * jitter)      # fuzzing: a late start shakes up the order
@@ -107,7 +117,7 @@ def run(ctx: DeviceContext, core: int) -> None:
             rep = run_part(parts[k][part], dec, r, tid, names[k], where, part)
             end = perf()
             if rep is not None:
-                failed_at = q[g_abort_ack]
+                failed_at = observe(q, g_abort_ack)
                 q[t + C.T_STATUS] = C.STATUS_ERROR
                 C.write_report(q, err_area, C.ERR_AREA_WORDS, rep)
             if blk == 0:                               # a multi-block task shows its block 0
@@ -116,14 +126,14 @@ def run(ctx: DeviceContext, core: int) -> None:
                 q[t + C.T_CORE0 + part] = core
             busy += end - start
             ntasks += 1
-        q[wl + L.W_RUNNING] = 0
-        q[wl + L.W_TASKS] = ntasks
-        q[wl + L.W_BUSY_NS] = busy
+        publish(q, w_running, 0)
+        publish(q, w_tasks, ntasks)
+        publish(q, w_busy, busy)
         tail += 1
-        q[wl + L.W_DONE] = tail
-        q[g_anydone] = 1
+        publish(q, w_done, tail)                       # the time row, status and outputs above
+        publish(q, g_anydone, 1)
         fence()
-        if q[g_sleep]:
+        if observe(q, g_sleep):
             sched_sem.release()
-        if q[g_stop]:
+        if observe(q, g_stop):
             return

@@ -15,21 +15,21 @@
         a child process gone -> DeviceLost
         no progress for stall_timeout -> DeadlockError with the scheduler's diagnosis
 
-Both sides store, fence, then load (a Dekker handshake), so a wake-up cannot be lost; the 0.1 s
-slices only bound how fast a dead process is noticed.
+Both sides store, fence, then load (a Dekker handshake, device/ordering.py), so a wake-up cannot be
+lost; the 0.1 s slices only bound how fast a dead process is noticed.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 
 import psutil
 
 from device import layout as L
-from device.codec import read_report
+from device.codec import Diagnosis, SchedulerFailure, TaskFailure, clear_report, read_report
+from device.ordering import fence, observe, publish
 from host.errors import DeadlockError, DeviceLost, KernelError
 from host.launch import DeviceProcesses
 
@@ -38,20 +38,20 @@ SPIN_NS = 50_000     # yield-spin before blocking
 
 
 def format_diagnosis(diag: object) -> str:
-    """The scheduler's state (Scheduler.diagnose) as a few readable lines."""
-    if not isinstance(diag, dict):
+    """The scheduler's state (a codec.Diagnosis) as a few readable lines."""
+    if not isinstance(diag, Diagnosis):
         return f"  scheduler state: {diag}"
-    lines = [f"  scheduler: {diag['ingested']} of {diag['head']} records read, {diag['completed']} "
-             f"finished, {diag['retired']} retired, {diag['in_flight']} in flight, {diag['ready']} ready"
-             + (", discarding" if diag.get("discarding") else "")]
-    for r in diag.get("running", []):
-        since = f" for {r['for_s']:.1f} s" if r.get("for_s") is not None else ""
-        lines.append(f"  running: task {r['tid']} ({r['kernel']}) on {r['core']}{since}")
-    for t in diag.get("oldest", [])[:8]:
-        lines.append(f"  unretired: task {t['tid']} ({t['kernel']}) {t['state']}, waits for {t['fanin']} task(s)")
-    for a in diag.get("heap_allocations", [])[:4]:
-        lines.append(f"  heap held by task {a['tid']}'s allocation: {a['users']} unfinished user(s)"
-                     + (", its tensors' scope still open" if a["held_by_scope"] else ""))
+    lines = [f"  scheduler: {diag.ingested} of {diag.head} records read, {diag.completed} "
+             f"finished, {diag.retired} retired, {diag.in_flight} in flight, {diag.ready} ready"
+             + (", discarding" if diag.discarding else "")]
+    for r in diag.running:
+        since = f" for {r.for_s:.1f} s" if r.for_s is not None else ""
+        lines.append(f"  running: task {r.tid} ({r.kernel}) on {r.core}{since}")
+    for t in diag.oldest[:8]:
+        lines.append(f"  unretired: task {t.tid} ({t.kernel}) {t.state}, waits for {t.fanin} task(s)")
+    for a in diag.heap_allocations[:4]:
+        lines.append(f"  heap held by task {a.tid}'s allocation: {a.users} unfinished user(s)"
+                     + (", its tensors' scope still open" if a.held_by_scope else ""))
     return "\n".join(lines)
 
 
@@ -64,16 +64,11 @@ class Channel:
         self.host_sem = procs.ctx.host_sem
         self.sched_sem = procs.ctx.sched_sem
         self.stall_timeout = procs.platform.stall_timeout
-        self._lock = threading.Lock()
         self._req = 0
         self.g = {n: self.lay.g(n) for n in range(L.N_GLOBALS)}
         self.wait_ns = 0              # time the host spent waiting (back-pressure, sync)
         self.waits = 0
         self.first_error: tuple[dict, int] | None = None    # (report, others) of this run's failure
-
-    def fence(self) -> None:
-        self._lock.acquire()
-        self._lock.release()
 
     # -- waiting ---------------------------------------------------------------------------------
     def wait(self, kind: int, value: int, ready: Callable[[], bool], what: str,
@@ -95,21 +90,21 @@ class Channel:
             if ready():
                 self.wait_ns += time.perf_counter_ns() - t0
                 return
-            if errors and q[g[L.G_ERROR]]:
+            if errors and observe(q, g[L.G_ERROR]):
                 break
-        progress = (q[g[L.G_COMPLETED]], q[g[L.G_RETIRED]])
+        progress = (observe(q, g[L.G_COMPLETED]), observe(q, g[L.G_RETIRED]))
         last_move = time.monotonic()
         limit = self.stall_timeout if timeout is None else timeout
         try:
             while True:
-                q[g[L.G_WAIT_VALUE]] = value
-                q[g[L.G_WAIT_KIND]] = kind
-                self.fence()
+                publish(q, g[L.G_WAIT_VALUE], value)
+                publish(q, g[L.G_WAIT_KIND], kind)
+                fence()
                 if ready():
                     return
                 if errors:
                     self.check_error()
-                if deadlock is not None and q[g[L.G_IDLE]] == q[g[L.G_HEAD]] + 1:
+                if deadlock is not None and observe(q, g[L.G_IDLE]) == q[g[L.G_HEAD]] + 1:
                     if ready():      # the scheduler's last retirement may have just landed
                         return
                     raise DeadlockError(f"{what}: {deadlock()}")
@@ -120,7 +115,7 @@ class Channel:
                 dead = self.procs.dead()
                 if dead:
                     raise DeviceLost(f"{what}: {dead}; the device is shut down")
-                now_progress = (q[g[L.G_COMPLETED]], q[g[L.G_RETIRED]])
+                now_progress = (observe(q, g[L.G_COMPLETED]), observe(q, g[L.G_RETIRED]))
                 if now_progress != progress:
                     progress, last_move = now_progress, time.monotonic()
                 elif limit and time.monotonic() - last_move > limit:
@@ -128,7 +123,7 @@ class Channel:
                         raise TimeoutError(f"{what}: no answer within {limit:g} s; {self.sched_state()}")
                     raise DeadlockError(self.stall_message(what, limit))
         finally:
-            q[g[L.G_WAIT_KIND]] = L.WAIT_NONE
+            publish(q, g[L.G_WAIT_KIND], L.WAIT_NONE)
             self.wait_ns += time.perf_counter_ns() - t0
 
     def sched_state(self) -> str:
@@ -155,16 +150,18 @@ class Channel:
         """Raise what went wrong on the device, if anything. The first kernel failure of a run is
         kept: every later check in the same run raises it again (a caught KernelError does not
         make the run usable: it was aborted), until ``abort`` has cleaned up."""
-        err = self.q[self.g[L.G_ERROR]]
+        err = observe(self.q, self.g[L.G_ERROR])
         if err == L.ERR_NONE:
             return
         if err == L.ERR_SCHEDULER:
-            rep = read_report(self.q, self.lay.err_area(self.lay.ncores), clear=False) or {}
-            raise DeviceLost(f"the scheduler crashed: {rep.get('error')}\n{rep.get('traceback', '')}")
+            rep = read_report(self.q, self.lay.err_area(self.lay.ncores), clear=False)
+            what = (f"{rep.error}\n{rep.traceback}" if isinstance(rep, SchedulerFailure)
+                    else f"{rep} (its report did not arrive whole)")
+            raise DeviceLost(f"the scheduler crashed: {what}")
         if self.first_error is None:
             reports = self._take_reports()
-            reports.sort(key=lambda r: r.get("tid", 0))
-            first = reports[0] if reports else {"error": "a kernel failed, but its report did not arrive"}
+            reports.sort(key=lambda r: r.tid)
+            first: object = reports[0] if reports else {"error": "a kernel failed, but its report did not arrive"}
             self.first_error = (first, len(reports) - 1)
             raise KernelError.from_report(first, others=max(0, len(reports) - 1))
         first, others = self.first_error
@@ -173,27 +170,27 @@ class Channel:
                    "device keep raising it until the run has ended.")
         raise e
 
-    def _take_reports(self) -> list[dict]:
+    def _take_reports(self) -> list[TaskFailure]:
         """Error reports of failed tasks; the error flag can be seen before the first report
         lands, so look for up to a second."""
         deadline = time.monotonic() + 1.0
         while True:
             reports = [r for c in range(self.lay.ncores)
-                       if (r := read_report(self.q, self.lay.err_area(c))) is not None]
+                       if isinstance(r := read_report(self.q, self.lay.err_area(c)), TaskFailure)]
             if reports or time.monotonic() > deadline:
                 return reports
             time.sleep(0.001)
 
     # -- requests --------------------------------------------------------------------------------
     def request(self, kind: int, timeout: float = 10.0) -> object:
-        """Ask the scheduler for a report (stats, diagnosis) and return it."""
+        """Ask the scheduler for a report (a codec.StatsReply, Diagnosis or TraceReply)."""
         self._req += 1
         req = kind << 32 | self._req
         q, g = self.q, self.g
-        q[self.lay.sched_area] = 0
-        q[g[L.G_REQ]] = req
+        clear_report(q, self.lay.sched_area)
+        publish(q, g[L.G_REQ], req)
         self.sched_sem.release()
-        self.wait(L.WAIT_NONE, 0, lambda: q[g[L.G_ACK]] == req, "waiting for the scheduler",
+        self.wait(L.WAIT_NONE, 0, lambda: observe(q, g[L.G_ACK]) == req, "waiting for the scheduler",
                   timeout=timeout, errors=False, diagnose=False)
         return read_report(q, self.lay.sched_area)
 
@@ -201,9 +198,9 @@ class Channel:
         """Discard everything submitted and not yet run; return once all has retired."""
         q, g = self.q, self.g
         n = q[g[L.G_ABORT_REQ]] + 1
-        q[g[L.G_ABORT_REQ]] = n
+        publish(q, g[L.G_ABORT_REQ], n)
         self.sched_sem.release()
-        self.wait(L.WAIT_NONE, 0, lambda: q[g[L.G_ABORT_ACK]] == n, "aborting the run",
+        self.wait(L.WAIT_NONE, 0, lambda: observe(q, g[L.G_ABORT_ACK]) == n, "aborting the run",
                   timeout=timeout, errors=False, diagnose=False)
         for c in range(self.lay.ncores):            # reports of the aborted run are stale now
             read_report(q, self.lay.err_area(c))

@@ -20,10 +20,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from host.cliargs import count, listed, number
+from host.cliargs import OutputError, count, listed, number, output, unwritable
 from host.platform import A2A3_BLOCKS, MAX_TASK_WINDOW
 from kernels.workloads import catalogue
 from kernels.workloads.paged_attention.cases import CASES
+from kernels.workloads.workload import Workload
 
 MAIN_WORKLOAD = "paged_attention_unroll"     # what ``ptoemu paged-attention`` runs
 
@@ -121,7 +122,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         r = workload_bench.run(a.workload, a.cases, a.variant, blocks, a.rounds, log=_say)
         _say(workload_bench.format(r))
         if a.json:
-            common.write_json(r, a.json)
+            with output(a.json, "--json"):
+                common.write_json(r, a.json)
             _say(f"results written to {a.json}")
         return 0 if all(x["pass"] for x in r["rows"]) else 1
     if a.sweep or a.backend == "ray":
@@ -136,12 +138,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
         r = sweep.run(a.what, base, spec, a.backend, log=_say)
         _say(sweep.format(r))
         if a.json:
-            common.write_json(r, a.json)
-            _say(f"results written to {a.json}")
-            mod = {"dispatch": dispatch, "granularity": granularity}.get(a.what)
-            if mod and r["rows"]:                # the merged rows plot like a single run's
-                for p in mod.plots(r, a.json.rsplit(".", 1)[0]):
-                    _say(f"plot written to {p}")
+            with output(a.json, "--json"):
+                common.write_json(r, a.json)
+                _say(f"results written to {a.json}")
+                mod = {"dispatch": dispatch, "granularity": granularity}.get(a.what)
+                if mod and r["rows"]:                # the merged rows plot like a single run's
+                    for p in mod.plots(r, a.json.rsplit(".", 1)[0]):
+                        _say(f"plot written to {p}")
         if a.backend == "ray":
             import ray
             ray.shutdown()
@@ -167,11 +170,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
     _say(mod.format(r))
     traces = r.pop("traces", None)
     if a.json:
-        common.write_json(r, a.json)
-        _say(f"results written to {a.json}")
-        r["traces"] = traces
-        for p in mod.plots(r, a.json.rsplit(".", 1)[0]):
-            _say(f"plot written to {p}")
+        with output(a.json, "--json"):
+            common.write_json(r, a.json)
+            _say(f"results written to {a.json}")
+            r["traces"] = traces
+            for p in mod.plots(r, a.json.rsplit(".", 1)[0]):
+                _say(f"plot written to {p}")
     return 0
 
 
@@ -183,7 +187,7 @@ def cmd_trace(a: argparse.Namespace) -> int:
         s = summarize(json.load(f))
     _say(format_summary(s))
     if a.json:
-        with open(a.json, "w") as f:
+        with output(a.json, "--json"), open(a.json, "w") as f:
             json.dump(s, f, indent=2)
     return 0
 
@@ -206,7 +210,8 @@ def cmd_run(a: argparse.Namespace) -> int:
                       log=_say, semantics=a.semantics)
     if a.json:
         from host.bench import common
-        common.write_json(common.results("run", vars(a) | {"fn": None}, rows, {}), a.json)
+        with output(a.json, "--json"):
+            common.write_json(common.results("run", vars(a) | {"fn": None}, rows, {}), a.json)
         _say(f"results written to {a.json}")
     return 0 if all(r.get("pass", True) for r in rows) else 1
 
@@ -248,7 +253,8 @@ def parser() -> argparse.ArgumentParser:
     pa.add_argument("--block-size", type=count(1))
     pa.add_argument("--context-len", type=listed(count(1)),
                     help="tokens per sequence, or a comma-separated list (per sequence)")
-    pa.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    pa.add_argument("--inline", action="store_true",
+                    help="run tasks in this process, one at a time in submission order (the sequential engine)")
     pa.add_argument("--no-check", action="store_true", help="skip the golden comparison")
     pa.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
     pa.add_argument("--record", default=None, metavar="FILE",
@@ -307,7 +313,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--blocks", type=count(1, A2A3_BLOCKS), default=24, help="device blocks")
     r.add_argument("--rounds", type=count(1), default=1, help="run the orchestration this many times")
     r.add_argument("--seed", type=count(0), default=0)
-    r.add_argument("--inline", action="store_true", help="run tasks in this process (reference)")
+    r.add_argument("--inline", action="store_true",
+                   help="run tasks in this process, one at a time in submission order (the sequential engine)")
     r.add_argument("--semantics", default="sequential", choices=["sequential", "reference"],
                    help="dependency rules: ptoemu's sequential ones, or the reference runtime's weaker ones")
     r.add_argument("--no-check", action="store_true", help="skip the golden comparison")
@@ -330,6 +337,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_outputs(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Every output file asked for can be written -- before the work that produces it."""
+    for flag in ("json", "trace", "record"):
+        path = getattr(a, flag, None)
+        if not path:
+            continue
+        if a.cmd == "bench" and flag == "trace":        # a prefix: PREFIX-<point>.json
+            d = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(d):
+                p.error(f"argument --trace: cannot write traces {path}-<point>.json: directory {d} does not exist")
+            continue
+        problem = unwritable(path)
+        if problem:
+            p.error(f"argument --{flag}: cannot write {path}: {problem}")
+
+
+def _check_blocks(p: argparse.ArgumentParser, wl: Workload, blocks: int | None) -> None:
+    if blocks is not None and blocks < wl.min_blocks:
+        p.error(f"argument --blocks: workload {wl.name} needs --blocks {wl.min_blocks} or more (its orchestration "
+                f"launches {wl.min_blocks} blocks at once); got {blocks}")
+
+
 def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     """Case and variant names depend on the bench (and the workload): checked once parsed."""
     if a.cmd == "run":
@@ -339,6 +368,7 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
         if a.variant not in (None, "all") and a.variant not in wl.variants:
             p.error(f"argument --variant: unknown variant {a.variant!r} of {wl.name}; known: "
                     f"{', '.join(wl.variants)}, all")
+        _check_blocks(p, wl, a.blocks)
         return
     if a.cmd != "bench":
         return
@@ -347,6 +377,8 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
         a.workload = MAIN_WORKLOAD
     if a.workload or a.what == "workload":
         wl = catalogue.load(a.workload) if a.workload else None
+        if wl:
+            _check_blocks(p, wl, (a.blocks or [24])[-1])
         known_cases, known_variants = (list(wl.cases), list(wl.variants)) if wl else ([], [])
     elif a.what == "paged-attention":
         known_cases, known_variants = list(CASES), ["hub", "first_output", "alloc", "manual"]
@@ -363,9 +395,15 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     a = p.parse_args(argv)
+    if getattr(a, "inline", False) and getattr(a, "trace", None):
+        p.error("argument --trace: not with --inline (the sequential engine keeps no times; --record keeps its graph)")
     _check_bench_args(p, a)
+    _check_outputs(p, a)
     try:
         return a.fn(a)
+    except OutputError as e:
+        print(f"ptoemu {a.cmd}: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

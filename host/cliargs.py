@@ -1,11 +1,15 @@
 """Argument types for the ``ptoemu`` commands: a bad value is a usage error (exit 2) naming the
-flag and what it expects, never a traceback or a silently absurd run."""
+flag and what it expects, never a traceback or a silently absurd run. Output files are checked
+before any work (``unwritable``) and written inside ``output`` (a write that fails after the work
+is a message naming the flag, exit 2, not a traceback that loses what was printed)."""
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def count(lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
@@ -47,3 +51,42 @@ def listed(item: Callable[[str], float | int]) -> Callable[[str], list]:
         return [item(x) for x in parts]
     parse.__name__ = "list"
     return parse
+
+
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why no file can be written at ``path`` (None when one can): a directory, a missing or
+    read-only directory, or a file that cannot be opened for writing -- checked by opening it to
+    append (nothing is truncated; a file the check created is removed again). A full device shows
+    only when the file is written: see ``output``."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        return "is a directory; expected a file name"
+    d = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(d):
+        return f"directory {d} does not exist"
+    if not os.access(d, os.W_OK) and not os.path.exists(p):
+        return f"directory {d} is not writable"
+    existed = os.path.exists(p)
+    try:
+        with open(p, "a"):
+            pass
+    except OSError as e:
+        return f"cannot open it for writing ({e.strerror or e})"
+    finally:
+        if not existed and os.path.exists(p):
+            os.unlink(p)
+    return None
+
+
+class OutputError(Exception):
+    """An output file the command was asked for could not be written: a message, exit code 2."""
+
+
+@contextmanager
+def output(path: str | os.PathLike, flag: str) -> Iterator[None]:
+    """Write an output file inside this: an OSError (a full device, say) becomes an OutputError
+    naming the flag and the file."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"argument {flag}: could not write {os.fspath(path)}: {e.strerror or e}") from e

@@ -9,7 +9,7 @@
         print(dev.stats())
 
 Lifecycle: ``Device(...)`` creates the segments and forks the scheduler and 3*B workers
-(host/launch.py); ``close()`` (or leaving the ``with``) stops them and unlinks the segments, also
+(host/launch.py); ``close()`` (or leaving the ``with``) stops them and releases the segments, also
 on exceptions and Ctrl-C.
 
 When a run fails:
@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from device import codec as C
-from host.engine import InlineEngine, ProcessEngine
-from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError
+from host.cliargs import unwritable
+from host.engine import Engine, ProcessEngine, SequentialEngine
+from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError, fmt_bytes
 from host.graph import Graph, Recorder
 from host.launch import no_interrupts
-from host.orchestration import RunSession, Runtime
+from host.orchestration import RunSession, Runtime, ScopeEnd
 from host.platform import Platform
 from host.stats import Stats
-from host.submit import _fmt_bytes
 from host.tensor import Buffer, Tensor, check_dtype, check_shape
 from host.trace import TraceData, write_chrome
 from kernels.registry import Kernel, resolve
@@ -54,13 +54,9 @@ ABORT_TIMEOUT_ON_STALL = 1.0
 
 def _check_writable(path: str | os.PathLike, what: str) -> None:
     """Fail now, not at close, if a file cannot be written at ``path``."""
-    d = os.path.dirname(os.path.abspath(os.fspath(path)))
-    if os.path.isdir(os.fspath(path)):
-        raise ValueError(f"{what}: is a directory; expected a file name")
-    if not os.path.isdir(d):
-        raise ValueError(f"{what}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise ValueError(f"{what}: directory {d} is not writable")
+    problem = unwritable(path)
+    if problem:
+        raise ValueError(f"{what}: {problem}")
 
 
 class Device:
@@ -75,8 +71,8 @@ class Device:
     schedule    "fifo" (default) or "random": ready tasks and free cores are taken in a random
                 order drawn from ``seed``; ``jitter_us`` adds a random delay up to that long
                 before every kernel. Any correct graph gives bit-identical results for every seed.
-    inline      no processes: run every task in this process at submit, in submission order
-                (the reference semantics every device run must equal)
+    inline      no processes: the sequential engine runs every task in this process at submit,
+                in submission order -- the oracle every device run must equal (host/engine.py)
     record      keep the task graph of every run (host/graph.py) for ``dev.graph()``; a path:
                 also write it there (JSON Lines, ``.gz`` to compress) at close -- the input of
                 ``ptoemu predict``
@@ -107,8 +103,6 @@ class Device:
             raise ValueError(f"Device(jitter_us={jitter_us!r}): expected a number >= 0")
         if semantics not in ("sequential", "reference"):
             raise ValueError(f"Device(semantics={semantics!r}): expected 'sequential' or 'reference'")
-        if dry_run and not inline:
-            raise ValueError("Device(dry_run=True) needs inline=True: a process device always runs its kernels")
         self.platform = platform
         self.semantics = semantics
         self.kernels = resolve(kernels)
@@ -122,7 +116,7 @@ class Device:
         self._host_busy_s = 0.0                  # time runs spent in the orchestration, not waiting
         self._last_run: dict = {}
         t0 = time.perf_counter()
-        engine = InlineEngine if inline else ProcessEngine
+        engine: type[Engine] = SequentialEngine if inline else ProcessEngine
         self._trace_path = trace if isinstance(trace, (str, os.PathLike)) else None
         self._trace: TraceData | None = None
         self._record_path = record if isinstance(record, (str, os.PathLike)) else None
@@ -132,7 +126,7 @@ class Device:
         self._owner_pid = os.getpid()
         try:
             with no_interrupts():      # a Ctrl-C now is raised once the device is whole
-                self._engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
+                self._engine: Engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
                                       sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us,
                                       record=bool(record), dry_run=dry_run, semantics=semantics)
                 self._finalizer = weakref.finalize(self, self._engine.stop)
@@ -155,7 +149,7 @@ class Device:
         self.close()
 
     def close(self) -> None:
-        """Stop every process and unlink every segment (idempotent). A device made with
+        """Stop every process and release every segment (idempotent). A device made with
         ``trace="path"`` writes its trace first."""
         if self._closed or os.getpid() != self._owner_pid:
             return
@@ -219,15 +213,15 @@ class Device:
         off = self._arena.alloc(nbytes)
         if off is None:
             raise DeviceMemoryError(
-                f"{what}: GM exhausted: {_fmt_bytes(nbytes)} requested, largest free block "
-                f"{_fmt_bytes(self._arena.largest_free())}, {_fmt_bytes(self._arena.used)} of "
-                f"{_fmt_bytes(self._arena.size)} in use; free tensors (dev.free) or raise "
+                f"{what}: GM exhausted: {fmt_bytes(nbytes)} requested, largest free block "
+                f"{fmt_bytes(self._arena.largest_free())}, {fmt_bytes(self._arena.used)} of "
+                f"{fmt_bytes(self._arena.size)} in use; free tensors (dev.free) or raise "
                 "Platform(gm_bytes=...)")
         try:
             self._engine.reserve(off, nbytes)
         except OSError as e:
             self._arena.free(off, nbytes)
-            raise DeviceMemoryError(f"{what}: /dev/shm cannot hold {_fmt_bytes(nbytes)} more: {e}; "
+            raise DeviceMemoryError(f"{what}: /dev/shm cannot hold {fmt_bytes(nbytes)} more: {e}; "
                                     "free tensors or use a smaller Platform(gm_bytes=...)") from e
         buf = Buffer(self, nbytes, off, False)
         self._buffers.add(buf)
@@ -382,10 +376,12 @@ class Device:
             self._abort(rt, e)
             raise
         except BaseException as e:
+            if os.getpid() != self._owner_pid:
+                raise                # a forked copy left the orchestration: the device is not its own
             # The orchestration itself failed (a bug, a rejected submit): what it submitted still
             # runs to completion before the exception reaches the caller; nothing is lost.
             try:
-                rt.close_scopes("its scope ended")
+                rt.close_scopes(ScopeEnd.ENDED)
                 self._guarded(self._engine.wait_retired)
                 self._engine.check_error()
             except BaseException as e2:  # noqa: BLE001 - report the orchestration's error, with this
@@ -417,9 +413,9 @@ class Device:
     def _abort(self, rt: Runtime, exc: BaseException) -> None:
         """The run failed: close its scopes, have the scheduler discard what has not run, and
         keep the device usable -- or shut it down if that is no longer possible."""
-        rt.close_scopes("the run failed")
-        if self._closed:
-            return
+        rt.close_scopes(ScopeEnd.RUN_FAILED)
+        if self._closed or os.getpid() != self._owner_pid:
+            return                   # (a forked copy must not abort its parent's run)
         timeout = None
         if isinstance(exc, KeyboardInterrupt):
             timeout = ABORT_TIMEOUT_ON_INTERRUPT

@@ -1,62 +1,98 @@
-"""Engines: what stands behind a ``Device`` -- real processes, or the inline reference.
+"""Engines: what stands behind a ``Device`` -- real processes, or the sequential engine.
 
-    Device ──memory API, run(), stats()──▶ engine
+    Device ──memory API, run(), stats()──▶ Engine (the protocol below)
                                             ├─ ProcessEngine: segments + scheduler + 3B workers
                                             │    (launch.py), the host's channel (channel.py)
                                             │    and the task writer (submit.py)
-                                            └─ InlineEngine: the same writer and the same
-                                                 argument decoder, but every record is executed
-                                                 right away, in this process, in submission order
+                                            └─ SequentialEngine: the same writer, and the
+                                                 scheduler's own task table run by a synchronous
+                                                 executor in this process (device/sequential.py):
+                                                 every record takes effect as it is written
 
-The inline engine is the definition of correct: "the result of a run must equal running every
-task one at a time in submission order". It shares the record packing (TaskWriter) and the
-kernel-argument decoding and the running of a task part (device/execute.py) with the real device,
-so a difference between the two is a scheduling difference, never an encoding one. Kernels run
-with one BLAS thread, as on the workers, so the two agree bit for bit. Tests and users (``Device(...,
-inline=True)``) use it to check orchestrations and kernels without processes.
+The sequential engine is the oracle ("the result of a run must equal running every task one at
+a time in submission order"), reached with ``Device(..., inline=True)`` (``--inline`` on the
+command line). It shares with the device the record packing (TaskWriter), the heap and its
+lifetimes, the per-kind effects of records and the dependency gathering (device/tasks.py,
+device/deps.py) and the running of a task part (device/execute.py), so a difference between the
+two is a scheduling difference, never an encoding one. Kernels run with one BLAS thread, as on
+the workers, so the two agree bit for bit.
+
+Each engine refuses the ``Device`` options it cannot honour, naming the argument.
 """
 
 from __future__ import annotations
 
 import mmap
-import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from device import codec as C
 from device import layout as L
-from device import sanitizer
-from device.accounting import Accounting
-from device.execute import ArgDecoder, predicate_holds, run_part, unwritten_report
-from device.tensormap import TensorMap
+from device.ordering import observe, publish
+from device.sequential import SequentialDevice
 from host.channel import Channel
-from host.errors import DeviceMemoryError, KernelError
+from host.errors import DeadlockError, KernelError, fmt_bytes
 from host.gm import Arena
 from host.launch import DeviceProcesses
 from host.platform import Platform
-from host.submit import TaskWriter, _fmt_bytes
-from host.tensor import Buffer
+from host.submit import TaskWriter
 from host.trace import TraceData
-from kernels.registry import CoreInfo, Kernel, _set_block, _set_core
+from kernels.registry import Kernel
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What a ``Device`` drives. Built as ``Engine(platform, kernels, **options)`` with the
+    options of ``Device`` (timestamps, trace, sanitize, schedule, seed, jitter_us, record,
+    dry_run, semantics); one it does not support raises a ValueError naming it."""
+
+    writer: TaskWriter            # the host end of the task ring and the heap
+    arena: Arena                  # host tensors' GM
+    gm_buf: memoryview            # GM, for host views
+    tracing: bool                 # keeps trace rows (dev.trace())
+    wait_ns: int                  # time the host spent waiting on the device
+    waits: int
+
+    @property
+    def pids(self) -> list[int]: ...
+    @property
+    def segment_names(self) -> list[str]: ...
+    def reserve(self, off: int, nbytes: int) -> None: ...     # make GM pages real (or OSError)
+    def begin_run(self) -> None: ...
+    def end_run(self) -> None: ...
+    def stop(self) -> None: ...
+    def outstanding(self) -> bool: ...                          # submitted and not finished?
+    def finished(self) -> int: ...                              # records finished so far
+    def wait_completed(self) -> None: ...
+    def wait_retired(self) -> None: ...
+    def wait_probe(self, tid: int) -> None: ...
+    def check_error(self) -> None: ...
+    def abort(self, timeout: float | None) -> None: ...
+    def take_trace(self) -> TraceData | None: ...               # edges (recording), rows (tracing)
+    def stats(self) -> dict: ...
+
+
+def _cores(parts_and_ns: dict[str, list[int]]) -> dict:
+    return {k: {"parts_run": n, "busy_s": ns / 1e9} for k, (n, ns) in parts_and_ns.items()}
 
 
 class ProcessEngine:
     """A device made of processes."""
 
-    def __init__(self, platform: Platform, kernels: list[Kernel], **options: Any) -> None:
-        options.pop("dry_run", None)
+    def __init__(self, platform: Platform, kernels: list[Kernel], *, dry_run: bool = False,
+                 **options: Any) -> None:
+        if dry_run:
+            raise ValueError("Device(dry_run=True) needs inline=True: a process device always runs its kernels")
         self.procs = DeviceProcesses(platform, kernels, **options)
         self.channel = Channel(self.procs)
         ctx = self.procs.ctx
         self.writer = TaskWriter(ctx.layout, ctx.ctrl_buf, ctx.q, ctx.f, self.procs.heap_base, platform.heap_bytes,
                                  self.channel, ctx.sched_sem)
         self.gm_buf = self.writer.gm = self.procs.gm.buf
-        self.host_bytes = self.procs.host_bytes
-        self.arena = Arena(self.host_bytes)
+        self.arena = Arena(self.procs.host_bytes)
         self.tracing = bool(options.get("trace"))
-        self.recording = bool(options.get("record"))
         self.lay = self.procs.layout
 
     def reserve(self, off: int, nbytes: int) -> None:
@@ -80,7 +116,7 @@ class ProcessEngine:
         return [s.name for s in self.procs.segments]
 
     def _g(self, name: int) -> int:
-        return self.procs.q[self.lay.g(name)]
+        return observe(self.procs.q, self.lay.g(name))
 
     def outstanding(self) -> bool:
         return self.writer.next_tid != self._g(L.G_COMPLETED)
@@ -88,24 +124,24 @@ class ProcessEngine:
     def finished(self) -> int:
         return self._g(L.G_COMPLETED)
 
-    def wait_for(self, counter: int, kind: int, what: str) -> None:
+    def _wait_for(self, counter: int, kind: int, what: str) -> None:
         """Wait until the global ``counter`` reaches the last submitted task."""
         q, g = self.procs.q, self.lay.g(counter)
         head = self.writer.next_tid
-        self.channel.wait(kind, head, lambda: q[g] >= head, what)
+        self.channel.wait(kind, head, lambda: observe(q, g) >= head, what)
 
     def wait_completed(self) -> None:
-        self.wait_for(L.G_COMPLETED, L.WAIT_COMPLETED, "waiting for submitted tasks to finish")
+        self._wait_for(L.G_COMPLETED, L.WAIT_COMPLETED, "waiting for submitted tasks to finish")
 
     def wait_probe(self, tid: int) -> None:
         """Wait until the probe dummy ``tid`` (rt.get/set_tensor_data) has finished."""
         q, g = self.procs.q, self.lay.g(L.G_PROBE)
-        self.channel.wait(L.WAIT_PROBE, tid + 1, lambda: q[g] > tid,
+        self.channel.wait(L.WAIT_PROBE, tid + 1, lambda: observe(q, g) > tid,
                           f"waiting for the writers of a tensor element (probe task {tid})")
         self.channel.check_error()
 
     def wait_retired(self) -> None:
-        self.wait_for(L.G_RETIRED, L.WAIT_RETIRED, "waiting for the run to finish")
+        self._wait_for(L.G_RETIRED, L.WAIT_RETIRED, "waiting for the run to finish")
 
     def check_error(self) -> None:
         self.channel.check_error()
@@ -113,27 +149,28 @@ class ProcessEngine:
     def abort(self, timeout: float | None) -> None:
         self.channel.abort(timeout)
         self.writer.retired = self._g(L.G_RETIRED)
-        self.writer._take_freed()
+        self.writer.take_freed()
 
     def stats(self) -> dict:
         rep = self.channel.request(L.REQ_STATS)
-        assert isinstance(rep, dict)
+        assert isinstance(rep, C.StatsReply), rep
         q, lay = self.procs.q, self.lay
         cores = {"AIC": [0, 0], "AIV": [0, 0]}          # kind -> [parts run, busy ns], from the workers
         for c in range(lay.ncores):
             k = cores["AIC" if C.is_aic(c) else "AIV"]
             k[0] += q[lay.wline(c) + L.W_TASKS]
             k[1] += q[lay.wline(c) + L.W_BUSY_NS]
-        rep["cores"] = {k: {"parts_run": n, "busy_s": ns / 1e9} for k, (n, ns) in cores.items()}
-        return rep
+        out = rep.to_dict()
+        out["cores"] = _cores(cores)
+        return out
 
     def take_trace(self) -> TraceData | None:
         rep = self.channel.request(L.REQ_TRACE)
-        assert isinstance(rep, dict)
-        if not rep.get("path"):
+        assert isinstance(rep, C.TraceReply), rep
+        if not rep.path:
             return None
-        return TraceData.load(rep["path"], rep["kernel_names"], self.procs.platform.blocks,
-                              rep["phase_ns"], rep.get("pred_false"))
+        return TraceData.load(rep.path, list(rep.kernel_names), self.procs.platform.blocks,
+                              rep.phase_ns, list(rep.pred_false))
 
     @property
     def wait_ns(self) -> int:
@@ -144,128 +181,64 @@ class ProcessEngine:
         return self.channel.waits
 
 
-class _InlineWriter(TaskWriter):
-    """Packs records exactly as the device does, then runs them at once."""
+class _SequentialWriter(TaskWriter):
+    """Packs records exactly as for the device, then hands each to the sequential device, which
+    carries it out at once. The heap is the device's (same size, same placement); what frees it
+    is the allocation's death in the task table."""
 
-    def __init__(self, lay: L.Layout, gm_buf: memoryview, kernels: list[Kernel], arena: Arena,
-                 sanitize: bool, dry_run: bool = False, blocks: int = 1) -> None:
+    def __init__(self, lay: L.Layout, gm: memoryview, heap_base: int, heap_bytes: int) -> None:
         ctrl = memoryview(bytearray(lay.nbytes))
-        super().__init__(lay, ctrl, ctrl.cast("q"), ctrl.cast("d"), 0, 0, None, None)
-        self.kernels = kernels
-        self.arena = arena
-        self.sanitize = sanitize
-        self.dry_run = dry_run                       # pack, track and count tasks; run no kernel
-        self.blocks = blocks                         # the platform's, for core_info().block
-        self.dec = ArgDecoder(self.q, self.f, self.raw, gm_buf)
-        self.by_depth: dict[int, list[tuple[int, int]]] = {}
-        self.acct = Accounting([k.name for k in kernels])       # the device's statistics layout
-        self.parts_run = {"AIC": [0, 0], "AIV": [0, 0]}         # core kind -> [parts, busy ns]
-        self.edges: list[tuple[int, int]] = []       # (consumer, producer) while recording
-        self.tmap = TensorMap(lambda t: True, lambda ref: C.arg_geometry(self.q, ref), keep_done=True)
+        super().__init__(lay, ctrl, ctrl.cast("q"), ctrl.cast("d"), heap_base, heap_bytes, None, None)
+        self.gm = gm
+        self.device: SequentialDevice | None = None
 
-    def _place(self, bufs: list[Buffer], tid: int, what: str, depth: int) -> None:
-        for b in bufs:
-            off = self.arena.alloc(b.nbytes)
-            if off is None:
-                raise DeviceMemoryError(f"{what}: inline device memory exhausted "
-                                        f"({_fmt_bytes(b.nbytes)} requested)")
-            b.gm, b.owner = off, tid
-            self.by_depth.setdefault(depth, []).append((off, b.nbytes))
-        self.fill_init(bufs)
+    def hand_over(self, tid: int, r: int) -> None:
+        """Hand record ``tid`` to the sequential device: it takes effect now."""
+        assert self.device is not None
+        rep = self.device.run(tid)
+        self.retired = self.device.tasks.retired
+        publish(self.q, self.g_ingested, tid + 1)        # its dep-pool positions are free again
+        if rep is not None:
+            raise KernelError.from_report(rep)
 
-    def publish(self, tid: int, r: int) -> None:
-        q = self.q
-        self.retired = tid + 1
-        q[self.g_ingested] = tid + 1                 # its dep-pool space is free again
-        kind = q[r + C.H_KIND]
-        self.acct.records += 1
-        if kind == C.KIND_SCOPE_END:
-            self.acct.n_scope += 1
-            for off, n in self.by_depth.pop(q[r + C.H_AUX], []):
-                self.arena.free(off, n)
-            if q[r + C.H_AUX] == 0:
-                self.tmap.clear()            # a run's end: nothing later depends on it
-            return
-        if kind == C.KIND_ALLOC:
-            self.acct.n_alloc += 1
-            return
-        if self.recorder is not None:
-            self._edges(tid, r)
-        if kind == C.KIND_DUMMY:
-            if q[r + C.H_FLAGS] & C.FLAG_PROBE:
-                self.acct.n_probe += 1
-            else:
-                self.acct.n_dummy += 1
-            return
-        k = q[r + C.H_KERNEL]
-        if q[r + C.H_FLAGS] & C.FLAG_PRED and not predicate_holds(q, r, self.dec.gm):
-            self.acct.add(k, C.STATUS_PRED_FALSE)
-            if self.recorder is not None:
-                self.recorder.mark_skipped([tid])
-            return
-        if self.dry_run:
-            self.acct.add(k, C.STATUS_OK, 0)
-            return
-        kern, dec = self.kernels[k], self.dec
-        if self.sanitize:
-            sanitizer.poison_outs(dec.tensors(r), dec.last_dirs)
-        exec_ns = 0
-        nblocks = q[r + C.H_BLOCKS]
-        try:
-            for b in range(nblocks):                 # SPMD: the blocks one after the other
-                for part, fn in enumerate(kern.parts):   # the parts share the task's views of GM
-                    if fn is None:
-                        continue
-                    _set_core(CoreInfo(b % self.blocks, "AIC" if part == 0 else "AIV", max(part - 1, 0), -1))
-                    _set_block(b, nblocks)
-                    t0 = time.perf_counter_ns()
-                    rep = run_part(fn, dec, r, tid, kern.name, "inline", part)
-                    dt = time.perf_counter_ns() - t0
-                    exec_ns += dt
-                    run = self.parts_run["AIC" if part == 0 else "AIV"]
-                    run[0] += 1
-                    run[1] += dt
-                    if rep is not None:
-                        self.acct.add(k, C.STATUS_ERROR)
-                        raise KernelError.from_report(rep)
-        finally:
-            _set_core(None)
-            _set_block(0, 1)
-        if self.sanitize:
-            rep = unwritten_report(dec, r, kern.fn, tid, kern.name, "inline")
-            if rep is not None:
-                self.acct.add(k, C.STATUS_ERROR)
-                raise KernelError.from_report(rep)
-        self.acct.add(k, C.STATUS_OK, exec_ns)
+    def free_allocation(self, tid: int) -> None:
+        """The heap allocation of record ``tid`` died (device/lifetime.py)."""
+        start, size, _ = self.live.pop(tid)
+        self.heap.free(start, size)
 
-    def _edges(self, tid: int, r: int) -> None:
-        """The dependency edges of a task (recording), from the same tensor map and explicit deps
-        the scheduler uses, under sequential semantics (the inline engine's own)."""
-        q, preds = self.q, []
-        nt = q[r + C.H_NTENSORS] + (1 if q[r + C.H_FLAGS] & C.FLAG_PRED else 0)
-        for i in range(nt):
-            a = r + C.ARGS_OFF + i * C.ARG_WORDS
-            meta = q[a + C.A_META]
-            self.tmap.access(q[a], tid, meta & 3, q[a + C.A_LO], q[a + C.A_HI], meta & C.META_CONTIG, a, preds)
-        if q[r + C.H_NDEPS]:
-            preds += self.lay.deps(q, q[r + C.H_DEPS_AT], q[r + C.H_NDEPS])
-        self.edges.extend((tid, p) for p in set(preds) if p != tid)
+    def _wait_freed(self, tid: int, total: int) -> None:
+        # Nothing runs behind the host's back here: only the end of a scope the orchestration is
+        # still in could free heap, so a full heap is the deadlock the device would report.
+        raise DeadlockError(f"waiting for {fmt_bytes(total)} of heap: {self._heap_deadlock(tid, total)}")
 
 
-class InlineEngine:
-    """Every task runs in this process, at submit, in submission order (the reference semantics)."""
+class SequentialEngine:
+    """Every record takes effect in this process as it is written, in submission order
+    (``Device(..., inline=True)``). Under ``semantics="reference"`` the recorded graph has the
+    reference's edges; the run itself is sequential, one of the orders those edges allow."""
 
-    def __init__(self, platform: Platform, kernels: list[Kernel], **options: Any) -> None:
+    def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
+                 trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
+                 jitter_us: float = 0.0, record: bool = False, dry_run: bool = False,
+                 semantics: str = "sequential") -> None:
+        for bad, why in ((trace, "trace=...: the sequential engine keeps no times (record= keeps its graph)"),
+                         (schedule != "fifo", f"schedule={schedule!r}: the sequential engine runs in "
+                                              "submission order only"),
+                         (jitter_us, f"jitter_us={jitter_us!r}: the sequential engine runs no schedule to "
+                                     "shake up")):
+            if bad:
+                raise ValueError(f"Device(inline=True, {why}; use a process device (inline=False) for it")
         lay = self.lay = L.Layout(3, 2, 1)
         self.host_bytes = platform.host_bytes()
         # Private memory: a growable GM would move under existing views, so reserve the address
         # space once (anonymous pages cost nothing until touched).
-        self._mm = mmap.mmap(-1, self.host_bytes)
+        self._mm = mmap.mmap(-1, self.host_bytes + platform.heap_bytes)     # [host tensors | heap]
         self.gm_buf = memoryview(self._mm)
         self.arena = Arena(self.host_bytes)
-        self.writer = _InlineWriter(lay, self.gm_buf, kernels, self.arena, bool(options.get("sanitize")),
-                                    bool(options.get("dry_run")), platform.blocks)
-        self.writer.gm = self.gm_buf
+        w = self.writer = _SequentialWriter(lay, self.gm_buf, self.host_bytes, platform.heap_bytes)
+        self.device = w.device = SequentialDevice(
+            lay, w.raw, self.gm_buf, [(k.parts, k.name) for k in kernels], platform.blocks, w.free_allocation,
+            sanitize=sanitize, dry_run=dry_run, record=record, reference=semantics == "reference")
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0
@@ -309,22 +282,17 @@ class InlineEngine:
         pass
 
     def abort(self, timeout: float | None) -> None:
-        w = self.writer
-        for allocs in w.by_depth.values():          # every scope of the failed run is gone
-            for off, n in allocs:
-                w.arena.free(off, n)
-        w.by_depth.clear()
+        self.device.abort()
 
     def take_trace(self) -> TraceData | None:
-        w = self.writer
-        if w.recorder is None:
-            return None
-        edges = np.array(w.edges, np.int64).reshape(-1, 2)
-        w.edges = []
-        return TraceData(np.zeros((0, 0), np.int64), edges, [k.name for k in self.kernels], 0)
+        edges, pred_false = self.device.take_edges()
+        return TraceData(np.zeros((0, 0), np.int64), np.array(edges, np.int64).reshape(-1, 2),
+                         [k.name for k in self.kernels], 0, pred_false=pred_false)
 
     def stats(self) -> dict:
-        w = self.writer
-        rep = w.acct.report()
-        rep["cores"] = {k: {"parts_run": n, "busy_s": ns / 1e9} for k, (n, ns) in w.parts_run.items()}
+        rep = self.device.stats().to_dict()
+        rep["cores"] = _cores(self.device.parts_run)
         return rep
+
+
+__all__ = ["Engine", "ProcessEngine", "SequentialEngine"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DeviceError(RuntimeError):
     """Base class of ptoemu device errors."""
@@ -11,8 +13,10 @@ class KernelError(DeviceError):
     """A kernel raised. Carries the task id, kernel name, core, argument descriptions
     (``.arguments``) and the kernel's own traceback text (``.remote_traceback``)."""
 
-    def __init__(self, report: dict, others: int = 0) -> None:
-        self.report = dict(report)
+    def __init__(self, report: dict | Any, others: int = 0) -> None:
+        # A device's codec.TaskFailure, or the dict it turns into (what .report keeps).
+        report = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        self.report = report
         self.task_id = report.get("tid")
         self.kernel = report.get("kernel")
         self.core = report.get("core")
@@ -34,8 +38,9 @@ class KernelError(DeviceError):
         return (type(self), (self.report, self.others))
 
     @staticmethod
-    def from_report(report: dict, others: int = 0) -> KernelError:
-        return (DirectionViolation if report.get("violation") else KernelError)(report, others)
+    def from_report(report: dict | Any, others: int = 0) -> KernelError:
+        violation = report.get("violation") if isinstance(report, dict) else report.violation
+        return (DirectionViolation if violation else KernelError)(report, others)
 
 
 class DirectionViolation(KernelError):
@@ -66,3 +71,12 @@ def _indent(text: str, pad: str = "    ") -> str:
 
 class DeviceMemoryError(DeviceError, MemoryError):
     """GM or the heap ring cannot hold an allocation; the message names the sizes and the fix."""
+
+
+def fmt_bytes(n: int) -> str:
+    """A size for a message: '512 B', '1.5 KiB', '64.0 MiB', '2.0 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

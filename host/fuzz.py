@@ -1,10 +1,10 @@
 """Schedule fuzzing: run one orchestration under many random schedules and compare the results.
 
-    reference = the inline engine (every task at submit, in submission order)
+    want = the sequential engine (inline=True: every task at submit, in submission order)
     for seed in seeds:
         Device(schedule="random", seed=seed, jitter_us=...)   ready tasks and free cores taken in
                                                               a random order, random delays
-        results must equal the reference, bit for bit
+        results must equal want, bit for bit
 
 A correctly declared graph gives identical results for every seed. A wrong direction (an ``In``
 that the kernel writes, an ``InOut`` declared ``In``, a missing argument) leaves two tasks
@@ -25,6 +25,11 @@ and the tasks that write those bytes (from a recording of the reference run's gr
 
     report = compare_semantics(orchestrate, setup, kernels=[...], seeds=range(8))
     print(report)     # "result differs between sequential and reference semantics: ..."
+
+A schedule shows a race only if it happens to run it; the recorded graph shows every one: the
+report also lists the conflicting accesses (tensor arguments and predicate operands whose bytes
+meet, one a write) that the graph's edges leave unordered, found exactly at any size
+(host/conflicts.py). ``report.ok`` needs both clean.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from host.conflicts import Analysis, Conflict, analyse, unordered_conflicts  # noqa: F401  (re-exported)
 from host.device import Device
 from host.platform import Platform
 
@@ -70,7 +76,7 @@ def _results(dev: Device, orchestration: Callable, setup: Setup, keep: list | No
 
 def _against_inline(orchestration: Callable, setup: Setup, kernels: Iterable, seeds: list[int],
                     platform: Platform | None, jitter_us: float, **device: Any) -> Iterator[tuple]:
-    """Run once on the inline engine, then once per seed on a randomly scheduled device (made
+    """Run once on the sequential engine, then once per seed on a randomly scheduled device (made
     with ``device`` options); yields (seed, the device, still open, and [(output index, want,
     got, tensor)] of the outputs that differ)."""
     platform = platform or Platform(blocks=2)
@@ -115,89 +121,32 @@ class Race:
 
 
 @dataclass
-class Conflict:
-    """Two tasks whose accesses to one buffer meet, at least one a write, that the reference's
-    rules leave unordered (no path of edges between them in the recorded graph)."""
-
-    first: tuple[int, str, str]            # (task id, kernel, direction), the earlier submitted
-    second: tuple[int, str, str]
-    kind: str                              # "write after read", "read after write", "write after write"
-    buffer: int
-    bytes: tuple[int, int]                 # where the two spans meet
-
-    def __str__(self) -> str:
-        (a, ka, da), (b, kb, db) = self.first, self.second
-        return (f"{self.kind} not ordered: task {a} ({ka}, {da}) and task {b} ({kb}, {db}) on bytes "
-                f"[{self.bytes[0]}, {self.bytes[1]}) of buffer {self.buffer}")
-
-
-def unordered_conflicts(g: Any, limit: int = 50, max_tasks: int = 20000) -> list[Conflict]:
-    """Pairs of tasks of a recorded graph whose byte spans on one buffer meet (at least one of
-    them writing) with no path of dependency edges between them -- the races the graph allows.
-    Byte spans are compared (a strided view counts as its whole span: conservative)."""
-    tasks = [r for r in g.records if r.kind in ("task", "dummy")]
-    if len(tasks) > max_tasks:
-        return []
-    idx = {r.tid: i for i, r in enumerate(tasks)}
-    anc = [0] * len(tasks)                 # bitset of each task's ancestors (indices into tasks)
-    for i, r in enumerate(tasks):
-        a = 0
-        for p in r.preds:
-            j = idx.get(p)
-            if j is not None:
-                a |= anc[j] | (1 << j)
-        anc[i] = a
-    names = [k["name"].rsplit(".", 1)[-1] for k in g.kernels]
-
-    def who(i: int, d: str, untracked: bool) -> tuple[int, str, str]:
-        r = tasks[i]
-        return (r.tid, names[r.kernel] if r.kind == "task" else "dummy", d + (" untracked" if untracked else ""))
-
-    by_buf: dict[int, list] = {}
-    for i, r in enumerate(tasks):
-        for a in r.args:
-            if a.span[1] > a.span[0]:
-                by_buf.setdefault(a.buffer, []).append((i, a.span, a.dir, a.untracked))
-    out: list[Conflict] = []
-    for buf, acc in by_buf.items():
-        writes = [x for x in acc if x[2] != "In"]
-        for w in writes:
-            for x in acc:
-                i, j = w[0], x[0]
-                if i == j or (x[2] != "In" and j < i):      # each pair of writers once
-                    continue
-                lo, hi = max(w[1][0], x[1][0]), min(w[1][1], x[1][1])
-                if lo >= hi:
-                    continue
-                e, l_ = (w, x) if i < j else (x, w)
-                if anc[l_[0]] >> e[0] & 1:
-                    continue                                   # ordered by some path
-                kind = ("write after write" if e[2] != "In" and l_[2] != "In" else
-                        "write after read" if e[2] == "In" else "read after write")
-                out.append(Conflict(who(e[0], e[2], e[3]), who(l_[0], l_[2], l_[3]), kind, buf, (lo, hi)))
-                if len(out) >= limit:
-                    return out
-    return out
-
-
-@dataclass
 class SemanticsReport:
     seeds: list[int]
     races: dict[int, list[Race]] = field(default_factory=dict)     # seed -> what differed
     conflicts: list[Conflict] = field(default_factory=list)         # unordered under the reference's rules
+    analysis: Analysis | None = None                                # what the graph check looked at
 
     @property
     def ok(self) -> bool:
-        return not self.races
+        """No schedule differed and the graph leaves no conflicting accesses unordered."""
+        return not self.races and not self.conflicts
+
+    def _conflict_lines(self, indent: str) -> list[str]:
+        a = self.analysis
+        n = a.unordered if a is not None else len(self.conflicts)
+        more = f" (the first {len(self.conflicts[:10])} shown)" if n > 10 else ""
+        return ([f"{indent}{n} conflicting access pair(s) are unordered in the graph under the reference's "
+                 f"rules{more}:"] + [f"{indent}  {c}" for c in self.conflicts[:10]])
 
     def __str__(self) -> str:
-        if self.ok:
+        where = f" ({self.analysis})" if self.analysis is not None else ""
+        if not self.races:
             head = (f"reference semantics: {len(self.seeds)} random schedules under the reference's dependency "
                     "rules, all results identical to submission order")
             if not self.conflicts:
-                return head + "; no unordered conflicting accesses in the graph"
-            return "\n".join([head + f"; but {len(self.conflicts)} conflicting access pair(s) are unordered:"]
-                             + [f"  {c}" for c in self.conflicts[:10]])
+                return head + f"; no unordered conflicting accesses in the graph{where}"
+            return "\n".join([head + f"; but races the chip could show{where}:"] + self._conflict_lines("  "))
         lines = [f"result differs between sequential and reference semantics in {len(self.races)} of "
                  f"{len(self.seeds)} random schedules: the reference's rules (no write-after-read ordering, "
                  "Out on an existing buffer does not wait, NoDep / manual_dep / manual scopes untracked) leave "
@@ -206,8 +155,7 @@ class SemanticsReport:
             lines.append(f"  seed {seed}:")
             lines.extend(f"    {r}" for r in races)
         if self.conflicts:
-            lines.append("  unordered conflicting accesses in the graph under the reference's rules:")
-            lines.extend(f"    {c}" for c in self.conflicts[:10])
+            lines += self._conflict_lines("  ")
         return "\n".join(lines)
 
 
@@ -215,12 +163,15 @@ def compare_semantics(orchestration: Callable[..., Any], setup: Setup, *, kernel
                       seeds: Iterable[int] = range(8), platform: Platform | None = None,
                       jitter_us: float = 50.0) -> SemanticsReport:
     """Run under the reference's dependency rules with random schedules and compare every output
-    with submission order (the inline engine); see the module docstring."""
+    with submission order (the sequential engine); also check the recorded graph of the first
+    schedule for every conflicting pair of accesses its edges leave unordered (host/conflicts.py:
+    exact, any size). ``ok`` only when neither finds anything; see the module docstring."""
     report = SemanticsReport(seeds=list(seeds))
     for seed, dev, differ in _against_inline(orchestration, setup, kernels, report.seeds, platform, jitter_us,
                                              semantics="reference", record=True):
         if seed == report.seeds[0]:
-            report.conflicts = unordered_conflicts(dev.graph())
+            report.analysis = analyse(dev.graph())
+            report.conflicts = report.analysis.conflicts
         if differ:
             report.races[seed] = [_race(i, w, g, t, dev) for i, w, g, t in differ]
     return report

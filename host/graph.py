@@ -17,10 +17,11 @@ lines up task by task):
              "heap_bytes", "name"}, "semantics": "sequential", "kernels": [{"name", "shape",
              "module"}], "runs": [[first record, end record], ...], "records": N, "edges": E}
     record  {"t": task id, "k": kind, "kn": kernel index (tasks), "d": scope depth,
-             "a": [[dir, dtype, shape, nbytes, buffer, owner, [lo, hi], untracked], ...],
+             "a": [[dir, dtype, shape, nbytes, buffer, owner, [lo, hi], untracked, (strides)], ...],
              "s": [scalars],
              "h": heap bytes allocated, "p": [producer task ids],
-             "b": SPMD blocks, "sy": start together, "sk": skipped (predicate was false)}
+             "b": SPMD blocks, "sy": start together, "sk": skipped (predicate was false),
+             "pr": [operand, op, value]}
 
     kind    "task" (runs on cores), "alloc" (rt.alloc_tensors: allocates, completes without a
             core), "scope_end" (the end of the innermost open scope at depth "d"), "dummy"
@@ -29,7 +30,16 @@ lines up task by task):
     buffer  an id unique within the recording; owner is the task that allocated a runtime buffer
             (-1 for host tensors), so a reader of a runtime tensor holds its allocator alive;
             [lo, hi) the bytes of the buffer the view spans; untracked: NoDep or a manual_dep view
-            (the last two were added within version 1: older files lack them)
+            (the last two were added within version 1: older files lack them); strides: the
+            view's byte stride per dimension of its shape, present only when its bytes are not
+            the one run [lo, hi) (a column slice, say): the view covers lo + sum(i_d * strides_d)
+            + [0, itemsize) for every index i (added within version 1; without it a strided
+            view's exact bytes are unknown and readers fall back to the span)
+    pr      the predicate of ``rt.submit(..., predicate=(t, index, op, value))``: operand is the
+            one-element view t[index] as an argument (dir "In": a tracked read when the task is
+            ready), op one of == != > < >= <=, value the number compared (added within version
+            1: older files lack it, and a reader that does not know it sees a task without
+            predicate operand)
     s       ints, floats, bools; scalar arrays as lists
     p       every task this one waits for (deduplicated, ascending); edges of "alloc" and
             "scope_end" records are empty
@@ -48,11 +58,13 @@ from typing import Any
 
 import numpy as np
 
-from device.codec import FLAG_SYNC
+from device.codec import FLAG_SYNC, PRED_OPS
 
 FORMAT, VERSION = "ptoemu-graph", 1
 KINDS = ("task", "scope_end", "alloc", "dummy")   # index = the record's kind code (device/layout.py)
 DIRS = {1: "In", 2: "Out", 3: "InOut"}
+DIR_NAMES = tuple(DIRS.values())
+_SCAN = json.JSONDecoder().scan_once
 
 
 @dataclass
@@ -67,16 +79,26 @@ class Arg:
     owner: int               # task that allocated the (runtime) buffer, -1 for host tensors
     span: tuple[int, int] = (0, 0)     # [lo, hi): the bytes of the buffer the view spans
     untracked: bool = False            # NoDep(t) or a manual_dep view
+    strides: tuple[int, ...] | None = None   # byte strides per dimension, when the bytes are not [lo, hi)
 
     def to_json(self) -> list:
-        return [self.dir, self.dtype, list(self.shape), self.nbytes, self.buffer, self.owner,
-                list(self.span), int(self.untracked)]
+        out = [self.dir, self.dtype, list(self.shape), self.nbytes, self.buffer, self.owner,
+               list(self.span), int(self.untracked)]
+        if self.strides is not None:
+            out.append(list(self.strides))
+        return out
 
     @staticmethod
     def from_json(a: list) -> Arg:
-        span = tuple(a[6]) if len(a) > 6 else (0, 0)
-        return Arg(a[0], a[1], tuple(a[2]), int(a[3]), int(a[4]), int(a[5]), (int(span[0]), int(span[1])),
-                   bool(a[7]) if len(a) > 7 else False)
+        if not isinstance(a, list) or len(a) < 6:
+            raise ValueError(f"tensor argument {a!r}: expected [dir, dtype, shape, nbytes, buffer, owner, "
+                             "[lo, hi], untracked]")
+        if a[0] not in DIR_NAMES:
+            raise ValueError(f"tensor argument {a!r}: direction {a[0]!r}, expected one of {', '.join(DIR_NAMES)}")
+        span = a[6] if len(a) > 6 else (0, 0)
+        return Arg(a[0], str(a[1]), tuple(int(n) for n in a[2]), int(a[3]), int(a[4]), int(a[5]),
+                   (int(span[0]), int(span[1])), bool(a[7]) if len(a) > 7 else False,
+                   tuple(int(x) for x in a[8]) if len(a) > 8 and a[8] is not None else None)
 
 
 @dataclass
@@ -94,6 +116,7 @@ class Record:
     blocks: int = 1                    # SPMD: logical blocks, each on its own cores
     sync: bool = False                 # SPMD: all blocks start together
     skipped: bool = False              # its predicate was false: completed without running
+    pred: tuple[Arg, str, Any] | None = None   # predicate: (operand, op, value); the operand is read
 
     def to_json(self) -> dict:
         d: dict[str, Any] = {"t": self.tid, "k": self.kind, "d": self.depth}
@@ -113,14 +136,25 @@ class Record:
             d["sy"] = True
         if self.skipped:
             d["sk"] = True
+        if self.pred is not None:
+            d["pr"] = [self.pred[0].to_json(), self.pred[1], self.pred[2]]
         return d
 
     @staticmethod
     def from_json(d: dict) -> Record:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a record object {{\"t\": ..., \"k\": ...}}, got {type(d).__name__}")
+        if d["k"] not in KINDS:
+            raise ValueError(f"kind {d['k']!r}, expected one of {', '.join(KINDS)}")
+        pr = d.get("pr")
+        if pr is not None:
+            if not isinstance(pr, list) or len(pr) != 3 or pr[1] not in PRED_OPS:
+                raise ValueError(f"predicate {pr!r}: expected [operand, op, value], op one of {' '.join(PRED_OPS)}")
+            pr = (Arg.from_json(pr[0]), pr[1], pr[2])
         return Record(int(d["t"]), d["k"], int(d.get("d", 0)), int(d.get("kn", -1)),
                       [Arg.from_json(a) for a in d.get("a", ())], list(d.get("s", ())),
                       int(d.get("h", 0)), [int(p) for p in d.get("p", ())], int(d.get("b", 1)),
-                      bool(d.get("sy", False)), bool(d.get("sk", False)))
+                      bool(d.get("sy", False)), bool(d.get("sk", False)), pr)
 
 
 @dataclass
@@ -157,34 +191,159 @@ class Graph:
 
     @staticmethod
     def load(path: str) -> Graph:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        try:
-            with opener(path, "rt") as f:
-                lines = _lines(f)
-                head = next(lines, None)
-                if not isinstance(head, dict) or head.get("format") != FORMAT:
-                    raise ValueError(f"{path}: not a ptoemu graph recording (no '{FORMAT}' header line)")
-                if head.get("version") != VERSION:
-                    raise ValueError(f"{path}: graph format version {head.get('version')}; this ptoemu "
-                                     f"reads version {VERSION}")
-                records = [Record.from_json(d) for d in lines]
-        except (OSError, EOFError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: cannot read the graph recording: {e}") from e
-        if len(records) != head.get("records", len(records)):
-            raise ValueError(f"{path}: the header announces {head['records']} records but the file "
-                             f"holds {len(records)} (truncated?)")
-        return Graph(head["kernels"], records, head.get("platform", {}),
-                     [tuple(r) for r in head.get("runs", ())], head.get("semantics", "sequential"))
+        """Read a whole recording (ValueError naming the file, and the line, if it is not one)."""
+        with Recording(path) as rec:
+            records = list(rec.records())
+        return Graph(rec.kernels, records, rec.platform, rec.runs, rec.semantics)
 
     def extend(self, other: Graph) -> None:
         self.records += other.records
         self.runs += other.runs
 
 
-def _lines(f: Any) -> Iterator[Any]:
-    for line in f:
-        if line.strip():
-            yield json.loads(line)
+class Recording:
+    """A recording opened for reading: the header, checked, at once; the records one at a time
+    (``ptoemu predict`` streams a million-record file this way instead of holding it).
+
+        with Recording(path) as rec:            rec.kernels, rec.runs, rec.n_records, rec.platform
+            for r in rec.records(): ...          Record objects, in file order
+            for d in rec.raw(): ...              the same as parsed JSON objects (dicts), unchecked
+
+    Every problem is a ValueError naming the file (and the line, for a record): not a recording,
+    another version, a header without ``kernels``, a record that is not valid JSON or lacks a
+    field, fewer or more records than the header announces.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        opener = gzip.open if self.path.endswith(".gz") else open
+        try:
+            self._f = opener(self.path, "rt")
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the graph recording: {e}") from e
+        self.line = 0                   # lines read, for messages
+        self.read = 0                   # records read
+        try:
+            head = self._header()
+        except BaseException:
+            self._f.close()
+            raise
+        self.head = head
+        self.kernels: list[dict] = head["kernels"]
+        self.platform: dict = head.get("platform") or {}
+        self.semantics: str = head.get("semantics", "sequential")
+        self.n_records: int | None = head.get("records")
+        self.runs: list[tuple[int, int]] = [(int(a), int(b)) for a, b in head.get("runs") or ()]
+
+    def _fail(self, what: str, e: BaseException | None = None) -> ValueError:
+        where = f"{self.path}: line {self.line}: " if self.line > 1 else f"{self.path}: "
+        return ValueError(where + what + (f" ({type(e).__name__}: {e})" if e is not None else ""))
+
+    def _header(self) -> dict:
+        try:
+            head = None
+            for text in self._f:
+                self.line += 1
+                if text.strip():
+                    head = json.loads(text)
+                    break
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self._fail("cannot read the graph recording", e) from e
+        if not isinstance(head, dict) or head.get("format") != FORMAT:
+            raise self._fail(f"not a ptoemu graph recording (no '{FORMAT}' header line)")
+        if head.get("version") != VERSION:
+            raise self._fail(f"graph format version {head.get('version')}; this ptoemu reads version {VERSION}")
+        kernels = head.get("kernels")
+        if not isinstance(kernels, list) or not all(isinstance(k, dict) and isinstance(k.get("name"), str)
+                                                    for k in kernels):
+            raise self._fail("the header has no 'kernels' list (one {\"name\", \"shape\", \"module\"} object "
+                             f"per kernel), got {kernels!r:.80}")
+        n = head.get("records")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise self._fail(f"the header's 'records' is {n!r}, expected a count >= 0")
+        runs = head.get("runs") or []
+        if not isinstance(runs, list) or not all(
+                isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) for r in runs):
+            raise self._fail(f"the header's 'runs' is {runs!r:.80}, expected [[first, end], ...]")
+        for a, b in runs:
+            if not 0 <= a <= b or (n is not None and b > n):
+                raise self._fail(f"the header's run [{a}, {b}] is not a record range within 0..{n}")
+        return head
+
+    def _texts(self) -> Iterator[str]:
+        """The remaining records' lines; at the end, the count checked against the header's."""
+        try:
+            for text in self._f:
+                self.line += 1
+                if text.strip():
+                    self.read += 1
+                    yield text
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise self._fail("cannot read the graph recording", e) from e
+        if self.n_records is not None and self.read != self.n_records:
+            raise ValueError(f"{self.path}: the header announces {self.n_records} records but the file holds "
+                             f"{self.read} (truncated?)")
+
+    def _parse(self, text: str) -> Any:
+        """One record line as JSON (json's scanner called directly: a third faster than json.loads
+        on a million short lines)."""
+        try:
+            obj, end = _SCAN(text, 0)
+        except StopIteration:
+            obj, end = None, -1
+        if end < 0 or text[end:].strip():
+            try:
+                return json.loads(text)         # json's own message for what is wrong
+            except json.JSONDecodeError as e:
+                raise self._fail("a record is not valid JSON", e) from e
+        return obj
+
+    def raw(self) -> Iterator[dict]:
+        """The remaining records as parsed JSON objects, in file order (shape unchecked)."""
+        for text in self._texts():
+            yield self._parse(text)
+
+    def take(self, first: int, end: int | None) -> Iterator[dict]:
+        """Records [first, end) (end None: to the end) as parsed JSON objects; the records before
+        ``first`` are skipped unparsed. Calls must come in increasing record order."""
+        if first < self.read:
+            raise ValueError(f"{self.path}: record {first} was already read (runs must not overlap)")
+        texts = self._texts()
+        while self.read < first:
+            if next(texts, None) is None:
+                raise ValueError(f"{self.path}: the file ends before record {first}")
+        while end is None or self.read < end:
+            text = next(texts, None)
+            if text is None:
+                return
+            yield self._parse(text)
+
+    def finish(self) -> None:
+        """Read the rest (unparsed) so that a file with fewer or more records than announced is an error."""
+        for _ in self._texts():
+            pass
+
+    def records(self) -> Iterator[Record]:
+        """The records as Record objects (ValueError naming the line of a malformed one)."""
+        for d in self.raw():
+            try:
+                yield Record.from_json(d)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise self.bad_record(e) from e
+
+    def bad_record(self, e: BaseException) -> ValueError:
+        """A malformed record at the current line, as the error to raise."""
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        return self._fail(f"malformed record: {what}")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _scalar(x: Any) -> Any:
@@ -195,6 +354,19 @@ def _scalar(x: Any) -> Any:
     if isinstance(x, (float, np.floating)):
         return float(x)
     return np.asarray(x).tolist()
+
+
+def _pred_value(dtype: np.dtype, bits: int) -> Any:
+    """The predicate's compared value from the bits the record carries (the operand's dtype)."""
+    raw = int(bits).to_bytes(8, "little", signed=True)
+    if dtype.itemsize > len(raw):
+        return None
+    v = np.frombuffer(raw[:dtype.itemsize], dtype)[0]
+    if dtype.kind in "iub":
+        return int(v)
+    if dtype.kind == "c":
+        return [float(v.real), float(v.imag)]
+    return float(v)
 
 
 class Recorder:
@@ -209,20 +381,23 @@ class Recorder:
         self.run_start = 0
         self.buf_ids: dict[int, int] = {}      # Buffer.id -> id in this recording (first use order)
 
+    def _arg(self, t: Any, d: str, untracked: bool) -> Arg:
+        b = self.buf_ids.setdefault(t.buf.id, len(self.buf_ids))
+        lo, hi = t.span_rel()
+        nbytes = t.nbytes
+        return Arg(d, str(t.dtype), tuple(t.shape), nbytes, b, t.buf.owner if t.buf.runtime else -1, (lo, hi),
+                   untracked, t.byte_strides() if hi - lo != nbytes else None)
+
     def add(self, tid: int, kind: int, kernel: int, args: list, scalars: Any, depth: int,
             heap: int, extra: Any = None) -> None:
-        rec_args = []
-        ids = self.buf_ids
-        for a in args:
-            t = a.tensor
-            b = ids.setdefault(t.buf.id, len(ids))
-            rec_args.append(Arg(DIRS[a.dir], str(t.dtype), tuple(t.shape), t.nbytes, b,
-                                t.buf.owner if t.buf.runtime else -1, t.span_rel(),
-                                bool(a.notrack or t.manual_dep)))
+        rec_args = [self._arg(a.tensor, DIRS[a.dir], bool(a.notrack or a.tensor.manual_dep)) for a in args]
         r = Record(tid, KINDS[kind], depth, kernel if KINDS[kind] == "task" else -1, rec_args,
                    [_scalar(s) for s in scalars], heap)
         if extra is not None and KINDS[kind] == "task":
             r.blocks, r.sync = extra.blocks, bool(extra.flags & FLAG_SYNC and extra.blocks > 1)
+            if extra.pred is not None:
+                el, op, bits = extra.pred
+                r.pred = (self._arg(el, "In", False), PRED_OPS[op - 1], _pred_value(el.dtype, bits))
         self.graph.records.append(r)
         self.by_tid[tid] = r
 

@@ -40,7 +40,8 @@ from threadpoolctl import threadpool_limits
 
 from device import layout as L
 from device import scheduler, worker
-from device.codec import DeviceContext, core_name, read_report
+from device.codec import DeviceContext, SchedulerFailure, core_name, read_report
+from device.ordering import observe, publish
 from device.shm import Segment
 from host.errors import DeviceLost
 from host.platform import Platform
@@ -166,7 +167,7 @@ class DeviceProcesses:
         q, lay = self.q, self.layout
         pid_words = [lay.g(L.G_SCHED_PID)] + [lay.wline(c) + L.W_PID for c in range(lay.ncores)]
         deadline = time.monotonic() + START_TIMEOUT
-        while not all(q[w] for w in pid_words):
+        while not all(observe(q, w) for w in pid_words):
             dead = self.dead()
             if dead:
                 self.stop()
@@ -187,13 +188,13 @@ class DeviceProcesses:
             if p.exitcode is not None:
                 what = f"{self.role(i)} (pid {p.pid}) died with {signame(p.exitcode)}"
                 if i > 0:
-                    running = self.q[self.layout.wline(i - 1) + L.W_RUNNING]
+                    running = observe(self.q, self.layout.wline(i - 1) + L.W_RUNNING)
                     if running:
                         what += f" while running task {running - 1}"
                 else:
                     rep = read_report(self.q, self.layout.err_area(self.layout.ncores), clear=False)
-                    if rep:
-                        what += f": {rep.get('error')}\n{rep.get('traceback', '')}"
+                    if isinstance(rep, SchedulerFailure):
+                        what += f": {rep.error}\n{rep.traceback}"
                 return what
         return None
 
@@ -209,7 +210,7 @@ class DeviceProcesses:
         self.stopped = True
         if self.procs:
             try:
-                self.q[self.layout.g(L.G_STOP)] = 1
+                publish(self.q, self.layout.g(L.G_STOP), 1)
                 self.ctx.sched_sem.release()
                 for s in self.ctx.worker_sems:
                     s.release()

@@ -34,7 +34,9 @@ buffer does not wait for its previous writer, untracked arguments and manual sco
 automatic edges); with ``schedule="random"`` a run then shows the races a chip could show
 (host/fuzz.py ``compare_semantics`` finds them).
 
-Checks happen before anything is written, so a rejected submit leaves the run as it was.
+Checks happen before anything is written, so a rejected submit leaves the run as it was; a record
+that fails half-way (a wait for heap or dep-pool space interrupted) gives back what it took
+(host/submit.py). A process forked during a run cannot use its ``rt`` (``DeviceClosed``).
 
 The seam with the device is a ``RunSession``, made by ``Device.run`` for one run: the task
 writer, the kernels, the heap size, how to wait and how to read. ``Device.run`` drives the run's
@@ -44,9 +46,14 @@ own scope with ``begin_run`` / ``end_run`` / ``close_scopes``; nothing else cros
 from __future__ import annotations
 
 import contextlib
+import enum
+import itertools
 import math
+import os
 import threading
-from collections.abc import Callable, Iterator
+import weakref
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +61,9 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from host.errors import DeviceMemoryError
-from host.submit import Extra, _fmt_bytes
+from device.codec import short
+from host.errors import DeviceClosed, DeviceMemoryError, fmt_bytes
+from host.submit import Extra
 from host.tensor import Arg, Buffer, In, InOut, Out, Tensor, check_dtype, check_shape
 from kernels.registry import SHAPE_AIV, Kernel
 
@@ -63,6 +71,26 @@ if TYPE_CHECKING:
     from host.submit import TaskWriter
 
 MAX_SCOPE_DEPTH = 63
+_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _disown_in_fork_child() -> None:
+    """A process forked while a run is in progress (``os.fork()`` in an orchestration, or in
+    another thread) inherits the run's ``rt`` but not the right to use its device: there every
+    ``rt`` goes inactive, so any call takes the slow path and is refused -- at no cost to submit."""
+    for rt in list(_RUNTIMES):
+        rt.active = False
+        rt._forked = True
+
+
+os.register_at_fork(after_in_child=_disown_in_fork_child)
+
+
+class ScopeEnd(enum.Enum):
+    """How a scope ends; the value is what a tensor made in it says when used afterwards."""
+
+    ENDED = "its scope ended"            # normally: a scope-end record releases its heap holds
+    RUN_FAILED = "the run failed"        # the run is being aborted: the scope is just forgotten
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,34 @@ class RunSession:
     clusters: int = 1                          # the device's blocks (1 AIC + 2 AIV each)
     wait_probe: Callable[[int], None] = lambda tid: None    # a FLAG_PROBE dummy has finished
     element: Callable[[Tensor], np.ndarray] | None = None   # a 0-d view of one element in GM
+
+
+class TaskId(int):
+    """A task id as the API gives it out: an int (compare, print, store it as one) whose type
+    says which device issued it, so ``deps=`` refuses another device's ids. Each device has its
+    own subclass (``task_id_type``): the check is a type test, and making one costs what making
+    an int does. Arithmetic, numpy arrays and pickling give plain ints, which are taken as ids
+    of the device they are passed to."""
+
+    __slots__ = ()
+    device = ""                                  # which device, for messages
+
+    def __reduce__(self) -> tuple:
+        return (int, (int(self),))
+
+
+_ID_TYPES: weakref.WeakKeyDictionary[Any, type[TaskId]] = weakref.WeakKeyDictionary()
+_DEVICE_NUMBERS = itertools.count(1)
+
+
+def task_id_type(device: Any) -> type[TaskId]:
+    """The TaskId subclass of ``device`` (made on its first run)."""
+    t = _ID_TYPES.get(device)
+    if t is None:
+        p = getattr(device, "platform", None)
+        name = f"device #{next(_DEVICE_NUMBERS)}" + (f" ({p.name}, blocks={p.blocks})" if p is not None else "")
+        t = _ID_TYPES[device] = type("TaskId", (TaskId,), {"__slots__": (), "device": name})
+    return t
 
 
 class Allocated(list):
@@ -110,9 +166,14 @@ class Runtime:
         self.active = False
         self.tasks = 0
         self.last_task = -1                         # id of the last record submitted
+        self._idt = task_id_type(session.device)    # ids this run gives out know their device
+        self._id_kinds = {int, self._idt}           # what deps= takes without a closer look
         self._extra: Extra | None = None            # FLAG_MANUAL while inside a manual scope
         self._thread = threading.get_ident()       # the run's thread: the only one that may submit
         self._misuse: str | None = None            # first call from another thread, raised by dev.run
+        self._owner_pid = os.getpid()
+        self._forked = False                        # this is a copy made by os.fork(): no device here
+        _RUNTIMES.add(self)
 
     # -- the run's own scope (Device.run) -----------------------------------------------------------
     def begin_run(self) -> None:
@@ -122,10 +183,10 @@ class Runtime:
 
     def end_run(self) -> None:
         """The orchestration returned: its scope ends (a scope-end record), the API closes."""
-        self._close(self._frames[0], "its scope ended")
+        self._close(self._frames[0], ScopeEnd.ENDED)
         self.active = False
 
-    def close_scopes(self, why: str) -> None:
+    def close_scopes(self, why: ScopeEnd) -> None:
         """The orchestration failed: end every open scope, innermost first -- normally (their
         records written) if the run goes on to drain, or just forgotten if it is being aborted."""
         self.active = False
@@ -141,7 +202,7 @@ class Runtime:
         self._extra = Extra(C.FLAG_MANUAL) if manual else None
         return fr
 
-    def _close(self, fr: _Frame, why: str) -> None:
+    def _close(self, fr: _Frame, why: ScopeEnd) -> None:
         """End a scope: its runtime tensors die, and (if the device is healthy) a scope-end
         record releases the scope's hold on their writers."""
         if not self._frames or self._frames[-1] is not fr:
@@ -151,10 +212,12 @@ class Runtime:
                 f"task {fr.start} (depth {fr.depth}) is ending while "
                 + (f"the scope begun at task {top.start} (depth {top.depth}) is still open"
                    if top else "no scope is open") + "; nest them with `with rt.scope():`")
+        if why is ScopeEnd.ENDED and self._forked:
+            self._check_active("rt.scope() end")     # a forked copy writes no scope end
         for b in fr.buffers:
             b.alive = False
-            b.why_dead = why
-        if why == "its scope ended":       # the scope stays open (for diagnosis) until written
+            b.why_dead = why.value
+        if why is ScopeEnd.ENDED:          # the scope stays open (for diagnosis) until written
             self._w.write(C.KIND_SCOPE_END, 0, 0, [], (), fr.depth, None, "rt.scope() end",
                           aux=fr.depth)
         self._frames.pop()
@@ -183,16 +246,16 @@ class Runtime:
             if self._frames and self._frames[-1] is fr:
                 self._end_after_error(fr)
             raise
-        self._close(fr, "its scope ended")
+        self._close(fr, ScopeEnd.ENDED)
 
     def _end_after_error(self, fr: _Frame) -> None:
         """Leave a scope that an exception is passing through: end it normally if the device is
         healthy (what was submitted stays valid), else just forget it (the run will abort)."""
         try:
-            self._close(fr, "its scope ended")
+            self._close(fr, ScopeEnd.ENDED)
         except BaseException:  # noqa: BLE001 - the original exception is the one to report
             if self._frames and self._frames[-1] is fr:
-                self._close(fr, "the run failed")
+                self._close(fr, ScopeEnd.RUN_FAILED)
 
     # -- tensors ---------------------------------------------------------------------------------
     def make_tensor(self, shape: Any, dtype: Any = np.float32, init: Any = None) -> Tensor:
@@ -221,9 +284,9 @@ class Runtime:
         heap = self._s.heap_bytes
         if nbytes > heap:
             raise DeviceMemoryError(
-                f"rt.make_tensor(shape={shape_}, dtype={dt}): {_fmt_bytes(nbytes)} is more than the whole "
-                f"device heap ({_fmt_bytes(heap)}) that runtime tensors live in; raise "
-                f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
+                f"rt.make_tensor(shape={shape_}, dtype={dt}): {fmt_bytes(nbytes)} is more than the whole "
+                f"device heap ({fmt_bytes(heap)}) that runtime tensors live in; raise "
+                f"Platform(heap_bytes=...) to at least {fmt_bytes(1 << (nbytes - 1).bit_length())} or use "
                 "a host tensor (dev.empty)")
         spec = (shape_, dt, nbytes)
         try:
@@ -259,8 +322,8 @@ class Runtime:
         if len(new) != len(ts):
             raise ValueError("rt.alloc_tensors(): every tensor must be a whole runtime tensor "
                              "not yet written (and given once)")
-        self.last_task = self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
-                                       "rt.alloc_tensors()", extra=self._extra)
+        self.last_task = self._idt(self._w.write(C.KIND_ALLOC, 0, 0, args, (), self._frames[-1].depth, new,
+                                                 "rt.alloc_tensors()", extra=self._extra))
         return Allocated(ts, self.last_task)
 
     # -- tasks -----------------------------------------------------------------------------------
@@ -312,8 +375,8 @@ class Runtime:
         new = self._check_tensors(tensors, what) if nt else None
         if extra is not None and extra.pred is not None and extra.pred[0].buf.gm is None:
             new = (new or []) + [extra.pred[0].buf]     # an init= tensor read first by the predicate
-        tid = self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
-                            self._frames[-1].depth, new, what, extra=extra)
+        tid = self._idt(self._w.write(C.KIND_TASK, k, kernel.shape, tensors, scalars,
+                                      self._frames[-1].depth, new, what, extra=extra))
         self.tasks += 1
         self.last_task = tid
         return tid
@@ -340,29 +403,45 @@ class Runtime:
         pred = self._predicate(predicate, what) if predicate is not None else None
         return Extra(flags, blocks, self._deps(deps, what), pred)
 
-    def _deps(self, deps: Any, what: str) -> list[int] | None:
-        """``deps=`` as a list of task ids issued so far (ValueError/TypeError otherwise)."""
+    def _deps(self, deps: Any, what: str) -> Sequence[int] | None:
+        """``deps=`` as a list of task ids this device issued so far (ValueError/TypeError
+        otherwise). Ids come as an int, or any iterable of ints (a list, a tuple, a set, a 1-D
+        int32/int64/uint32/uint64 array); bytes, strings, mappings, floats, bools and narrower
+        integer arrays are not ids, and an id another device gave out is refused."""
         if deps is None:
             return None
         if isinstance(deps, (int, np.integer)) and not isinstance(deps, bool):
             deps = [deps]
+        elif isinstance(deps, np.ndarray):
+            if deps.ndim > 1 or deps.dtype.kind not in "iu" or deps.dtype.itemsize < 4:
+                raise TypeError(f"{what}, deps: an array of shape {deps.shape} dtype {deps.dtype} does not hold task "
+                                "ids; pass them as a list, or a 1-D int32/int64/uint32/uint64 array")
+            deps = deps.reshape(-1).tolist()
+        elif isinstance(deps, (str, bytes, bytearray, memoryview, Mapping)):
+            raise TypeError(f"{what}, deps={short(deps)}: a {type(deps).__name__} does not hold task ids; pass "
+                            "the ints rt.submit, rt.submit_dummy and rt.last_task give, as a list")
         try:
             ids = list(deps)
         except TypeError:
-            raise TypeError(f"{what}, deps={deps!r}: expected a list of task ids (what rt.submit returns)") from None
+            raise TypeError(f"{what}, deps={short(deps)}: expected a list of task ids (what rt.submit "
+                            "returns)") from None
         if len(ids) > L.DEP_SLOTS:
             raise ValueError(f"{what}: {len(ids)} explicit deps; at most {L.DEP_SLOTS} per task "
                              "(use a dummy task as a barrier: rt.submit_dummy(deps=...))")
         issued = self._w.next_tid
-        if ids and all(type(d) is int for d in ids) and min(ids) >= 0 and max(ids) < issued:
-            return ids                               # the common case, checked at C speed
+        if ids and set(map(type, ids)) <= self._id_kinds and min(ids) >= 0 and max(ids) < issued:
+            return array("q", ids)     # the common case, checked at C speed (numpy takes an int
+                                       # subclass slowly, an array at once)
         for i, d in enumerate(ids):
             if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
-                raise TypeError(f"{what}: deps[{i}] = {d!r} is not a task id; expected the ints rt.submit, "
+                raise TypeError(f"{what}: deps[{i}] = {short(d)} is not a task id; expected the ints rt.submit, "
                                 "rt.submit_dummy and rt.last_task give")
+            if isinstance(d, TaskId) and type(d) is not self._idt:
+                raise ValueError(f"{what}: deps[{i}] = {int(d)} is a task id of {d.device}, not of this one "
+                                 f"({self._idt.device}); a task id names a task only on the device that issued it")
             if not 0 <= d < issued:
-                raise ValueError(f"{what}: deps[{i}] = {int(d)} was never issued as a task id on this device "
-                                 f"(ids so far: 0..{issued - 1})")
+                raise ValueError(f"{what}: deps[{i}] = {short(int(d))} was never issued as a task id on this "
+                                 f"device (ids so far: 0..{issued - 1})")
         return [int(d) for d in ids]
 
     def _predicate(self, predicate: Any, what: str) -> tuple[Tensor, int, int]:
@@ -373,7 +452,15 @@ class Runtime:
         if op not in C.PRED_OPS:
             raise ValueError(f"{what}, predicate op {op!r}: expected one of {', '.join(repr(o) for o in C.PRED_OPS)}")
         el = self._element_view(t, index, f"{what}, predicate")
-        v = _scalar_of(value, t.dtype, f"{what}, predicate value")
+        dt = t.dtype
+        if dt.itemsize > 8:        # the value travels in one word of the record (H_PRED_VAL)
+            raise TypeError(f"{what}, predicate on a {dt} tensor: a predicate compares one element that fits "
+                            "in 8 bytes (bool, integer, floating or complex64); copy the element into such "
+                            "a tensor with a task first")
+        if dt.kind == "c" and op not in ("==", "!="):
+            raise TypeError(f"{what}, predicate op {op!r} on a {dt} tensor: complex numbers have no order; "
+                            "use '==' or '!='")
+        v = _scalar_of(value, dt, f"{what}, predicate value")
         bits = int.from_bytes(v.tobytes().ljust(8, b"\0"), "little", signed=True)
         return el, C.PRED_OPS.index(op) + 1, bits
 
@@ -394,7 +481,8 @@ class Runtime:
         if deps_:
             extra = Extra(extra.flags if extra is not None else 0, 1, deps_)
         new = self._check_tensors(args, what) if args else None
-        tid = self._w.write(C.KIND_DUMMY, 0, 0, args, (), self._frames[-1].depth, new, what, extra=extra)
+        tid = self._idt(self._w.write(C.KIND_DUMMY, 0, 0, args, (), self._frames[-1].depth, new, what,
+                                      extra=extra))
         self.last_task = tid
         return tid
 
@@ -447,7 +535,7 @@ class Runtime:
         new = self._check_tensors([arg], what)
         extra = Extra(C.FLAG_PROBE | (self._extra.flags if self._extra is not None else 0))
         tid = self._w.write(C.KIND_DUMMY, 0, 0, [arg], (), self._frames[-1].depth, new, what, extra=extra)
-        self.last_task = tid
+        self.last_task = self._idt(tid)
         self._s.wait_probe(tid)
 
     def available_clusters(self) -> int:
@@ -490,6 +578,9 @@ class Runtime:
             raise RuntimeError(self._misuse)
 
     def _check_active(self, what: str) -> None:
+        if self._forked:
+            raise DeviceClosed(f"{what}: this run belongs to process {self._owner_pid}; a process forked "
+                               "from it cannot use its device (make a new Device there)")
         if threading.get_ident() != self._thread:
             msg = (f"{what} was called from thread {threading.current_thread().name}, but this run's "
                    f"orchestration runs in another thread; the orchestration API is not thread-safe: "
@@ -523,6 +614,7 @@ class Runtime:
                 raise ValueError(f"{what}: tensor argument {i} belongs to another device")
             if b.gm is None:
                 if a.dir != C.DIR_OUT and b.init is None:
+                    self._unwritten_in_out(args, i, what)
                     raise ValueError(
                         f"{what}: tensor argument {i} is {type(a).__name__}({t!r}) but no earlier "
                         "task has written this runtime tensor, so there is nothing to read; the "
@@ -532,14 +624,28 @@ class Runtime:
                     new.append(b)
         return new
 
+    @staticmethod
+    def _unwritten_in_out(args: tuple | list, i: int, what: str) -> None:
+        """Argument ``i`` reads an unwritten runtime tensor: if the same task also takes it as
+        Out, name both (the Out is not the missing writer: the In would read what it overwrites)."""
+        b = args[i].tensor.buf
+        for j, o in enumerate(args):
+            if o.dir == C.DIR_OUT and o.tensor.buf is b:
+                raise ValueError(
+                    f"{what}: tensor argument {i} is {type(args[i]).__name__}({args[i].tensor!r}) and argument {j} "
+                    f"is Out({o.tensor!r}), of the same runtime tensor, which no earlier task has written: within "
+                    "one task the In side would read bytes nothing wrote (an Out's old contents are undefined). "
+                    "Write it in an earlier task first (then take it as InOut), or take it only as Out")
+
 
 def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
     """``value`` as a 0-d array of ``dtype``: exact for integer and bool dtypes (ValueError if it
-    does not fit), rounded to the nearest value for floating ones."""
+    does not fit), rounded to the nearest value for floating ones (ValueError if a finite value
+    overflows, or a complex one has an imaginary part a real dtype cannot hold)."""
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
-    if not isinstance(value, (bool, int, float, complex, np.generic)):
-        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {value!r}")
+    if not isinstance(value, (bool, int, float, complex, np.number, np.bool_)):
+        raise TypeError(f"{what}: expected a number, got {type(value).__name__} {short(value)}")
     if dtype.kind in "iub":
         if isinstance(value, (float, np.floating)) and not float(value).is_integer():
             raise ValueError(f"{what}: {value!r} is not a whole number, so it cannot be a {dtype} value")
@@ -548,10 +654,24 @@ def _scalar_of(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
         iv = int(value)
         if dtype.kind == "b":
             if iv not in (0, 1):
-                raise ValueError(f"{what}: {value!r} is not a bool")
+                raise ValueError(f"{what}: {short(value)} is not a bool")
         else:
             info = np.iinfo(dtype)
             if not info.min <= iv <= info.max:
-                raise ValueError(f"{what}: {value!r} does not fit in {dtype} ({info.min}..{info.max})")
+                raise ValueError(f"{what}: {short(value)} does not fit in {dtype} ({info.min}..{info.max})")
         return np.array(iv, dtype)
-    return np.array(value).astype(dtype)
+    if dtype.kind != "c" and isinstance(value, (complex, np.complexfloating)):
+        if value.imag:
+            raise ValueError(f"{what}: {value!r} is complex; a {dtype} value is real")
+        value = value.real
+    finite = not isinstance(value, (float, complex, np.inexact)) or bool(np.isfinite(value))
+    try:
+        with np.errstate(all="ignore"):
+            out = np.array(value).astype(dtype)
+    except OverflowError:
+        out = None
+    if out is None or (finite and not np.isfinite(out)):
+        raise ValueError(f"{what}: {short(value)} is beyond the range of {dtype} "
+                         f"(largest finite value {float(np.finfo(dtype).max):.4g})")
+    return out
+

@@ -16,6 +16,7 @@ input in place); larger ones must be read-only unless they are listed as outputs
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from kernels.workloads.workload import Workload
 SNAPSHOT_BYTES = 16 << 20
 FILL_KERNELS = fill.__name__     # what a device needs to fill a workload's inputs on its cores
 FILL_MIN_SLICES = 2              # smaller fills run in the host: a task costs about what a slice does
+DISCARD_FROM = 1 << 20           # counting tasks: arrays this big are data the orchestration does not read
 
 
 def _progress(dev: Device, label: str, stop: threading.Event) -> None:
@@ -43,16 +45,28 @@ def _progress(dev: Device, label: str, stop: threading.Event) -> None:
             step(done=done, total=submitted)
 
 
+class Discarding(np.ndarray):
+    """A host view whose element assignments are dropped: counting tasks builds a case's large
+    data arrays through it, so a gigabyte of KV cache is never written (reads give what device
+    memory holds: zeros). Views of it discard too; writes that bypass ``[...] =`` (``out=``) land,
+    so ``DeviceAlloc.fill`` skips such arrays itself."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
 class DeviceAlloc:
     """The ``alloc`` build_on hands a workload's build: ``dev.empty`` + a zero-copy view, so a large
     input is written once, in place. Its ``fill`` (kernels/workloads/fill.py calls it) fills an
     array of FILL_MIN_SLICES slices or more on the device's cores -- one AIV task per slice, in a
     run of its own -- when the device loaded the fill kernel (``run`` loads it unless the device
     traces or records: those are of the workload's runs); anything else is filled here. The
-    bits are the same either way."""
+    bits are the same either way. With ``discard_from``, arrays of that many bytes or more are
+    handed out as Discarding views and never filled (counting tasks)."""
 
-    def __init__(self, dev: Device) -> None:
+    def __init__(self, dev: Device, discard_from: int | None = None) -> None:
         self.dev = dev
+        self.discard_from = discard_from
         self.tensors: dict[int, Tensor] = {}                 # id of a view handed out -> its tensor
         self._at: dict[tuple[int, int], Tensor] = {}         # (address, bytes) -> tensor: finds a reshaped view's
         self._tables: dict[int, tuple[np.ndarray, Tensor]] = {}  # id of a fill table -> (it, its copy in GM)
@@ -61,11 +75,15 @@ class DeviceAlloc:
     def __call__(self, shape: tuple, dtype: Any) -> np.ndarray:
         t = self.dev.empty(shape, dtype)
         view = self.dev.host_view(t)
+        if self.discard_from is not None and t.nbytes >= self.discard_from:
+            view = view.view(Discarding)
         self.tensors[id(view)] = t
         self._at[(view.__array_interface__["data"][0], view.nbytes)] = t
         return view
 
     def fill(self, array: np.ndarray, table: np.ndarray, seed: int, stream: int) -> None:
+        if isinstance(array, Discarding):
+            return
         t = self._at.get((array.__array_interface__["data"][0], array.nbytes))
         if not self.on_device or t is None or array.size < FILL_MIN_SLICES * fill.SLICE:
             fill.fill_here(array, table, seed, stream)
@@ -75,11 +93,14 @@ class DeviceAlloc:
         self.dev.run(fill.orchestrate, t, self._tables[id(table)][1], seed, stream)
 
 
-def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int) -> tuple[dict, dict]:
+def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int,
+             discard_from: int | None = None) -> tuple[dict, dict]:
     """A workload's arrays built in ``dev``'s memory (``DeviceAlloc``: written once, in place, big
     random fills on the device's cores if it loaded ``FILL_KERNELS``): (name -> numpy view, name ->
-    device tensor)."""
-    alloc = DeviceAlloc(dev)
+    device tensor). With ``discard_from``, arrays of that many bytes or more are handed to the
+    builder as Discarding views (their device memory stays unwritten): for counting tasks, when
+    only the workload's small ``plan_inputs`` matter."""
+    alloc = DeviceAlloc(dev, discard_from)
     arrays = wl.build(params, seed, alloc)
     return arrays, {k: alloc.tensors[id(v)] for k, v in arrays.items()}
 
@@ -125,6 +146,9 @@ def run(name: str, case: str | None = None, variant: str | None = None, *, block
     variant); one result row per (case, variant). ``overrides`` replace case parameters (the
     paged-attention command's --batch, --unroll, ...)."""
     wl = catalogue.load(name)
+    if blocks < wl.min_blocks:
+        raise ValueError(f"workload {wl.name} needs a device of at least {wl.min_blocks} blocks (its orchestration "
+                         f"launches {wl.min_blocks} blocks at once); got blocks={blocks}")
     cases = list(wl.cases) if case == "all" else [case or wl.smallest]
     for c in cases:
         wl.case(c)                                      # a clear error before anything starts
@@ -147,7 +171,7 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
     params = {**wl.case(case), **(overrides or {})}
     platform = Platform(blocks=blocks, **(wl.platform(params) if wl.platform else {}))
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
-        f"{platform.blocks} blocks ({platform.cores} cores){' inline' if inline else ''}")
+        f"{platform.blocks} blocks ({platform.cores} cores){' (sequential engine)' if inline else ''}")
     rows = []
     # the inputs are filled by device tasks unless the device keeps a trace or a graph: those
     # describe the workload's runs, not the input build
@@ -242,7 +266,7 @@ def _say_row(row: dict, log: Callable[[str], None]) -> None:
 
 def listing(counts: bool = False) -> str:
     """What ``ptoemu list`` prints: every workload with its cases, features and the tasks one run
-    of each case submits -- counted by running its orchestration on a dry inline device (no
+    of each case submits -- counted by running its orchestration on a dry sequential engine (no
     kernels); the big cases only with ``counts`` (their inputs take a while to build)."""
     lines = []
     for name in catalogue.names():
@@ -267,16 +291,28 @@ def count_tasks(wl: Workload, case: str, variant: str | None = None) -> int:
     return task_counts(wl, case, variant)["tasks"]
 
 
-def task_counts(wl: Workload, case: str, variant: str | None = None) -> dict[str, int]:
+def task_counts(wl: Workload, case: str, variant: str | None = None,
+                discard_from: int = DISCARD_FROM) -> dict[str, int]:
     """What one run of ``case`` submits -- {"tasks": worker tasks, "alloc", "dummy"} -- counted by
-    running the orchestration on a dry inline device of 24 blocks (the a2a3's width, which SPMD
-    scenes read): the records are packed and tracked, the kernels are not run."""
+    running the orchestration on a dry sequential engine of 24 blocks (the a2a3's width, which SPMD
+    scenes read): the records are packed and tracked, the kernels are not run. A workload that
+    names the inputs its orchestration reads (``plan_inputs``, all smaller than ``discard_from``
+    bytes) has only those built for real; its arrays of ``discard_from`` bytes or more are left
+    unwritten (Discarding), so counting a case with a gigabyte of KV cache costs megabytes."""
     params = wl.case(case)
     platform = Platform(blocks=24, **(wl.platform(params) if wl.platform else {}))
     with Device(platform, kernels=list(wl.kernels), inline=True, dry_run=True) as dev:
-        _, tensors = build_on(dev, wl, params, 0)
+        arrays, tensors = build_on(dev, wl, params, 0, discard_from if wl.plan_inputs is not None else None)
+        big = [k for k in wl.plan_inputs or () if isinstance(arrays[k], Discarding)]
+        if big:
+            raise ValueError(f"workload {wl.name} case {case}: plan input(s) {', '.join(big)} hold {discard_from} "
+                             "bytes or more; plan_inputs are the small arrays the orchestration reads")
         dev.run(wl.orchestrate, tensors, params, variant or wl.variants[0])
         st = dev.stats()
+    del arrays, tensors
+    # The dry device's memory goes back when the collector breaks the device's reference cycles:
+    # now, not after the next few cases (which once added up to gigabytes for ptoemu list --counts).
+    gc.collect()
     rt = st["runtime_tasks"]
     return {"tasks": sum(v["tasks"] + v["predicate_false"] for v in st["kernels"].values()),
             "alloc": rt["alloc"], "dummy": rt["dummy"]}

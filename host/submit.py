@@ -10,11 +10,14 @@
       4. tensors       16 precomputed words per argument (Tensor.packed)
       5. extras        (only when given) explicit deps into the dep pool, the predicate's
                        operand after the tensors, SPMD blocks and flags
-      6. publish       header, HEAD = tid + 1; fence; post the scheduler's semaphore only if
+      6. hand over     header, publish HEAD = tid + 1; fence; post the scheduler's semaphore only if
                        it said it sleeps (SLEEP): a busy scheduler finds HEAD on its own
 
 Scope ends and builtin allocations are records in the same ring, so the scheduler sees them in
-submission order.
+submission order. A record that fails after step 3 (a wait for dep-pool space interrupted, its
+recording failed) is taken back (``_unwrite``): its heap range and dep-pool space are free again
+and its runtime tensors unwritten, so the run is as it was before the submit; every value that
+could fail to pack is checked before (host/orchestration.py).
 """
 
 from __future__ import annotations
@@ -22,27 +25,20 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from device import codec as C
 from device import layout as L
+from device.ordering import fence, observe, publish
 from host.channel import Channel
-from host.errors import DeviceMemoryError
+from host.errors import DeviceMemoryError, fmt_bytes
 from host.gm import HEAP_ALIGN, Arena
 from host.tensor import Buffer
 
 HDR = struct.Struct(f"{C.H_PRED_VAL + 1}q")
-INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class Extra:
@@ -50,7 +46,7 @@ class Extra:
 
     __slots__ = ("flags", "blocks", "deps", "pred")
 
-    def __init__(self, flags: int = 0, blocks: int = 1, deps: list[int] | None = None,
+    def __init__(self, flags: int = 0, blocks: int = 1, deps: Sequence[int] | None = None,
                  pred: tuple[Any, int, int] | None = None) -> None:
         self.flags = flags                 # FLAG_MANUAL, FLAG_SYNC, FLAG_PROBE
         self.blocks = blocks               # SPMD logical blocks
@@ -64,8 +60,8 @@ class TaskWriter:
     The views of the control segment belong to whoever made them (they are released when the
     device closes, so nothing keeps the mapping). ``channel`` is how the host waits
     (back-pressure) and hears about errors; ``sched_sem`` the
-    scheduler's semaphore (None: nobody to wake, as in the inline engine, which overrides
-    ``publish`` and ``_place``)."""
+    scheduler's semaphore (None: nobody to wake, as in the sequential engine, which overrides
+    ``hand_over`` and ``_wait_freed``)."""
 
     def __init__(self, lay: L.Layout, ctrl_buf: memoryview, q: memoryview, f: memoryview, heap_base: int,
                  heap_bytes: int, channel: Channel | None, sched_sem: object | None) -> None:
@@ -88,7 +84,6 @@ class TaskWriter:
         self.g_error = lay.g(L.G_ERROR)
         self.g_sleep = lay.g(L.G_SLEEP)
         self.sched_sem = sched_sem
-        self.fence = C.make_fence()
         self.submitted = 0
         self.recorder = None                       # host.graph.Recorder while recording
         self.gm: memoryview | None = None          # GM, to fill runtime tensors made with init=
@@ -101,29 +96,29 @@ class TaskWriter:
         """The ring looks full: read RETIRED, and wait (until a low-water mark, so the host is not
         woken once per freed slot) if it really is."""
         q = self.q
-        self.retired = q[self.g_retired]
+        self.retired = observe(q, self.g_retired)
         if tid - self.retired >= self.window:
             need = tid - self.window + 1
             g = self.g_retired
 
             def ready() -> bool:
-                return q[g] >= need
+                return observe(q, g) >= need
             self.ch.wait(L.WAIT_RETIRED, need + self.lowwater - 1, ready,
                          f"waiting for a task ring slot for task {tid}", self._ring_deadlock)
-            self.retired = q[g]
+            self.retired = observe(q, g)
 
     def _ring_deadlock(self) -> str:
         # Ring slots retire as soon as their tasks finish, and every task can finish once the
         # ones before it have: an idle scheduler with a full ring means the runtime itself is broken.
-        oldest = self.q[self.g_retired]
+        oldest = observe(self.q, self.g_retired)
         return (f"the task ring is full ({self.window} slots) and its oldest task {oldest} has not "
                 "finished although the scheduler is idle; this is a ptoemu bug, please report it")
 
     # -- heap space ------------------------------------------------------------------------------
-    def _take_freed(self) -> None:
+    def take_freed(self) -> None:
         """Free the heap ranges of the allocations the scheduler has reported dead."""
         q = self.q
-        n = q[self.g_freed]
+        n = observe(q, self.g_freed)
         if n == self.freed:
             return
         off, m, live, heap = self.lay.free_off, self.lay.free_slots - 1, self.live, self.heap
@@ -140,10 +135,10 @@ class TaskWriter:
         total = sum(sizes)
         if total > heap.size:
             raise DeviceMemoryError(
-                f"{what}: the runtime tensors this task writes first need {_fmt_bytes(total)} of "
-                f"heap, but the heap is {_fmt_bytes(heap.size)}; raise "
-                f"Platform(heap_bytes=...) to at least {_fmt_bytes(1 << (2 * total - 1).bit_length())}")
-        self._take_freed()
+                f"{what}: the runtime tensors this task writes first need {fmt_bytes(total)} of "
+                f"heap, but the heap is {fmt_bytes(heap.size)}; raise "
+                f"Platform(heap_bytes=...) to at least {fmt_bytes(1 << (2 * total - 1).bit_length())}")
+        self.take_freed()
         start = heap.alloc(total)
         while start is None:
             self._wait_freed(tid, total)
@@ -169,24 +164,36 @@ class TaskWriter:
         q, g, seen = self.q, self.g_freed, self.freed
 
         def ready() -> bool:
-            return q[g] > seen
-        self.ch.wait(L.WAIT_FREED, seen + 1, ready, f"waiting for {_fmt_bytes(total)} of heap",
+            return observe(q, g) > seen
+        self.ch.wait(L.WAIT_FREED, seen + 1, ready, f"waiting for {fmt_bytes(total)} of heap",
                      lambda: self._heap_deadlock(tid, total))
-        self._take_freed()
+        self.take_freed()
 
     def _heap_deadlock(self, tid: int, total: int) -> str:
         heap = self.heap
         by_depth: dict[int, list[int]] = {}
         for _, n, d in self.live.values():
             by_depth.setdefault(d, []).append(n)
-        held = ", ".join(f"{_fmt_bytes(sum(v))} by {len(v)} allocation(s) of tensors made at scope depth {d}"
+        held = ", ".join(f"{fmt_bytes(sum(v))} by {len(v)} allocation(s) of tensors made at scope depth {d}"
                          + (" (the run itself)" if d == 0 else "") for d, v in sorted(by_depth.items()))
-        fix = 1 << (heap.used + total).bit_length()
-        return (f"heap deadlock: task {tid} needs {_fmt_bytes(total)} of heap, but {_fmt_bytes(heap.used)} "
-                f"of the {_fmt_bytes(heap.size)} heap is held ({held}; largest free block "
-                f"{_fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still "
-                "in can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() "
-                f"per step), or raise Platform(heap_bytes=...) to at least {_fmt_bytes(fix)}.")
+        # A size that works: with a larger heap the same placements happen at the same offsets,
+        # and the room above the highest held byte grows -- whether or not the heap is fragmented.
+        high = max((start + n for start, n, _ in self.live.values()), default=0)
+        fix = fmt_bytes(1 << (high + total - 1).bit_length())
+        free = heap.size - heap.used
+        if free >= total:
+            return (f"heap fragmentation: task {tid} needs one block of {fmt_bytes(total)}, and {fmt_bytes(free)} "
+                    f"of the {fmt_bytes(heap.size)} heap is free, but in {len(heap.lens)} pieces, the largest "
+                    f"{fmt_bytes(heap.largest_free())}: the {fmt_bytes(heap.used)} held ({held}) sits between "
+                    "them, and only the end of scopes the orchestration is still in can free it. Write long-lived "
+                    "runtime tensors before short-lived ones, so they sit together (rt.alloc_tensors(...) places "
+                    "several at once), or raise Platform(heap_bytes=...) to at least "
+                    f"{fix} (the end of the highest held block, {fmt_bytes(high)}, plus {fmt_bytes(total)}).")
+        return (f"heap deadlock: task {tid} needs {fmt_bytes(total)} of heap, but {fmt_bytes(heap.used)} "
+                f"of the {fmt_bytes(heap.size)} heap is held ({held}; largest free block "
+                f"{fmt_bytes(heap.largest_free())}) and only the end of scopes the orchestration is still in "
+                "can free it. Make runtime tensors in the innermost scope that uses them (a rt.scope() per "
+                f"step), or raise Platform(heap_bytes=...) to at least {fix}.")
 
     # -- records ---------------------------------------------------------------------------------
     def write(self, kind: int, k: int, shape: int, args: tuple | list, scalars: tuple | list,
@@ -196,14 +203,14 @@ class TaskWriter:
         one clock read, one header pack, one pack per tensor argument; ``extra`` (explicit deps,
         SPMD blocks, a predicate, flags) only when the submit asked for any of them."""
         q = self.q
-        if q[self.g_error]:
+        if observe(q, self.g_error):
             self.ch.check_error()
         tid = self.next_tid
         if tid - self.retired >= self.window:
             self._wait_ring(tid)
         r = self.ring_off + (tid & self.mask) * C.REC_WORDS
         t0 = time.perf_counter_ns()
-        nvals = self._scalars(r, scalars, what) if scalars else 0
+        nvals = C.encode_scalars(self.raw, q, self.f, self.i64, self.f64, r, scalars, what) if scalars else 0
         flags = hold = 0
         if new:
             # The allocation lives until the scope its tensors were made in ends, which may be
@@ -225,24 +232,55 @@ class TaskWriter:
                 blocks = extra.blocks
             if extra.deps:
                 ndeps = len(extra.deps)
-                deps_at = self._put_deps(tid, extra.deps)
+                try:                        # it may wait for pool space: interrupted, give the heap back
+                    deps_at = self._put_deps(tid, extra.deps)
+                except BaseException:
+                    self._unwrite(tid, new, args, extra)
+                    raise
             if extra.pred is not None:
                 operand, pred_op, pred_val = extra.pred
                 raw[a:a + n] = operand.packed_bytes(C.DIR_IN)
                 flags |= C.FLAG_PRED
         HDR.pack_into(raw, r * 8, tid, kind, k, shape, len(args), len(scalars), depth, flags, hold,
                       t0, nvals, aux, ndeps, deps_at, blocks, pred_op, pred_val)
-        self.next_tid = tid + 1
         if self.recorder is not None:
-            self.recorder.add(tid, kind, k, args, scalars, depth,
-                              sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
-                              extra)
-        self.publish(tid, r)
+            try:
+                self.recorder.add(tid, kind, k, args, scalars, depth,
+                                  sum(-(-b.nbytes // C.HEAP_ALIGN) * C.HEAP_ALIGN for b in new) if new else 0,
+                                  extra)
+            except BaseException:
+                self._unwrite(tid, new, args, extra, ndeps)
+                raise
+        self.next_tid = tid + 1
+        self.hand_over(tid, r)
         self.submitted += 1
         return tid
 
+    def _unwrite(self, tid: int, new: list[Buffer] | None, args: tuple | list, extra: Extra | None,
+                 ndeps: int = 0) -> None:
+        """A record failed before it was published: give back its heap (and the ``ndeps`` ids it
+        put in the dep pool), so the run is as it was -- its runtime tensors unwritten again, and
+        no record words cached for where they were placed."""
+        if ndeps:
+            self.dep_head -= ndeps
+            self.dep_users.pop()
+        if new and tid in self.live:
+            self._unplace(new, tid)
+            views = [x.tensor for x in args]
+            if extra is not None and extra.pred is not None:
+                views.append(extra.pred[0])
+            for t in views:
+                if t.buf in new:
+                    t._packed = None
+
+    def _unplace(self, bufs: list[Buffer], tid: int) -> None:
+        start, total, _ = self.live.pop(tid)
+        self.heap.free(start, total)
+        for b in bufs:
+            b.gm, b.owner = None, -1
+
     # -- explicit dependencies -------------------------------------------------------------------
-    def _put_deps(self, tid: int, deps: list[int]) -> int:
+    def _put_deps(self, tid: int, deps: Sequence[int]) -> int:
         """Copy a record's explicit deps into the dep pool; returns where they start. Positions
         of records the scheduler has ingested are free again."""
         n = len(deps)
@@ -262,7 +300,7 @@ class TaskWriter:
     def _free_deps(self, n: int, size: int, tid: int) -> None:
         users, q = self.dep_users, self.q
         while self.dep_head + n - self.dep_tail > size:
-            ingested = q[self.g_ingested]
+            ingested = observe(q, self.g_ingested)
             while users and users[0][0] < ingested:
                 self.dep_tail = users.popleft()[1]
             if self.dep_head + n - self.dep_tail <= size:
@@ -273,67 +311,13 @@ class TaskWriter:
             oldest = users[0][0]
             # Retired implies ingested: wait for the oldest record that holds pool space.
             self.ch.wait(L.WAIT_RETIRED, oldest + 1,
-                         lambda o=oldest, gr=self.g_retired, gi=self.g_ingested: q[gr] > o or q[gi] > o,
+                         lambda o=oldest, r=self.g_retired, i=self.g_ingested: observe(q, r) > o or observe(q, i) > o,
                          f"waiting for dependency-pool space for task {tid}", self._ring_deadlock)
 
-    def publish(self, tid: int, r: int) -> None:
-        """Hand the record to the scheduler, waking it only if it sleeps."""
+    def hand_over(self, tid: int, r: int) -> None:
+        """Hand the record to the scheduler (publish HEAD), waking it only if it sleeps."""
         q = self.q
-        q[self.g_head] = tid + 1
-        self.fence()
-        if q[self.g_sleep]:
+        publish(q, self.g_head, tid + 1)
+        fence()
+        if observe(q, self.g_sleep):
             self.sched_sem.release()
-
-    def _scalars(self, r: int, scalars: tuple | list, what: str) -> int:
-        """Encode scalars into the record at word r; returns the number of value words used."""
-        if len(scalars) > C.MAX_SCALARS:
-            raise ValueError(f"{what}: {len(scalars)} scalar arguments; at most {C.MAX_SCALARS}")
-        q, f, raw = self.q, self.f, self.raw
-        tb = (r + C.TAGS_OFF) * 8
-        v0 = v = r + C.VALUES_OFF
-        vend = v0 + C.VALUE_WORDS
-        for j, x in enumerate(scalars):
-            t = type(x)
-            if v >= vend:
-                raise ValueError(f"{what}: the scalars need more than {C.VALUE_WORDS} words "
-                                 f"(arrays count their length + 1); pass fewer or smaller arrays")
-            if t is int or (isinstance(x, np.integer) and t is not bool):
-                x = int(x)
-                if not INT64_MIN <= x <= INT64_MAX:
-                    raise ValueError(f"{what}: scalar argument {j} = {x} does not fit in int64")
-                raw[tb + j] = C.TAG_INT
-                q[v] = x
-                v += 1
-            elif t is float or isinstance(x, np.floating):
-                raw[tb + j] = C.TAG_FLOAT
-                f[v] = float(x)
-                v += 1
-            elif t is bool or t is np.bool_:
-                raw[tb + j] = C.TAG_BOOL
-                q[v] = int(x)
-                v += 1
-            elif isinstance(x, (np.ndarray, list, tuple)):
-                arr = self._scalar_array(x, j, what)
-                n = arr.shape[0]
-                if v + 1 + n > vend:
-                    raise ValueError(f"{what}: scalar argument {j} (an array of {n}) does not fit: "
-                                     f"scalars may take {C.VALUE_WORDS} words in all")
-                raw[tb + j] = C.TAG_ARRAY + C.DTYPE_CODE[arr.dtype]
-                q[v] = n
-                (self.f64 if arr.dtype.kind == "f" else self.i64)[v + 1:v + 1 + n] = arr
-                v += 1 + n
-            else:
-                raise TypeError(f"{what}: scalar argument {j} has type {t.__name__}; expected int, "
-                                "float, bool or a small 1-D int/float array (tensors must be wrapped "
-                                "in In/Out/InOut and come before the scalars)")
-        return v - v0
-
-    @staticmethod
-    def _scalar_array(x: object, j: int, what: str) -> np.ndarray:
-        arr = np.asarray(x)
-        if arr.ndim != 1 or arr.dtype.kind not in "iuf" or arr.dtype not in C.DTYPE_CODE:
-            raise TypeError(f"{what}: scalar argument {j} is an array of shape {arr.shape} dtype "
-                            f"{arr.dtype}; scalar arrays must be 1-D int or float")
-        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > INT64_MAX:
-            raise ValueError(f"{what}: scalar argument {j} has uint64 values beyond int64")
-        return arr

@@ -165,6 +165,11 @@ class Tensor:
         strides = self._sys[2]
         return lo, lo + sum((n - 1) * st for n, st in zip(self._fshape, strides)) + self.dtype.itemsize
 
+    def byte_strides(self) -> tuple[int, ...]:
+        """The byte stride of each dimension of ``shape`` (the element at index i starts at
+        ``lo_rel() + sum(i_d * stride_d)``)."""
+        return tuple(st for st, dropped in zip(self._sys[2], self._drop) if not dropped)
+
     def is_contiguous(self) -> bool:
         expect = self.dtype.itemsize
         for n, st in zip(reversed(self._fshape), reversed(self._sys[2])):

@@ -1,5 +1,7 @@
 """The API kernels are written against: the registry (``kernel``, ``AIC``, ``AIV``, ``Mixed``,
-``core_info``), the argument markers (``In``, ``Out``, ``InOut``, ``NoDep``) and cost laws.
+``core_info``), the argument markers (``In``, ``Out``, ``InOut``, ``NoDep``), cost laws, and the
+tile layer (``kernels.tile``: PTO-style instructions that compute with numpy and count what an
+a2a3 core spends, priced by ``kernels.a2a3``).
 
 This package is the bottom layer: it imports neither ``host`` nor ``device``, and ``device`` stands
 on it (the registry, the argument markers). The applications written on it -- the workload

@@ -46,6 +46,9 @@ class Cost:
     hbm_bytes: int = 0
 
     def __post_init__(self) -> None:
+        us, b = self.us, self.hbm_bytes         # the common case first: a law called a million times
+        if type(us) is float and type(b) is int and 0.0 <= us < math.inf and b >= 0:
+            return
         for name, what in (("us", "a finite number of microseconds >= 0"), ("hbm_bytes", "a byte count >= 0")):
             x = getattr(self, name)
             if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x < 0:

@@ -248,18 +248,21 @@ _BLOCK_IDX, _BLOCK_NUM = 0, 1           # the task being run (set per task by th
 
 def core_info() -> CoreInfo | None:
     """The core the current kernel part runs on and its SPMD block, or None outside a device
-    worker (and outside the inline engine's kernels)."""
+    worker (and outside the sequential engine's kernels)."""
     c = _CORE
     if c is None or (_BLOCK_IDX == 0 and _BLOCK_NUM == 1):
         return c
     return CoreInfo(c.block, c.kind, c.lane, c.core, _BLOCK_IDX, _BLOCK_NUM)
 
 
-def _set_core(info: CoreInfo | None) -> None:
+def set_core(info: CoreInfo | None) -> None:
+    """What ``core_info()`` answers from now on in this process (set by whatever runs kernels:
+    a device worker, the sequential engine)."""
     global _CORE
     _CORE = info
 
 
-def _set_block(idx: int, num: int) -> None:
+def set_block(idx: int, num: int) -> None:
+    """The SPMD block of the task part about to run (``core_info().block_idx`` / ``block_num``)."""
     global _BLOCK_IDX, _BLOCK_NUM
     _BLOCK_IDX, _BLOCK_NUM = idx, num

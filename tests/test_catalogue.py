@@ -1,5 +1,5 @@
 """The workload catalogue (issue 13): every workload's CI-sized cases against their goldens, on a
-device and on the inline engine, and the commands that list and run them. The scene tests of the
+device and on the sequential engine, and the commands that list and run them. The scene tests of the
 newer API are run (in three modes) by tests/test_newapi.py; the big cases by ``ptoemu list
 --counts`` (task counts, by running the orchestrations dry) and ``ptoemu run NAME --case Case1``.
 """

@@ -33,6 +33,7 @@ from host import (
     cli,
 )
 from host.cluster import DeviceGroup, ShardError
+from host.run import build_on
 from kernels import AIC, AIV, Kernel, Mixed, kernel, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,12 +86,13 @@ def test_reading_an_escaped_tensor_after_its_ring_slot_was_reused_does_not_hang(
 
 
 def _pa(dev, unroll=1, **kw):
-    data = pa.load_case(dev, "small", 0)
-    h = data["host"]
+    params = pa.case_params("small")
+    h, data = build_on(dev, pa.WORKLOAD, params, 0)
+    scale = pa.scale_of(params)
     want = pa.golden(h["query"], h["key_cache"], h["value_cache"], h["block_table"], h["context_lens"],
-                     data["scale"], unroll=unroll)
+                     scale, unroll=unroll)
     dev.run(pa.orchestrate, data["query"], data["key_cache"], data["value_cache"], data["block_table"],
-            data["context_lens"], data["out"], scale=data["scale"], variant="first_output", unroll=unroll, **kw)
+            data["context_lens"], data["out"], scale=scale, variant="first_output", unroll=unroll, **kw)
     return dev.to_host(data["out"]), want
 
 

@@ -3,13 +3,13 @@ manual_dep, manual scopes, scalar data, initial values, predicates, SPMD, and th
 weaker dependency rules on demand.
 
     scenes        the reference's own scene tests (kernels/workloads/scenes), every case, on a device, on
-                  the inline engine and under reference semantics
+                  the sequential engine and under reference semantics
     semantics     the dependency edges each rule gives, sequential vs reference, read from a
                   recording of the run (dev.graph())
     behaviour     what a user relies on: get_tensor_data waits only for the writers, predicates
                   counted and traced, limits, compare_semantics finds a write-after-read race
     bad input     every misuse is a clear error and loses nothing already submitted
-    property      random graphs mixing all of it equal the inline engine, bit for bit
+    property      random graphs mixing all of it equal the sequential engine, bit for bit
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ def test_bad_device_semantics():
         Device(Platform(blocks=1), semantics="chip")
 
 
-# -- property: random graphs with every feature against the inline engine -------------------------------
+# -- property: random graphs with every feature against the sequential engine---------------------------
 KERNELS = [tk.mix, tk.mix_cube, tk.spmd_rows, tk.spmd_rows_mixed]
 HOST_SHAPES = [((8, 6), np.int64), ((16,), np.int64), ((4, 3, 5), np.int64)]
 OPS = ("==", "!=", ">", "<", ">=", "<=")

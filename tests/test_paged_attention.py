@@ -8,6 +8,7 @@ import pytest
 
 import kernels.workloads.paged_attention as pa
 from host import Device, Platform
+from host.run import build_on
 
 SMALL_CASES = [n for n in pa.CASES if n not in ("Case1", "Case2", "Case3")]
 
@@ -15,15 +16,15 @@ SMALL_CASES = [n for n in pa.CASES if n not in ("Case1", "Case2", "Case3")]
 def run_case(dev: Device, case: str, variant: str, unroll: int | None = None, seed: int = 0):
     params = pa.case_params(case)
     unroll = unroll or params["unroll"]
-    data = pa.load_case(dev, case, seed)
+    h, data = build_on(dev, pa.WORKLOAD, params, seed)
+    scale = pa.scale_of(params)
     before = dev.stats()
     shape = dev.run(pa.orchestrate, data["query"], data["key_cache"], data["value_cache"],
-                    data["block_table"], data["context_lens"], data["out"], scale=data["scale"],
+                    data["block_table"], data["context_lens"], data["out"], scale=scale,
                     variant=variant, unroll=unroll)
     after = dev.stats()
-    h = data["host"]
     want = pa.golden(h["query"], h["key_cache"], h["value_cache"], h["block_table"],
-                     h["context_lens"], data["scale"], unroll=unroll)
+                     h["context_lens"], scale, unroll=unroll)
     got = dev.to_host(data["out"])
     worker = after.worker_tasks - before.worker_tasks
     runtime = after.runtime_tasks - before.runtime_tasks
@@ -96,7 +97,7 @@ def test_case1_shapes_on_the_72_core_device_bitwise_equal_inline():
 
 @pytest.mark.timeout(60)
 def test_orchestrate_rejects_a_bad_variant(dev):
-    data = pa.load_case(dev, "small", 0)
+    _, data = build_on(dev, pa.WORKLOAD, pa.case_params("small"), 0)
     with pytest.raises(ValueError, match="variant"):
         dev.run(pa.orchestrate, data["query"], data["key_cache"], data["value_cache"],
                 data["block_table"], data["context_lens"], data["out"], scale=1.0, variant="nope")

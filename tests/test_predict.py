@@ -17,6 +17,7 @@ from host import Device, Platform
 from host.cli import main
 from host.graph import Arg, Graph, Record
 from host.predict import Cost, ModelDeadlock, TaskInfo, compare, predict, resolve
+from host.run import build_on
 from kernels.workloads.paged_attention import laws as pa_laws
 
 # A module name that cannot be imported: the synthetic kernel's law comes from predict(laws=...).
@@ -232,10 +233,11 @@ def pa_graph(tmp_path_factory) -> str:
     """One recording, three runs: hub, first_output, alloc (24 groups of 3 chunks)."""
     path = str(tmp_path_factory.mktemp("predict") / "pa.graph.jsonl")
     with Device(Platform(blocks=4), kernels=["kernels.workloads.paged_attention"], record=path, inline=True) as dev:
-        d = pa.load_case(dev, PA_CASE, 0)
+        _, d = build_on(dev, pa.WORKLOAD, pa.case_params(PA_CASE), 0)
         for variant in ("hub", "first_output", "alloc"):
             dev.run(pa.orchestrate, d["query"], d["key_cache"], d["value_cache"], d["block_table"],
-                    d["context_lens"], d["out"], scale=d["scale"], variant=variant, unroll=4)
+                    d["context_lens"], d["out"], scale=pa.scale_of(pa.case_params(PA_CASE)), variant=variant,
+                    unroll=4)
     return path
 
 

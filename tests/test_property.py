@@ -3,7 +3,7 @@
 Random programs over random (often overlapping) views of a few buffers, random directions,
 nested scopes with runtime tensors, on devices with task rings and heaps small enough that the
 host keeps hitting back-pressure and both rings wrap around many times. The reference is the
-inline engine (every task run at submit, in submission order, in this process).
+sequential engine (inline=True: every task run at submit, in submission order, in this process).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from host import (
     Platform,
 )
 from host.fuzz import fuzz
+from host.run import build_on
 from host.stress import soak
 from kernels import AIC, AIV, Mixed, kernel
 
@@ -306,10 +307,11 @@ def test_bad_transfers_and_views(make_device):
 
 def _pa_setup(case="mixed_lens", **kw):
     def setup(dev):
-        data = pa.load_case(dev, case, 0)
+        params = pa.case_params(case)
+        _, data = build_on(dev, pa.WORKLOAD, params, 0)
         args = tuple(data[n] for n in ("query", "key_cache", "value_cache", "block_table",
                                        "context_lens", "out"))
-        return args, {"scale": data["scale"], "unroll": pa.case_params(case)["unroll"], **kw}, [data["out"]]
+        return args, {"scale": pa.scale_of(params), "unroll": params["unroll"], **kw}, [data["out"]]
     return setup
 
 

@@ -63,7 +63,7 @@ def test_a_gated_task_is_skipped_by_its_core_after_a_failure():
     b.finish(c, status=C.STATUS_ERROR)                              # the worker then skips the gated one
     b.finish(c, status=C.STATUS_SKIPPED)
     b.step()
-    assert b.sched.discard and b.q[b.lay.g(L.G_ERROR)] == L.ERR_KERNEL
+    assert b.sched.dispatcher.discard and b.q[b.lay.g(L.G_ERROR)] == L.ERR_KERNEL
     assert b.host_sem.posts >= 1                                    # the host hears at once
     assert (first, second) == (b.ran[0][0], b.ran[1][0])
 
@@ -95,7 +95,7 @@ def test_abort_waits_for_what_runs_then_resets():
     b.finish_all()
     b.step()
     b.sched.link.service()
-    assert b.q[b.lay.g(L.G_ABORT_ACK)] == 1 and not b.sched.discard
+    assert b.q[b.lay.g(L.G_ABORT_ACK)] == 1 and not b.sched.dispatcher.discard
     b.submit(AIV, [In(x)])                                          # and the next run goes
     b.run_to_end()
     assert len(b.ran) == 3

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import AIC, AIV, Mixed, kernel
+from kernels import AIC, AIV, Mixed, kernel, tile
+from kernels.tile import F32, UB
 
 MOD = 1_000_003
 
@@ -158,3 +159,15 @@ def wait_flag_then_write(flag, out):
     while flag[0] == 0 and time.monotonic() < end:
         time.sleep(0.0005)
     out[...] = 1
+
+
+@kernel(AIV)
+def tile_scale_rows(x, out, factor):
+    """The README's tile-layer example: out = x * factor, 16 rows per tile, double-buffered."""
+    c = tile.Core()
+    t = c.tile(UB, (16, 128), F32, bufs=2)
+    n = x.shape[0] // 16
+    with c.loop(n):
+        tile.load(t, tile.row_blocks(x, n))
+        tile.muls(t, t, factor)
+        tile.store(tile.row_blocks(out, n), t)

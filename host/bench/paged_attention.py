@@ -24,10 +24,19 @@ from host.bench import common
 from host.device import Device
 from host.platform import Platform
 from host.predict import predict as predict_graph
+from host.run import FILL_KERNELS, build_on
 from host.trace import C, TraceData, critical_path
 
-INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
+INPUTS = pa.INPUTS
 RATIO_MIN_INPUTS = 64 << 20
+
+
+def _load(dev: Device, case: str, seed: int) -> dict:
+    """A case built on the device as the runner builds it (host.run.build_on): its tensors, their
+    host views under "host", and its scale."""
+    params = pa.case_params(case)
+    views, tensors = build_on(dev, pa.WORKLOAD, params, seed)
+    return {**tensors, "host": views, "scale": pa.scale_of(params)}
 
 
 def _run(dev: Device, data: dict, variant: str, unroll: int) -> dict:
@@ -43,8 +52,8 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
     traces: dict[str, TraceData] = {}
     for case in cases:
         with common.PssSampler() as pss, \
-                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention"]) as dev:
-            data = pa.load_case(dev, case, seed)
+                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention", FILL_KERNELS]) as dev:
+            data = _load(dev, case, seed)
             inputs = sum(data[n].nbytes for n in INPUTS)
             h = data["host"]
             for unroll in unrolls:
@@ -83,7 +92,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
         # same run recorded is what the a2a3 prediction replays.
         with Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention"], trace=True,
                     record=predict) as dev:
-            data = pa.load_case(dev, case, seed)
+            data = _load(dev, case, seed)
             for r in (r for r in rows if r["case"] == case):
                 _run(dev, data, r["variant"], r["unroll"])          # warm-up, not kept
                 dev.trace(clear=True)

@@ -45,12 +45,14 @@ Definitions (per run; totals add the runs, which run one after the other, each f
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from host.graph import Graph
-from host.predict.laws import find_laws, roofline, task_costs
-from host.predict.model import ModelDeadlock, critical_path, prepare, simulate
+from host.graph import Graph, Recording
+from host.predict import stream
+from host.predict.laws import TaskCosts, find_laws, roofline
+from host.predict.model import Flattener, ModelDeadlock, critical_path, simulate
 from host.predict.params import PARAMS, Params, resolve
 from host.predict.report import Comparison, Prediction, RunResult, combine, compare, result
 from kernels.cost import Cost, TaskInfo
@@ -67,40 +69,68 @@ def predict(graph_or_path: Graph | str, params: Params | Mapping[str, Any] | Non
     ``params`` and ``overrides`` change model parameters (``predict(g, sched_task_us=2.5)``; names and
     defaults: ``ptoemu predict --params``). ``run`` predicts one run of a multi-run recording;
     ``laws`` maps kernel names (full or short) to cost laws that replace the registered ones.
+
+    A file is streamed: each record is read, costed and flattened into its run's columns
+    (model.prepare) and then dropped, so memory follows the run's record count, not the file's
+    JSON. A recording that is not one (bad header, malformed record, an edge to a later record: a
+    cycle) is a ValueError naming the record.
     """
     p = resolve(params, overrides)
     if isinstance(graph_or_path, Graph):
         g, source = graph_or_path, "graph"
+        rec = None
+        kernels, n_records = g.kernels, len(g.records)
+        spans: list[tuple[int, int | None]] = list(g.runs) or [(0, n_records)]
     elif isinstance(graph_or_path, str) or hasattr(graph_or_path, "__fspath__"):
         source = str(graph_or_path)
-        g = Graph.load(source)
+        rec = Recording(source)
+        kernels, n_records = rec.kernels, rec.n_records
+        spans = list(rec.runs) or [(0, n_records)]
     else:
         raise TypeError(f"predict(graph_or_path): expected a host.graph.Graph or a file path, got "
                         f"{type(graph_or_path).__name__}")
-    spans = list(g.runs) or [(0, len(g.records))]
-    if run is not None:
-        if not isinstance(run, int) or not -len(spans) <= run < len(spans):
-            raise ValueError(f"predict(run={run!r}): {source} holds {len(spans)} run(s); expected 0.."
-                             f"{len(spans) - 1}")
-        picked = [(run % len(spans), spans[run])]
-    else:
-        picked = list(enumerate(spans))
-    table = find_laws(g.kernels, laws, {r.kernel for r in g.records if r.kind == "task"})
-    runs: list[RunResult] = []
-    inputs = []
-    enabled = gc.isenabled()
-    gc.disable()        # hundreds of thousands of small lists and tuples, no cycles: collecting is pure cost
     try:
-        for n, (first, end) in picked:
-            us, hbm = task_costs(g.kernels, g.records[first:end], table, p)
-            ri = prepare(n, g.records, first, end, g.kernels, us, hbm, p)
-            st = simulate(ri, p)
-            runs.append(result(ri, st, p, sum(len(x) for x in ri.preds)))
-            inputs.append(ri)
+        if run is not None:
+            if not isinstance(run, int) or not -len(spans) <= run < len(spans):
+                raise ValueError(f"predict(run={run!r}): {source} holds {len(spans)} run(s); expected 0.."
+                                 f"{len(spans) - 1}")
+            picked = [(run % len(spans), spans[run])]
+        else:
+            picked = list(enumerate(spans))
+        table = find_laws(kernels, laws, used=set())
+        costs = TaskCosts(kernels, table, p)
+        runs: list[RunResult] = []
+        inputs = []
+        reader = None
+        if rec is not None and os.path.getsize(source) >= stream.READER_MIN_BYTES and (os.cpu_count() or 1) > 1:
+            reader = stream.Reader(source, picked, kernels, table, p)     # parsing beside the model
+        enabled = gc.isenabled()
+        gc.disable()        # a million small objects, no cycles: collecting would be pure cost
+        try:
+            for n, (first, end) in picked:
+                if reader is not None:
+                    ri, feed = reader.run(n, first), reader.more
+                else:
+                    records: Iterable[dict] = (rec.take(first, end) if rec is not None else
+                                               (r.to_json() for r in g.records[first:end]))
+                    f = Flattener(n, first, end, records, kernels, costs, p)
+                    ri, feed = f.ri, f.more
+                st = simulate(ri, p, feed=feed)          # records flattened as the orchestrator reaches them
+                runs.append(result(ri, st, p, len(ri.preds.idx)))
+                inputs.append(ri)
+            if reader is not None:
+                costs.used = reader.finish()
+            elif rec is not None:
+                rec.finish()
+        finally:
+            if reader is not None:
+                reader.close()
+            if enabled:
+                gc.enable()
     finally:
-        if enabled:
-            gc.enable()
+        if rec is not None:
+            rec.close()
     if run is not None and len(spans) > 1:
         source = f"{source} run {picked[0][0]}"
-    return Prediction(source, p, runs, combine(runs, p), table.used, table.notes, inputs,
-                      [k["name"].rsplit(".", 1)[-1] for k in g.kernels])
+    return Prediction(source, p, runs, combine(runs, p), table.used, table.notes_for(costs.used), inputs,
+                      [k["name"].rsplit(".", 1)[-1] for k in kernels])

@@ -10,8 +10,10 @@
     common: --set NAME=VALUE (repeatable), --json OUT, --trace OUT (one prediction: Perfetto JSON)
 
     args ──▶ overrides (params.parse_assignment / resolve: bad name or value ──▶ exit 2)
-         ──▶ Graph.load once per file ──▶ predict() per subject ──▶ print / --json / --trace
-Exit codes: 0 done, 1 the model found a ring deadlock, 2 bad arguments or unreadable recording.
+         ──▶ each file's header checked ──▶ predict() per subject (and sweep point), streaming the
+             file ──▶ print / --json / --trace
+Exit codes: 0 done, 1 the model found a ring deadlock, 2 bad arguments, an unreadable recording or
+an output file that cannot be written (checked before the prediction: host/cli.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import json
 import sys
 from typing import Any
 
-from host.graph import Graph
+from host.cliargs import output
+from host.graph import Recording
 from host.predict import ModelDeadlock, compare, predict
 from host.predict.params import format_table, parse_assignment, parse_value, resolve
 from host.predict.report import Prediction
@@ -80,17 +83,17 @@ def _sweep_grid(items: list[str]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    with open(path, "w") as f:
+    with output(path, "--json"), open(path, "w") as f:
         json.dump(obj, f, indent=1)
     _say(f"wrote {path}")
 
 
-def _sweep(g: Graph, source: str, run: int | None, base: dict[str, Any], grid: list[dict[str, Any]],
+def _sweep(source: str, run: int | None, base: dict[str, Any], grid: list[dict[str, Any]],
            json_out: str | None) -> int:
     names = list(grid[0])
     rows = []
     for point in grid:
-        pr = predict(g, {**base, **point}, run=run)
+        pr = predict(source, {**base, **point}, run=run)
         rows.append({**point, "device_us": pr.device_us, "orchestration_us": pr.orchestration_us,
                      "critical_path_us": pr.critical_path_us, "bound_resource": pr.bound_resource,
                      "bound": pr.bound, "utilisation": pr.utilisation})
@@ -133,15 +136,19 @@ def _run(a: argparse.Namespace) -> int:
     if not a.files:
         raise _Usage("give a recorded graph (Device(record=...) or ptoemu paged-attention --record FILE)")
     subjects = _subjects(a.files, a.run)
-    graphs = {f: Graph.load(f) for f in dict.fromkeys(f for f, _ in subjects)}
+    if a.trace and (len(subjects) > 1 or grid):
+        raise _Usage("--trace writes one prediction's timeline; drop the second recording, the second --run "
+                     "or --sweep")
+    for f in dict.fromkeys(f for f, _ in subjects):
+        Recording(f).close()                    # a recording? (its header, before any work)
     if grid:
         if len(subjects) > 1:
             raise _Usage("--sweep takes one recording (and at most one --run)")
         f, r = subjects[0]
-        return _sweep(graphs[f], f, r, overrides, grid, a.json)
+        return _sweep(f, r, overrides, grid, a.json)
     preds: list[Prediction] = []
-    for f, r in subjects:
-        pr = predict(graphs[f], params, run=r)
+    for f, r in subjects:                       # each streamed from its file (host/predict/__init__.py)
+        pr = predict(f, params, run=r)
         pr.source = f if r is None else f"{f} run {r}"
         preds.append(pr)
     if len(preds) == 1:
@@ -150,10 +157,10 @@ def _run(a: argparse.Namespace) -> int:
         if a.json:
             _write_json(a.json, pr.to_json())
         if a.trace:
-            _say(f"wrote {pr.write_trace(a.trace)} (open in https://ui.perfetto.dev)")
+            with output(a.trace, "--trace"):
+                pr.write_trace(a.trace)
+            _say(f"wrote {a.trace} (open in https://ui.perfetto.dev)")
         return 0
-    if a.trace:
-        raise _Usage("--trace writes one prediction's timeline; drop the second recording or --run")
     cmp = compare(preds[0], preds[1])
     for tag, pr in zip("AB", preds):
         _say(f"{tag}: {pr.source}: {pr.device_us:.1f} us. {pr.bound}")

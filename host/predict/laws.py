@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from host.graph import Record
+from host.graph import DIR_NAMES, Record
 from host.predict.params import Params
-from kernels.cost import Cost, TaskInfo
+from kernels.cost import ArgInfo, Cost, TaskInfo
 
-__all__ = ["LawTable", "find_laws", "roofline", "task_costs"]
+__all__ = ["LawTable", "RecordedArg", "TaskCosts", "find_laws", "roofline", "task_costs"]
 
 Law = Callable[[TaskInfo], Cost]
 
@@ -43,6 +43,11 @@ class LawTable:
     laws: list[Law | None]
     used: dict[str, str] = field(default_factory=dict)      # kernel name -> "law <fn>" | "roofline default"
     notes: list[str] = field(default_factory=list)
+    fallback: dict[int, str] = field(default_factory=dict)  # kernel index -> note, for kernels on the roofline
+
+    def notes_for(self, used: set[int]) -> list[str]:
+        """The notes of the kernels some task ran with (a kernel loaded but never run does not matter)."""
+        return [n for i, n in self.fallback.items() if i in used]
 
 
 def _short(name: str) -> str:
@@ -79,13 +84,12 @@ def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None,
             table.used[name] = f"law {getattr(law, '__module__', '?')}.{getattr(law, '__qualname__', law)}"
             continue
         table.used[name] = "roofline default"
-        if used is not None and i not in used:
-            continue
         mod = k.get("module", "")
         why = (f"its module {mod!r} cannot be imported ({failed[mod]})" if mod in failed
                else "it has no cost law (kernel(..., cost=law))" if name in registered
                else f"module {mod!r} does not register it")
-        table.notes.append(f"kernel {_short(name)}: roofline default (floor + bytes / core_gbps) because {why}")
+        table.fallback[i] = f"kernel {_short(name)}: roofline default (floor + bytes / core_gbps) because {why}"
+    table.notes = list(table.fallback.values()) if used is None else table.notes_for(used)
     unused = [k for k in extra if k not in table.used and not any(_short(n) == k for n in table.used)]
     if unused:
         raise ValueError(f"laws: no recorded kernel is named {', '.join(map(repr, unused))}; recorded: "
@@ -93,33 +97,72 @@ def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None,
     return table
 
 
+class RecordedArg:
+    """A tensor argument of a recording as a law sees it (kernels.cost.ArgInfo), read straight from
+    the record's JSON list [dir, dtype, shape, nbytes, buffer, owner, [lo, hi], untracked, ...]
+    (host/graph.py) without building an Arg: a million-task recording is streamed through the
+    laws, and most of it is never looked at."""
+
+    __slots__ = ("_a",)
+
+    def __init__(self, a: list) -> None:
+        if type(a) is not list or len(a) < 6 or a[0] not in DIR_NAMES or type(a[3]) is not int or a[3] < 0:
+            raise ValueError(f"tensor argument {a!r}: expected [dir, dtype, shape, nbytes, buffer, owner, ...] "
+                             f"with dir one of {', '.join(DIR_NAMES)} and nbytes a count")
+        self._a = a
+
+    dir = property(lambda self: self._a[0])
+    dtype = property(lambda self: self._a[1])
+    shape = property(lambda self: tuple(self._a[2]))
+    nbytes = property(lambda self: self._a[3])
+    buffer = property(lambda self: self._a[4])
+    owner = property(lambda self: self._a[5])
+    span = property(lambda self: tuple(self._a[6]) if len(self._a) > 6 else (0, 0))
+    untracked = property(lambda self: bool(self._a[7]) if len(self._a) > 7 else False)
+    strides = property(lambda self: tuple(self._a[8]) if len(self._a) > 8 and self._a[8] is not None else None)
+
+    def __repr__(self) -> str:
+        return f"RecordedArg({self._a!r})"
+
+
+class TaskCosts:
+    """(us × law_scale, hbm_bytes) of one block of a task: its kernel's law, or the roofline default."""
+
+    def __init__(self, kernels: Sequence[dict], table: LawTable, p: Params) -> None:
+        self.kernels, self.laws, self.p, self.scale = kernels, table.laws, p, p.law_scale
+        self.used: set[int] = set()            # kernel indices some task ran with
+
+    def __call__(self, tid: int, kernel: int, args: Sequence[ArgInfo], scalars: Sequence, blocks: int
+                 ) -> tuple[float, float]:
+        kernels = self.kernels
+        if type(kernel) is not int or not 0 <= kernel < len(kernels):
+            raise ValueError(f"record of task {tid}: kernel index {kernel!r} is not in the header's "
+                             f"{len(kernels)} kernels")
+        self.used.add(kernel)
+        k = kernels[kernel]
+        info = TaskInfo(k["name"], k.get("shape", ""), args, scalars, blocks)
+        law = self.laws[kernel]
+        if law is None:
+            c = roofline(info, self.p)
+        else:
+            try:
+                c = law(info)
+            except Exception as e:  # noqa: BLE001 - a user law's bug, reported with the task it hit
+                raise ValueError(f"cost law of kernel {_short(k['name'])} failed on task {tid}: "
+                                 f"{type(e).__name__}: {e}") from e
+            if not isinstance(c, Cost):
+                raise ValueError(f"cost law of kernel {_short(k['name'])} returned {type(c).__name__} for task "
+                                 f"{tid}; expected kernels.cost.Cost(us, hbm_bytes)")
+        return c.us * self.scale, float(c.hbm_bytes)
+
+
 def task_costs(kernels: Sequence[dict], records: Sequence[Record], table: LawTable,
                p: Params) -> tuple[list[float], list[float]]:
     """(us × law_scale, hbm_bytes) per record, for one SPMD block; zeros for records without a core."""
     us = [0.0] * len(records)
     hbm = [0.0] * len(records)
-    scale = p.law_scale
-    laws = table.laws
+    cost = TaskCosts(kernels, table, p)
     for i, r in enumerate(records):
-        if r.kind != "task" or r.skipped:
-            continue
-        if not 0 <= r.kernel < len(kernels):
-            raise ValueError(f"record of task {r.tid}: kernel index {r.kernel} is not in the header's "
-                             f"{len(kernels)} kernels")
-        k = kernels[r.kernel]
-        info = TaskInfo(k["name"], k["shape"], r.args, r.scalars, r.blocks)
-        law = laws[r.kernel]
-        if law is None:
-            c = roofline(info, p)
-        else:
-            try:
-                c = law(info)
-            except Exception as e:  # noqa: BLE001 - a user law's bug, reported with the task it hit
-                raise ValueError(f"cost law of kernel {_short(k['name'])} failed on task {r.tid}: "
-                                 f"{type(e).__name__}: {e}") from e
-            if not isinstance(c, Cost):
-                raise ValueError(f"cost law of kernel {_short(k['name'])} returned {type(c).__name__} for task "
-                                 f"{r.tid}; expected kernels.cost.Cost(us, hbm_bytes)")
-        us[i] = c.us * scale
-        hbm[i] = float(c.hbm_bytes)
+        if r.kind == "task" and not r.skipped:
+            us[i], hbm[i] = cost(r.tid, r.kernel, r.args, r.scalars, r.blocks)
     return us, hbm

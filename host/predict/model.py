@@ -41,12 +41,16 @@ last core is read; no first-task start penalty, no L2, no per-core bandwidth lim
 from __future__ import annotations
 
 import gc
+import itertools
 import math
+from array import array
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from typing import Any
 
-from host.graph import Record
+from host.predict.laws import RecordedArg, TaskCosts
 from host.predict.params import Params
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2, SHAPE_NAMES
 
@@ -82,6 +86,8 @@ PER_CLUSTER = [2 if s == SHAPE_AIV else 1 for s in range(len(SHAPE_NAMES))]   # 
 # then scheduler threads (so a thread at time t sees everything that happened at t).
 EV_START, EV_END, EV_HBM, EV_DONE, EV_SUBMIT, EV_THREAD = range(6)
 PRIO = (0, 0, 0, 1, 2, 3)
+PRIO_THREAD, PRIO_HBM, PRIO_CORE, PRIO_DONE = PRIO[EV_THREAD], PRIO[EV_HBM], PRIO[EV_START], PRIO[EV_DONE]
+assert PRIO[EV_END] == PRIO_CORE
 READ, DISPATCH = 0, 1
 
 
@@ -89,28 +95,56 @@ class ModelDeadlock(RuntimeError):
     """The orchestrator blocks on a full ring and nothing left in the run can free it."""
 
 
+class Adjacency:
+    """Record indices per record, packed (CSR): row i is ``idx[start[i]:start[i + 1]]``. A million
+    records' predecessors as two arrays of C ints instead of a million Python lists."""
+
+    __slots__ = ("start", "idx")
+
+    def __init__(self, start: array | None = None, idx: array | None = None) -> None:
+        self.start = start if start is not None else array("l", [0])
+        self.idx = idx if idx is not None else array("l")
+
+    def __getitem__(self, i: int) -> array:
+        return self.idx[self.start[i]:self.start[i + 1]]
+
+    def __len__(self) -> int:
+        return len(self.start) - 1
+
+    def __iter__(self) -> Iterator[array]:
+        st, idx = self.start, self.idx
+        for i in range(len(st) - 1):
+            yield idx[st[i]:st[i + 1]]
+
+
 @dataclass
 class RunInput:
-    """One run's records as flat lists (run-local indices), ready to simulate."""
+    """One run's records as flat columns (run-local indices), ready to simulate."""
 
     run: int
     first: int                      # record index range [first, end) in the graph
     end: int
-    tid: list[int]
-    kind: list[int]
-    kernel: list[int]
-    depth: list[int]
-    shape: list[int]                # core shape code, -1 = no core (dummy, skipped, alloc, scope end)
-    blocks: list[int]
-    sync: list[bool]
-    heap: list[int]
-    ocost: list[float]              # orchestrator time to submit the record
-    us: list[float]                 # nominal kernel time of one block (law × law_scale)
-    hbm: list[float]                # HBM bytes of one block
-    preds: list[list[int]]
-    succs: list[list[int]]
-    owners: list[tuple[int, ...]]   # records that allocated a buffer this task uses (not itself)
+    tid: array                      # q
+    kind: array                     # b: K_*
+    kernel: array                   # l: index into kernel_names, -1 for records that are not tasks
+    depth: array                    # l
+    shape: array                    # b: core shape code, -1 = no core (dummy, skipped, alloc, scope end)
+    blocks: array                   # l
+    sync: array                     # b
+    heap: array                     # q
+    ocost: array                    # d: orchestrator time to submit the record
+    us: array                       # d: nominal kernel time of one block (law × law_scale)
+    hbm: array                      # d: HBM bytes of one block
+    preds: Adjacency                # records it waits for, ascending
+    owners: Adjacency               # records that allocated a buffer this task uses (not itself)
     kernel_names: list[str]
+
+    @staticmethod
+    def empty(run: int, first: int, kernels: list[dict]) -> RunInput:
+        """No records yet (a Flattener or a reader process fills the columns)."""
+        return RunInput(run, first, first, array("q"), array("b"), array("l"), array("l"), array("b"), array("l"),
+                        array("b"), array("q"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(),
+                        [k["name"].rsplit(".", 1)[-1] for k in kernels])
 
 
 @dataclass
@@ -145,51 +179,188 @@ class RunStats:
     timeline: Timeline | None = None
 
 
-def prepare(run: int, records: list[Record], first: int, end: int, kernels: list[dict], us: list[float],
-            hbm: list[float], p: Params) -> RunInput:
-    """Flatten records [first, end) of a graph; ``us``/``hbm`` (laws.task_costs) are per record of that range."""
-    recs = records[first:end]
-    n = len(recs)
-    index = {r.tid: i for i, r in enumerate(recs)}
-    shape_of = []
-    for k in kernels:
-        if k.get("shape") not in SHAPE_NAMES:
-            raise ValueError(f"kernel {k.get('name')!r}: unknown core shape {k.get('shape')!r}; expected one "
-                             f"of {', '.join(SHAPE_NAMES)}")
-        shape_of.append(SHAPE_NAMES.index(k["shape"]))
-    ri = RunInput(run, first, end, [0] * n, [0] * n, [-1] * n, [0] * n, [-1] * n, [1] * n, [False] * n, [0] * n,
-                  [0.0] * n, list(us), list(hbm), [[] for _ in range(n)], [[] for _ in range(n)],
-                  [()] * n, [k["name"].rsplit(".", 1)[-1] for k in kernels])
-    submit, per_arg = p.orch_submit_us, p.orch_arg_us
-    for i, r in enumerate(recs):
-        if r.kind not in _KIND:
-            raise ValueError(f"record {first + i} (task {r.tid}): unknown kind {r.kind!r}; expected one of "
-                             f"{', '.join(_KIND)}")
-        k = _KIND[r.kind]
-        ri.tid[i], ri.kind[i], ri.depth[i], ri.heap[i] = r.tid, k, r.depth, r.heap
-        if r.heap > p.heap_bytes:
-            raise ValueError(f"record {first + i} (task {r.tid}) allocates {r.heap} bytes of heap, more than "
-                             f"heap_bytes={p.heap_bytes}: raise it, e.g. --set heap_bytes={2 * r.heap}")
-        if r.blocks < 1:
-            raise ValueError(f"record {first + i} (task {r.tid}): blocks={r.blocks}, expected >= 1")
-        ri.ocost[i] = p.orch_scope_end_us if k == K_SCOPE_END else submit + per_arg * len(r.args)
-        if k == K_TASK or k == K_DUMMY:
-            ri.kernel[i] = r.kernel
-            if k == K_TASK and not r.skipped:
-                s = shape_of[r.kernel]
-                ri.shape[i], ri.blocks[i], ri.sync[i] = s, r.blocks, r.sync
-                if r.sync and r.blocks > p.clusters * PER_CLUSTER[s]:
-                    raise ValueError(f"task {r.tid}: a sync SPMD launch of {r.blocks} {SHAPE_NAMES[s]} blocks needs "
-                                     f"them all idle at once; {p.clusters} clusters hold at most "
-                                     f"{p.clusters * PER_CLUSTER[s]} (--set clusters=...)")
-            preds = sorted({index[t] for t in r.preds if t in index and index[t] != i})
-            ri.preds[i] = preds
-            for q in preds:
-                ri.succs[q].append(i)
-        if r.args and k != K_SCOPE_END:
-            ri.owners[i] = tuple(sorted({index[a.owner] for a in r.args
-                                         if a.owner in index and index[a.owner] != i}))
-    return ri
+class Flattener:
+    """One run's records -- JSON objects in the recording's format (host/graph.py), in order,
+    records [first, end) of the graph (``end`` None: as many as come) -- flattened into the columns
+    of ``ri`` a chunk at a time (``more()``); ``costs`` gives each task's kernel time
+    (laws.TaskCosts). Nothing of the JSON is kept: millions of records stream through, and the
+    model (``simulate(..., feed=flattener.more)``) can start on the first chunk."""
+
+    CHUNK = 4096
+
+    def __init__(self, run: int, first: int, end: int | None, records: Iterable[dict], kernels: list[dict],
+                 costs: TaskCosts, p: Params) -> None:
+        self.shape_of = []
+        for k in kernels:
+            if k.get("shape") not in SHAPE_NAMES:
+                raise ValueError(f"kernel {k.get('name')!r}: unknown core shape {k.get('shape')!r}; expected one "
+                                 f"of {', '.join(SHAPE_NAMES)}")
+            self.shape_of.append(SHAPE_NAMES.index(k["shape"]))
+        self.ri = RunInput.empty(run, first, kernels)
+        self.end, self.kernels, self.costs = end, kernels, costs
+        self.records: Iterator[dict] | None = iter(records)
+        self.where = _Where(self.ri.tid)
+        self.later: list[tuple[int, int]] = []      # (record, producer id not seen yet): an edge to a later record?
+        self.c = (p.orch_submit_us, p.orch_arg_us, p.orch_scope_end_us, p.heap_bytes, p.clusters)
+
+    def more(self, k: int = CHUNK) -> bool:
+        """Flatten up to k more records; False once there are none (the run's checks then done)."""
+        if self.records is None:
+            return False
+        ri, first, i0 = self.ri, self.ri.first, len(self.ri.kind)
+        i = i0
+        for d in itertools.islice(self.records, k):
+            try:
+                _flatten(ri, i, first + i, d, self.kernels, self.shape_of, self.costs, self.where, self.later, self.c)
+            except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
+                what = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+                raise ValueError(f"record {first + i}: malformed ({what})") from e
+            i += 1
+        if i > i0:
+            return True
+        self.records = None
+        n, end = len(ri.kind), self.end
+        if end is not None and n != end - first:
+            raise ValueError(f"run {ri.run}: records [{first}, {end}) announced, the recording ends after {first + n}")
+        ri.end = first + n
+        for j, q in self.later:
+            x = self.where.get(q)
+            if x is not None:
+                raise ValueError(f"record {first + j} (task {ri.tid[j]}) waits for task {q}, recorded after it "
+                                 f"(record {first + x}): a dependency cycle, or edges that are not a recording's")
+        return False
+
+
+def prepare(run: int, first: int, end: int | None, records: Iterable[dict], kernels: list[dict], costs: TaskCosts,
+            p: Params) -> RunInput:
+    """A whole run flattened (Flattener) before simulating it."""
+    f = Flattener(run, first, end, records, kernels, costs, p)
+    while f.more():
+        pass
+    return f.ri
+
+
+def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape_of: list[int], costs: TaskCosts,
+             where: _Where, later: list[tuple[int, int]], c: tuple[float, float, float, int, int]) -> None:
+    """Append record ``d`` (run-local index i, record rec of the graph) to the columns of ri;
+    ``c``: orch_submit_us, orch_arg_us, orch_scope_end_us, heap_bytes, clusters. (Called once
+    per record of a million: plain locals, the common case first.)"""
+    get = d.get
+    t, k = d["t"], _KIND.get(d["k"])
+    heap, blocks = get("h", 0), get("b", 1)
+    if type(t) is not int or k is None or type(heap) is not int or heap > c[3] or type(blocks) is not int \
+            or blocks < 1:
+        _bad_record(rec, d, t, k, heap, blocks, c[3])
+    args = get("a") or ()
+    pr = get("pr")
+    try:
+        views = [RecordedArg(a) for a in args]
+        if pr is not None:
+            views.append(RecordedArg(pr[0]))       # the predicate's operand: one more tracked read
+    except ValueError as e:
+        raise ValueError(f"record {rec} (task {t}): {e}") from None
+    where.add(t, i)
+    kern, shape, us, hbm, sync = -1, -1, 0.0, 0.0, False
+    pidx = ri.preds.idx
+    if k == K_TASK or k == K_DUMMY:
+        kern = get("kn", -1)
+        if k == K_TASK:
+            if type(kern) is not int or not 0 <= kern < len(kernels):
+                raise ValueError(f"record {rec} (task {t}): kernel index {kern!r} is not in the header's "
+                                 f"{len(kernels)} kernels")
+            costs.used.add(kern)
+            if not get("sk"):
+                us, hbm = costs(t, kern, views[:len(args)] if pr is not None else views, get("s") or (), blocks)
+                shape = shape_of[kern]
+                sync = bool(get("sy"))
+                if sync and blocks > c[4] * PER_CLUSTER[shape]:
+                    raise ValueError(f"task {t}: a sync SPMD launch of {blocks} {SHAPE_NAMES[shape]} blocks needs "
+                                     f"them all idle at once; {c[4]} clusters hold at most "
+                                     f"{c[4] * PER_CLUSTER[shape]} (--set clusters=...)")
+            else:
+                blocks = 1
+        else:
+            blocks = 1
+        ps = get("p")
+        if ps:
+            if len(ps) == 1 and where.map is None and type(ps[0]) is int and 0 <= ps[0] - where.t0 < i:
+                pidx.append(ps[0] - where.t0)      # where.rows(), for the common single producer
+            else:
+                pidx.extend(where.rows(ps, i, t, later))
+    else:
+        blocks = 1
+    ri.tid.append(t)
+    ri.kind.append(k)
+    ri.depth.append(get("d", 0))
+    ri.heap.append(heap)
+    ri.ocost.append(c[2] if k == K_SCOPE_END else c[0] + c[1] * len(views))
+    ri.kernel.append(kern)
+    ri.shape.append(shape)
+    ri.blocks.append(blocks)
+    ri.sync.append(sync)
+    ri.us.append(us)
+    ri.hbm.append(hbm)
+    ri.preds.start.append(len(pidx))
+    if views and k != K_SCOPE_END:
+        owners = [a[5] for a in args if a[5] >= 0]
+        if pr is not None and pr[0][5] >= 0:
+            owners.append(pr[0][5])
+        if len(owners) == 1 and where.map is None and 0 <= owners[0] - where.t0 < i:
+            ri.owners.idx.append(owners[0] - where.t0)     # where.rows(), for the common single owner
+        elif owners:
+            ri.owners.idx.extend(where.rows(owners, i + 1, t, None, i))
+    ri.owners.start.append(len(ri.owners.idx))
+
+
+def _bad_record(rec: int, d: dict, t: Any, k: int | None, heap: Any, blocks: Any, heap_bytes: int) -> None:
+    if type(t) is not int or k is None:
+        raise ValueError(f"record {rec}: task id {t!r}, kind {d['k']!r}: expected an int and one of "
+                         f"{', '.join(_KIND)}")
+    if type(heap) is not int:
+        raise ValueError(f"record {rec} (task {t}): heap {heap!r}, expected a byte count")
+    if heap > heap_bytes:
+        raise ValueError(f"record {rec} (task {t}) allocates {heap} bytes of heap, more than heap_bytes="
+                         f"{heap_bytes}: raise it, e.g. --set heap_bytes={2 * heap}")
+    raise ValueError(f"record {rec} (task {t}): blocks={blocks!r}, expected >= 1")
+
+
+class _Where:
+    """Task id -> run-local record index. Ids of a recording count up by one per record, so the index
+    is the id minus the first; a dict only if a run breaks that (merged recordings)."""
+
+    __slots__ = ("tids", "t0", "map")
+
+    def __init__(self, tids: array) -> None:
+        self.tids, self.t0, self.map = tids, None, None
+
+    def add(self, t: int, i: int) -> None:
+        if self.t0 is None:
+            self.t0 = t - i
+        if self.map is None and t != self.t0 + i:
+            self.map = {x: j for j, x in enumerate(self.tids)}
+        if self.map is not None:
+            self.map[t] = i
+
+    def get(self, t: int) -> int | None:
+        if self.map is not None:
+            return self.map.get(t)
+        j = t - self.t0 if type(t) is int else -1
+        return j if 0 <= j < len(self.tids) else None
+
+    def rows(self, ids: list, n: int, t: int, later: list[tuple[int, int]] | None, skip: int = -1) -> list[int]:
+        """The indices below n of these task ids, ascending and once each, without ``skip``; an id not
+        seen yet and above t (the current record's) goes to ``later`` with the current index."""
+        m, t0, out = self.map, self.t0, set()
+        for q in ids:
+            j = (m.get(q) if m is not None else q - t0 if type(q) is int else None)
+            if j is not None and 0 <= j < n and j != skip:
+                out.add(j)
+            elif later is not None and (j is None or j >= n):
+                if type(q) is not int:
+                    raise ValueError(f"task {t}: producer {q!r} is not a task id")
+                if q > t:
+                    later.append((n, q))
+        return sorted(out)
 
 
 def critical_path(ri: RunInput, p: Params) -> tuple[float, int, float]:
@@ -208,11 +379,13 @@ def critical_path(ri: RunInput, p: Params) -> tuple[float, int, float]:
     cnt = [0] * n
     t_sub = 0.0
     best, best_n, best_dep = 0.0, 0, 0.0
+    p_start, p_idx = ri.preds.start, ri.preds.idx
     for i in range(n):
         t_sub += ri.ocost[i]
         k = ri.kind[i]
         start, c, d = t_sub, 0, 0.0
-        for q in ri.preds[i]:
+        for x in range(p_start[i], p_start[i + 1]):
+            q = p_idx[x]
             if fin[q] > start:
                 start, c = fin[q], cnt[q]
             if dep[q] > d:
@@ -232,7 +405,7 @@ def critical_path(ri: RunInput, p: Params) -> tuple[float, int, float]:
 
 class _Thread:
     __slots__ = ("idx", "clusters", "masks", "P", "t0", "busy_until", "pend_t", "pend_kind", "pend_arg",
-                 "ver", "visible", "job_on", "busy")
+                 "ver", "visible", "job_on", "pos_at", "busy")
 
     def __init__(self, idx: int, clusters: list[int], poll: float) -> None:
         self.idx = idx
@@ -244,29 +417,33 @@ class _Thread:
         self.pend_t, self.pend_kind, self.pend_arg, self.ver = INF, READ, 0, 0
         self.visible: dict[int, float] = {}        # sweep position -> time its job's end became visible
         self.job_on = [-1] * (3 * len(clusters))   # sweep position -> job running there
+        self.pos_at = [pos * poll for pos in range(3 * len(clusters))]   # a position's offset in a sweep
         self.busy = 0.0                            # time spent handling completions and dispatching
 
 
 class _Sim:
     """One run. Plain lists and small ints; see the module docstring for the model."""
 
-    def __init__(self, ri: RunInput, p: Params, capture: bool) -> None:
+    def __init__(self, ri: RunInput, p: Params, capture: bool, feed: Callable[[], bool] | None = None) -> None:
         self.ri, self.p = ri, p
+        self.feed = feed                            # adds records to ri; False once there are no more
         n = self.n = len(ri.kind)
         self.poll, self.fin, self.dstart = p.sched_poll_us, p.fin_visible_us, p.dispatch_start_us
         self.comp, self.disp = p.sched_complete_us, p.sched_dispatch_us
         self.cap = p.hbm_gbps * 1e3                # bytes per us
+        self.window, self.heap_cap = p.task_window, p.heap_bytes
         T = self.T = p.sched_threads
         self.threads = [_Thread(i, list(range(i, p.clusters, T)), self.poll) for i in range(T)]
         self.ev: list[tuple] = []
-        self.seq = 0
+        self.seq = itertools.count(1)              # ties at one time and priority: first pushed, first
         self.events = 0
-        # records
-        self.npred = [len(x) for x in ri.preds]
-        self.submitted = [False] * n
-        self.done = [False] * n
+        # records (the columns grow with ri when a feed adds records: more())
+        self.npred = [0] * n                        # predecessors not complete (counted at submit)
+        self.waiting: dict[int, list[int]] = {}     # record -> submitted records waiting for it, in order
+        self.submitted = bytearray(n)               # flags: 0 / 1
+        self.done = bytearray(n)
         self.users = [0] * n
-        self.scope_ended = [False] * n
+        self.scope_ended = bytearray(n)
         self.open_scopes: dict[int, list[int]] = {}
         self.to_dispatch = list(ri.blocks)          # blocks not yet dispatched
         self.blocks_left = list(ri.blocks)          # blocks not yet complete
@@ -281,12 +458,12 @@ class _Sim:
         self.nocore: deque[int] = deque()
         self.syncq: deque[int] = deque()
         # jobs (one SPMD block on the cores of one cluster)
-        self.job_rec: list[int] = []
-        self.job_cluster: list[int] = []
+        self.job_rec = array("l")
+        self.job_cluster = array("l")
         self.job_lanes: list[tuple[int, ...]] = []
-        self.job_start: list[float] = []
-        self.job_end: list[float] = []
-        self.job_left: list[int] = []
+        self.job_start = array("d")
+        self.job_end = array("d")
+        self.job_left = array("l")
         # HBM: W is the work clock (nominal us of progress of every memory job), rate f = min(1, cap/D)
         self.W = self.tw = self.D = 0.0
         self.f = 1.0
@@ -298,34 +475,54 @@ class _Sim:
     # -- plumbing --------------------------------------------------------------------------------
 
     def push(self, t: float, kind: int, a: int, b: int = 0) -> None:
-        self.seq += 1
-        heappush(self.ev, (t, PRIO[kind], self.seq, kind, a, b))
+        heappush(self.ev, (t, PRIO[kind], next(self.seq), kind, a, b))
+
+    def more(self) -> bool:
+        """More records from the feed (the orchestrator reached the end of those flattened so far)."""
+        if self.feed is None or not self.feed():
+            return False
+        ri, n0 = self.ri, self.n
+        k = len(ri.kind) - n0
+        self.n = n0 + k
+        self.npred += [0] * k
+        self.submitted += bytearray(k)
+        self.done += bytearray(k)
+        self.users += [0] * k
+        self.scope_ended += bytearray(k)
+        self.to_dispatch += ri.blocks[n0:]
+        self.blocks_left += ri.blocks[n0:]
+        return True
 
     def run(self) -> None:
         self.orch_next(0, 0.0)
         ev, threads = self.ev, self.threads
+        read, dispatch, hbm_tick, submitted, job_done, hbm_start, job_ended = (
+            self.read, self.dispatch, self.hbm_tick, self.submitted_, self.job_done, self.hbm_start, self.job_ended)
+        events = 0
         while ev:
             t, _, _, kind, a, b = heappop(ev)
-            self.events += 1
-            if kind == EV_THREAD:
+            events += 1
+            if kind == EV_THREAD:                   # (the kinds by how often they come)
                 th = threads[a]
                 if b != th.ver:
                     continue                        # superseded
                 th.pend_t = INF
                 if th.pend_kind == READ:
-                    self.read(th, t, th.pend_arg)
+                    read(th, t, th.pend_arg)
                 else:
-                    self.dispatch(th, t)
-            elif kind == EV_END:
-                self.job_ended(a, t)
-            elif kind == EV_DONE:
-                self.job_done(a, b, t)
+                    dispatch(th, t)
+            elif kind == EV_HBM:
+                if a == self.hbm_ver:               # not superseded
+                    hbm_tick(t)
             elif kind == EV_SUBMIT:
-                self.submitted_(a, t)
+                submitted(a, t)
+            elif kind == EV_DONE:
+                job_done(a, b, t)
             elif kind == EV_START:
-                self.hbm_start(a, t)
-            elif a == self.hbm_ver:                 # EV_HBM, not superseded
-                self.hbm_tick(t)
+                hbm_start(a, t)
+            else:
+                job_ended(a, t)
+        self.events += events
         if self.blocked >= 0:
             raise ModelDeadlock(self.deadlock_message())
         if self.R < self.n and not all(self.done[i] for i in range(self.n) if self.ri.kind[i] != K_SCOPE_END):
@@ -337,14 +534,14 @@ class _Sim:
     # -- orchestrator and rings --------------------------------------------------------------------
 
     def ring_full(self, i: int) -> str:
-        if i - self.R >= self.p.task_window:
+        if i - self.R >= self.window:
             return "task ring"
-        if self.heap_used + self.ri.heap[i] > self.p.heap_bytes:
+        if self.heap_used + self.ri.heap[i] > self.heap_cap:
             return "heap ring"
         return ""
 
     def orch_next(self, i: int, t: float) -> None:
-        if i >= self.n:
+        if i >= self.n and not self.more():
             self.orch_end = t
             return
         full = self.ring_full(i)
@@ -372,12 +569,26 @@ class _Sim:
         else:
             if ri.heap[i]:
                 self.open_scopes.setdefault(ri.depth[i], []).append(i)
-            users = self.users
-            for o in ri.owners[i]:
-                users[o] += 1
+            users, ost, oix = self.users, ri.owners.start, ri.owners.idx
+            for x in range(ost[i], ost[i + 1]):
+                users[oix[x]] += 1
             if k == K_ALLOC:
                 self.complete(i, t)
-            elif self.npred[i] == 0:
+                self.orch_next(i + 1, t)
+                return
+            pst, pix, done, waiting = ri.preds.start, ri.preds.idx, self.done, self.waiting
+            left = 0
+            for x in range(pst[i], pst[i + 1]):
+                q = pix[x]
+                if not done[q]:
+                    left += 1
+                    w = waiting.get(q)
+                    if w is None:
+                        waiting[q] = [i]
+                    else:
+                        w.append(i)
+            self.npred[i] = left
+            if left == 0:
                 self.ready(i, t)
         self.orch_next(i + 1, t)
 
@@ -399,6 +610,8 @@ class _Sim:
             self.orch_next(b, t)
 
     def deadlock_message(self) -> str:
+        while self.more():                          # (the records after the blocked one, for the message)
+            pass
         ri, p, i, R = self.ri, self.p, self.blocked, self.R
         what = ri.kernel_names[ri.kernel[R]] if ri.kernel[R] >= 0 else ("alloc" if ri.kind[R] == K_ALLOC
                                                                          else "record")
@@ -449,14 +662,16 @@ class _Sim:
         self.done[j] = True
         if t > self.last_done:
             self.last_done = t
-        npred, sub = self.npred, self.submitted
-        for s in ri.succs[j]:
-            npred[s] -= 1
-            if npred[s] == 0 and sub[s]:
-                self.ready(s, t)
-        users = self.users
-        for o in ri.owners[j]:
-            users[o] -= 1
+        waiting = self.waiting.pop(j, None)
+        if waiting:
+            npred = self.npred
+            for s in waiting:                       # submitted, in submission order
+                npred[s] -= 1
+                if npred[s] == 0:
+                    self.ready(s, t)
+        users, ost, oix = self.users, ri.owners.start, ri.owners.idx
+        for x in range(ost[j], ost[j + 1]):
+            users[oix[x]] -= 1
         self.retire(t)
 
     # -- scheduler threads -------------------------------------------------------------------------
@@ -483,13 +698,22 @@ class _Sim:
         return r if r > x else x
 
     def set_pending(self, th: _Thread, t: float, kind: int, arg: int) -> None:
-        th.ver += 1
+        th.ver = v = th.ver + 1
         th.pend_t, th.pend_kind, th.pend_arg = t, kind, arg
-        self.push(t, EV_THREAD, th.idx, th.ver)
+        heappush(self.ev, (t, PRIO_THREAD, next(self.seq), EV_THREAD, th.idx, v))     # push(), inlined
 
     def offer(self, th: _Thread, t: float) -> None:
         """Work th can dispatch appeared at t: its next sweep boundary is a candidate event."""
-        b = self.boundary(th, t if t > th.busy_until else th.busy_until)
+        x = t if t > th.busy_until else th.busy_until
+        P = th.P
+        if P <= 0.0:                               # boundary(), inlined
+            b = x
+        else:
+            b = th.t0 + math.ceil((x - th.t0) / P) * P
+            if b < x - 1e-9:
+                b += P
+            if b <= x:
+                b = x
         if b < th.pend_t or (b == th.pend_t and th.pend_kind == READ):
             self.set_pending(th, b, DISPATCH, 0)
 
@@ -522,10 +746,12 @@ class _Sim:
                     if r < best or (r == best and pos < arg):
                         best, arg = r, pos
             else:
-                poll, t0, ceil = self.poll, th.t0, math.ceil
+                at, t0, ceil = th.pos_at, th.t0, math.ceil
                 for pos, v in th.visible.items():      # read_time(), inlined: this is the hot loop
                     y = v if v > x else x
-                    off = t0 + pos * poll
+                    if y > best:
+                        continue                        # read at or after y > best: cannot win
+                    off = t0 + at[pos]
                     r = off + ceil((y - off) / P) * P
                     if r < y - 1e-9:
                         r += P
@@ -548,18 +774,24 @@ class _Sim:
         del th.visible[pos]
         jid = th.job_on[pos]
         th.job_on[pos] = -1
-        self.job_left[jid] -= 1
-        if self.job_left[jid]:
+        left = self.job_left[jid] - 1
+        self.job_left[jid] = left
+        if left:
             self.recompute(th, r + self.poll)      # other cores of this job not seen yet
             return
-        h = r + self.poll + self.comp
-        th.t0 += self.comp
+        comp = self.comp
+        h = r + self.poll + comp
+        th.t0 += comp
         th.busy_until = h
-        th.busy += self.comp
+        th.busy += comp
+        j = self.job_rec[jid]
         if self.tl:
-            self.tl.sched.append((th.idx, r + self.poll, h, "complete", self.job_rec[jid]))
-        self.push(h, EV_DONE, jid, self.job_rec[jid])
-        self.recompute(th, h)
+            self.tl.sched.append((th.idx, r + self.poll, h, "complete", j))
+        heappush(self.ev, (h, PRIO_DONE, next(self.seq), EV_DONE, jid, j))
+        # No recompute(th, h) here: the EV_DONE just pushed comes first at h (its priority is lower
+        # than a thread event's), and job_done ends with recompute(th, h) from the same state;
+        # what happens in between can only compare against th's pending event, which that
+        # recompute replaces. (Half the recomputes, the same results.)
 
     def dispatch(self, th: _Thread, b: float) -> None:
         """Dispatch phase at sweep boundary b: core-less tasks, a sync launch, then widest shapes first."""
@@ -637,25 +869,29 @@ class _Sim:
 
     def start_job(self, j: int, c: int, lanes: tuple[int, ...], w: float) -> None:
         """Dispatch written at w: the job occupies ``lanes`` of cluster c and starts dispatch_start later."""
-        th = self.threads[c % self.T]
-        k = c // self.T
-        jid = len(self.job_rec)
+        T = self.T
+        th = self.threads[c % T]
+        k = c // T
+        rec = self.job_rec
+        jid = len(rec)
         m = th.masks[k]
+        on = th.job_on
         for ln in lanes:
             m &= ~(1 << ln)
-            th.job_on[3 * k + ln] = jid
+            on[3 * k + ln] = jid
         th.masks[k] = m
         start = w + self.dstart
-        self.job_rec.append(j)
+        rec.append(j)
         self.job_cluster.append(c)
         self.job_lanes.append(lanes)
         self.job_start.append(start)
         self.job_end.append(start)
         self.job_left.append(len(lanes))
-        if self.ri.hbm[j] > 0.0:
-            self.push(start, EV_START, jid)
+        ri = self.ri
+        if ri.hbm[j] > 0.0:
+            heappush(self.ev, (start, PRIO_CORE, next(self.seq), EV_START, jid, 0))
         else:
-            self.push(start + self.ri.us[j], EV_END, jid)
+            heappush(self.ev, (start + ri.us[j], PRIO_CORE, next(self.seq), EV_END, jid, 0))
 
     def job_ended(self, jid: int, e: float) -> None:
         """The job's kernel ended at e on every core it holds; each becomes visible fin_visible_us later."""
@@ -699,9 +935,9 @@ class _Sim:
         self.tw = t
 
     def hbm_reschedule(self) -> None:
-        self.hbm_ver += 1
+        self.hbm_ver = v = self.hbm_ver + 1
         if self.pool:
-            self.push(self.tw + (self.pool[0][0] - self.W) / self.f, EV_HBM, self.hbm_ver)
+            heappush(self.ev, (self.tw + (self.pool[0][0] - self.W) / self.f, PRIO_HBM, next(self.seq), EV_HBM, v, 0))
 
     def hbm_start(self, jid: int, t: float) -> None:
         j = self.job_rec[jid]
@@ -749,9 +985,11 @@ class _Sim:
                         self.events, self.tl)
 
 
-def simulate(ri: RunInput, p: Params, capture: bool = False) -> RunStats:
-    """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace."""
-    sim = _Sim(ri, p, capture)
+def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], bool] | None = None) -> RunStats:
+    """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace. ``feed``
+    adds records to ``ri`` when the orchestrator has submitted all it holds (Flattener.more, or
+    stream.py's reader process), returning False once the run has no more."""
+    sim = _Sim(ri, p, capture, feed)
     enabled = gc.isenabled()
     gc.disable()            # millions of short-lived event tuples, no cycles: collection is pure cost
     try:

@@ -30,6 +30,7 @@ class Param:
     integer: bool = False
     lo: float = 0.0            # smallest allowed value
     hi: float = math.inf       # largest allowed value
+    above: bool = False        # lo itself is not allowed (the model divides by this parameter)
 
 
 MIB = 1 << 20
@@ -70,14 +71,14 @@ PARAMS: tuple[Param, ...] = (
     Param("kernel_floor_us", 5.0, "us", "A2A3_MODEL: roofline default for kernels without a law gets a fixed "
           "per-task floor of ~2-10 us", "low"),
     Param("core_gbps", 200.0, "GB/s", "one core's achievable load bandwidth for the roofline default: L2 "
-          "~110 B/cycle/core x 1.85 GHz (A2A3_MODEL)", "medium"),
+          "~110 B/cycle/core x 1.85 GHz (A2A3_MODEL)", "medium", above=True),
     Param("aic_tflops", 15.2, "TFLOP/s", "cube peak per AIC, bf16: 8192 FLOP/cycle x 1.85 GHz "
-          "(A2A3_MODEL, pto-isa cost model)", "high"),
+          "(A2A3_MODEL, pto-isa cost model)", "high", above=True),
     # -- HBM --
     Param("hbm_gbps", 900.0, "GB/s", "A2A3_MODEL: scattered 32 KiB paged reads reach 0.8-1.0 TB/s aggregate; "
-          "the shared cap", "medium"),
+          "the shared cap", "medium", above=True),
     Param("hbm_peak_gbps", 1600.0, "GB/s", "A2A3_MODEL: 1.6 TB/s peak per die (other sources 1.5, 1.42); "
-          "reported for reference, set hbm_gbps to model it", "medium"),
+          "reported for reference, set hbm_gbps to model it", "medium", above=True),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -158,8 +159,9 @@ def parse_value(name: str, value: Any) -> float:
         x = int(x)
     else:
         x = float(x)
-    if not p.lo <= x <= p.hi:
-        rng = f">= {p.lo:g}" if p.hi == math.inf else f"in [{p.lo:g}, {p.hi:g}]"
+    if not p.lo <= x <= p.hi or (p.above and x == p.lo):
+        rng = (f"{'>' if p.above else '>='} {p.lo:g}" if p.hi == math.inf else
+               f"in {'(' if p.above else '['}{p.lo:g}, {p.hi:g}]")
         raise ValueError(f"parameter {name}={value!r}: expected a value {rng} ({p.unit})")
     return x
 

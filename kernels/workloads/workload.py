@@ -22,7 +22,11 @@ A case is a dict of parameters; ``cases`` is ordered smallest first, and names f
 reference's (Case1, CaseSmall1, CaseVarSeq4, ...). ``hardware_only`` marks the cases the reference
 runs only on a2a3 hardware (not in its simulator); ``big`` the ones too large for CI (their task
 counts are checked by a command). ``platform(params)`` gives Platform fields a case needs (ring
-sizes of the ringbuffer stress, say). Nothing here imports the host: kernels stay the bottom
+sizes of the ringbuffer stress, say). ``min_blocks``: the fewest device blocks the orchestration
+works with (a start-together launch of a fixed width, say); a narrower device is refused before
+anything runs. ``plan_inputs``: the arrays the orchestration reads to decide what it submits
+(block tables, context lengths: small); counting tasks (``ptoemu list``) builds only these for
+real. None: unknown, every array is built. Nothing here imports the host: kernels stay the bottom
 layer, and host/run.py is what runs a workload.
 """
 
@@ -57,6 +61,8 @@ class Workload:
     check: Callable[..., list[str]] | None = None
     reference: str = ""                                    # where it lives in the reference
     golden_per_variant: bool = False                       # the golden depends on the variant
+    min_blocks: int = 1                                    # the narrowest device (blocks) it runs on
+    plan_inputs: tuple[str, ...] | None = None             # arrays whose values decide its tasks
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -72,3 +78,4 @@ class Workload:
 def numpy_alloc(shape: tuple, dtype: Any) -> np.ndarray:
     """``alloc`` for building a workload's arrays in ordinary memory (goldens, tests)."""
     return np.empty(shape, dtype)
+

@@ -89,5 +89,5 @@ WORKLOAD = Workload(
     # the reference lists only the a2a3 platform for all three (Case1/Case2 also manual there)
     hardware_only=frozenset({"default", "Case1", "Case2"}),
     # Case1: 6 x 125 MiB of tensors, Case2: 3 x 64 + 3 x 160 MiB
-    big=frozenset({"Case1", "Case2"}),
+    big=frozenset({"Case1", "Case2"}), plan_inputs=(),          # the orchestration reads no array
     reference="tests/st/a2a3/tensormap_and_ringbuffer/alternating_matmul_add")

@@ -102,5 +102,5 @@ WORKLOAD = Workload(
     # Bgemm64 is manual on a2a3sim only: run by default on hardware, not in the simulator
     hardware_only=frozenset({"Bgemm64"}),
     # tensors: Case0 312 MiB, Case2 and Case3 160 MiB each
-    big=frozenset({"Case0", "Case2", "Case3"}),
+    big=frozenset({"Case0", "Case2", "Case3"}), plan_inputs=("config",),
     reference="examples/a2a3/tensormap_and_ringbuffer/benchmark_bgemm")

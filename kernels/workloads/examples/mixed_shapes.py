@@ -26,7 +26,7 @@ def _record(out, tag: int, row: int) -> None:
     info = core_info()
     block = info.block if info else -1
     kind = 0 if info is None or info.kind == "AIC" else 1
-    out[row] = (tag, block, kind, os.getpid() if info is not None and info.core >= 0 else -1)   # -1: inline
+    out[row] = (tag, block, kind, os.getpid() if info is not None and info.core >= 0 else -1)   # -1: sequential engine
 
 
 def cube_part(out, tag):

@@ -60,13 +60,12 @@ import numpy as np
 
 from kernels.workloads.paged_attention.cases import case_params, generate_inputs
 from kernels.workloads.paged_attention.golden import golden
-from kernels.workloads.paged_attention.orchestration import orchestrate
+from kernels.workloads.paged_attention.orchestration import INPUTS, orchestrate
 from kernels.workloads.workload import Alloc, Workload
 
 __all__ = ["INPUTS", "MULTI_ROUND_PAGED_ATTENTION", "PAGED_ATTENTION", "PAGED_ATTENTION_MANUAL_SCOPE",
            "REFERENCE_SHAPES", "REF_SCALE", "build", "golden_per_block", "reference_case"]
 
-INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
 REF_SCALE = 1.0                 # the reference generator's scale scalar (not 1/sqrt(head_dim))
 
 _SMALL = {"num_heads": 16, "head_dim": 16, "block_size": 16, "max_model_len": 256}
@@ -118,6 +117,7 @@ def _orchestrate(rt: Any, t: dict, params: Mapping[str, Any], variant: str) -> d
 
 _ORDER = ("CaseSmall1", "CaseVarSeq2", "CaseSmall2", "CaseVarSeq4", "Case2", "Case3", "Case1")
 _KERNELS = ("kernels.workloads.paged_attention.kernels",)
+PLAN_INPUTS = ("block_table", "context_lens")        # what the orchestration reads (rt.read)
 
 PAGED_ATTENTION = Workload(
     name="paged_attention",
@@ -126,7 +126,7 @@ PAGED_ATTENTION = Workload(
     cases={n: reference_case(n, unroll=1) for n in _ORDER},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=golden_per_block,
     tolerance=(1e-3, 1e-3), variants=("alloc",), kernels=_KERNELS,
-    hardware_only=_HARDWARE, big=_BIG,
+    hardware_only=_HARDWARE, big=_BIG, plan_inputs=PLAN_INPUTS,
     reference="examples/a2a3/tensormap_and_ringbuffer/paged_attention")
 
 
@@ -144,7 +144,7 @@ PAGED_ATTENTION_MANUAL_SCOPE = Workload(
     cases={n: reference_case(n, unroll=1, **({"task_window": 32768} if n == "Case1" else {})) for n in _ORDER},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=golden_per_block,
     tolerance=(1e-3, 1e-3), variants=("manual",), kernels=_KERNELS,
-    hardware_only=_HARDWARE, big=_BIG, platform=_manual_platform,
+    hardware_only=_HARDWARE, big=_BIG, platform=_manual_platform, plan_inputs=PLAN_INPUTS,
     reference="examples/a2a3/tensormap_and_ringbuffer/paged_attention_manual_scope")
 
 MULTI_ROUND_PAGED_ATTENTION = Workload(
@@ -156,6 +156,6 @@ MULTI_ROUND_PAGED_ATTENTION = Workload(
            "Case2": reference_case("Case2", "CaseSmall2", unroll=1),
            "CaseVarSeq4": reference_case("CaseVarSeq4", unroll=1)},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=golden_per_block,
-    tolerance=(1e-2, 1e-2), variants=("alloc",), kernels=_KERNELS,
+    tolerance=(1e-2, 1e-2), variants=("alloc",), kernels=_KERNELS, plan_inputs=PLAN_INPUTS,
     reference="tests/st/a2a3/tensormap_and_ringbuffer/multi_round_paged_attention",
     notes=("the number of rounds is the runner's: ptoemu run multi_round_paged_attention --rounds N",))

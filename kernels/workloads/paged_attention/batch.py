@@ -198,6 +198,7 @@ BATCH_PAGED_ATTENTION = Workload(
     tolerance=(1e-3, 1e-3), variants=("default",), kernels=("kernels.workloads.paged_attention.batch",),
     hardware_only=frozenset({"Case1", "Case2", "Case3"}),
     big=frozenset({"Case1", "Case2", "Case3"}),       # 2,052 - 4,112 tasks, 256 MiB - 1 GiB of KV cache
+    plan_inputs=("context_lens",),                    # read with rt.get_tensor_data
     reference="tests/st/a2a3/tensormap_and_ringbuffer/batch_paged_attention")
 
 
@@ -215,5 +216,5 @@ PAGED_ATTENTION_RINGBUFFER = Workload(
                                                task_window=64, heap_bytes=4 << 20)},
     build=build, outputs=("out",), orchestrate=_orchestrate, golden=golden_per_block,
     tolerance=(1e-3, 1e-3), variants=("default",), kernels=("kernels.workloads.paged_attention.batch",),
-    hardware_only=frozenset({"ringbuffer_stress"}), platform=_ring_platform,
+    hardware_only=frozenset({"ringbuffer_stress"}), platform=_ring_platform, plan_inputs=("context_lens",),
     reference="examples/a2a3/tensormap_and_ringbuffer/paged_attention_ringbuffer")

@@ -6,7 +6,12 @@
         ▼
     Cost(us, hbm_bytes)
 
-Where the numbers come from (/work/shared/A2A3_MODEL.md, "Kernel durations"): medians of a published
+These laws are the fallback of ``ptoemu predict`` for a recorded task without counted costs. The
+kernels themselves run on the tile layer, whose counts give each call's time from its instructions
+(``tile.count(qk, ...)``; kernels/a2a3.py): at Case1 both agree with the medians below, at other
+shapes the counted time is the better estimate (e.g. Case2 SF: 82 µs counted, 121 µs here).
+
+Where the numbers come from: medians of a published
 hardware swimlane of the reference's ``paged_attention_unroll`` at Case1 shapes (q_tile 16,
 head_dim 128, block_size 128, 64 KV blocks per task): QK 55 µs, SF 61 µs, PV 58 µs, UP ~4 µs.
 

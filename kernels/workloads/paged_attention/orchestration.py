@@ -1,4 +1,4 @@
-"""The paged-attention orchestration, in its three variants, and loading a case onto a device.
+"""The paged-attention orchestration, in its variants, and what every runner of it shares.
 
     for each sequence b, head tile (h0, qt):              one scope per group (as the reference);
                                                           chunk_scope=True: one per chunk too
@@ -19,6 +19,10 @@ Groups are independent; chunks of a group chain through the accumulators. ``firs
 ``alloc`` and ``manual`` submit exactly one worker task fewer per group than ``hub``.
 ``out_manual_dep=True`` takes the out tile as a ``manual_dep`` view (the reference's
 ``out.view(..., true)``; always so in ``manual``): creator-only tracking under reference semantics.
+
+Shared by the workloads built on it (unroll.py, baseline.py) and their runners: ``INPUTS``, the
+input tensors in the order ``orchestrate`` takes them, and ``scale_of(params)``. A case's arrays
+are built by the workload (``unroll.WORKLOAD.build``; on a device, ``host.run.build_on``).
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from kernels.args import In, InOut, Out
-from kernels.workloads.paged_attention.cases import generate_inputs
 from kernels.workloads.paged_attention.kernels import hub, pv, qk, sf, up
 from kernels.workloads.paged_attention.tiling import chunks, head_tiles
 
 VARIANTS = ("hub", "first_output", "alloc", "manual")
+INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")    # orchestrate's, in order
 F32 = np.dtype(np.float32)
 
 
@@ -122,28 +126,12 @@ def _chunk(rt: Any, k: Mapping[str, Any], ch: Any, qi: Any, key_cache: Any, valu
         deps["up"] = t_up
 
 
+def scale_of(params: Mapping[str, Any]) -> float:
+    """The softmax scale of a case: its own, else 1/sqrt(head_dim)."""
+    return float(params.get("scale", 1.0 / np.sqrt(params["head_dim"])))
+
+
 def expected_tasks(groups: int, chunks_: int, variant: str) -> dict[str, int]:
     """Worker and runtime task counts of one orchestration."""
     worker = 4 * chunks_ + (groups if variant == "hub" else 0)
     return {"worker": worker, "runtime": groups if variant in ("alloc", "manual") else 0}
-
-
-def load_case(dev: Any, case: str | dict, seed: int = 0) -> dict[str, Any]:
-    """Generate a case's inputs directly in device memory (no host copy of the KV cache).
-
-    Returns the case parameters, the device tensors (query, key_cache, value_cache, block_table,
-    context_lens), their zero-copy numpy views under ``"host"`` (for the golden), and ``out``."""
-    made: dict[int, Any] = {}
-
-    def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        t = dev.empty(shape, dtype)
-        view = dev.host_view(t)
-        made[id(view)] = (t, view)
-        return view
-
-    inp = generate_inputs(case, seed, alloc=alloc)
-    names = ("query", "key_cache", "value_cache", "block_table", "context_lens")
-    tensors = {n: made[id(inp[n])][0] for n in names}
-    batch, heads, head_dim = inp["query"].shape
-    out = dev.empty((batch * heads, head_dim), np.float32)
-    return {**inp, **tensors, "host": {n: inp[n] for n in names}, "out": out}

@@ -14,10 +14,8 @@ import numpy as np
 
 from kernels.workloads.paged_attention.cases import CASES, case_params, generate_inputs
 from kernels.workloads.paged_attention.golden import golden
-from kernels.workloads.paged_attention.orchestration import orchestrate
+from kernels.workloads.paged_attention.orchestration import INPUTS, orchestrate, scale_of
 from kernels.workloads.workload import Alloc, Workload
-
-INPUTS = ("query", "key_cache", "value_cache", "block_table", "context_lens")
 
 
 def _build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
@@ -29,16 +27,12 @@ def _build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndar
 
 
 def _orchestrate(rt: Any, t: dict, params: dict[str, Any], variant: str) -> dict:
-    return orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=_scale(params), variant=variant,
+    return orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=scale_of(params), variant=variant,
                        unroll=params.get("unroll", 64))
 
 
 def _golden(before: dict[str, np.ndarray], params: dict[str, Any], variant: str) -> dict[str, np.ndarray]:
-    return {"out": golden(*(before[n] for n in INPUTS), _scale(params), unroll=params.get("unroll", 64))}
-
-
-def _scale(params: dict[str, Any]) -> float:
-    return float(params.get("scale", 1.0 / np.sqrt(params["head_dim"])))
+    return {"out": golden(*(before[n] for n in INPUTS), scale_of(params), unroll=params.get("unroll", 64))}
 
 
 _ORDER = ("small", "ctx_not_multiple", "ctx_lt_block", "ctx_one_block", "ctx_one_token", "mixed_lens",
@@ -54,7 +48,8 @@ WORKLOAD = Workload(
     build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
     tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"),
     kernels=("kernels.workloads.paged_attention",),
-    big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll")
+    big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll",
+    plan_inputs=("block_table", "context_lens"))
 
 # The reference's paged_attention_unroll_manual_scope: the same pipeline, every edge explicit.
 MANUAL_SCOPE = replace(

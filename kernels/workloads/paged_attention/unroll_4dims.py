@@ -98,4 +98,5 @@ PAGED_ATTENTION_UNROLL_4DIMS = Workload(
     tolerance=(1e-3, 1e-3), variants=("alloc",), kernels=("kernels.workloads.paged_attention.kernels",),
     hardware_only=frozenset({"Case1", "Case2", "Case3"}),
     big=frozenset({"Case1", "Case2", "Case3"}),       # 256 MiB - 1 GiB of KV cache
+    plan_inputs=("block_table", "context_lens"),
     reference="tests/st/a2a3/tensormap_and_ringbuffer/paged_attention_unroll_4dims")

@@ -137,11 +137,12 @@ def _plan_build(name: str):
     return build
 
 
-def _scene(name: str, summary: str, features: tuple[str, ...], hardware_only: bool = False) -> Workload:
+def _scene(name: str, summary: str, features: tuple[str, ...], hardware_only: bool = False,
+           min_blocks: int = 1) -> Workload:
     return Workload(name=name, summary=summary, features=features, cases={"Case1": {}},
                     build=_plan_build(name), outputs=(), orchestrate=_plan_orch(name),
                     golden=lambda before, p, v: {}, check=_plan_check(name), tolerance=(0, 0), kernels=(MOD,),
-                    reference=f"tests/st/a2a3/tensormap_and_ringbuffer/{name}")
+                    reference=f"tests/st/a2a3/tensormap_and_ringbuffer/{name}", min_blocks=min_blocks)
 
 
 SPMD_MULTIBLOCK_AIV = _scene("spmd_multiblock_aiv", "5 AIV launches of 4..96 blocks (188 blocks)", ("blocks=",))
@@ -156,7 +157,7 @@ SPMD_SYNC_START_EDGE = _scene("spmd_sync_start_edge", "start-together at the bou
 SPMD_SYNC_START_STRESS = _scene("spmd_sync_start_stress", "6 rounds of 9 mixed/AIV, normal/start-together launches",
                                 ("blocks=", "sync_start"))
 SPMD_STARVATION = _scene("spmd_starvation", "start-together launches among many normal ones (20 tasks)",
-                         ("blocks=", "sync_start"))
+                         ("blocks=", "sync_start"), min_blocks=6)        # its fixed start-together width
 SPMD_SYNC_START_EARLY_DISPATCH = _scene(
     "spmd_sync_start_early_dispatch", "a 50-block producer wider than the device, then a start-together launch",
     ("blocks=", "sync_start", "manual scope", "deps="))

@@ -1,0 +1,121 @@
+"""Reading a big recording in a second process while the model runs in this one.
+
+    this process (predict)                            reader process (forked: fork pinned, it
+    ──────────────────────                            inherits the law table and parameters)
+    Reader(path, picked, ...) ──────fork──────▶       Recording(path); per picked run:
+      for each run: ri = reader.run(n)                  Flattener(...).more() ─▶ new rows
+        simulate(ri, p, feed=reader.more) ◀─ pipe ──    ("rows", run, the new bytes of every column)
+                                                        ("end", run, end record)
+      reader.finish() -> kernels some task ran          ... ("done", kernels used)
+                                                        a bad recording: ("error", message)
+
+Parsing JSON and flattening records takes about as long as simulating them; in two processes the
+two halves overlap (``ptoemu predict`` on a million-task recording: wall time about halved with
+two CPUs). The pipe's buffer holds the reader back when it runs ahead: memory stays one chunk.
+Used by ``predict()`` for files of READER_MIN_BYTES or more; a smaller file is read in-process.
+
+The reader ignores Ctrl-C (this process decides), and exits when the pipe breaks (this process
+gone); ``close()`` ends it on every path: joined after "done", terminated otherwise.
+"""
+
+from __future__ import annotations
+
+import signal
+from array import array
+from typing import Any
+
+import multiprocess
+
+from host.graph import Recording
+from host.predict.laws import LawTable, TaskCosts
+from host.predict.model import Flattener, RunInput
+from host.predict.params import Params
+
+READER_MIN_BYTES = 32 << 20
+MP = multiprocess.get_context("fork")     # pinned: the reader inherits the laws (functions) as they are
+
+
+def _columns(ri: RunInput) -> list[array]:
+    """Every column of a RunInput, in a fixed order (what a "rows" message carries)."""
+    return [ri.tid, ri.kind, ri.kernel, ri.depth, ri.shape, ri.blocks, ri.sync, ri.heap, ri.ocost, ri.us, ri.hbm,
+            ri.preds.start, ri.preds.idx, ri.owners.start, ri.owners.idx]
+
+
+def _read(conn: Any, path: str, picked: list, kernels: list[dict], table: LawTable, p: Params) -> None:
+    """The reader process: flatten the picked runs and send their rows."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        costs = TaskCosts(kernels, table, p)
+        with Recording(path) as rec:
+            for n, (first, end) in picked:
+                f = Flattener(n, first, end, rec.take(first, end), kernels, costs, p)
+                cols = _columns(f.ri)
+                sent = [len(c) for c in cols]
+                while f.more():
+                    conn.send(("rows", n, [c[s:].tobytes() for c, s in zip(cols, sent)]))
+                    sent = [len(c) for c in cols]
+                conn.send(("end", n, f.ri.end))
+            rec.finish()
+        conn.send(("done", costs.used))
+    except ValueError as e:
+        conn.send(("error", str(e)))
+    except (BrokenPipeError, EOFError):
+        pass                                        # this side is gone: nothing to tell
+    except BaseException as e:  # noqa: BLE001 - reported to the predicting process, which raises
+        conn.send(("error", f"reading {path} failed: {type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+class Reader:
+    """The predicting process's end of a reader process (see the module docstring)."""
+
+    def __init__(self, path: str, picked: list, kernels: list[dict], table: LawTable, p: Params) -> None:
+        self.kernels = kernels
+        self._conn, child = MP.Pipe(duplex=False)
+        self._proc = MP.Process(target=_read, args=(child, path, picked, kernels, table, p), daemon=True,
+                                name="ptoemu-predict-reader")
+        self._proc.start()
+        child.close()
+        self._ri: RunInput | None = None
+
+    def run(self, n: int, first: int) -> RunInput:
+        """An empty RunInput for run n, filled by ``more()``."""
+        self._ri = RunInput.empty(n, first, self.kernels)
+        return self._ri
+
+    def _get(self) -> tuple:
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            raise ValueError("the recording's reader process ended without a word (killed?)") from None
+        if msg[0] == "error":
+            raise ValueError(msg[1])
+        return msg
+
+    def more(self) -> bool:
+        """The model's feed: the next rows of the current run into its RunInput (False at its end)."""
+        ri = self._ri
+        msg = self._get()
+        if msg[0] == "end":
+            ri.end = msg[2]
+            return False
+        for col, b in zip(_columns(ri), msg[2]):
+            col.frombytes(b)
+        return True
+
+    def finish(self) -> set[int]:
+        """After the last run: the kernel indices some task ran with (the reader then exits)."""
+        msg = self._get()
+        self._proc.join(5)
+        return msg[1]
+
+    def close(self) -> None:
+        """End the reader, whatever happened (idempotent)."""
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._proc.join()
+        self._conn.close()
