@@ -128,7 +128,7 @@ def fill_slice(out: np.ndarray, table: np.ndarray, seed: int, stream: int, index
     bits = np.random.SFC64(np.random.SeedSequence((int(seed), int(stream), int(index))))
     for s in range(0, dst.size, _CHUNK):
         n = min(_CHUNK, dst.size - s)
-        # mode="wrap": a 16-bit index is always in range, and wrap skips take's bounds check
+        # a 16-bit index is always in range; mode="wrap" measured faster than the checking default
         np.take(tab, bits.random_raw(-(-n // 4)).view(np.uint16)[:n], out=dst[s:s + n], mode="wrap")
 
 
