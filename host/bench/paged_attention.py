@@ -24,7 +24,7 @@ from host.bench import common
 from host.device import Device
 from host.platform import Platform
 from host.predict import predict as predict_graph
-from host.run import build_on
+from host.run import FILL_KERNELS, build_on
 from host.trace import C, TraceData, critical_path
 
 INPUTS = pa.INPUTS
@@ -52,7 +52,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
     traces: dict[str, TraceData] = {}
     for case in cases:
         with common.PssSampler() as pss, \
-                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention"]) as dev:
+                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention", FILL_KERNELS]) as dev:
             data = _load(dev, case, seed)
             inputs = sum(data[n].nbytes for n in INPUTS)
             h = data["host"]

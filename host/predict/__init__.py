@@ -7,7 +7,7 @@ the chip. This package replays a recording (host/graph.py) on a model of the chi
         │
         │  laws.py      each task's kernel time and HBM bytes: the kernel's cost law
         │               (kernel(..., cost=law), kernels/cost.py) or the roofline default
-        │  params.py    every number of the model: default, unit, source (A2A3_MODEL.md); overrides
+        │  params.py    every number of the model: default, unit, source (docs/a2a3.md); overrides
         ▼
     model.py  per run, from an empty device: orchestrator ─▶ task/heap rings ─▶ ready queues ─▶
               3 scheduler threads (poll sweeps, complete, dispatch) ─▶ 24 × (AIC, AIV, AIV) cores

@@ -5,7 +5,7 @@
           │                      ▼
     parse_assignment("k=v")   model.py, laws.py, report.py read p.<name>
 
-Sources are /work/shared/A2A3_MODEL.md (which cites the reference project's measurements, the CANN
+Sources are docs/a2a3.md (which cites the reference project's measurements, the CANN
 platform config and public specs). "(inferred)" marks our derivation, not a published number.
 """
 
@@ -42,10 +42,10 @@ PARAMS: tuple[Param, ...] = (
     Param("sched_threads", 3, "threads", "reference: 3 AICPU scheduler threads, cluster c owned by thread "
           "c mod 3", "high", integer=True, lo=1),
     # -- orchestrator (1 AICPU thread) --
-    Param("orch_submit_us", 0.15, "us", "A2A3_MODEL: 0.56-0.87 us per submit incl. its tensor args, about half "
+    Param("orch_submit_us", 0.15, "us", "docs/a2a3.md: 0.56-0.87 us per submit incl. its tensor args, about half "
           "in tensor-map lookup; 0.15 + 0.10/arg + 0.10/scope end gives 730 us for paged attention Case1 "
           "(1280 tasks, 256 scopes), measured 721.6 us (hw-native-sys/simpler PR #694, Avg Orch)", "medium"),
-    Param("orch_arg_us", 0.10, "us per tensor arg", "A2A3_MODEL: +0.1-0.2 us per tensor argument (inferred)",
+    Param("orch_arg_us", 0.10, "us per tensor arg", "docs/a2a3.md: +0.1-0.2 us per tensor argument (inferred)",
           "low"),
     Param("orch_scope_end_us", 0.10, "us", "scope end: walk the scope's tasks, drop one reference each "
           "(inferred; no published number)", "low"),
@@ -53,31 +53,31 @@ PARAMS: tuple[Param, ...] = (
           "high", integer=True, lo=1),
     Param("heap_bytes", 256 * MIB, "bytes", "reference heap ring: 256 MiB per ring (one ring modelled)", "high",
           integer=True, lo=1),
-    Param("run_overhead_us", 30.0, "us per run", "A2A3_MODEL: run start + finish 10-50 us (recent versions; "
+    Param("run_overhead_us", 30.0, "us per run", "docs/a2a3.md: run start + finish 10-50 us (recent versions; "
           "older 85-280)", "medium"),
     # -- schedulers (3 AICPU threads) --
-    Param("sched_poll_us", 0.10, "us per core read", "A2A3_MODEL: a completion-register read 95-105 ns, serial "
+    Param("sched_poll_us", 0.10, "us per core read", "docs/a2a3.md: a completion-register read 95-105 ns, serial "
           "(sweep of 24 cores ~2.3 us)", "high"),
-    Param("sched_task_us", 2.0, "us per task", "A2A3_MODEL: complete + dispatch 1-3 us per thread (inferred; "
+    Param("sched_task_us", 2.0, "us per task", "docs/a2a3.md: complete + dispatch 1-3 us per thread (inferred; "
           "the reference's 5-10 us includes idle polling)", "low"),
     Param("sched_complete_share", 0.5, "fraction", "share of sched_task_us spent handling a completion, the "
           "rest dispatching (inferred)", "low", hi=1.0),
     # -- cores --
-    Param("dispatch_start_us", 0.30, "us", "A2A3_MODEL: dispatch -> kernel start 0.2-0.5 us (a core's first "
+    Param("dispatch_start_us", 0.30, "us", "docs/a2a3.md: dispatch -> kernel start 0.2-0.5 us (a core's first "
           "task +0.3-5.6 us, not modelled)", "medium"),
-    Param("fin_visible_us", 0.60, "us", "A2A3_MODEL: kernel end -> scheduler sees it ~0.6 us average (0.18 "
+    Param("fin_visible_us", 0.60, "us", "docs/a2a3.md: kernel end -> scheduler sees it ~0.6 us average (0.18 "
           "minimum), plus the poll sweep (modelled separately)", "medium"),
     Param("law_scale", 1.0, "x", "multiplies every kernel time (for sweeps)", "-"),
-    Param("kernel_floor_us", 5.0, "us", "A2A3_MODEL: roofline default for kernels without a law gets a fixed "
+    Param("kernel_floor_us", 5.0, "us", "docs/a2a3.md: roofline default for kernels without a law gets a fixed "
           "per-task floor of ~2-10 us", "low"),
     Param("core_gbps", 200.0, "GB/s", "one core's achievable load bandwidth for the roofline default: L2 "
-          "~110 B/cycle/core x 1.85 GHz (A2A3_MODEL)", "medium", above=True),
+          "~110 B/cycle/core x 1.85 GHz (docs/a2a3.md)", "medium", above=True),
     Param("aic_tflops", 15.2, "TFLOP/s", "cube peak per AIC, bf16: 8192 FLOP/cycle x 1.85 GHz "
-          "(A2A3_MODEL, pto-isa cost model)", "high", above=True),
+          "(docs/a2a3.md, pto-isa cost model)", "high", above=True),
     # -- HBM --
-    Param("hbm_gbps", 900.0, "GB/s", "A2A3_MODEL: scattered 32 KiB paged reads reach 0.8-1.0 TB/s aggregate; "
+    Param("hbm_gbps", 900.0, "GB/s", "docs/a2a3.md: scattered 32 KiB paged reads reach 0.8-1.0 TB/s aggregate; "
           "the shared cap", "medium", above=True),
-    Param("hbm_peak_gbps", 1600.0, "GB/s", "A2A3_MODEL: 1.6 TB/s peak per die (other sources 1.5, 1.42); "
+    Param("hbm_peak_gbps", 1600.0, "GB/s", "docs/a2a3.md: 1.6 TB/s peak per die (other sources 1.5, 1.42); "
           "reported for reference, set hbm_gbps to model it", "medium", above=True),
 )
 
