@@ -318,6 +318,15 @@ class TaskFailure:
 
 
 @dataclass(frozen=True)
+class Stall:
+    """The sequential engine found the parts of a task blocked for good (or without progress for
+    the stall timeout): ``message`` names what each waits on. The host raises DeadlockError."""
+
+    tid: int
+    message: str
+
+
+@dataclass(frozen=True)
 class SchedulerFailure:
     """The scheduler process itself raised."""
 
@@ -379,6 +388,7 @@ class Running:
     kernel: str
     core: str
     for_s: float | None              # since its dispatch (None without timestamps)
+    waiting: str = ""                # what its kernel part is blocked on (device/waits.py), if anything
 
 
 @dataclass(frozen=True)
@@ -465,7 +475,7 @@ class DeviceContext:
     gm_buf: Any                          # GM as bytes
     sched_sem: Any                       # the scheduler's wake-up semaphore
     host_sem: Any                        # the host's
-    worker_sems: list                    # one per core
+    worker_sems: list                    # one per core: mailbox posts
     kernel_parts: list[tuple[Callable | None, Callable | None, Callable | None]]
     kernel_names: list[str]
     spin_ns: int                         # yield-spin before blocking
@@ -478,5 +488,8 @@ class DeviceContext:
     schedule: str = "fifo"               # or "random": fuzzing
     seed: int = 0
     jitter_ns: int = 0
+    skew: str | None = None              # lane skew: the part slot delayed at sync points (device/waits.py)
+    skew_us: float = 0.0
+    wait_sems: list = field(default_factory=list)   # one per core: wake-ups of a part blocked in a wait
     reference: bool = False              # the reference runtime's dependency rules (device/deps.py)
     atomic_locks: list | None = None     # process-shared locks of atomic adds (device/atomics.py)

@@ -3,7 +3,7 @@ What the words mean (records, entries, reports) is device/codec.py.
 
     GM (global memory)        [ host tensors (dev.empty / dev.to_device) | heap (runtime tensors) ]
     control                   [ globals | per-core lines | task ring | per-slot times | freed queue
-                                | dep pool | error areas | scheduler answer area ]
+                                | dep pool | error areas | scheduler answer area | wait area ]
 
 Control segment, in int64 words. Every writer owns whole 64-byte lines, so two processes never
 write the same cache line:
@@ -29,6 +29,9 @@ write the same cache line:
                   has ingested, INGESTED)
     error areas   one per core + one for the scheduler    that process        host
     answer area   stats / diagnosis / trace replies       scheduler           host
+    wait area     per core: a wait line (what it sleeps   that core (its      wakers, scheduler
+                  on in a kernel) and its sync words      kernel part)        (diagnosis), parts
+                  (device/waits.py)
 
 Task id t lives in ring slot t & (WINDOW-1), its times in row t & (WINDOW-1). The globals, the
 mailbox heads, the worker lines and the first (length) word of every report area are what another
@@ -39,6 +42,7 @@ they make visible.
 from __future__ import annotations
 
 from device.codec import ERR_AREA_WORDS, HEAP_ALIGN, REC_WORDS, SCHED_AREA_WORDS, TS_WORDS
+from device.waits import area_words
 
 LINE = 8                      # int64 words per 64-byte cache line
 
@@ -85,7 +89,8 @@ class Layout:
         self.dep_mask = DEP_SLOTS - 1
         self.err_off = self.dep_off + DEP_SLOTS
         self.sched_area = self.err_off + (ncores + 1) * ERR_AREA_WORDS
-        self.words = self.sched_area + SCHED_AREA_WORDS
+        self.waits_off = self.sched_area + SCHED_AREA_WORDS
+        self.words = self.waits_off + area_words(ncores)
         self.nbytes = self.words * 8
 
     def g(self, name: int) -> int:

@@ -50,6 +50,7 @@ from device.execute import ArgDecoder, unwritten_report
 from device.hostlink import HostLink, child_signals, orphaned
 from device.ordering import fence, publish
 from device.tasks import NPARTS, TaskTable
+from device.waits import WaitArea
 
 MEASURE_EVERY = 64          # retired records between looks at how long tasks take
 INGEST_BATCH = 256          # records per step before the scheduler goes back to dispatching
@@ -82,7 +83,9 @@ class Scheduler:
         self.rng = random.Random(ctx.seed) if ctx.schedule == "random" else None
         self.tracing = ctx.trace
         self.ts_on = ctx.timestamps
-        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers)
+        self.waits = WaitArea(q, lay.waits_off, lay.ncores, ctx.wait_sems)
+        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers,
+                             self.waits.release)
         self.tasks = TaskTable(q, ctx.ctrl_buf, lay, ctx.trace or ctx.record, self.link.freed,
                                self.link.probe_done, ctx.reference)
         self.cores = CorePool(q, ctx.ctrl_buf, lay, ctx.worker_sems, self.rng)
@@ -237,6 +240,11 @@ class Scheduler:
             if left:
                 if san and e & C.ENTRY_SPMD:
                     self._block_part_done(tid, s, left)
+                if q[ts_off + s * TSW + C.T_STATUS] == C.STATUS_ERROR:
+                    # One part failed while others run: they may be waiting for it (a pipe, a
+                    # barrier); the run is failing, so let them go now (device/waits.py).
+                    self.link.kernel_failed()
+                    self.dispatcher.discard = True
                 continue
             t = ts_off + s * TSW
             if now:
@@ -362,12 +370,18 @@ class Scheduler:
         return C.TraceReply(path, tuple(pred_false), {k: v - mark.get(k, 0) for k, v in now.items()},
                             tuple(self.ctx.kernel_names))
 
+    def _first_pending(self, c: int, e: int) -> bool:
+        """Is entry ``e`` the one core c runs now (the oldest it holds)?"""
+        pend = self.cores.pending[c]
+        return bool(pend) and pend[0] == e
+
     def diagnose(self) -> C.Diagnosis:
         """What every unretired record is waiting for, and what every core is doing."""
         q, lay, tasks, names = self.q, self.lay, self.tasks, self.ctx.kernel_names
         now = time.perf_counter_ns()
         running = tuple(C.Running(C.entry_tid(e), names[tasks.kernel[C.entry_tid(e) & self.mask]], C.core_name(c),
-                                  (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None)
+                                  (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None,
+                                  self.waits.describe(c, now) if self._first_pending(c, e) else "")
                         for c, e in self.cores.running())
         return C.Diagnosis(self.link.head(), tasks.ingested, tasks.retired, tasks.completed, self.cores.n_inflight,
                            tasks.nready, self.dispatcher.discard, tasks.describe(names), running,

@@ -32,6 +32,7 @@ from device import codec as C
 from device import layout as L
 from device.ordering import observe, publish
 from device.sequential import SequentialDevice
+from device.waits import WaitArea
 from host.channel import Channel
 from host.errors import DeadlockError, KernelError, fmt_bytes
 from host.gm import Arena
@@ -94,12 +95,13 @@ class ProcessEngine:
         self.arena = Arena(self.procs.host_bytes)
         self.tracing = bool(options.get("trace"))
         self.lay = self.procs.layout
+        self.wait_area = WaitArea(ctx.q, self.lay.waits_off, self.lay.ncores, ctx.wait_sems)
 
     def reserve(self, off: int, nbytes: int) -> None:
         self.procs.gm.reserve(off, nbytes)
 
     def begin_run(self) -> None:
-        pass
+        self.wait_area.reset()       # pipes empty, barriers at 0: no kernel runs between runs
 
     def end_run(self) -> None:
         pass
@@ -198,6 +200,8 @@ class _SequentialWriter(TaskWriter):
         rep = self.device.run(tid)
         self.retired = self.device.tasks.retired
         publish(self.q, self.g_ingested, tid + 1)        # its dep-pool positions are free again
+        if isinstance(rep, C.Stall):
+            raise DeadlockError(rep.message)
         if rep is not None:
             raise KernelError.from_report(rep)
 
@@ -220,7 +224,7 @@ class SequentialEngine:
     def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
                  trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
                  jitter_us: float = 0.0, record: bool = False, dry_run: bool = False,
-                 semantics: str = "sequential") -> None:
+                 semantics: str = "sequential", skew: str | None = None, skew_us: float = 0.0) -> None:
         for bad, why in ((trace, "trace=...: the sequential engine keeps no times (record= keeps its graph)"),
                          (schedule != "fifo", f"schedule={schedule!r}: the sequential engine runs in "
                                               "submission order only"),
@@ -238,7 +242,8 @@ class SequentialEngine:
         w = self.writer = _SequentialWriter(lay, self.gm_buf, self.host_bytes, platform.heap_bytes)
         self.device = w.device = SequentialDevice(
             lay, w.raw, self.gm_buf, [(k.parts, k.name) for k in kernels], platform.blocks, w.free_allocation,
-            sanitize=sanitize, dry_run=dry_run, record=record, reference=semantics == "reference")
+            sanitize=sanitize, dry_run=dry_run, record=record, reference=semantics == "reference",
+            stall_timeout=platform.stall_timeout, skew=skew, skew_us=skew_us, seed=seed)
         self.kernels = kernels
         self.wait_ns = 0
         self.waits = 0
@@ -251,6 +256,7 @@ class SequentialEngine:
     def begin_run(self) -> None:
         # One BLAS thread while kernels run here, as on the workers: same summation order, same bits.
         self._blas = threadpool_limits(limits=1)
+        self.device.begin_run()
 
     def end_run(self) -> None:
         blas, self._blas = self._blas, None
