@@ -150,7 +150,7 @@ class SequentialDevice:
               nblocks: int) -> tuple[C.TaskFailure | None, int]:
         """One part of block b, in the calling thread: (its failure or None, its time in ns)."""
         set_core(CoreInfo(b % self.blocks, "AIC" if part == 0 else "AIV", max(part - 1, 0), -1))
-        set_block(b, nblocks)
+        set_block(b, nblocks, bool(self.q[r + C.H_FLAGS] & C.FLAG_SYNC))
         t0 = time.perf_counter_ns()
         rep = run_part(fn, dec, r, tid, name, CORE, part)
         dt = time.perf_counter_ns() - t0

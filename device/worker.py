@@ -119,7 +119,7 @@ def run(ctx: DeviceContext, core: int) -> None:
         if entry & ENTRY_SPMD:                         # core_info() tells the kernel its block
             blk = (entry >> C.BLOCK_SHIFT) & C.BLOCK_MASK
             spmd = True
-            set_block(blk, q[r + C.H_BLOCKS])
+            set_block(blk, q[r + C.H_BLOCKS], bool(q[r + C.H_FLAGS] & C.FLAG_SYNC))
         elif spmd:
             spmd = False
             set_block(0, 1)

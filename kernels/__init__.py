@@ -1,6 +1,7 @@
 """The API kernels are written against: the registry (``kernel``, ``AIC``, ``AIV``, ``Mixed``,
 ``core_info``), the argument markers (``In``, ``Out``, ``InOut``, ``NoDep``), atomic adds into
-device memory (``atomic_add``, kernels/atomic.py), cost laws, and the
+device memory (``atomic_add``, kernels/atomic.py), the all-core barrier of a task (``sync_all``,
+kernels/barrier.py), cost laws, and the
 tile layer (``kernels.tile``: PTO-style instructions that compute with numpy and count what an
 a2a3 core spends, priced by ``kernels.a2a3``).
 
@@ -12,7 +13,8 @@ which imports only this API.
 
 from kernels.args import In, InOut, NoDep, Out
 from kernels.atomic import add as atomic_add
+from kernels.barrier import sync_all
 from kernels.registry import AIC, AIV, CoreInfo, Kernel, Mixed, core_info, kernel, registered, resolve
 
 __all__ = ["AIC", "AIV", "Mixed", "Kernel", "CoreInfo", "kernel", "core_info", "registered", "resolve",
-           "In", "Out", "InOut", "NoDep", "atomic_add"]
+           "In", "Out", "InOut", "NoDep", "atomic_add", "sync_all"]

@@ -235,6 +235,7 @@ class CoreInfo:
     core: int       # global core index, 0 .. 3*blocks-1
     block_idx: int = 0      # this part's logical block of an SPMD task, 0 .. block_num-1
     block_num: int = 1      # the task's logical blocks (rt.submit(..., blocks=n))
+    sync_start: bool = False    # its blocks were started together (rt.submit(..., sync_start=True))
 
     @property
     def sub_block_id(self) -> int:
@@ -250,6 +251,7 @@ class _Where(threading.local):
     core: CoreInfo | None = None
     block_idx = 0                   # the task being run (set per task by the worker)
     block_num = 1
+    together = False
 
 
 _where = _Where()
@@ -262,7 +264,7 @@ def core_info() -> CoreInfo | None:
     c = w.core
     if c is None or (w.block_idx == 0 and w.block_num == 1):
         return c
-    return CoreInfo(c.block, c.kind, c.lane, c.core, w.block_idx, w.block_num)
+    return CoreInfo(c.block, c.kind, c.lane, c.core, w.block_idx, w.block_num, w.together)
 
 
 def set_core(info: CoreInfo | None) -> None:
@@ -271,7 +273,8 @@ def set_core(info: CoreInfo | None) -> None:
     _where.core = info
 
 
-def set_block(idx: int, num: int) -> None:
-    """The SPMD block of the task part about to run (``core_info().block_idx`` / ``block_num``)."""
+def set_block(idx: int, num: int, together: bool = False) -> None:
+    """The SPMD block of the task part about to run (``core_info().block_idx`` / ``block_num``;
+    ``together``: its blocks were started together, ``core_info().sync_start``)."""
     w = _where
-    w.block_idx, w.block_num = idx, num
+    w.block_idx, w.block_num, w.together = idx, num, together

@@ -6,8 +6,9 @@
     orchestration.py  decode_fwd_layers: 277 submissions per layer, manual scopes, explicit deps
     golden.py         the independent vectorised numpy model
 
-    build      the inputs in the reference fixture's order and distributions (numpy's generator,
-               not torch's: the values differ from the reference's, the distributions do not)
+    build      the inputs with the reference fixture's distributions and tables (values from
+               kernels/workloads/fill.py's seeded streams, filled on the device's cores -- not
+               torch's generator: the values differ from the reference's, the distributions do not)
     run        decode_fwd_layers on the device
     golden     out, and both pools with every layer's new K/V rows (rtol 5e-2, atol 1e-1: the
                reference's check)
@@ -20,6 +21,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from kernels.workloads.fill import fill, normal
 from kernels.workloads.qwen3.golden import golden_of
 from kernels.workloads.qwen3.model import BATCH, CASES, KV_HEADS, THETA, WORKSPACE_BYTES, Shapes
 from kernels.workloads.qwen3.orchestration import decode_fwd_layers
@@ -29,7 +31,6 @@ __all__ = ["WORKLOAD", "build", "workspace_bytes"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F32 = np.dtype(np.float32)
-_SLICE = 1 << 20
 
 
 def workspace_bytes(sh: Shapes) -> int:
@@ -38,30 +39,17 @@ def workspace_bytes(sh: Shapes) -> int:
     return WORKSPACE_BYTES * sh.head_dim // 128
 
 
-def _normal(dst: np.ndarray, rng: np.random.Generator, mean: float, std: float) -> None:
-    """dst (C-contiguous) = mean + std * N(0, 1) drawn in fp32, slice by slice, rounded to dst's dtype."""
-    flat = dst.reshape(-1)
-    buf = np.empty(min(_SLICE, flat.size), np.float32)
-    for s in range(0, flat.size, _SLICE):
-        b = buf[:min(_SLICE, flat.size - s)]
-        rng.standard_normal(b.shape, dtype=np.float32, out=b)
-        b *= np.float32(std)
-        b += np.float32(mean)
-        flat[s:s + b.size] = b
-
-
 def build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
     """Every array of the run (INPUTS and ``out``), filled as the reference's fixture is (its
-    generate_inputs: same order, distributions and tables), stored as model.py describes."""
+    generate_inputs: same distributions and tables), stored as model.py describes."""
     sh = Shapes.of(params)
-    rng = np.random.default_rng(seed)
     L, H, KV, D, I, wl = sh.layers, sh.hidden, sh.kv_hidden, sh.head_dim, sh.inter, sh.weight_layers  # noqa: E741
     a: dict[str, np.ndarray] = {}
 
     def make(name: str, shape: tuple, dtype: np.dtype, mean: float | None = None, std: float = 1.0) -> np.ndarray:
         arr = a[name] = alloc(shape, dtype)
-        if mean is not None:
-            _normal(arr, rng, mean, std)
+        if mean is not None:            # a seeded stream per slice: filled on the device's cores
+            fill(arr, normal(mean, std), seed, name, alloc)
         return arr
 
     make("hidden_states", (BATCH, H), BF16, 0.0, 1.0)
@@ -79,8 +67,7 @@ def build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarr
     make("rope_cos", (sh.max_seq, D), F32)[...] = np.concatenate([np.cos(ang), np.cos(ang)], axis=1)
     make("rope_sin", (sh.max_seq, D), F32)[...] = np.concatenate([np.sin(ang), np.sin(ang)], axis=1)
     for name, mean, std in (("k_cache", 0.0, 0.01), ("v_cache", 0.3, 0.02)):
-        pool = make(name, (sh.cache_rows, D), BF16)
-        _normal(pool[:sh.kv_layers * sh.layer_rows], rng, mean, std)
+        pool = make(name, (sh.cache_rows, D), BF16, mean, std)
         for i in range(sh.kv_layers, L):       # an overlay row starts as its layer's pool row would
             src = (i % sh.kv_layers) * sh.layer_rows + sh.slots()[:, None] * KV_HEADS + np.arange(KV_HEADS)
             pool[sh.new_rows(i)] = pool[src]

@@ -14,22 +14,17 @@ phase 0, launched as ONE mixed task of 24 clusters that must start together.
                       k = rmsnorm(k_acc[b, g] * s) * k_norm_w; RoPE at p; bf16 -> k_cache new row
                       v = bf16(v_acc[b, g] * s)                             -> v_cache new row
                       the 5 query heads of the group: rmsnorm(q * s) * q_norm_w; RoPE; bf16 -> q_tnd
-      (the reference: lanes 0..31 = 2 * block_idx + sub_block_id take items lane + 32 j, then
-       AscendC::SyncAll<false>(), the all-core barrier, before any core reads what phase 0 wrote)
+      sync_all()      every part of every block (AscendC::SyncAll<false>, the all-core barrier)
       phase 1         FlashAttention decode, no split-KV: task t -> (lane t // 8, kv head t % 8),
                       cluster k runs t = k, k + 24, ...; 5 query heads x 1 token against the lane's
                       seq_len keys through block_table, in stacks of 512 tokens: S = q.K^T / sqrt(d)
                       (fp32), running max, P = bf16(exp(S - m)), O += P.V (fp32), rescaled;
                       attn_out[b, heads] = bf16(O / l)
 
-Where phase 0 runs, here. The reference splits phase 0 over 32 AIV lanes and separates the phases
-with the chip's all-core barrier. ptoemu has no in-kernel barrier yet (it waits for the device's
-machinery for blocking inside a kernel), so each AIV part does the phase-0 items that its own
-phase-1 tasks read -- item (b, g) feeds exactly one task, t = 8 b + g, so the items are split
-among the parts with no overlap, every write is done once, and no part reads what another part
-writes: the result is the same without a barrier. With the barrier, phase 0 moves to the
-reference's lanes (``PHASE0_LANES``) and the parts meet at ``SyncAll`` in between; phase 1 is the
-same code either way.
+Phase 0 runs as in the reference: lane = 2 * block_idx + sub_block_id, lanes 0..31 take work
+items lane + 32 j, item w -> (lane w % batch, kv head w // batch); then every part of every block
+calls ``sync_all`` (kernels/barrier.py, the chip's SyncAll<false>) before any core reads what
+phase 0 wrote -- the reason the task is launched with sync_start: all 24 clusters must be running.
 
 Where phase 1 runs, here: the vector parts (each sub-block takes every other task of its
 cluster). The reference runs QK and PV on the cube and the softmax on the vectors, handing tiles
@@ -48,7 +43,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from kernels import AIV, Mixed, core_info, kernel
+from kernels import AIV, Mixed, core_info, kernel, sync_all
 from kernels.cost import Cost, TaskInfo
 from kernels.workloads.qwen3.model import ATTN_CORES, BLOCK, EPS, GROUP, KV_HEADS, ROPE_LANES
 
@@ -177,19 +172,24 @@ def _phase1(tasks: np.ndarray, args: tuple, layer_base: int, scale: float) -> No
 
 
 def _part(*args: object) -> None:
-    """A vector part: phase 0 for the items its phase-1 tasks read, then those tasks."""
+    """A vector part: phase 0 on the reference's RoPE lanes, the all-core barrier, phase 1 on the
+    tasks of its cluster (every other one: the two vector parts share them)."""
     *tensors, layer_base = args
     info = core_info()
     k, sub, nblk = (info.block_idx, info.sub_block_id, info.block_num) if info else (0, 0, 1)
     batch = tensors[16].shape[0]
-    mine = np.arange(k, KV_HEADS * batch, nblk)[sub::2]                  # tasks t = k, k + 24, ...: every other
-    b, g = divmod(mine, KV_HEADS)
-    _phase0(g * batch + b, tuple(tensors), int(layer_base))
+    lane = 2 * k + sub
+    items = np.arange(lane, KV_HEADS * batch, ROPE_LANES) if lane < ROPE_LANES else np.arange(0)
+    _phase0(items, tuple(tensors), int(layer_base))
+    sync_all()                                                           # SyncAll<false>: every core
+    mine = np.arange(k, KV_HEADS * batch, nblk)[sub::2]                  # tasks t = k, k + 24, ...
     _phase1(mine, tuple(tensors), int(layer_base), 1.0 / np.sqrt(tensors[2].shape[1]))
 
 
 def _cube(*args: object) -> None:
-    """The cube part: in the reference, QK and PV of phase 1 (see the module docstring)."""
+    """The cube part: meets the vector parts at the barrier; in the reference it then runs QK and
+    PV of phase 1 (module docstring)."""
+    sync_all()
 
 
 def attention_cost(task: TaskInfo) -> Cost:
@@ -213,5 +213,3 @@ CLUSTER_GBPS = 1600.0 / ATTN_CORES     # a2a3 HBM peak (host/predict/params.py) 
 
 paged_attention_rope_cce = kernel(Mixed(aic=_cube, aiv0=_part, aiv1=_part),
                                   name=f"{__name__}.paged_attention_rope_cce", cost=attention_cost)
-
-PHASE0_LANES = ROPE_LANES      # the reference's phase-0 lanes (used once the barrier exists)
