@@ -315,8 +315,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=count(0), default=0)
     r.add_argument("--inline", action="store_true",
                    help="run tasks in this process, one at a time in submission order (the sequential engine)")
-    r.add_argument("--semantics", default="sequential", choices=["sequential", "reference"],
-                   help="dependency rules: ptoemu's sequential ones, or the reference runtime's weaker ones")
+    r.add_argument("--semantics", default=None, choices=["sequential", "reference"],
+                   help="dependency rules: ptoemu's sequential ones, or the reference runtime's weaker ones "
+                        "(default: the workload's -- sequential, but reference for qwen3_14b_decode)")
     r.add_argument("--no-check", action="store_true", help="skip the golden comparison")
     r.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace of the runs to this file")
     r.add_argument("--record", default=None, metavar="FILE", help="record the task graph to FILE")

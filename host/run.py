@@ -149,12 +149,14 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: tuple[
 def run(name: str, case: str | None = None, variant: str | None = None, *, blocks: int = 24,
         rounds: int = 1, seed: int = 0, inline: bool = False, trace: str | None = None,
         record: str | None = None, predict: bool = False, check: bool = True, progress: bool = True,
-        log: Callable[[str], None] = print, semantics: str = "sequential",
+        log: Callable[[str], None] = print, semantics: str | None = None,
         overrides: dict[str, Any] | None = None) -> list[dict]:
     """Run a catalogue workload (``case`` "all" for every case, ``variant`` "all" for every
     variant); one result row per (case, variant). ``overrides`` replace case parameters (the
-    paged-attention command's --batch, --unroll, ...)."""
+    paged-attention command's --batch, --unroll, ...). ``semantics``: the dependency rules, by
+    default the workload's own (``Workload.semantics``)."""
     wl = catalogue.load(name)
+    semantics = semantics or wl.semantics
     if blocks < wl.min_blocks:
         raise ValueError(f"workload {wl.name} needs a device of at least {wl.min_blocks} blocks (its orchestration "
                          f"launches {wl.min_blocks} blocks at once); got blocks={blocks}")
@@ -180,7 +182,8 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
     params = {**wl.case(case), **(overrides or {})}
     platform = Platform(blocks=blocks, **(wl.platform(params) if wl.platform else {}))
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
-        f"{platform.blocks} blocks ({platform.cores} cores){' (sequential engine)' if inline else ''}")
+        f"{platform.blocks} blocks ({platform.cores} cores){' (sequential engine)' if inline else ''}"
+        + ("; the reference's dependency rules" if semantics == "reference" else ""))
     rows = []
     # the inputs are filled by device tasks unless the device keeps a trace or a graph: those
     # describe the workload's runs, not the input build

@@ -26,8 +26,10 @@ sizes of the ringbuffer stress, say). ``min_blocks``: the fewest device blocks t
 works with (a start-together launch of a fixed width, say); a narrower device is refused before
 anything runs. ``plan_inputs``: the arrays the orchestration reads to decide what it submits
 (block tables, context lengths: small); counting tasks (``ptoemu list``) builds only these for
-real. None: unknown, every array is built. Nothing here imports the host: kernels stay the bottom
-layer, and host/run.py is what runs a workload.
+real. None: unknown, every array is built. ``semantics``: the dependency rules ``ptoemu run`` uses
+unless told otherwise -- "reference" for a program written for the reference's weaker rules (manual
+scopes whose producers must run side by side), so a recorded graph is the chip's. Nothing here
+imports the host: kernels stay the bottom layer, and host/run.py is what runs a workload.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Workload:
     golden_per_variant: bool = False                       # the golden depends on the variant
     min_blocks: int = 1                                    # the narrowest device (blocks) it runs on
     plan_inputs: tuple[str, ...] | None = None             # arrays whose values decide its tasks
+    semantics: str = "sequential"                          # the dependency rules it runs under by default
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
