@@ -62,6 +62,7 @@ def paged_attention_tiling_cce(seq_lens: np.ndarray, metadata: np.ndarray, max_b
     cumulative query lengths (b + 1: one decode token per lane) and the KV lengths (seq_lens),
     as int64."""
     b = seq_lens.shape[0]
+    metadata[...] = 0                       # an Out: every byte is written (the rest is reserved)
     words = metadata[:(META_WORDS + 2 * b) * 8].view(np.int64)
     words[:META_WORDS] = (_MAGIC, b, int(max_blocks), int(num_pages), KV_HEADS * b, 0, 0, 0)
     words[META_WORDS:META_WORDS + b] = np.arange(1, b + 1)
