@@ -134,6 +134,15 @@ def _phase0(items: np.ndarray, args: tuple, layer_base: int) -> None:
     q_tnd[b[:, None], heads] = _rms_rope(q, s, q_norm_w.reshape(1, 1, d), cos, sin)
 
 
+def _widen(a: np.ndarray) -> np.ndarray:
+    """bf16 -> fp32 exactly: bf16 is the top half of an fp32 (~3x faster than a dtype cast)."""
+    out = np.empty(a.shape, np.float32)
+    w = out.view(np.uint32)
+    np.copyto(w, a.view(np.uint16), casting="unsafe")
+    w <<= 16
+    return out
+
+
 def _phase1(tasks: np.ndarray, args: tuple, layer_base: int, scale: float) -> None:
     """Flash-attention decode of tasks t -> (lane t // 8, kv head t % 8)."""
     (attn_out, q_tnd, k_cache, v_cache, block_table, _, metadata, *_rest) = args
@@ -153,8 +162,7 @@ def _phase1(tasks: np.ndarray, args: tuple, layer_base: int, scale: float) -> No
         rows = (region + (pages[:, None] * BLOCK + np.arange(BLOCK)) * KV_HEADS + g).reshape(-1)[:n]
         rows[n - 1] = _new_rows(np.array([b]), np.array([g]), region, overlay,
                                 slot_mapping.astype(np.int64), batch)[0]
-        k = k_cache[rows].astype(np.float32)                              # (n, d)
-        v = v_cache[rows].astype(np.float32)
+        k, v = _widen(k_cache[rows]), _widen(v_cache[rows])              # (n, d) fp32
         q = q_tnd[b, g * GROUP:(g + 1) * GROUP].astype(np.float32)       # (5, d)
         s = (q @ k.T) * np.float32(scale)                                 # (5, n)
         o = np.zeros((GROUP, d), np.float32)
