@@ -43,7 +43,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from kernels import AIV, Mixed, core_info, kernel, sync_all
+from kernels import AIV, Mixed, a2a3, core_info, kernel, sync_all
 from kernels.cost import Cost, TaskInfo
 from kernels.workloads.qwen3.model import ATTN_CORES, BLOCK, EPS, GROUP, KV_HEADS, ROPE_LANES
 
@@ -202,22 +202,28 @@ def _cube(*args: object) -> None:
 
 
 def attention_cost(task: TaskInfo) -> Cost:
-    """a2a3 time of one cluster of the attention task, and the HBM bytes it moves (inferred, not
-    measured: the reference publishes no per-kernel time of this task). The KV lengths are data
-    (seq_lens), not in the recorded task, so the law charges every lane the block table's
-    capacity -- max_blocks pages -- an upper bound on the K/V read (3,500 of 5,504 tokens in the
-    reference's case). Time: a fixed part for the RoPE phase and the launch, plus the cluster's
-    share of K and V at its share of the chip's HBM bandwidth (the model caps the sum anyway)."""
+    """a2a3 time of one cluster of the attention task and the HBM bytes it reads (inferred from the
+    kernel's structure, not measured: the reference publishes no per-kernel time of this task).
+
+    Phase 1 streams K and V: the cube loads them from GM into L1 in 128-token pages (QK, then PV),
+    the vector parts' softmax overlapping, so a cluster's time is its pages' GM -> L1 transfers on
+    one MTE2 queue, priced as the tile layer prices a TLOAD (kernels/a2a3.py: pto-isa's GM -> L1
+    curve, scaled by the fitted gm_scale), plus a fixed part for the RoPE phase, the barrier and the
+    launch. A cluster runs 128 / 24 of the (lane, kv head) tasks. The KV lengths are data (seq_lens),
+    not in the recorded task, so every lane is charged the block table's capacity -- max_blocks
+    pages, an upper bound (3,500 of 5,504 tokens in the reference's case: 1.57x the real traffic)."""
     k_cache, block_table, seq_lens = task.args[2], task.args[4], task.args[16]
     batch = seq_lens.shape[0]
     d = k_cache.shape[1]
-    tokens = block_table.shape[0] // batch * BLOCK
-    kv_bytes = 2 * batch * KV_HEADS * tokens * d * 2 // ATTN_CORES
-    return Cost(FIXED_US + kv_bytes / (CLUSTER_GBPS * 1e3), kv_bytes)
+    pages = block_table.shape[0] // batch
+    page_bytes = BLOCK * d * 2
+    tasks = KV_HEADS * batch / ATTN_CORES
+    loads = 2 * pages * tasks                                           # K and V pages
+    cycles = loads * a2a3.transfer_cycles((a2a3.GM, a2a3.L1), page_bytes) * a2a3.corner_value("gm_scale", "value")
+    return Cost(FIXED_US + a2a3.us(cycles), int(loads * page_bytes))
 
 
 FIXED_US = 5.0                 # inferred: RoPE phase, barrier, launch
-CLUSTER_GBPS = 1600.0 / ATTN_CORES     # a2a3 HBM peak (host/predict/params.py) shared by 24 clusters
 
 
 paged_attention_rope_cce = kernel(Mixed(aic=_cube, aiv0=_part, aiv1=_part),
