@@ -92,6 +92,15 @@ def pool_rows(layer_rows: int, batch: int, cache_rows: int, layer: int) -> tuple
     return (layer % stored) * layer_rows, stored * layer_rows + (layer - stored) * batch * KV_HEADS
 
 
+def _layer_pool(metadata: np.ndarray, k_cache: np.ndarray, layer_base: int) -> tuple:
+    """(batch, max_blocks, KV lengths, region base row, overlay base row or None) of the layer
+    whose cache base is ``layer_base``."""
+    batch, max_blocks, num_pages, lens = _meta(metadata)
+    layer_rows = num_pages * BLOCK * KV_HEADS
+    region, overlay = pool_rows(layer_rows, batch, k_cache.shape[0], int(layer_base) // layer_rows)
+    return batch, max_blocks, lens, region, overlay
+
+
 def _new_rows(items_b: np.ndarray, items_g: np.ndarray, region: int, overlay: int | None,
               slots: np.ndarray, batch: int) -> np.ndarray:
     if overlay is None:
@@ -115,11 +124,8 @@ def _phase0(items: np.ndarray, args: tuple, layer_base: int) -> None:
      inv_rms, slot_mapping, seq_lens) = args
     if items.size == 0:
         return
-    batch, _, num_pages, _ = _meta(metadata)
+    batch, _, _, region, overlay = _layer_pool(metadata, k_cache, layer_base)
     d = k_cache.shape[1]
-    layer_rows = num_pages * BLOCK * KV_HEADS
-    layer = int(layer_base) // layer_rows
-    region, overlay = pool_rows(layer_rows, batch, k_cache.shape[0], layer)
     b, g = items % batch, items // batch
     p = seq_lens[b].astype(np.int64) - 1
     s = inv_rms[b, 0].astype(np.float32)[:, None, None]
@@ -149,11 +155,8 @@ def _phase1(tasks: np.ndarray, args: tuple, layer_base: int, scale: float) -> No
     slot_mapping = args[15]
     if tasks.size == 0:
         return
-    batch, max_blocks, num_pages, lens = _meta(metadata)
+    batch, max_blocks, lens, region, overlay = _layer_pool(metadata, k_cache, layer_base)
     d = k_cache.shape[1]
-    layer_rows = num_pages * BLOCK * KV_HEADS
-    layer = int(layer_base) // layer_rows
-    region, overlay = pool_rows(layer_rows, batch, k_cache.shape[0], layer)
     for t in tasks.tolist():
         b, g = divmod(t, KV_HEADS)
         n = int(lens[b])
