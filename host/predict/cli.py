@@ -94,14 +94,17 @@ def _sweep(source: str, run: int | None, base: dict[str, Any], grid: list[dict[s
     rows = []
     for point in grid:
         pr = predict(source, {**base, **point}, run=run)
-        rows.append({**point, "device_us": pr.device_us, "orchestration_us": pr.orchestration_us,
+        rows.append({**point, "effective_us": pr.effective_us, "effective_us_range": list(pr.effective_us_range),
+                     "device_us": pr.device_us, "device_us_range": list(pr.device_us_range),
+                     "orchestration_us": pr.orchestration_us,
                      "critical_path_us": pr.critical_path_us, "bound_resource": pr.bound_resource,
                      "bound": pr.bound, "utilisation": pr.utilisation})
-    cols = names + ["device_us", "orch_us", "crit_us", "bound", "busiest"]
+    cols = names + ["effective_us", "device_us", "orch_us", "crit_us", "bound", "busiest"]
     table = [cols]
     for r in rows:
         top = sorted(r["utilisation"].items(), key=lambda kv: -kv[1])[:2]
-        table.append([f"{r[n]:g}" for n in names] + [f"{r['device_us']:.1f}", f"{r['orchestration_us']:.1f}",
+        table.append([f"{r[n]:g}" for n in names] + [f"{r['effective_us']:.1f}", f"{r['device_us']:.1f}",
+                                                     f"{r['orchestration_us']:.1f}",
                      f"{r['critical_path_us']:.1f}", r["bound_resource"],
                      ", ".join(f"{k} {100 * v:.0f} %" for k, v in top)])
     w = [max(len(t[i]) for t in table) for i in range(len(cols))]

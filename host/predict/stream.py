@@ -37,8 +37,9 @@ MP = multiprocess.get_context("fork")     # pinned: the reader inherits the laws
 
 def _columns(ri: RunInput) -> list[array]:
     """Every column of a RunInput, in a fixed order (what a "rows" message carries)."""
-    return [ri.tid, ri.kind, ri.kernel, ri.depth, ri.shape, ri.blocks, ri.sync, ri.heap, ri.ocost, ri.us, ri.hbm,
-            ri.preds.start, ri.preds.idx, ri.owners.start, ri.owners.idx]
+    return [ri.tid, ri.kind, ri.kernel, ri.depth, ri.shape, ri.blocks, ri.sync, ri.heap, ri.ocost, ri.onargs,
+            ri.onpred, ri.us, ri.us_lo, ri.us_hi, ri.hbm, ri.hbm_host, ri.hbm_rt, ri.preds.start, ri.preds.idx,
+            ri.owners.start, ri.owners.idx]
 
 
 def _read(conn: Any, path: str, picked: list, kernels: list[dict], table: LawTable, p: Params) -> None:
@@ -56,7 +57,7 @@ def _read(conn: Any, path: str, picked: list, kernels: list[dict], table: LawTab
                     sent = [len(c) for c in cols]
                 conn.send(("end", n, f.ri.end))
             rec.finish()
-        conn.send(("done", costs.used))
+        conn.send(("done", costs.used, costs.sources))
     except ValueError as e:
         conn.send(("error", str(e)))
     except (BrokenPipeError, EOFError):
@@ -104,11 +105,12 @@ class Reader:
             col.frombytes(b)
         return True
 
-    def finish(self) -> set[int]:
-        """After the last run: the kernel indices some task ran with (the reader then exits)."""
+    def finish(self) -> tuple[set[int], dict[int, list[int]]]:
+        """After the last run: the kernel indices some task ran with, and how many tasks of each were
+        priced from counts, a law or the roofline (laws.TaskCosts.sources); the reader then exits."""
         msg = self._get()
         self._proc.join(5)
-        return msg[1]
+        return msg[1], msg[2]
 
     def close(self) -> None:
         """End the reader, whatever happened (idempotent)."""
