@@ -258,6 +258,23 @@ class Prediction:
     def counts(self) -> dict[str, Any]:
         return self.total.counts
 
+    def summary(self) -> dict[str, Any]:
+        """The prediction as the columns a run or benchmark row carries (``--predict``):
+        predicted_a2a3_us (= device_us, the name kept from before), predicted_effective_us,
+        predicted_device_us and their ranges, predicted_bound, predicted_roofline (kernels guessed)."""
+        return {"predicted_a2a3_us": self.device_us, "predicted_device_us": self.device_us,
+                "predicted_device_us_range": list(self.device_us_range), "predicted_effective_us": self.effective_us,
+                "predicted_effective_us_range": list(self.effective_us_range), "predicted_bound": self.bound_resource,
+                "predicted_roofline": self.roofline_kernels}
+
+    def line(self) -> str:
+        """One line: both metrics with their bands, what bounds the run, and any roofline guess."""
+        (el, eh), (dl, dh) = self.effective_us_range, self.device_us_range
+        roof = self.roofline_kernels
+        return (f"effective {self.effective_us / 1e3:.3f} ms [{el / 1e3:.3f}, {eh / 1e3:.3f}], device wall "
+                f"{self.device_us / 1e3:.3f} ms [{dl / 1e3:.3f}, {dh / 1e3:.3f}] ({self.bound_resource})"
+                + (f"; ROOFLINE GUESS for {', '.join(roof)}" if roof else ""))
+
     def run(self, n: int) -> Prediction:
         """The prediction of run n alone (index into ``runs``)."""
         if not -len(self.runs) <= n < len(self.runs):
