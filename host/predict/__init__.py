@@ -5,19 +5,26 @@ the chip. This package replays a recording (host/graph.py) on a model of the chi
 
     run.graph.jsonl ──Graph.load──▶ header (kernels, runs) + records in submission order
         │
-        │  laws.py      each task's kernel time and HBM bytes: the kernel's cost law
-        │               (kernel(..., cost=law), kernels/cost.py) or the roofline default
-        │  params.py    every number of the model: default, unit, source (A2A3_MODEL.md); overrides
+        │  laws.py      each task's kernel time (and band) and HBM bytes: its counted costs (graph v2:
+        │               what the tile layer counted while recording, through kernels/a2a3.task_time),
+        │               else the kernel's cost law (kernel(..., cost=law)), else the roofline default
+        │  params.py    every number of the model: default, stated range, unit, source; overrides
         ▼
     model.py  per run, from an empty device: orchestrator ─▶ task/heap rings ─▶ ready queues ─▶
               3 scheduler threads (poll sweeps, complete, dispatch) ─▶ 24 × (AIC, AIV, AIV) cores
               ─▶ shared HBM cap; one event heap, deterministic
         │
         ▼
-    report.py Prediction: device_us, orchestration_us, critical_path_us, bound, utilisation,
-              counts, per run and in total; to_json(), write_trace() (chrome.py), compare(a, b)
+    with_band: the same run at the fast and at the slow end of every range (two more simulations)
+        ▼
+    report.py Prediction: effective_us, device_us (each with a [low, high] range), orchestration_us,
+              critical_path_us, bound, utilisation, counts, per run and in total; how each kernel
+              was priced (a roofline guess named in the first line); to_json(), write_trace()
+              (chrome.py), compare(a, b)
         │
     cli.py    ptoemu predict FILE [FILE2] [--set k=v] [--sweep k=v1,v2] [--run N] [--json] [--trace]
+    validate.py  ptoemu predict --validate [--catalogue]: the calibration set against the
+              published figures; every other catalogue workload
 
 Definitions (per run; totals add the runs, which run one after the other, each from an empty device):
 
@@ -52,6 +59,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -151,17 +159,27 @@ def predict(graph_or_path: Graph | str, params: Params | Mapping[str, Any] | Non
                        for k, v in sorted(costs.sources.items())})
 
 
+BAND_FORK_MIN = 20_000     # records: a run this big simulates its band's two ends in two processes
+
+
+def _corner(ri: RunInput, p: Params, corner: str) -> tuple[float, float]:
+    """(effective_us, device_us) of the run at one end of every range."""
+    pc = p.corner(corner)
+    st = simulate(ri.at(corner, pc), pc, crit=False)
+    return st.effective_us, st.device_us
+
+
 def with_band(rr: RunResult, ri: RunInput, p: Params) -> None:
     """Set rr's effective_us_range and device_us_range: the run simulated again with every parameter
     at the fast end of its stated range and every kernel time at the fast end of its band, and
     again at the slow ends (params.Params.corner, model.RunInput.at). A band always holds its point:
     the discrete-event model is not monotone in every parameter (a faster kernel can change the
     order of dispatch), so each end is also taken past the point if a corner landed inside it."""
-    ends = []
-    for corner in ("fast", "slow"):
-        pc = p.corner(corner)
-        st = simulate(ri.at(corner, pc), pc)
-        ends.append((st.effective_us, st.device_us))
+    # (forked only from a single-threaded process: a fork copies no other thread, nor the locks it holds)
+    if len(ri.kind) >= BAND_FORK_MIN and (os.cpu_count() or 1) > 1 and threading.active_count() == 1:
+        ends = stream.in_children(_corner, [(ri, p, "fast"), (ri, p, "slow")])    # side by side
+    else:
+        ends = [_corner(ri, p, c) for c in ("fast", "slow")]
     (ef, df), (es, ds) = ends
     rr.effective_us_range = (min(ef, es, rr.effective_us), max(ef, es, rr.effective_us))
     rr.device_us_range = (min(df, ds, rr.device_us), max(df, ds, rr.device_us))

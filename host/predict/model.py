@@ -1,12 +1,18 @@
 """The discrete-event model of one run on an a2a3 chip: orchestrator, schedulers, cores, HBM.
+It follows the reference runtime (hw-native-sys/simpler, src/a2a3/runtime/tensormap_and_ringbuffer)
+as of August 2026: fan-in wired in the orchestrator's submit path (PR #1263), ready tasks in shared
+per-shape queues (PR #1245), a busy core's pending slot (scheduler_dispatch.cpp).
 
     records of one run (prepare: flat per-record lists, run-local indices)
         │
         ▼                         one heap of events, ordered (time, priority, sequence number)
-    ORCHESTRATOR (1 thread) ─── submits records in order; cost = orch_submit_us + orch_arg_us × args
-        │  blocks while the task ring (task_window) or the heap ring (heap_bytes) is full;
-        │  records retire in order (finished, no unfinished user of a buffer they allocated, and,
-        │  if they allocated heap, their scope ended) and give their slot and heap back
+    ORCHESTRATOR (1 thread) ─── submits records in order; a record costs orch_submit_us +
+        │  orch_arg_us × tensor args + orch_edge_us × producers it waits for (the tensor-map lookups
+        │  and inserts, then claiming and wiring each producer: submit_task's steps); a scope end
+        │  orch_scope_end_us + orch_scope_task_us × records it releases. It blocks while the task
+        │  ring (task_window) or the heap ring (heap_bytes) is full; records retire in order
+        │  (finished, no unfinished user of a buffer they allocated, and, if they allocated heap,
+        │  their scope ended) and give their slot and heap back
         ▼ submitted + all predecessors complete = READY
     ready queues, global: core-less (dummy / skipped) first, then sync SPMD launches (which hold
         │  back everything else until all their blocks fit at once), then one queue per shape,
@@ -14,28 +20,39 @@
         ▼
     SCHEDULER THREADS (sched_threads, thread i owns clusters c with c mod threads == i)
         │  loop: DISPATCH phase at each sweep boundary (sched_dispatch_us per block onto idle
-        │  owned cores of one cluster; core-less tasks cost sched_complete_us and complete),
-        │  then a SWEEP reading each owned core's completion register (sched_poll_us per read,
-        │  serial); a finished job costs sched_complete_us when its last core is read
+        │  owned cores of one cluster, then -- core_slots 2 -- single-core tasks into the second
+        │  (pending) slot of owned busy cores, unless another thread has an idle core for them;
+        │  core-less tasks cost sched_complete_us and complete), then a SWEEP reading each owned
+        │  core's completion register (sched_poll_us per read, serial); a finished job costs
+        │  sched_complete_us + sched_edge_us × consumers on its fanout list when its last core
+        │  is read (one read sees both ends when the second slot's task ended too)
         ▼  dispatch write + dispatch_start_us
-    CORES (3 per cluster) run one job (one SPMD block, all its parts start together) for the law's
-        │  time; memory jobs share HBM: while their demand Σ B/T exceeds hbm_gbps each progresses
-        │  at cap / demand (one "work clock" for all of them; compute-only jobs never slow)
+    CORES (3 per cluster) run one job (one SPMD block, all its parts start together) for its
+        │  kernel time (counted, law or roofline: laws.py); a task waiting in a core's second slot
+        │  starts core_switch_us after the running one ends, without the scheduler. Memory jobs
+        │  share HBM: while their demand Σ B/T exceeds hbm_gbps each progresses at cap / demand
+        │  (one "work clock" for all of them; compute-only jobs never slow)
         ▼  end + fin_visible_us = visible; noticed when the sweep next reads that core
     task complete (all blocks handled) ──▶ successors' predecessor counts, buffer users, retirement
 
 Thread timing without simulating idle sweeps: a thread sweeps with period P = cores × poll from
 an origin t0; position j of sweep k is read at t0 + k·P + j·poll. Handling a completion shifts t0
-by sched_complete_us, a dispatch phase by its length. So a thread's next event is computed, not
-stepped: the earliest read of a core whose end is visible, or the next sweep boundary if it has
-something to dispatch. Events per task: one submit, one start (memory jobs) or end, one read,
-one done, about one dispatch phase.
+by its cost, a dispatch phase by its length. So a thread's next event is computed, not stepped:
+the earliest read of a core whose end is visible, or the next sweep boundary if it has something
+to dispatch. Events per task: one submit, one start (memory jobs) or end, one read, one done,
+about one dispatch phase.
+
+Per core lane (a sweep position of its thread): ``run_on`` the job running there, ``next_on`` the
+job in its second slot, ``fin_q`` the ended jobs whose end no read has seen yet; the lane is idle
+(its bit in ``masks``) once all three are empty and the last end was handled. ``open2`` counts a
+thread's busy lanes with a free second slot, per core kind.
 
 Simplified on purpose (say so when it matters): one task ring and one heap ring for the run (the
 reference has one of each per scope depth) and the heap as a byte count (no 1 KiB alignment, no
 wrap-around waste); the orchestrator does not become a fourth scheduler after its last submit; a
 sweep reads every owned core, busy or idle; a mixed job's completion is handled once, when its
-last core is read; no first-task start penalty, no L2, no per-core bandwidth limit beyond the law.
+last core is read, and mixed jobs never take second slots; no first-task start penalty; L2 only
+as the share of runtime tensors' traffic it serves (laws.py); HBM shared in proportion to demand.
 """
 
 from __future__ import annotations
@@ -906,15 +923,7 @@ class _Sim:
                     if lanes is None:
                         k += 1
                         continue
-                    j = q[0]
-                    self.to_dispatch[j] -= 1
-                    if not self.to_dispatch[j]:
-                        q.popleft()
-                    t0 = t
-                    t += self.disp
-                    self.start_job(j, i + T * k, lanes, t)
-                    if tl:
-                        tl.sched.append((i, t0, t, "dispatch", j))
+                    t = self.place(q, i, i + T * k, lanes, t)
             if self.two:                            # then busy cores' second slots (idle > pending)
                 placed = len(self.job_rec) > n_jobs
                 t = self.dispatch_second(th, t)
@@ -945,6 +954,20 @@ class _Sim:
 
     # -- cores and HBM -----------------------------------------------------------------------------
 
+    def place(self, q: deque[int], i: int, c: int, lanes: tuple[int, ...], t: float, second: bool = False) -> float:
+        """Thread i's dispatch phase, at t, writes one block of the task at the head of q onto
+        ``lanes`` of cluster c (``second``: a busy core's second slot); the phase's new end."""
+        j = q[0]
+        self.to_dispatch[j] -= 1
+        if not self.to_dispatch[j]:
+            q.popleft()
+        t0 = t
+        t += self.disp
+        self.start_job(j, c, lanes, t, second)
+        if self.tl:
+            self.tl.sched.append((i, t0, t, "dispatch", j))
+        return t
+
     def other_idle(self, th: _Thread, s: int) -> bool:
         """Does another thread own an idle core for shape s? Then th leaves its second slots alone:
         that thread takes the task at its next dispatch (the reference's peer-idle gate)."""
@@ -961,7 +984,7 @@ class _Sim:
         view: dispatched, end not read) and have it free -- unless another thread has an idle core
         for them; AIC first on even threads, AIV first on odd ones (as the reference alternates
         shapes by thread parity). Returns the phase's new end."""
-        queues, T, i, tl = self.queues, self.T, th.idx, self.tl
+        queues, T, i = self.queues, self.T, th.idx
         for s in SECOND_ORDER[i & 1]:
             q = queues[s]
             if not q or not th.open2[s] or self.other_idle(th, s):
@@ -970,15 +993,7 @@ class _Sim:
                 ln = pos % 3
                 if (ln != 0) != (s == SHAPE_AIV) or th.masks[pos // 3] >> ln & 1 or th.next_on[pos] >= 0:
                     continue
-                j = q[0]
-                self.to_dispatch[j] -= 1
-                if not self.to_dispatch[j]:
-                    q.popleft()
-                t0 = t
-                t += self.disp
-                self.start_job(j, i + T * (pos // 3), (ln,), t, second=True)
-                if tl:
-                    tl.sched.append((i, t0, t, "dispatch", j))
+                t = self.place(q, i, i + T * (pos // 3), (ln,), t, second=True)
                 if not q or not th.open2[s]:
                     break
         return t
@@ -1113,7 +1128,7 @@ class _Sim:
 
     # -- result ------------------------------------------------------------------------------------
 
-    def stats(self) -> RunStats:
+    def stats(self, crit: bool = True) -> RunStats:
         aic = aiv = hbm = 0.0
         us_hbm = self.ri.hbm
         for jid, lanes in enumerate(self.job_lanes):
@@ -1127,17 +1142,19 @@ class _Sim:
         if self.tl:
             self.tl.jobs = list(zip(self.job_rec, self.job_cluster, self.job_lanes, self.job_start, self.job_end))
         end = max(self.last_done, self.orch_end)
-        cp, cp_n, dep = critical_path(self.ri, self.p)
+        cp, cp_n, dep = critical_path(self.ri, self.p) if crit else (0.0, 0, 0.0)
         ro = self.p.run_overhead_us
         return RunStats(end + ro, self.last_done, self.orch_end, self.orch_busy, self.orch_blocked,
                         [th.busy for th in self.threads], aic, aiv, hbm, cp + ro, cp_n, dep, len(self.job_rec),
                         self.events, self.tl, end)
 
 
-def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], bool] | None = None) -> RunStats:
+def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], bool] | None = None,
+             crit: bool = True) -> RunStats:
     """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace. ``feed``
     adds records to ``ri`` when the orchestrator has submitted all it holds (Flattener.more, or
-    stream.py's reader process), returning False once the run has no more."""
+    stream.py's reader process), returning False once the run has no more. ``crit``: also the
+    critical path (off: its fields are 0)."""
     sim = _Sim(ri, p, capture, feed)
     enabled = gc.isenabled()
     gc.disable()            # millions of short-lived event tuples, no cycles: collection is pure cost
@@ -1146,4 +1163,4 @@ def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], 
     finally:
         if enabled:
             gc.enable()
-    return sim.stats()
+    return sim.stats(crit)

@@ -332,7 +332,10 @@ class Prediction:
         t = self.total
         util = ", ".join(f"{k} {_pct(v)}" for k, v in t.utilisation.items())
         by_law: dict[str, list[str]] = {}
+        ran = set(self.kernel_costs)
         for k, v in self.laws.items():
+            if ran and k.rsplit(".", 1)[-1] not in ran:
+                continue                            # loaded but never run: how it would be priced does not matter
             by_law.setdefault(v.rsplit(".", 1)[0] if v.startswith("law ") else v, []).append(k.rsplit(".", 1)[-1])
         laws = "; ".join(f"{', '.join(ks)}: {v.removeprefix('law ')}" for v, ks in by_law.items())
         lines = [head, *table, f"  {t.bound}", f"  utilisation: {util}",

@@ -16,12 +16,18 @@ Used by ``predict()`` for files of READER_MIN_BYTES or more; a smaller file is r
 
 The reader ignores Ctrl-C (this process decides), and exits when the pipe breaks (this process
 gone); ``close()`` ends it on every path: joined after "done", terminated otherwise.
+
+``in_children(fn, args)`` runs fn(*a) for each a in a forked process of its own and returns the
+results in order: a big run's band (the model at the fast and at the slow end of every range,
+predict's ``with_band``) is two more simulations, side by side on two CPUs. Same rules: the
+children ignore Ctrl-C and are ended on every path.
 """
 
 from __future__ import annotations
 
 import signal
 from array import array
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import multiprocess
@@ -121,3 +127,50 @@ class Reader:
                 self._proc.kill()
         self._proc.join()
         self._conn.close()
+
+
+def _child(conn: Any, fn: Callable, args: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conn.send(("ok", fn(*args)))
+    except (BrokenPipeError, EOFError):
+        pass
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def in_children(fn: Callable, calls: Sequence[tuple]) -> list[Any]:
+    """[fn(*a) for a in calls], each call in a forked process of its own, all at once."""
+    procs, conns = [], []
+    try:
+        for a in calls:
+            parent, child = MP.Pipe(duplex=False)
+            pr = MP.Process(target=_child, args=(child, fn, a), daemon=True, name="ptoemu-predict-band")
+            pr.start()
+            child.close()
+            procs.append(pr)
+            conns.append(parent)
+        out = []
+        for c in conns:
+            try:
+                kind, value = c.recv()
+            except EOFError:
+                raise RuntimeError("a band simulation's process ended without a word (killed?)") from None
+            if kind == "error":
+                raise RuntimeError(f"band simulation failed: {value}")
+            out.append(value)
+        return out
+    finally:
+        for pr in procs:
+            if pr.is_alive():
+                pr.join(5)
+            if pr.is_alive():
+                pr.terminate()
+                pr.join(5)
+                if pr.is_alive():
+                    pr.kill()
+            pr.join()
+        for c in conns:
+            c.close()

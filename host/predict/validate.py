@@ -233,7 +233,7 @@ def catalogue_rows(workdir: str | None = None, log: Callable[[str], None] = prin
                 out.append({"workload": name, "case": label, "variant": variant, "error": f"{type(e).__name__}: {e}"})
                 log(f"  {name} {label}: {type(e).__name__}: {e}")
                 continue
-            priced = {k: ", ".join(f"{n} {s}" for s, n in v.items() if n) for k, v in pr.kernel_costs.items()}
+            priced = {k: [s for s, n in v.items() if n] for k, v in pr.kernel_costs.items()}
             out.append({"workload": name, "case": label, "variant": variant, "tasks": pr.counts["tasks"],
                         **pr.summary(), "kernels": priced, "headline": pr.headline()})
             log(f"  {name} {label}: {pr.line()}")
@@ -241,7 +241,7 @@ def catalogue_rows(workdir: str | None = None, log: Callable[[str], None] = prin
 
 
 def format_catalogue(rows: list[dict[str, Any]]) -> str:
-    """The other workloads' predictions as a table."""
+    """The other workloads' predictions as a table (kernel times: how their tasks were priced)."""
     head = ("workload", "case", "tasks", "effective_us [band]", "device_us [band]", "bound", "kernel times")
     out = [head]
     for r in rows:
@@ -250,11 +250,13 @@ def format_catalogue(rows: list[dict[str, Any]]) -> str:
             continue
         el, eh = r["predicted_effective_us_range"]
         dl, dh = r["predicted_device_us_range"]
-        counted = all(v.startswith("counted") and "," not in v for v in r["kernels"].values())
-        how = ("no kernel runs (core-less tasks only)" if not r["kernels"] else "all counted" if counted
-               else "; ".join(f"{k}: {v}" for k, v in r["kernels"].items()))
-        if r["predicted_roofline"]:
-            how = "ROOFLINE GUESS for " + ", ".join(r["predicted_roofline"]) + "; " + how
+        by: dict[str, list[str]] = {}
+        for k, how_priced in r["kernels"].items():
+            for src in how_priced:
+                by.setdefault(src, []).append(k)
+        how = ("no kernel runs (core-less tasks only)" if not by else "all counted" if list(by) == ["counted"]
+               else "; ".join(f"{'ROOFLINE GUESS' if src == 'roofline' else src}: {', '.join(ks)}"
+                              for src, ks in by.items()))
         out.append((r["workload"], r["case"], str(r["tasks"]),
                     f"{r['predicted_effective_us']:,.1f} [{el:,.1f}, {eh:,.1f}]",
                     f"{r['predicted_device_us']:,.1f} [{dl:,.1f}, {dh:,.1f}]", r["predicted_bound"], how))
