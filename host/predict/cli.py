@@ -203,7 +203,7 @@ def _run(a: argparse.Namespace) -> int:
         return 0
     cmp = compare(preds[0], preds[1])
     for tag, pr in zip("AB", preds):
-        _say(f"{tag}: {pr.source}: {pr.device_us:.1f} us. {pr.bound}")
+        _say(f"{tag}: {pr.source}: effective {pr.effective_us:.1f} us, device {pr.device_us:.1f} us. {pr.bound}")
     _say(str(cmp))
     if a.json:
         _write_json(a.json, {"a": preds[0].to_json(), "b": preds[1].to_json(), "comparison": cmp.to_json()})
