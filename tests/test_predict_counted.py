@@ -201,3 +201,14 @@ def test_run_predict_prints_both_metrics(capsys, tmp_path):
     assert main(["run", "paged_attention_unroll", "--inline", "--blocks", "2", "--predict"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "predicted on an a2a3 chip" in x)
     assert "effective" in line and "device wall" in line and "[" in line
+
+
+@pytest.mark.timeout(30)
+def test_validate_flags_are_checked_before_any_work(capsys, tmp_path):
+    assert main(["predict", "--catalogue"]) == 2
+    assert "--catalogue goes with --validate" in capsys.readouterr().err
+    assert main(["predict", "--validate", str(tmp_path / "x.jsonl")]) == 2
+    assert "give no recording" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:                # an output that cannot be written: before minutes of work
+        main(["predict", "--validate", "--json", str(tmp_path / "no" / "such" / "dir.json")])
+    assert ei.value.code == 2 and "--json" in capsys.readouterr().err

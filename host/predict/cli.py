@@ -132,9 +132,6 @@ def _validate(a: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from host.predict import validate as v
     if a.files:
         raise _Usage("--validate records its own workloads: give no recording")
-    if a.json:
-        with output(a.json, "--json"):
-            pass                                # writable? before minutes of work
     _say("calibration set: recording on the sequential engine, then predicting (a minute or two)")
     rows = v.calibration_rows(a.keep, _say, params=overrides)
     _say(v.format_rows(rows))
