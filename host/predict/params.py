@@ -126,9 +126,11 @@ PARAMS: tuple[Param, ...] = (
           high=1.2),
     Param("law_scale", 1.0, "x", "multiplies every kernel time (for sweeps)", "-"),
     Param("kernel_floor_us", 5.0, "us", "A2A3_MODEL: roofline default for kernels without a law gets a fixed "
-          "per-task floor of ~2-10 us", "low", low=2.0, high=10.0),
+          "per-task floor of ~2-10 us (the roofline's band, roofline_band, covers this range)", "low", low=2.0,
+          high=10.0),
     Param("core_gbps", 200.0, "GB/s", "one core's achievable load bandwidth for the roofline default: L2 "
-          "~110 B/cycle/core x 1.85 GHz (A2A3_MODEL)", "medium", above=True, low=150.0, high=250.0,
+          "~110 B/cycle/core x 1.85 GHz (A2A3_MODEL; roofline_band covers the range)", "medium", above=True,
+          low=150.0, high=250.0,
           faster="high"),
     Param("aic_tflops", 15.2, "TFLOP/s", "cube peak per AIC, bf16: 8192 FLOP/cycle x 1.85 GHz "
           "(A2A3_MODEL, pto-isa cost model)", "high", above=True),
