@@ -299,7 +299,10 @@ TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done"
 # mailbox slot it took (layout.counts), before it publishes its done count; the scheduler reads the
 # row as it collects the entry (device/accounting.py CountedCosts folds a task's rows). Only the
 # scheduler and the worker of that core touch the row, one after the other, in mailbox order.
-COUNT_FIELDS: tuple[str, ...] = Counts.__slots__
+# The fields carried, in order (the recorded graph's "c" rows, host/graph.py): fixed here, so a field
+# Counts gains later is not carried until this list (and the graph format) says so.
+COUNT_FIELDS: tuple[str, ...] = ("mte2", "mte1", "mte3", "cube", "vector", "scalar", "gm_read", "gm_write",
+                                 "instructions", "us", "us_low", "us_high")
 COUNT_WORDS = len(COUNT_FIELDS)
 CNT_GM_READ, CNT_GM_WRITE, CNT_INSTR, CNT_US = (COUNT_FIELDS.index(n) for n in
                                                 ("gm_read", "gm_write", "instructions", "us"))
@@ -331,10 +334,10 @@ def counts_from_row(row: Any) -> Counts:
     if len(row) != COUNT_WORDS:
         raise ValueError(f"counted costs {list(row)!r:.80}: expected {COUNT_WORDS} numbers "
                          f"({', '.join(COUNT_FIELDS)})")
-    v = [float(x) for x in row]
-    for i in (CNT_GM_READ, CNT_GM_WRITE, CNT_INSTR):
-        v[i] = int(v[i])
-    return Counts(*v)
+    v: dict[str, Any] = {name: float(x) for name, x in zip(COUNT_FIELDS, row)}
+    for name in ("gm_read", "gm_write", "instructions"):
+        v[name] = int(v[name])
+    return Counts(**{name: v.get(name, 0) for name in Counts.__slots__})
 
 
 def decode_counted(arr: np.ndarray) -> list[tuple[int, list[list[float] | None], tuple[int, int]]]:

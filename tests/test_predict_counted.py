@@ -212,3 +212,19 @@ def test_validate_flags_are_checked_before_any_work(capsys, tmp_path):
     with pytest.raises(SystemExit) as ei:                # an output that cannot be written: before minutes of work
         main(["predict", "--validate", "--json", str(tmp_path / "no" / "such" / "dir.json")])
     assert ei.value.code == 2 and "--json" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_the_carried_fields_are_the_tile_layers_and_a_bad_row_is_named(tmp_path, graphs):
+    # the graph's "c" rows carry these Counts fields, in this order: a field renamed in the tile
+    # layer must be renamed here too (device/codec.py COUNT_FIELDS)
+    assert set(COUNT_FIELDS) <= set(tile.Counts.__slots__)
+    lines = open(graphs["inline"]).read().splitlines()
+    k = next(i for i, x in enumerate(lines) if '"c":' in x)
+    bad = json.loads(lines[k])
+    bad["c"] = [[1, 2, 3], None, None]                    # a truncated row
+    lines[k] = json.dumps(bad)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"task \d+: counted costs .*: expected \[AIC, AIV0, AIV1\].*12 numbers"):
+        predict(str(path))
