@@ -3,7 +3,8 @@ What the words mean (records, entries, reports) is device/codec.py.
 
     GM (global memory)        [ host tensors (dev.empty / dev.to_device) | heap (runtime tensors) ]
     control                   [ globals | per-core lines | task ring | per-slot times | freed queue
-                                | dep pool | error areas | scheduler answer area | wait area ]
+                                | dep pool | error areas | scheduler answer area | counts rows
+                                | wait area ]
 
 Control segment, in int64 words. Every writer owns whole 64-byte lines, so two processes never
 write the same cache line:
@@ -29,6 +30,9 @@ write the same cache line:
                   has ingested, INGESTED)
     error areas   one per core + one for the scheduler    that process        host
     answer area   stats / diagnosis / trace replies       scheduler           host
+    counts rows   per core, one row (codec.COUNT_WORDS    worker c            scheduler
+                  float64 words) per mailbox slot: what the tile layer counted for the part the
+                  worker ran from that slot (recording only; published by the worker's done count)
     wait area     per core: a wait line (what it sleeps   that core (its      wakers, scheduler
                   on in a kernel) and its sync words      kernel part)        (diagnosis), parts
                   (device/waits.py)
@@ -41,7 +45,7 @@ they make visible.
 
 from __future__ import annotations
 
-from device.codec import ERR_AREA_WORDS, HEAP_ALIGN, REC_WORDS, SCHED_AREA_WORDS, TS_WORDS
+from device.codec import COUNT_WORDS, ERR_AREA_WORDS, HEAP_ALIGN, REC_WORDS, SCHED_AREA_WORDS, TS_WORDS
 from device.waits import area_words
 
 LINE = 8                      # int64 words per 64-byte cache line
@@ -89,7 +93,9 @@ class Layout:
         self.dep_mask = DEP_SLOTS - 1
         self.err_off = self.dep_off + DEP_SLOTS
         self.sched_area = self.err_off + (ncores + 1) * ERR_AREA_WORDS
-        self.waits_off = self.sched_area + SCHED_AREA_WORDS
+        self.counts_off = self.sched_area + SCHED_AREA_WORDS
+        self.counts_core = -(-MAX_DEPTH * COUNT_WORDS // LINE) * LINE      # whole lines per core
+        self.waits_off = self.counts_off + ncores * self.counts_core
         self.words = self.waits_off + area_words(ncores)
         self.nbytes = self.words * 8
 
@@ -115,6 +121,10 @@ class Layout:
         if i + n <= size:
             return q[off + i:off + i + n].tolist()
         return q[off + i:off + size].tolist() + q[off:off + i + n - size].tolist()
+
+    def counts(self, core: int, slot: int) -> int:
+        """Word index of the counts row of mailbox slot ``slot`` (0..depth-1) of a core."""
+        return self.counts_off + core * self.counts_core + slot * COUNT_WORDS
 
     def err_area(self, core: int) -> int:
         """Error area of a core; ``core == ncores`` is the scheduler's own."""

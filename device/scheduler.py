@@ -27,7 +27,8 @@ producer (host publishing records, worker finishing one, host request) stores it
 and posts the scheduler's semaphore only if it reads SLEEP = 1 (device/ordering.py).
 
 Options (all off by default): tracing keeps every task's times and every dependency edge and
-times the loop's phases (``phase_ns``); recording keeps the edges; the sanitizer poisons Out
+times the loop's phases (``phase_ns``); recording keeps the edges and what the tile layer
+counted for each task (the workers' counts rows, device/accounting.py CountedCosts); the sanitizer poisons Out
 regions at dispatch and checks them at completion, and posts an SPMD task's blocks one at a time
 (device/sanitizer.py); fuzzing takes ready tasks and free cores in a seeded random order.
 """
@@ -42,7 +43,7 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from device.accounting import Accounting
+from device.accounting import Accounting, CountedCosts
 from device.codec import DeviceContext
 from device.cores import CorePool
 from device.dispatch import Dispatcher
@@ -93,6 +94,9 @@ class Scheduler:
         self.dispatcher = Dispatcher(self.tasks, self.cores, lay, self.rng, self.sanitize, ctx.gm_buf,
                                      ctx.reference)
         self.acct = Accounting(ctx.kernel_names, tracing=ctx.trace)
+        self.counted = CountedCosts() if ctx.record else None
+        if ctx.record:
+            self.cores.slots = []
         self.accounted = 0
         self.measured = 0
         self.account_batch = max(1, min(256, lay.window // 8))
@@ -232,6 +236,11 @@ class Scheduler:
         now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
         san = self.sanitize is not None
+        counted = self.counted
+        if counted is not None:                 # the rows were published with the done counters
+            f, lay = self.ctx.f, self.lay
+            for e, (c, slot) in zip(done, self.cores.slots):
+                counted.add(e >> C.ENTRY_SHIFT, e & C.ENTRY_PART, C.read_counts(f, lay.counts(c, slot)))
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
@@ -251,6 +260,8 @@ class Scheduler:
                 q[t + C.T_DONE] = now
             if q[t + C.T_STATUS] != C.STATUS_OK or self.sanitize:
                 self._checked(tid, t)
+            if counted is not None:
+                counted.finish(tid)
             finish(tid, s)
         return True
 
@@ -299,6 +310,8 @@ class Scheduler:
         """Discard what has not run; True once nothing is in flight and all has retired (then
         the scheduler is ready for the next run)."""
         self.dispatcher.discard = True
+        if self.counted is not None:
+            self.counted.discard()
         tasks = self.tasks
         tasks.heap.release_all_holds()
         tasks.skip_ready()
@@ -363,8 +376,9 @@ class Scheduler:
         edges = np.array(self.tasks.edges, np.int64).reshape(-1, 2)
         self.tasks.edges = []
         pred_false, self.tasks.pred_false = self.tasks.pred_false, []
+        counted = self.counted.take() if self.counted is not None else np.zeros((0, C.COUNTED_COLUMNS))
         path = os.path.join(self.ctx.trace_dir, f"trace-{os.getpid()}-{self.loops}.npz")
-        np.savez(path, rows=rows, edges=edges)
+        np.savez(path, rows=rows, edges=edges, counted=counted)
         now, mark = self.phases(), self.phase_mark
         self.phase_mark = now
         return C.TraceReply(path, tuple(pred_false), {k: v - mark.get(k, 0) for k, v in now.items()},

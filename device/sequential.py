@@ -13,6 +13,8 @@ ready task at once, here.
                              (they may wait for each other: pipes), block after block -- or every
                              block at once for a start-together launch (an all-block barrier)
         TaskTable.retire
+    recording   every part also runs under the tile layer's collector; the finished tasks' counts
+                (device/accounting.py CountedCosts) go to the host with the edges (take_edges)
 
 So the two engines differ only in *when* a record's effects happen, never in what they are: the
 per-kind effects, the dependency rules (the recorded graph has the scheduler's edges, under
@@ -34,9 +36,11 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from device import codec as C
 from device import sanitizer
-from device.accounting import Accounting
+from device.accounting import Accounting, CountedCosts
 from device.execute import ArgDecoder, run_part, unwritten_report
 from device.layout import Layout
 from device.tasks import Q_INSTANT, Q_SPMD, Q_SYNC, TaskTable
@@ -63,6 +67,9 @@ class SequentialDevice:
         self.tasks = TaskTable(self.q, ctrl, layout, record, on_freed, lambda tid: None, reference,
                                track=record)
         self.dec = ArgDecoder(self.q, f, ctrl, gm)
+        self.dec.count = record                                # recording: count each part (execute.py)
+        self.counted = CountedCosts() if record else None
+        self.counted_lock = threading.Lock()
         self.sanitize, self.dry_run = sanitize, dry_run        # dry_run: count tasks, run no kernel
         self.reference = reference
         self.acct = Accounting([name for _, name in kernels])
@@ -154,6 +161,9 @@ class SequentialDevice:
         t0 = time.perf_counter_ns()
         rep = run_part(fn, dec, r, tid, name, CORE, part)
         dt = time.perf_counter_ns() - t0
+        if self.counted is not None:
+            with self.counted_lock:                    # (the parts of a task may run as threads)
+                self.counted.add(tid, part, C.counts_row(dec.counts))
         run = self.parts_run["AIC" if part == 0 else "AIV"]
         run[0] += 1
         run[1] += dt
@@ -195,6 +205,7 @@ class SequentialDevice:
             dec = self.decoders.get(c)
             if dec is None:
                 dec = self.decoders[c] = ArgDecoder(self.q, self.dec.f, self.dec.ctrl_buf, self.gm)
+                dec.count = self.dec.count
             threads.append(threading.Thread(target=body, args=(i, b, part, fn, w, dec), daemon=True,
                                             name=f"ptoemu-part-{b}.{part}"))
         for t in threads:
@@ -260,6 +271,11 @@ class SequentialDevice:
 
     def _finished(self, tid: int, s: int, k: int, status: int, rep: C.TaskFailure | C.Stall | None = None,
                   exec_ns: int = 0) -> C.TaskFailure | C.Stall | None:
+        if self.counted is not None:
+            if status == C.STATUS_OK:
+                self.counted.finish(tid)
+            else:
+                self.counted.open.pop(tid, None)
         self.q[self.lay.ts_off + s * C.TS_WORDS + C.T_STATUS] = status
         self.acct.add(k, status, exec_ns)
         self.tasks.finish(tid, s)
@@ -273,18 +289,21 @@ class SequentialDevice:
         """A failed run: every scope it left open is gone (their allocations die)."""
         self.tasks.heap.release_all_holds()
         self.tasks.tmap.clear()
+        if self.counted is not None:
+            self.counted.discard()
 
     def stats(self) -> C.StatsReply:
         t = self.tasks
         return self.acct.report(t.completed, t.runtime_counts())
 
-    def take_edges(self) -> tuple[list[tuple[int, int]], list[int]]:
-        """(consumer, producer) edges and the tids whose predicate was false, since the last take
-        (kept only when recording)."""
+    def take_edges(self) -> tuple[list[tuple[int, int]], list[int], np.ndarray]:
+        """(consumer, producer) edges, the tids whose predicate was false and the counted costs
+        (device/accounting.py CountedCosts) since the last take (kept only when recording)."""
         t = self.tasks
         edges, t.edges = t.edges, []
         pred_false, t.pred_false = t.pred_false, []
-        return edges, pred_false
+        counted = self.counted.take() if self.counted is not None else np.zeros((0, C.COUNTED_COLUMNS))
+        return edges, pred_false, counted
 
 
 __all__ = ["SequentialDevice"]

@@ -4,7 +4,8 @@
                                                                                               ▼
     worker:  entries in the mailbox? ─▶ read the task record ─▶ run_part (device/execute.py):
              numpy views into GM + scalars ─▶ kernel(...) ─▶ times + status into the task's
-             time row ─▶ publish done + 1 ─▶ fence; post the scheduler only if it sleeps
+             time row (recording: what the tile layer counted into the slot's counts row)
+             ─▶ publish done + 1 ─▶ fence; post the scheduler only if it sleeps
              none: yield-spin (bounded) ─▶ ASLEEP = 1, fence, look once more ─▶ block
 
 Every word another process reads is published (and every word it waits for observed) through
@@ -72,6 +73,8 @@ def run(ctx: DeviceContext, core: int) -> None:
     kmulti = [sum(s) > 1 for s in kslots]
     names = ctx.kernel_names
     dec = ArgDecoder(ctx.q, ctx.f, ctx.ctrl_buf, ctx.gm_buf)
+    dec.count = recording = ctx.record
+    f = ctx.f
     where = C.core_name(core)
     spin_ns = ctx.spin_ns
     jitter = ctx.jitter_ns / 1e9
@@ -127,6 +130,8 @@ def run(ctx: DeviceContext, core: int) -> None:
             # Posted early behind its producers on this core, and a task here failed since the
             # last abort: its inputs may not be what it expects, and the run is being aborted.
             q[t + C.T_STATUS] = C.STATUS_SKIPPED
+            if recording:
+                C.write_counts(f, lay.counts(core, tail % D), None)
         else:
             publish(q, w_running, tid + 1)
             k = q[r + C.H_KERNEL]
@@ -151,6 +156,8 @@ def run(ctx: DeviceContext, core: int) -> None:
                 q[t + C.T_CORE0 + part] = core
             busy += end - start
             ntasks += 1
+            if recording:                              # published with the done count below
+                C.write_counts(f, lay.counts(core, tail % D), dec.counts)
         publish(q, w_running, 0)
         publish(q, w_tasks, ntasks)
         publish(q, w_busy, busy)

@@ -452,6 +452,8 @@ class Device:
         if self._recorder:
             self._recorder.add_edges(part.edges)
             self._recorder.mark_skipped(part.pred_false)
+            if part.counted is not None:
+                self._recorder.add_counted(part.counted)
         if not self._engine.tracing:
             return
         part.runs = runs or []

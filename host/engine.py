@@ -291,9 +291,9 @@ class SequentialEngine:
         self.device.abort()
 
     def take_trace(self) -> TraceData | None:
-        edges, pred_false = self.device.take_edges()
+        edges, pred_false, counted = self.device.take_edges()
         return TraceData(np.zeros((0, 0), np.int64), np.array(edges, np.int64).reshape(-1, 2),
-                         [k.name for k in self.kernels], 0, pred_false=pred_false)
+                         [k.name for k in self.kernels], 0, pred_false=pred_false, counted=counted)
 
     def stats(self) -> dict:
         rep = self.device.stats().to_dict()

@@ -232,7 +232,8 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
                     from host.predict import predict as predict_graph
                     g = dev.graph()
                     pr = predict_graph(g, run=len(g.runs) - 1)
-                    row.update(predicted_a2a3_us=pr.device_us, predicted_bound=pr.bound_resource)
+                    row.update(pr.summary())
+                    row["predicted_line"] = pr.line()
                 _say_row(row, log)
                 rows.append(row)
     if trace:
@@ -266,7 +267,7 @@ def _say_row(row: dict, log: Callable[[str], None]) -> None:
         line += f"; golden {row['golden_s']:.3f} s; device/golden time {row['device_over_golden']:.2f}x"
     log(line)
     if "predicted_a2a3_us" in row:
-        log(f"  predicted on an a2a3 chip: {row['predicted_a2a3_us'] / 1e3:.3f} ms ({row['predicted_bound']})")
+        log(f"  predicted on an a2a3 chip: {row['predicted_line']}")
     if "max_abs" in row:
         log(f"  max abs error {row['max_abs']:.3e}, max rel error {row['max_rel']:.3e}: "
             f"{'PASS' if row['pass'] else 'FAIL'}")

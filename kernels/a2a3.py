@@ -38,11 +38,13 @@ The pipe model (``schedule``), what overlaps and what waits:
 
 Parameters: ``PARAMS`` below, each with its value, a [low, high] range, a confidence and its source.
 ``schedule`` evaluates a program at the defaults and at the two ends of every range (all fast, all
-slow) to give a band. Three constants are fitted to the published per-kernel medians of the
-reference's paged_attention_unroll at Case1 shapes, 64 KV blocks per task (QK 55 µs, SF 61 µs,
-PV 58 µs, UP ≈ 4 µs; a hardware swimlane): ``task_overhead_cycles`` to UP, ``gm_scale`` and
-``sync_cycles`` jointly to QK, SF and PV (the largest of the three errors minimised; each entry
-says so). Everything else comes from pto-isa's a2a3 cost model (github:hw-native-sys/pto-isa,
+slow) to give a band. Four constants are fitted jointly to the published per-kernel medians of
+the reference's paged_attention_unroll at Case1 shapes, 64 KV blocks per task (QK 55 µs, SF 61 µs,
+PV 58 µs, UP ≈ 4 µs; a hardware swimlane) and to that workload's Case1 Effective time as
+``ptoemu predict`` models it (1098.7 µs): ``task_overhead_cycles``, ``gm_scale``,
+``gm_store_scale`` and ``sync_cycles``, the largest of the five errors minimised (each entry
+says so). ``task_time`` combines the parts of one task into its time. Everything else comes from
+pto-isa's a2a3 cost model (github:hw-native-sys/pto-isa,
 ``include/pto/costmodel``; CANN Open Software License 2.0): the fitted constants used are quoted
 here with attribution (a selection, not the files), the code is ours.
 """
@@ -51,9 +53,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["BUFFERS", "CAPACITY", "PARAMS", "PIPES", "Param", "cube_cycles", "schedule", "transfer_cycles",
-           "vector_cycles", "us"]
+__all__ = ["BUFFERS", "CAPACITY", "LANES", "PARAMS", "PIPES", "Param", "cube_cycles", "schedule", "task_time",
+           "transfer_cycles", "vector_cycles", "us"]
 
 # ── pipes and on-chip buffers ────────────────────────────────────────────────────────────────────
 
@@ -119,22 +122,33 @@ PARAMS: dict[str, Param] = {
     "cube_scale": Param(1.0, 0.9, 1.2, "x", "high",
                         f"{_COST}/a2a3/formula_costmodel/formula_backend_compute.hpp TryEstimateMadCycles"),
 
-    # Fitted to the calibration points: the published medians of the reference's
-    # paged_attention_unroll kernels at Case1 shapes, 64 KV blocks per task (hardware swimlane):
-    # QK 55, SF 61, PV 58, UP ~4 us. task_overhead_cycles makes UP 4 us; gm_scale and sync_cycles
-    # together minimise the largest relative error over QK, SF and PV (+6.0 %, -5.7 %, -5.5 %). The
-    # ranges are the values that keep all three within 10 % (UP's: "~4 us" read as 3.5..5 us).
-    "gm_scale": Param(0.625, 0.59, 0.70, "x", "fitted: QK, SF, PV at Case1",
+    # Fitted jointly to the calibration points (ptoemu's README "Validation"): the published medians
+    # of the reference's paged_attention_unroll kernels at Case1 shapes, 64 KV blocks per task (a
+    # hardware swimlane: QK 55, SF 61, PV 58, UP ~4 us) and that workload's Case1 Effective,
+    # 1098.7 us (hw-native-sys/simpler PR #1575), predicted end to end by ptoemu predict. The two
+    # disagree: 512 cube tasks at the medians keep the 24 AIC cores busy 1,205 us, above that
+    # Effective, so no kernel times fit both within 8 %. The four constants below minimise the
+    # largest error over QK, SF, PV, UP and the Effective (QK -8.0 %, SF -2.7 %, PV -7.6 %,
+    # UP +0.6 %, Effective +8.3 %, the grid search of host/predict/validate.py fit_kernels).
+    # Before the Effective was added (QK, SF, PV only): gm_scale 0.625, sync_cycles 86, no store
+    # scale, task_overhead_cycles 5700 (+6.0 %, -5.7 %, -5.5 %, UP 4.0).
+    "gm_scale": Param(0.61, 0.55, 0.70, "x", "fitted: PA Case1 kernels + Effective",
                       "multiplies every GM transfer's Hill time (the Hill constants above come from an "
                       "on-device fit of other kernels; pto-isa reports 0.30 leave-one-out error): the PA "
                       "kernels move one 32 KiB block per step and run ~0.6x of it"),
-    "sync_cycles": Param(86.0, 70.0, 120.0, "cycles", "fitted: QK, SF, PV at Case1",
+    "gm_store_scale": Param(0.65, 0.5, 1.0, "x", "fitted: PA Case1 kernels + Effective",
+                            "multiplies the Hill time of GM stores (MTE3) on top of gm_scale: stores are "
+                            "posted writes, and the fitted latency terms of the store paths (K = 29 KiB "
+                            "for L0C -> GM) overstate small ones, e.g. QK's 8 KiB score block per step. "
+                            "Folded into transfer_cycles; its range is carried by gm_scale's, which "
+                            "scales stores too"),
+    "sync_cycles": Param(105.0, 80.0, 130.0, "cycles", "fitted: PA Case1 kernels + Effective",
                          "latency of one set_flag/wait_flag pair or pipe_barrier: the waiting pipe starts "
                          "this long after its producer ends. pto-isa's cce model charges only the pending "
                          "vector tail at a barrier (12..20 cycles, cce_costmodel_vector_compute.hpp) and "
                          "1 cycle per flag; SF's second pass, a serial chain of ~7 waits per block, needs "
                          "more"),
-    "task_overhead_cycles": Param(5700.0, 4000.0, 7500.0, "cycles", "fitted: UP ~4 us at Case1",
+    "task_overhead_cycles": Param(6000.0, 4500.0, 7500.0, "cycles", "fitted: UP ~4 us at Case1",
                                   "kernel entry (reading the argument descriptors from GM on the scalar "
                                   "unit), set-up and the final pipe_sync: the part of a task that does "
                                   "not depend on its tiles; UP (first and last chunk) counts ~0.9 us of "
@@ -270,11 +284,12 @@ _GIB = float(1 << 30)
 
 
 def transfer_cycles(path: tuple[int, int], nbytes: int) -> float:
-    """Cycles of one transfer of ``nbytes`` (at the parameters' defaults, before the class scale)."""
+    """Cycles of one transfer of ``nbytes`` (at the parameters' defaults, before the class scale;
+    a store to GM times gm_store_scale)."""
     _, _, p = PATHS[path]
     k = PARAMS[p + ".k"].value if p + ".k" in PARAMS else 0.0
     peak = PARAMS[p + ".peak"].value * _GIB / PARAMS["clock_hz"].value     # bytes per cycle
-    return (k + nbytes) / peak
+    return (k + nbytes) / peak * (PARAMS["gm_store_scale"].value if path[1] == GM else 1.0)
 
 
 # ── the schedule ─────────────────────────────────────────────────────────────────────────────────
@@ -445,3 +460,33 @@ def schedule(program: Sequence, corner: str = "value") -> float:
 def us(cycles: float, corner: str = "value") -> float:
     """Microseconds of ``cycles`` at the clock (``corner`` as in ``schedule``)."""
     return cycles / corner_value("clock_hz", corner) * 1e6
+
+
+# ── a task from its parts ────────────────────────────────────────────────────────────────────────
+
+LANES = ("AIC", "AIV0", "AIV1")     # a task's parts, by the lane of its cluster they run on
+
+
+class PartTime(Protocol):
+    """What ``task_time`` reads of a part: its modelled time and band (kernels.tile.Counts)."""
+
+    us: float
+    us_low: float
+    us_high: float
+
+
+def task_time(parts: Sequence[PartTime | None]) -> tuple[float, float, float]:
+    """One SPMD block of a task, on its cores: (us, low, high) from the Counts of its parts,
+    indexed by lane (AIC, AIV0, AIV1; None where the kernel has no such part).
+
+    The one place where a task's parts are combined into its time (``ptoemu predict`` calls it for
+    every task whose parts were counted while recording). The scheduler starts the parts of a mixed
+    task together, each on its own core of one cluster (device/dispatch.py; the reference's MIX
+    dispatch), and the task ends when its last part does; parts that exchange no data run
+    independently, so the time is the slowest part's, and so is each end of the band. Parts that
+    push and pop tiles to each other (TPUSH/TPOP) wait on one another: coupling their timelines is
+    the pipe model's to add here, from the same Counts."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        raise ValueError("task_time: a task has at least one part (AIC, AIV0 or AIV1); got none")
+    return (max(p.us for p in present), max(p.us_low for p in present), max(p.us_high for p in present))

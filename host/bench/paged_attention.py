@@ -103,7 +103,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
                 if predict:
                     g = dev.graph()
                     pr = predict_graph(g, run=len(g.runs) - 1)
-                    r.update(predicted_a2a3_us=pr.device_us, predicted_bound=pr.bound_resource)
+                    r.update(pr.summary())
     if trace_prefix:
         from host.trace import write_chrome
         for name, tr in traces.items():
@@ -129,7 +129,7 @@ def format(r: dict) -> str:
             ("golden_s", "{:.3f}"), ("device_over_golden", "{:.2f}"), ("scheduler_busy_s", "{:.3f}"),
             ("overhead_us_per_task", "{:.1f}")]
     if any("predicted_a2a3_us" in row for row in r["rows"]):
-        cols += [("predicted_a2a3_us", "{:.0f}"), ("predicted_bound", "{}")]
+        cols += [("predicted_effective_us", "{:.0f}"), ("predicted_a2a3_us", "{:.0f}"), ("predicted_bound", "{}")]
     lines = [common.table("paged attention on the emulated device", cols, r["rows"])]
     for s in r["summary"]["savings"]:
         lines.append(f"{s['case']} unroll {s['unroll']}: first_output saves {s['tasks']} tasks, "
