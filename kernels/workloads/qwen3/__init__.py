@@ -23,7 +23,7 @@ import numpy as np
 
 from kernels.workloads.fill import fill, normal
 from kernels.workloads.qwen3.golden import golden_of
-from kernels.workloads.qwen3.model import BATCH, CASES, KV_HEADS, THETA, WORKSPACE_BYTES, Shapes
+from kernels.workloads.qwen3.model import BATCH, CASES, KV_HEADS, METADATA_BYTES, THETA, WORKSPACE_BYTES, Shapes
 from kernels.workloads.qwen3.orchestration import decode_fwd_layers
 from kernels.workloads.workload import Alloc, Workload
 
@@ -86,11 +86,16 @@ def _orchestrate(rt: Any, t: dict[str, Any], params: dict[str, Any], variant: st
 
 
 def _platform(params: dict[str, Any]) -> dict[str, Any]:
+    """The heap: room for every runtime tensor of the run at once (the outer scope's workspace and
+    each layer's tensors), a power of two. ptoemu frees a layer's tensors as soon as its scope has
+    ended and they are used up, but the reference's heap -- and ptoemu predict's model of it -- is
+    a ring, freed in allocation order behind the outer scope's workspace (the reference has four
+    rings of 256 MB, one per scope depth; ptoemu one heap)."""
     sh = Shapes.of(params)
     per_layer = BATCH * (16 * sh.hidden + 8 * sh.kv_hidden + 80 * sh.head_dim + 10 * sh.inter + 8)
-    need = workspace_bytes(sh) + 6 * BATCH * sh.hidden * (2 + sh.layers) + 16 * per_layer
+    need = workspace_bytes(sh) + METADATA_BYTES + 6 * BATCH * sh.hidden * (2 + sh.layers) + sh.layers * per_layer
     heap = 64 << 20
-    while heap < need:
+    while heap < need * 5 // 4:
         heap *= 2
     return {"heap_bytes": heap}
 

@@ -9,33 +9,33 @@ phase 0, launched as ONE mixed task of 24 clusters that must start together.
                                  lengths, KV lengths; the format is ours, the reference's is the
                                  FAInferTilingData blob of the CANN tiler)
     paged_attention_rope_cce     MIX (AIC + 2 AIV) x 24, sync_start; scalar layer_cache_base
-      phase 0 (AIV)   work item (lane b, kv head g), for the 16 x 8 = 128 items:
-                      s = inv_rms[b]; p = seq_len[b] - 1
+      phase 0 (AIV)   lanes 2 * block_idx + sub_block_id < 32 take work items lane + 32 j; item w is
+                      (lane b = w % 16, kv head g = w // 16), p = seq_len[b] - 1, s = inv_rms[b]:
                       k = rmsnorm(k_acc[b, g] * s) * k_norm_w; RoPE at p; bf16 -> k_cache new row
                       v = bf16(v_acc[b, g] * s)                             -> v_cache new row
-                      the 5 query heads of the group: rmsnorm(q * s) * q_norm_w; RoPE; bf16 -> q_tnd
-      sync_all()      every part of every block (AscendC::SyncAll<false>, the all-core barrier)
-      phase 1         FlashAttention decode, no split-KV: task t -> (lane t // 8, kv head t % 8),
-                      cluster k runs t = k, k + 24, ...; 5 query heads x 1 token against the lane's
-                      seq_len keys through block_table, in stacks of 512 tokens: S = q.K^T / sqrt(d)
-                      (fp32), running max, P = bf16(exp(S - m)), O += P.V (fp32), rescaled;
-                      attn_out[b, heads] = bf16(O / l)
+                      its 5 query heads: rmsnorm(q * s) * q_norm_w; RoPE; bf16 -> q_tnd
+      sync_all()      every part of every block (AscendC::SyncAll<false>, the all-core barrier):
+                      the reason the task is launched with sync_start -- all 24 clusters resident
+      phase 1         flash-attention decode, no split-KV: task t -> (lane t // 8, kv head t % 8),
+                      cluster k runs t = k, k + 24, ...; 5 query heads x 1 token against the
+                      lane's seq_len keys, its pages through block_table:
+                        cube    S = q . K^T, a 128-token page at a time       -> workspace
+                        vector  P = bf16(exp(S / sqrt(d) - max)), l = sum P   (every other task)
+                        cube    O = P . V, accumulated over the pages         -> workspace
+                        vector  attn_out[b, heads] = bf16(O / l)
 
-Phase 0 runs as in the reference: lane = 2 * block_idx + sub_block_id, lanes 0..31 take work
-items lane + 32 j, item w -> (lane w % batch, kv head w // batch); then every part of every block
-calls ``sync_all`` (kernels/barrier.py, the chip's SyncAll<false>) before any core reads what
-phase 0 wrote -- the reason the task is launched with sync_start: all 24 clusters must be running.
-
-Where phase 1 runs, here: the vector parts (each sub-block takes every other task of its
-cluster). The reference runs QK and PV on the cube and the softmax on the vectors, handing tiles
-over through cross-core flags inside the task; ptoemu has no such in-task pipe yet, so the whole
-flash-attention step runs on the vector parts and the cube part only takes part in the launch.
-Both phases are plain vectorised numpy (the vendor kernel is not written in the PTO instructions
-the tile layer has): the task's a2a3 time comes from a cost law (``attention_cost``).
+The cube does the matrix products and the vector cores the softmax, as in the reference, written
+on the tile layer (so a recording counts them, with the real KV lengths). The reference hands
+tiles between cube and vector through cross-core flags per 512-token stack, pipelined; here the
+handover is through pa_workspace (a slot per task) with ``sync_all`` between the steps, and the
+softmax covers a task's whole row at once (the paged-attention pipeline's SF kernel,
+kernels/workloads/paged_attention). The RoPE phase is plain vectorised numpy.
 
 Pools: the attention reads and writes the pools through the layout model.py describes (regions
 of stored layers + an overlay of the other layers' written rows); the region count comes from
-the pool tensor's rows and the per-layer rows from the metadata's page count.
+the pool tensor's rows and the per-layer rows from the metadata's page count. A layer whose pool
+is shared reads its lane's last page from a copy phase 0 makes in the workspace: the stored
+region's page with the layer's own new row in it (copy on write).
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from kernels import AIV, Mixed, a2a3, core_info, kernel, sync_all
+from kernels import AIV, Mixed, a2a3, core_info, kernel, sync_all, tile
 from kernels.cost import Cost, TaskInfo
+from kernels.tile import F32, L0A, L0B, L0C, L1, UB
+from kernels.workloads.paged_attention import kernels as pa_kernels
 from kernels.workloads.qwen3.model import ATTN_CORES, BLOCK, EPS, GROUP, KV_HEADS, ROPE_LANES
 
 __all__ = ["paged_attention_tiling_cce", "paged_attention_rope_cce", "attention_cost", "META_WORDS",
-           "pool_rows", "STACK"]
+           "pool_rows"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
-STACK = 512                    # tokens per flash-attention step (4 pages)
+_CUBE = "qwen3.attention.aic"  # QK and PV run one after the other on a cube core: shared scratch
 META_WORDS = 8                 # int64 header words of pa_metadata, then 2 x batch int64
 _MAGIC = 0x5157454E33          # "QWEN3": the metadata was written by the tiling task
 
@@ -140,67 +142,182 @@ def _phase0(items: np.ndarray, args: tuple, layer_base: int) -> None:
     q_tnd[b[:, None], heads] = _rms_rope(q, s, q_norm_w.reshape(1, 1, d), cos, sin)
 
 
-def _widen(a: np.ndarray) -> np.ndarray:
-    """bf16 -> fp32 exactly: bf16 is the top half of an fp32 (~3x faster than a dtype cast)."""
-    out = np.empty(a.shape, np.float32)
-    w = out.view(np.uint32)
-    np.copyto(w, a.view(np.uint16), casting="unsafe")
-    w <<= 16
-    return out
+class _Slot:
+    """One (lane, kv head) task's scratch in pa_workspace, where the parts hand tiles over:
+    scores S (5, T) fp32 and P (5, T) bf16 for its T = pages * 128 tokens, the row max and sum
+    (5,), the output O (5, D) fp32, and -- for a layer whose pool is shared -- its copy-on-write
+    last page of K and V (128, D) bf16 with the layer's new token in it."""
+
+    def __init__(self, ws: np.ndarray, t: int, max_tokens: int, d: int, tokens: int) -> None:
+        sizes = (GROUP * max_tokens * 4, GROUP * max_tokens * 2, 64, 64, GROUP * d * 4, BLOCK * d * 2, BLOCK * d * 2)
+        sizes = tuple(-(-x // 64) * 64 for x in sizes)
+        base = t * sum(sizes)
+        if base + sum(sizes) > ws.size:
+            raise ValueError(f"paged_attention_rope_cce: pa_workspace of {ws.size} bytes is too small for task {t} "
+                             f"({sum(sizes)} bytes a task)")
+        off = np.cumsum((base,) + sizes)
+        part = [ws[off[i]:off[i + 1]] for i in range(len(sizes))]
+        self.s = part[0][:GROUP * tokens * 4].view(np.float32).reshape(GROUP, tokens)
+        self.p = part[1][:GROUP * tokens * 2].view(BF16).reshape(GROUP, tokens)
+        self.m = part[2][:GROUP * 4].view(np.float32)
+        self.l = part[3][:GROUP * 4].view(np.float32)
+        self.o = part[4].view(np.float32).reshape(GROUP, d)
+        self.k = part[5].view(BF16).reshape(BLOCK, d)
+        self.v = part[6].view(BF16).reshape(BLOCK, d)
 
 
-def _phase1(tasks: np.ndarray, args: tuple, layer_base: int, scale: float) -> None:
-    """Flash-attention decode of tasks t -> (lane t // 8, kv head t % 8)."""
-    (attn_out, q_tnd, k_cache, v_cache, block_table, _, metadata, *_rest) = args
-    slot_mapping = args[15]
-    if tasks.size == 0:
-        return
+def _tasks(args: tuple, tasks: np.ndarray, layer_base: int):
+    """Per task: (b, g, tokens, ids of its pages read from the region -- all but a copied last
+    one --, the region's K and V pages of kv head g as (pages, 128, D) views, its slot, whether
+    its last page is the copy in the slot)."""
+    (_, _, k_cache, v_cache, block_table, ws, metadata, *_rest) = args
     batch, max_blocks, lens, region, overlay = _layer_pool(metadata, k_cache, layer_base)
     d = k_cache.shape[1]
+    npages = block_table.shape[0]
+    kr = k_cache[region:region + npages * BLOCK * KV_HEADS].reshape(npages, BLOCK, KV_HEADS, d)
+    vr = v_cache[region:region + npages * BLOCK * KV_HEADS].reshape(npages, BLOCK, KV_HEADS, d)
     for t in tasks.tolist():
         b, g = divmod(t, KV_HEADS)
         n = int(lens[b])
         npg = -(-n // BLOCK)
-        pages = block_table[b * max_blocks:b * max_blocks + npg].astype(np.int64)
-        rows = (region + (pages[:, None] * BLOCK + np.arange(BLOCK)) * KV_HEADS + g).reshape(-1)[:n]
-        rows[n - 1] = _new_rows(np.array([b]), np.array([g]), region, overlay,
-                                slot_mapping.astype(np.int64), batch)[0]
-        k, v = _widen(k_cache[rows]), _widen(v_cache[rows])              # (n, d) fp32
-        q = q_tnd[b, g * GROUP:(g + 1) * GROUP].astype(np.float32)       # (5, d)
-        s = (q @ k.T) * np.float32(scale)                                 # (5, n)
-        o = np.zeros((GROUP, d), np.float32)
-        m = np.full((GROUP, 1), -np.inf, np.float32)
-        l_sum = np.zeros((GROUP, 1), np.float32)
-        for j in range(0, n, STACK):                                     # the online softmax, stack by stack
-            sj = s[:, j:j + STACK]
-            m_new = np.maximum(m, sj.max(axis=1, keepdims=True))
-            alpha = np.exp(m - m_new)
-            p = np.exp(sj - m_new)
-            pb = p.astype(BF16).astype(np.float32)
-            l_sum = l_sum * alpha + p.sum(axis=1, keepdims=True)
-            o = o * alpha + pb @ v[j:j + STACK]
-            m = m_new
-        attn_out[b, g * GROUP:(g + 1) * GROUP] = (o / l_sum).astype(BF16)
+        ids = block_table[b * max_blocks:b * max_blocks + npg].astype(np.int64)
+        slot = _Slot(ws, t, max_blocks * BLOCK, d, npg * BLOCK)
+        yield b, g, n, (ids if overlay is None else ids[:-1]), kr[:, :, g, :], vr[:, :, g, :], slot, overlay is not None
+
+
+def _cow_pages(items: np.ndarray, args: tuple, layer_base: int) -> None:
+    """Phase 0, for a layer whose pool is shared: each item's last page of K and V, copied from
+    the stored region with the layer's new row in it, into its task's slot (the attention reads
+    the rest of the pool from the region)."""
+    (_, _, k_cache, v_cache, block_table, ws, metadata, *_rest) = args
+    batch, max_blocks, lens, region, overlay = _layer_pool(metadata, k_cache, layer_base)
+    if overlay is None or items.size == 0:
+        return
+    d = k_cache.shape[1]
+    for w in items.tolist():
+        b, g = w % batch, w // batch
+        n = int(lens[b])
+        page = int(block_table[b * max_blocks + (n - 1) // BLOCK])
+        rows = region + (page * BLOCK + np.arange(BLOCK)) * KV_HEADS + g
+        slot = _Slot(ws, b * KV_HEADS + g, max_blocks * BLOCK, d, BLOCK)
+        new = overlay + b * KV_HEADS + g
+        for cache, dst in ((k_cache, slot.k), (v_cache, slot.v)):
+            dst[...] = cache[rows]
+            dst[(n - 1) % BLOCK] = cache[new]
+
+
+def _qk(q: np.ndarray, kpages: np.ndarray, ids: np.ndarray, last: np.ndarray | None, s_out: np.ndarray) -> None:
+    """Cube: S (5, pages * 128) fp32 = q . K^T, a page at a time (K^T to L1 double-buffered,
+    the next page prefetched; L0A holds q throughout), each page's scores stored to GM."""
+    g, d = q.shape
+    c = tile.Core("attn_qk", scratch=_CUBE)
+    ql = c.tile(L1, (g, d), q.dtype, name="q")
+    kl = c.tile(L1, (d, BLOCK), q.dtype, bufs=2, name="kT")
+    a = c.tile(L0A, (g, d), q.dtype, name="left")
+    b = c.tile(L0B, (d, BLOCK), q.dtype, bufs=2, name="right")
+    sc = c.tile(L0C, (g, BLOCK), F32, bufs=2, name="s")
+    tile.load(ql, q)
+    tile.move(a, ql)
+    n = ids.size
+    if n:
+        with c.loop(n):
+            tile.load(kl, kpages.transpose(0, 2, 1), index=ids, prefetch=True)
+            tile.move(b, kl)
+            tile.matmul(sc, a, b)
+            tile.store(tile.col_blocks(s_out[:, :n * BLOCK], n), sc)
+    if last is not None:                      # the copy-on-write last page
+        tile.load(kl, last.T)
+        tile.move(b, kl)
+        tile.matmul(sc, a, b)
+        tile.store(s_out[:, n * BLOCK:], sc)
+
+
+def _pv(p: np.ndarray, vpages: np.ndarray, ids: np.ndarray, last: np.ndarray | None, o_out: np.ndarray) -> None:
+    """Cube: O (5, D) fp32 = P . V over the pages, accumulated in L0C, stored once."""
+    g, d = o_out.shape
+    c = tile.Core("attn_pv", scratch=_CUBE)
+    pl = c.tile(L1, (g, BLOCK), p.dtype, bufs=2, name="p")
+    vl = c.tile(L1, (BLOCK, d), p.dtype, bufs=2, name="v")
+    a = c.tile(L0A, (g, BLOCK), p.dtype, bufs=2, name="left")
+    b = c.tile(L0B, (BLOCK, d), p.dtype, bufs=2, name="right")
+    o = c.tile(L0C, (g, d), F32, name="o")
+    n = ids.size
+    if n:
+        with c.loop(n):
+            tile.load(pl, tile.col_blocks(p[:, :n * BLOCK], n))
+            tile.load(vl, vpages, index=ids)
+            tile.move(a, pl)
+            tile.move(b, vl)
+            tile.matmul(o, a, b, acc=True)
+    if last is not None:
+        tile.load(pl, p[:, n * BLOCK:])
+        tile.load(vl, last)
+        tile.move(a, pl)
+        tile.move(b, vl)
+        tile.matmul(o, a, b, acc=n > 0)
+    tile.store(o_out, o)
+
+
+def _normalise(o: np.ndarray, li: np.ndarray, out: np.ndarray) -> None:
+    """Vector: out (5, D) bf16 = O / l (row by row)."""
+    g, d = o.shape
+    c = tile.Core("attn_out")
+    ot = c.tile(UB, (g, d), F32, name="o")
+    lt = c.tile(UB, (g, 1), F32, name="l")
+    ob = c.tile(UB, (g, d), BF16, name="out")
+    tile.load(ot, o)
+    tile.load(lt, li.reshape(g, 1))
+    tile.row_expand_div(ot, ot, lt)
+    tile.cast(ob, ot)
+    tile.store(out, ob)
+
+
+def _mine(k: int, nblk: int, batch: int) -> np.ndarray:
+    """The tasks of cluster k: t = k, k + nblk, ... (t -> lane t // 8, kv head t % 8)."""
+    return np.arange(k, KV_HEADS * batch, nblk)
 
 
 def _part(*args: object) -> None:
-    """A vector part: phase 0 on the reference's RoPE lanes, the all-core barrier, phase 1 on the
-    tasks of its cluster (every other one: the two vector parts share them)."""
+    """A vector part: phase 0 on the reference's RoPE lanes; then, between the cube's steps, the
+    softmax of every other task of its cluster, and their normalised output."""
     *tensors, layer_base = args
+    t = tuple(tensors)
     info = core_info()
     k, sub, nblk = (info.block_idx, info.sub_block_id, info.block_num) if info else (0, 0, 1)
-    batch = tensors[16].shape[0]
+    batch = t[16].shape[0]
     lane = 2 * k + sub
     items = np.arange(lane, KV_HEADS * batch, ROPE_LANES) if lane < ROPE_LANES else np.arange(0)
-    _phase0(items, tuple(tensors), int(layer_base))
-    sync_all()                                                           # SyncAll<false>: every core
-    mine = np.arange(k, KV_HEADS * batch, nblk)[sub::2]                  # tasks t = k, k + 24, ...
-    _phase1(mine, tuple(tensors), int(layer_base), 1.0 / np.sqrt(tensors[2].shape[1]))
+    _phase0(items, t, int(layer_base))
+    _cow_pages(items, t, int(layer_base))
+    sync_all()                                       # SyncAll<false>: phase 0 is everyone's
+    sync_all()                                       # the cube has stored S
+    mine = list(_tasks(t, _mine(k, nblk, batch)[sub::2], int(layer_base)))
+    scale = 1.0 / np.sqrt(t[2].shape[1])
+    for _, _, n, _, _, _, slot, _ in mine:
+        npg = slot.s.shape[1] // BLOCK
+        pa_kernels.sf(slot.s, slot.p, slot.m, slot.l, scale, n - (npg - 1) * BLOCK, npg)
+    sync_all()                                       # P is there for the cube
+    sync_all()                                       # the cube has stored O
+    for b, g, _, _, _, _, slot, _ in mine:
+        _normalise(slot.o, slot.l, t[0][b, g * GROUP:(g + 1) * GROUP])
 
 
 def _cube(*args: object) -> None:
-    """The cube part: meets the vector parts at the barrier; in the reference it then runs QK and
-    PV of phase 1 (module docstring)."""
+    """The cube part: S = q . K^T for its cluster's tasks, then O = P . V."""
+    *tensors, layer_base = args
+    t = tuple(tensors)
+    info = core_info()
+    k, nblk = (info.block_idx, info.block_num) if info else (0, 1)
+    batch = t[16].shape[0]
+    q_tnd = t[1]
+    sync_all()
+    mine = list(_tasks(t, _mine(k, nblk, batch), int(layer_base)))
+    for b, g, _, ids, kp, _, slot, cow in mine:
+        _qk(q_tnd[b, g * GROUP:(g + 1) * GROUP], kp, ids, slot.k if cow else None, slot.s)
+    sync_all()
+    sync_all()
+    for _, _, _, ids, _, vp, slot, cow in mine:
+        _pv(slot.p, vp, ids, slot.v if cow else None, slot.o)
     sync_all()
 
 
