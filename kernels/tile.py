@@ -94,7 +94,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count as _counter
 from typing import Any
@@ -667,8 +667,10 @@ def _gather(dst: Tile, src: np.ndarray, ids: np.ndarray) -> None:
     dst.data, dst.own, dst.w = (out if order is None else out.transpose(_inverse(order))), True, None
 
 
-def store(dst: np.ndarray, src: Tile, atomic: str | None = None) -> None:
-    """TSTORE: ``src`` (UB, L0C or L1) -> GM view ``dst``; ``atomic="add"`` adds into it."""
+def store(dst: np.ndarray, src: Tile, atomic: str | None = None, index: Any = None) -> None:
+    """TSTORE: ``src`` (UB, L0C or L1) -> GM view ``dst``; ``atomic="add"`` adds into it. In a
+    loop, ``dst`` has a leading axis of the loop count, or ``index`` (one id per iteration) sends
+    iteration i to ``dst[index[i]]`` (outside a loop: one id, ``dst[id]``), as load's."""
     core = src.core
     n = core.n
     a = src.data
@@ -683,6 +685,9 @@ def store(dst: np.ndarray, src: Tile, atomic: str | None = None) -> None:
                         f"(cast into a {dst.dtype} tile first)")
     if atomic is not None and atomic != "add":
         raise TileError(f"{core.name}: store atomic={atomic!r}: expected None or 'add'")
+    if index is not None:
+        _store_at(dst, src, a, atomic, index)
+        return
     shape = (n,) + src.shape if n else src.shape
     view = dst
     if dst.shape != shape:
@@ -692,21 +697,55 @@ def store(dst: np.ndarray, src: Tile, atomic: str | None = None) -> None:
             _as_shape(dst, shape, "store of", src)
     # A tile still showing GM bytes this store overwrites keeps its values (tiles loaded from
     # read-only views -- In arguments -- are not checked: a task's writable views do not alias them)
-    borrowed = core.borrowed
-    if borrowed:
-        for t in borrowed.values():
-            d = t.data
-            if d is not None and not t.own and _may_share(d, view):
-                t.data = d.copy()
-                t.own, t.w = True, None
+    if core.borrowed:
+        _keep_borrowed(core, view)
     if atomic is None:
         view[...] = a
     else:
         np.add(view, a, out=view, casting="unsafe")
     if _ON and _tl.rec is not None:
-        nb = src.shape[0] * src.shape[1] * (dst.dtype.itemsize if src.buf == L0C else src.dtype.itemsize)
-        _count(core, MTE3, a2a3.C_GM, a2a3.transfer_cycles((src.buf, a2a3.GM), nb), (src,), ())
-        _tl.rec.gm_write += nb * (n or 1)
+        _count_store(dst, src)
+
+
+def _keep_borrowed(core: Core, view: np.ndarray) -> None:
+    """A tile still showing GM bytes a store overwrites keeps its values (tiles loaded from
+    read-only views -- In arguments -- are not checked: a task's writable views do not alias them)."""
+    for t in core.borrowed.values():
+        d = t.data
+        if d is not None and not t.own and _may_share(d, view):
+            t.data = d.copy()
+            t.own, t.w = True, None
+
+
+def _count_store(dst: np.ndarray, src: Tile) -> None:
+    nb = src.shape[0] * src.shape[1] * (dst.dtype.itemsize if src.buf == L0C else src.dtype.itemsize)
+    _count(src.core, MTE3, a2a3.C_GM, a2a3.transfer_cycles((src.buf, a2a3.GM), nb), (src,), ())
+    _tl.rec.gm_write += nb * (src.core.n or 1)
+
+
+def _store_at(dst: np.ndarray, src: Tile, a: np.ndarray, atomic: str | None, index: Any) -> None:
+    """store(..., index=ids): iteration i's tile to dst[ids[i]] (in iteration order: a repeated
+    id keeps the last iteration's tile, or, atomic, the sum of all)."""
+    core = src.core
+    n = core.n
+    ids = np.asarray(index).reshape(-1)
+    if ids.size != (n or 1):
+        raise TileError(f"{core.name}: store of {src!r}: index has {ids.size} ids for {n or 1} iteration(s)")
+    view = _as_shape(dst, (dst.shape[0],) + src.shape, "store of", src)
+    if core.borrowed:
+        _keep_borrowed(core, view)
+    tiles = a if (n and a.ndim == 3) else None            # (a tile written before the loop: the same each time)
+    if atomic is None and (ids.size == 1 or np.unique(ids).size == ids.size):
+        view[ids] = a
+    else:
+        for i, j in enumerate(ids.tolist()):
+            x = a if tiles is None else tiles[i]
+            if atomic is None:
+                view[j] = x
+            else:
+                np.add(view[j], x, out=view[j], casting="unsafe")
+    if _ON and _tl.rec is not None:
+        _count_store(dst, src)
 
 
 # np.may_share_memory without its __array_function__ dispatch (half its cost on small arrays)
@@ -1134,32 +1173,60 @@ def fill(dst: Tile, value: float) -> None:
         _vcount("fill", dst, dst, ())
 
 
-def fill_pad(dst: Tile, valid_cols: int, value: float, iteration: int | None = None) -> None:
+def fill_pad(dst: Tile, valid_cols: int | Sequence[int], value: float, iteration: int | None = None) -> None:
     """TFILLPAD_INPLACE: columns valid_cols.. of dst = value (in a loop: of every iteration's tile,
-    or of iteration ``iteration`` only, e.g. -1 for the last)."""
+    or of iteration ``iteration`` only, e.g. -1 for the last; or ``valid_cols`` a sequence of one
+    count per iteration, as a loop whose every iteration pads its own tile to its own length)."""
     _vec_check(dst)
     core = dst.core
     rows, cols = dst.shape
-    valid = int(valid_cols)
-    if not 0 <= valid <= cols:
+    per_iteration = not isinstance(valid_cols, (int, np.integer))
+    if per_iteration:
+        valid = np.asarray(valid_cols).reshape(-1)
+        if not core.n or valid.size != core.n or iteration is not None:
+            raise TileError(f"{core.name}: fill_pad with {valid.size} valid_cols: one count per iteration of "
+                            f"a c.loop() (here {core.n or 'not in a loop'}), without iteration=")
+        short = valid < cols
+    else:
+        valid = int(valid_cols)
+        short = valid < cols
+    if np.any(valid < 0) or np.any(valid > cols):
         raise TileError(f"{core.name}: fill_pad valid_cols={valid_cols} outside 0..{cols}")
     d = _data(dst, "fill_pad")
     if iteration is not None and not core.n:
         raise TileError(f"{core.name}: fill_pad(iteration=...) is for a tile inside c.loop()")
-    if valid < cols:
+    if np.any(short):
         if not dst.own or dst.lent:               # copy on write: whatever else shows these values keeps them
             if dst.alias:
                 raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
             old = d
-            d = _fresh(dst, old.shape)
+            d = _out(dst, old.shape, old)
             d[...] = old
-        if iteration is None:
+        if per_iteration:
+            np.copyto(d, value, where=(_arange(cols) >= valid[:, None])[:, None, :])
+        elif iteration is None:
             d[..., valid:] = value
         else:
             d[iteration, :, valid:] = value
-    if _ON and _tl.rec is not None and valid < cols:
-        _count(core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles("fill", dst.dtype.itemsize, rows, cols - valid),
-               (dst,), (dst,), None if iteration is None else int(iteration))
+    if _ON and _tl.rec is not None:
+        if per_iteration:                         # each short iteration its own instruction
+            for i in np.flatnonzero(short):
+                _count(core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles("fill", dst.dtype.itemsize, rows,
+                                                                    cols - int(valid[i])), (dst,), (dst,), int(i))
+        elif short:
+            _count(core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles("fill", dst.dtype.itemsize, rows, cols - valid),
+                   (dst,), (dst,), None if iteration is None else int(iteration))
+
+
+def _arange(n: int) -> np.ndarray:
+    """np.arange(n), made once per n."""
+    a = _ARANGES.get(n)
+    if a is None:
+        a = _ARANGES[n] = np.arange(n)
+    return a
+
+
+_ARANGES: dict = {}
 
 
 def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
