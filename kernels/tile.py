@@ -713,8 +713,8 @@ def _keep_borrowed(core: Core, view: np.ndarray) -> None:
     for t in core.borrowed.values():
         d = t.data
         if d is not None and not t.own and _may_share(d, view):
-            t.data = d.copy()
-            t.own, t.w = True, None
+            _out(t, d.shape, d)[...] = d          # into its own scratch (a fresh copy would page-fault)
+            t.w = None
 
 
 def _count_store(dst: np.ndarray, src: Tile) -> None:
