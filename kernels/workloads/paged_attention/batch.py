@@ -57,7 +57,7 @@ from kernels import AIC, AIV, kernel, tile
 from kernels.args import In, InOut, Out
 from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
-from kernels.workloads.paged_attention.kernels import _CUBE_SCRATCH, _kv_blocks
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks
 from kernels.workloads.paged_attention.tiling import head_tiles
 from kernels.workloads.workload import Workload
 
@@ -84,7 +84,7 @@ def qk_batch(query: np.ndarray, key_cache: np.ndarray, block_table: np.ndarray, 
     rows, bs = sij.shape
     qt, d = rows // bc, query.shape[2]
     ids = block_table[s0:s0 + bc, int(bn)]
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(scratch=CUBE_SCRATCH)
     q_l1 = c.tile(L1, (qt, d), query.dtype, name="qi")
     k_l1 = c.tile(L1, (d, bs), key_cache.dtype, name="kj")
     a = c.tile(L0A, (qt, d), query.dtype, name="left")
@@ -92,7 +92,7 @@ def qk_batch(query: np.ndarray, key_cache: np.ndarray, block_table: np.ndarray, 
     s = c.tile(L0C, (qt, bs), F32, name="sij")
     with c.loop(bc):
         tile.load(q_l1, query[s0:s0 + bc, h0:h0 + qt])
-        tile.load(k_l1, _kv_blocks(key_cache).transpose(0, 2, 1), index=ids)     # Kᵀ: DN layout
+        tile.load(k_l1, kv_blocks(key_cache).transpose(0, 2, 1), index=ids)     # Kᵀ: DN layout
         tile.move(a, q_l1)
         tile.move(b, k_l1)
         tile.matmul(s, a, b)
@@ -164,7 +164,7 @@ def pv_batch(pij: np.ndarray, value_cache: np.ndarray, block_table: np.ndarray, 
     rows, bs = pij.shape
     qt, d = rows // bc, oi_new.shape[1]
     ids = block_table[s0:s0 + bc, int(bn)]
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(scratch=CUBE_SCRATCH)
     p_l1 = c.tile(L1, (qt, bs), pij.dtype, name="pij")
     v_l1 = c.tile(L1, (bs, d), value_cache.dtype, name="vj")
     a = c.tile(L0A, (qt, bs), pij.dtype, name="left")
@@ -172,7 +172,7 @@ def pv_batch(pij: np.ndarray, value_cache: np.ndarray, block_table: np.ndarray, 
     o = c.tile(L0C, (qt, d), F32, name="oi")
     with c.loop(bc):
         tile.load(p_l1, pij.reshape(bc, qt, bs))
-        tile.load(v_l1, _kv_blocks(value_cache), index=ids)
+        tile.load(v_l1, kv_blocks(value_cache), index=ids)
         tile.move(a, p_l1)
         tile.move(b, v_l1)
         tile.matmul(o, a, b)

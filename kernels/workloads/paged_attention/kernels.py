@@ -68,20 +68,20 @@ from kernels import AIC, AIV, kernel, tile
 from kernels.tile import F32, L0A, L0B, L0C, L1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention import laws
 
-__all__ = ["BF16", "hub", "pv", "qk", "qk_4dims", "sf", "sf_4dims", "up"]
+__all__ = ["BF16", "CUBE_SCRATCH", "hub", "kv_blocks", "pv", "qk", "qk_4dims", "sf", "sf_4dims", "up"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 # QK and PV run one at a time on a cube core: their tiles' values share one scratch memory (the
 # K and V blocks widened to fp32 are 4 MiB each at Case1)
-_CUBE_SCRATCH = "paged_attention.aic"
+CUBE_SCRATCH = "paged_attention.aic"
 
 
 def _block_ids(block_ids: np.ndarray) -> np.ndarray:
     return np.asarray(block_ids).reshape(-1)
 
 
-def _kv_blocks(cache: np.ndarray) -> np.ndarray:
+def kv_blocks(cache: np.ndarray) -> np.ndarray:
     """The (blocks, block_size, D) view of a (blocks, block_size, 1, D) K or V cache."""
     if cache.shape[2] != 1:
         raise ValueError(f"paged attention kernels support kv_heads == 1, cache has shape {cache.shape}")
@@ -108,11 +108,11 @@ def qk_4dims(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: 
 def _qk(name: str, qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray,
         prefetch: bool) -> None:
     m, d = qi.shape
-    keys = _kv_blocks(key_cache)
+    keys = kv_blocks(key_cache)
     bs = keys.shape[1]
     ids = _block_ids(block_ids)
     n = ids.size
-    c = tile.Core(name, scratch=_CUBE_SCRATCH)
+    c = tile.Core(name, scratch=CUBE_SCRATCH)
     q_l1 = c.tile(L1, (m, d), qi.dtype, name="qi")
     k_l1 = c.tile(L1, (d, bs), key_cache.dtype, bufs=2 if prefetch else 1, name="kj")
     a = c.tile(L0A, (m, d), qi.dtype, name="left")
@@ -221,11 +221,11 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
     The reference's aic_pv_matmul: per block, p's slice and the V block to L1, on to L0A/L0B
     (both levels double-buffered), matmul-accumulate into one L0C tile; stored once at the end."""
     m, width = pij.shape
-    values = _kv_blocks(value_cache)
+    values = kv_blocks(value_cache)
     bs, d = values.shape[1:]
     ids = _block_ids(block_ids)
     n = ids.size
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(scratch=CUBE_SCRATCH)
     p_l1 = c.tile(L1, (m, bs), pij.dtype, bufs=2, name="pij")
     v_l1 = c.tile(L1, (bs, d), value_cache.dtype, bufs=2, name="vj")
     a = c.tile(L0A, (m, bs), pij.dtype, bufs=2, name="left")

@@ -27,7 +27,7 @@ import numpy as np
 from kernels import AIC, AIV, kernel, tile
 from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.paged_attention import laws
-from kernels.workloads.paged_attention.kernels import _CUBE_SCRATCH, _kv_blocks
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks
 
 __all__ = ["pv", "qk", "sf"]
 
@@ -38,7 +38,7 @@ def _block(cache: np.ndarray, block_ids: np.ndarray, who: str) -> np.ndarray:
     if ids.size != 1:
         raise ValueError(f"{who}: one KV block per task, got {ids.size} block ids (the unrolled kernels "
                          f"in kernels.py take several)")
-    return _kv_blocks(cache)[int(ids[0])]
+    return kv_blocks(cache)[int(ids[0])]
 
 
 @kernel(AIC, cost=laws.qk_cost)
@@ -47,7 +47,7 @@ def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.nda
     kj = _block(key_cache, block_ids, "qk")
     m, d = qi.shape
     bs = kj.shape[0]
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(scratch=CUBE_SCRATCH)
     q_l1 = c.tile(L1, (m, d), qi.dtype, name="qi")
     k_l1 = c.tile(L1, (d, bs), key_cache.dtype, name="kj")
     a = c.tile(L0A, (m, d), qi.dtype, name="left")
@@ -100,7 +100,7 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
     vj = _block(value_cache, block_ids, "pv")
     m, bs = pij.shape
     d = vj.shape[1]
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(scratch=CUBE_SCRATCH)
     p_l1 = c.tile(L1, (m, bs), pij.dtype, name="pij")
     v_l1 = c.tile(L1, (bs, d), value_cache.dtype, name="vj")
     a = c.tile(L0A, (m, bs), pij.dtype, name="left")
