@@ -557,13 +557,14 @@ def test_one_block_kernels_compute_what_the_unrolled_ones_do_on_one_block() -> N
     kc, vc = (rng.uniform(-1, 1, (9, bs, 1, d)).astype(BF16) for _ in range(2))
     ids = np.array([5])
     got, want = {}, {}
-    for out, mod in ((got, per_block), (want, pa)):
+    for out, (qk, sf, pv) in ((got, (per_block.qk_block, per_block.sf_block, per_block.pv_block)),
+                              (want, (pa.qk, pa.sf, pa.pv))):
         sij = np.empty((qt, bs), np.float32)
-        mod.qk(q, kc, sij, ids)
+        qk(q, kc, sij, ids)
         pij, mi, li = np.empty((qt, bs), BF16), np.empty(qt, np.float32), np.empty(qt, np.float32)
-        mod.sf(sij, pij, mi, li, 0.3, bs - 7, 1)
+        sf(sij, pij, mi, li, 0.3, bs - 7, 1)
         oi = np.empty((qt, d), np.float32)
-        mod.pv(pij, vc, oi, ids)
+        pv(pij, vc, oi, ids)
         out.update(sij=sij, pij=pij.astype(np.float32), mi=mi, li=li, oi=oi)
     np.testing.assert_allclose(got["sij"], want["sij"], rtol=1e-5, atol=1e-5)
     for k in ("pij", "mi", "li", "oi"):

@@ -119,7 +119,7 @@ def _orchestrate(rt: Any, t: dict, params: Mapping[str, Any], variant: str) -> d
 
 _ORDER = ("CaseSmall1", "CaseVarSeq2", "CaseSmall2", "CaseVarSeq4", "Case2", "Case3", "Case1")
 _KERNELS = ("kernels.workloads.paged_attention.kernels", "kernels.workloads.paged_attention.per_block")
-_BLOCK_KERNELS = {"qk": per_block.qk, "sf": per_block.sf, "pv": per_block.pv}
+_BLOCK_KERNELS = {"qk": per_block.qk_block, "sf": per_block.sf_block, "pv": per_block.pv_block}
 PLAN_INPUTS = ("block_table", "context_lens")        # what the orchestration reads (rt.read)
 
 PAGED_ATTENTION = Workload(

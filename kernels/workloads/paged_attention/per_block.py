@@ -10,11 +10,12 @@ which the tile layer's schedule infers from the data anyway).
        TMATMUL, TSTORE        TEXP, TCVT bf16, TCVT fp32, TROWSUM   TMATMUL, TSTORE
                               TSTORE pij, mi, li
 
-The signatures are the unrolled kernels' (kernels.py), so orchestration.orchestrate runs either
-set: the whole cache and a one-element ``block_ids`` array where the reference passes a one-block
-view, ``valid_len_last`` where it passes a (q_tile, valid_len) view of sij, and ``n_blocks``
-(always 1 here). Unlike the unrolled SF (two passes over the chunk's blocks) this SF takes the
-row max of the scaled scores in one pass, as the reference's does.
+qk_block, sf_block and pv_block have the unrolled kernels' signatures (kernels.py), so
+orchestration.orchestrate runs either set: the whole cache and a one-element ``block_ids`` array
+where the reference passes a one-block view, ``valid_len_last`` where it passes a (q_tile,
+valid_len) view of sij, and ``n_blocks`` (always 1 here). Unlike the unrolled SF (two passes
+over the chunk's blocks) this SF takes the row max of the scaled scores in one pass, as the
+reference's does.
 
 The arithmetic is the unrolled kernels' on one block (golden.golden(unroll=1)): p is rounded to
 bf16 before its row sum, QK and PV accumulate in fp32.
@@ -29,7 +30,7 @@ from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.paged_attention import laws
 from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks
 
-__all__ = ["pv", "qk", "sf"]
+__all__ = ["pv_block", "qk_block", "sf_block"]
 
 
 def _block(cache: np.ndarray, block_ids: np.ndarray, who: str) -> np.ndarray:
@@ -42,9 +43,9 @@ def _block(cache: np.ndarray, block_ids: np.ndarray, who: str) -> np.ndarray:
 
 
 @kernel(AIC, cost=laws.qk_cost)
-def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray) -> None:
+def qk_block(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray) -> None:
     """sij (q_tile, block_size) fp32 = qi · Kᵀ of the block ``block_ids[0]`` (no scale)."""
-    kj = _block(key_cache, block_ids, "qk")
+    kj = _block(key_cache, block_ids, "qk_block")
     m, d = qi.shape
     bs = kj.shape[0]
     c = tile.Core(scratch=CUBE_SCRATCH)
@@ -62,16 +63,16 @@ def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.nda
 
 
 @kernel(AIV, cost=laws.sf_cost)
-def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: float,
+def sf_block(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: float,
        valid_len_last: int, n_blocks: int) -> None:
     """pij = bf16(exp(s·scale − mi)) over the block's first ``valid_len_last`` tokens (the rest:
     p = 0), mi = row max of s·scale, li = row sum of the bf16-rounded p."""
     m, bs = sij.shape
     if int(n_blocks) != 1:
-        raise ValueError(f"sf: one KV block per task, got n_blocks={n_blocks} (kernels.sf takes several)")
+        raise ValueError(f"sf_block: one KV block per task, got n_blocks={n_blocks} (kernels.sf takes several)")
     valid = int(valid_len_last)
     if not 1 <= valid <= bs:
-        raise ValueError(f"sf: valid_len_last must be in 1..{bs}, got {valid}")
+        raise ValueError(f"sf_block: valid_len_last must be in 1..{bs}, got {valid}")
     c = tile.Core()
     s = c.tile(UB, (m, bs), F32, name="sij")
     p = c.tile(UB, (m, bs), F32, name="pij")
@@ -95,9 +96,9 @@ def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: 
 
 
 @kernel(AIC, cost=laws.pv_cost)
-def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: np.ndarray) -> None:
+def pv_block(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: np.ndarray) -> None:
     """oi_new (q_tile, D) fp32 = p · V of the block ``block_ids[0]``."""
-    vj = _block(value_cache, block_ids, "pv")
+    vj = _block(value_cache, block_ids, "pv_block")
     m, bs = pij.shape
     d = vj.shape[1]
     c = tile.Core(scratch=CUBE_SCRATCH)
