@@ -15,7 +15,8 @@ the a2a3 core would spend them.
                                             time: kernels/a2a3.py schedules the recorded program
                                             over the core's pipes (what overlaps, what waits)
 
-Writing a kernel (kernels/workloads/paged_attention/kernels.py has five real ones):
+Writing a kernel (the catalogue's are in kernels/workloads: paged_attention/kernels.py, per_block.py,
+batch.py, examples/*):
 
     @kernel(AIV)
     def scale_rows(x, out, factor):                  # x, out: (n*16, 128) fp32 GM views
@@ -39,7 +40,8 @@ in another shape, e.g. a (16, 1) column as a (1, 16) row: reshape after writing,
 Loops are the chip's repeat counts. ``with c.loop(n):`` runs its body once, every op covering all n
 iterations: a tile written inside holds n values (a leading axis), GM views given to ``load`` /
 ``store`` inside carry that axis (``row_blocks``, ``col_blocks``), or ``load(..., index=ids)``
-gathers one block per iteration; a tile written before the loop is the same in every iteration,
+gathers one block per iteration (``store(..., index=ids)`` sends each iteration's tile to its
+block); a tile written before the loop is the same in every iteration,
 and after the loop a tile holds its last iteration's values. An op whose destination was written
 before the loop (or never) and is one of its own sources -- ``add(s, s, p)``, ``max(m, m, x)``,
 ``matmul(c, a, b, acc=True)`` -- accumulates over the iterations in order, the first iteration
@@ -57,7 +59,8 @@ prefetches by hand ahead of a barrier does).
 Ops (each one's cost formula in kernels/a2a3.py):
 
     load(dst, src, index=None, prefetch=False)   TLOAD GM -> UB / L1; index: src[id] per iteration
-    store(dst, src, atomic=None)            TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src
+    store(dst, src, atomic=None, index=None)    TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src;
+                                            index: iteration i to dst[index[i]]
     move(dst, src)                          TMOV L1 -> L0A / L0B, L0C -> L1, UB -> UB
     matmul(c, a, b, acc=False)              TMATMUL / TMATMUL_ACC: c (+)= a @ b, fp32 accumulate
     add sub mul div max min (dst, a, b)     TADD TSUB TMUL TDIV TMAX TMIN
@@ -68,7 +71,8 @@ Ops (each one's cost formula in kernels/a2a3.py):
     row_expand_add/sub/mul/div(dst, a, col) TROWEXPANDADD ...: a (op) the column, row by row
     cast(dst, a)                            TCVT: round to nearest, ties to even
     fill(dst, value)                        TEXPANDS
-    fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: columns >= valid_cols
+    fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: columns >= valid_cols (in a
+                                            loop: one count, or a sequence of one per iteration)
     reshape(src, shape) -> Tile             TRESHAPE (free)
     sync(src_pipe, dst_pipe), barrier()     pipes: MTE2 MTE1 MTE3 CUBE VECTOR
     row_blocks(a, n), col_blocks(a, n)      (n, h, w) per-iteration views of a GM matrix
@@ -76,7 +80,15 @@ Ops (each one's cost formula in kernels/a2a3.py):
 Counting. ``begin()`` starts this thread's collector, ``end()`` stops it and returns the ``Counts``
 of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` wraps one call. A
 kernel's program is scheduled once per distinct shape, so collecting costs little after the first
-call; with no collector an op only computes (one attribute read decides).
+call; with no collector anywhere an op only computes (one global read decides: ``_ON``).
+
+Speed. The emulator runs every op's numpy call; the rest of an op is Python, kept short: each
+elementwise op first tries a fast path (not in a loop, its destination writable in place, its
+operands of the destination's shape: see ``Tile.w``) that does nothing but the numpy call, and
+takes the full path (validation, copy-on-write, loops) otherwise. A loop's op is one numpy call for
+all its iterations, so batch with ``c.loop`` where the reference repeats an instruction. At import
+the module runs its ops once on small tiles (``_warm``): device workers, forked after the kernel
+modules are imported, then start with its code specialised by the interpreter.
 
 Memory. Tile values live in per-thread scratch arrays reused call after call (keyed by the Core's
 ``scratch`` name, by default its name, and the tile's index), and a Core reuses the tile objects
@@ -84,10 +96,14 @@ of the previous Core of its name while the requests repeat: so at most one Core 
 per scratch name) may be alive per thread -- a kernel does not call itself.
 
 Adding an op: validate, compute with numpy into ``_out(dst, shape, like)`` (never write a tile's
-array in place unless ``_out`` returned it), and when ``_tl.rec`` is set, ``_count`` it on its pipe
-with its cycles from kernels/a2a3.py (a new instruction: add its formula there, with its source). A
-transfer between cores (a pipe push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an
-atomic store is ``store(..., atomic="add")``.
+array in place unless ``_out`` returned it), and when ``_ON and _tl.rec`` is set (``_tl.rec`` alone
+works too, a little slower), ``_count`` it on its pipe with its cycles from kernels/a2a3.py (a new
+instruction: add its formula there, with its source). An op that lets another tile (or anything
+else) show a tile's array, as ``move`` and ``reshape`` do, marks that tile ``lent`` and sets its
+``w`` to None, so that its next write goes elsewhere. A fast path is optional: the factories
+below (``_binary_op`` ...) show one. A transfer between cores (a pipe
+push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an atomic store is
+``store(..., atomic="add")``.
 """
 
 from __future__ import annotations
