@@ -599,6 +599,22 @@ def test_batched_softmax_masks_each_sequence_and_blanks_blocks_past_the_end() ->
     assert counts.gm_write == 4 * (qt * bs * 2 + 2 * qt * 4)
 
 
+def test_every_tile_kernel_of_the_catalogue_is_counted_at_its_full_size_shapes() -> None:
+    # what ``python -m kernels.workloads.kernel_times`` prints: one call per kernel and case
+    from kernels.workloads import kernel_times
+
+    rows = kernel_times.rows()
+    assert {r[0] for r in rows} >= {"paged_attention", "paged_attention_unroll", "paged_attention_unroll_4dims",
+                                    "batch_paged_attention", "benchmark_bgemm", "vector_chain", "tiled_matmul",
+                                    "mixed_example"}
+    for wl, case, name, _, c in rows:
+        assert c.us_low < c.us < c.us_high and c.gm_write > 0, (wl, case, name)
+    by = {(r[0], r[1], r[2]): r[4] for r in rows}
+    # the 4-D variant's QK waits for each K block (no prefetch): slower than the unrolled one
+    assert by["paged_attention_unroll_4dims", "Case1", "qk_4dims"].us > by["paged_attention_unroll", "Case1", "qk"].us
+    assert "| paged_attention | Case1 | qk_block |" in kernel_times.table()
+
+
 # ---------------------------------------------------------------- paged attention at the calibration points
 
 
