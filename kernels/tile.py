@@ -395,8 +395,9 @@ class Tile:
         key, nbytes  unique id (the schedule's), bytes it takes in its buffer (all slots)
     """
 
-    __slots__ = ("core", "name", "buf", "shape", "dtype", "vdtype", "bufs", "key", "data", "own", "lent",
-                 "alias", "tag", "gen", "nbytes", "sig", "views", "mem", "memo", "vsrc", "vdata", "w")
+    # (the fields every op reads first, so that they share the object's first cache line)
+    __slots__ = ("w", "data", "buf", "shape", "own", "core", "lent", "alias", "dtype", "vdtype", "bufs", "key",
+                 "name", "tag", "gen", "nbytes", "sig", "views", "mem", "memo", "vsrc", "vdata")
 
     def __repr__(self) -> str:
         return (f"Tile({self.name!r}, {a2a3.BUFFERS[self.buf]}, {self.shape[0]}x{self.shape[1]} "
@@ -409,7 +410,7 @@ class Core:
     (default: the name) names the memory its tiles' values live in: kernels that never run inside
     one another -- e.g. the parts a core runs one after the other -- may share it."""
 
-    __slots__ = ("name", "scratch", "kind", "used", "tiles", "n", "it", "borrowed", "last")
+    __slots__ = ("n", "borrowed", "tiles", "last", "it", "name", "scratch", "kind", "used")
 
     def __init__(self, name: str | None = None, scratch: str | None = None) -> None:
         self.name = name if name is not None else sys._getframe(1).f_code.co_name
