@@ -640,10 +640,14 @@ def load(dst: Tile, src: np.ndarray, index: Any = None, prefetch: bool = False) 
         if dst.alias:
             raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only): write the tile "
                             f"it views, then reshape")
-        if dst.vdtype is sd:                      # zero copy: the tile shows the GM values
-            dst.data, dst.own, dst.w = view, False, None
-            if view.flags.writeable:              # a store may overwrite what it shows (see store)
+        if dst.vdtype is sd:
+            if not view.flags.writeable:          # zero copy: the tile shows the GM values
+                dst.data, dst.own, dst.w = view, False, None
+            elif view.nbytes > _SMALL_COPY:       # ... which a store may overwrite (see store)
+                dst.data, dst.own, dst.w = view, False, None
                 core.borrowed[dst.key] = dst
+            else:                                 # a small writable view: copying is cheaper
+                _out(dst, view.shape, view)[...] = view
         else:                                     # 16-bit floats for the cube: widen once
             _widen(_out(dst, view.shape, view), view)
     if _ON and _tl.rec is not None:
@@ -655,6 +659,7 @@ def load(dst: Tile, src: np.ndarray, index: Any = None, prefetch: bool = False) 
 
 
 _FAST_WIDEN = 4096        # elements: below this numpy's own bf16 -> fp32 conversion is as fast
+_SMALL_COPY = 4096        # bytes: a writable GM view this small is copied at load, not borrowed
 
 
 def _widen(out: np.ndarray, x: np.ndarray) -> None:

@@ -259,12 +259,13 @@ def test_range_loop_is_the_batched_loop_one_iteration_at_a_time() -> None:
     assert ca.as_dict() == pytest.approx(cb.as_dict())
 
 
-def test_store_atomic_add_and_loads_that_alias_stores() -> None:
-    g = _f32(4, 16)
+@pytest.mark.parametrize("rows", [4, 128])     # a small writable view is copied at load, a large one shown
+def test_store_atomic_add_and_loads_that_alias_stores(rows: int) -> None:
+    g = _f32(rows, 16)
     before = g.copy()
-    c = Core("atomic")
-    t, keep = _ub(c, 4, 16), _ub(c, 4, 16)
-    tile.load(keep, g)                                 # a zero-copy view of g
+    c = Core(f"atomic{rows}")
+    t, keep = _ub(c, rows, 16), _ub(c, rows, 16)
+    tile.load(keep, g)                                 # (a zero-copy view of g, when large)
     tile.load(t, g)
     tile.muls(t, t, 2.0)
     tile.store(g, t, atomic="add")                     # g += 2g
