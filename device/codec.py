@@ -363,11 +363,13 @@ class StatsReply:
     scheduler_busy_ns: int = 0
     scheduler_loops: int = 0
     scheduler_phase_ns: dict[str, int] | None = None
+    notices: tuple[str, ...] = ()    # what tasks' end checks found (kernels/waits.py task_end_check)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["kernels"] = {k: asdict(v) for k, v in self.kernels.items()}
         d["runtime_tasks"], d["phase_ns"] = dict(self.runtime_tasks), dict(self.phase_ns)
+        d["notices"] = list(self.notices)
         return d
 
 

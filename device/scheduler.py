@@ -232,6 +232,7 @@ class Scheduler:
         now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
         san = self.sanitize is not None
+        ran_on = self.dispatcher.ran_on
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
@@ -251,6 +252,8 @@ class Scheduler:
                 q[t + C.T_DONE] = now
             if q[t + C.T_STATUS] != C.STATUS_OK or self.sanitize:
                 self._checked(tid, t)
+            if ran_on and tid in ran_on and self.waits.task_end(ran_on.pop(tid)):
+                self.link.notices(len(self.waits.notices))     # a mixed task left something behind
             finish(tid, s)
         return True
 
@@ -313,6 +316,7 @@ class Scheduler:
         self.cores.reserved = -1
         tasks.tmap.clear()
         self.dispatcher.checks.clear()
+        self.dispatcher.ran_on.clear()
         self.link.progress(tasks.completed, tasks.retired)
         return True
 
@@ -352,7 +356,7 @@ class Scheduler:
     def stats(self) -> C.StatsReply:
         t = self.tasks
         return self.acct.report(t.completed, t.runtime_counts(), self.busy_ns, self.loops,
-                                self.phases() if self.tracing else None)
+                                self.phases() if self.tracing else None, tuple(self.waits.notices))
 
     def take_trace(self) -> C.TraceReply:
         """Hand the trace rows and edges collected so far to the host (through a file: it can be

@@ -204,6 +204,8 @@ class SequentialDevice:
             t.join()
         if stall is not None:
             return stall, 0
+        if sum(slots) > 1:
+            self.waits.task_end(c // 3 for c, _, _, _ in used)    # e.g. a pipe left holding tiles
         failures = [x[0] for x in results if x is not None and isinstance(x[0], C.TaskFailure)]
         ns = sum(x[1] for x in results if x is not None)
         if failures:
@@ -276,7 +278,7 @@ class SequentialDevice:
 
     def stats(self) -> C.StatsReply:
         t = self.tasks
-        return self.acct.report(t.completed, t.runtime_counts())
+        return self.acct.report(t.completed, t.runtime_counts(), notices=tuple(self.waits.notices))
 
     def take_edges(self) -> tuple[list[tuple[int, int]], list[int]]:
         """(consumer, producer) edges and the tids whose predicate was false, since the last take

@@ -52,8 +52,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BUFFERS", "CAPACITY", "PARAMS", "PIPES", "Param", "cube_cycles", "schedule", "transfer_cycles",
-           "vector_cycles", "us"]
+__all__ = ["BUFFERS", "CAPACITY", "PARAMS", "PIPES", "Param", "couple", "couple_us", "cube_cycles", "schedule",
+           "transfer_cycles", "vector_cycles", "us"]
 
 # ── pipes and on-chip buffers ────────────────────────────────────────────────────────────────────
 
@@ -134,6 +134,13 @@ PARAMS: dict[str, Param] = {
                          "vector tail at a barrier (12..20 cycles, cce_costmodel_vector_compute.hpp) and "
                          "1 cycle per flag; SF's second pass, a serial chain of ~7 waits per block, needs "
                          "more"),
+    # A mixed task's parts wait for each other's pipe flags (couple() below).
+    "handshake_cycles": Param(200.0, 50.0, 1000.0, "cycles", "low",
+                              "latency from one core's ffts_cross_core_sync (TPUSH's record / TPOP's free) "
+                              "to the other core's wait_flag_dev returning; charged only when the other "
+                              "side is already waiting. No published figure: pto-isa's cce model charges a "
+                              "constant per call (cce_costmodel_sync.hpp EstimateConstCycles); assumed "
+                              "about a GM round trip (~0.1 us), range 0.03..0.5 us"),
     "task_overhead_cycles": Param(5700.0, 4000.0, 7500.0, "cycles", "fitted: UP ~4 us at Case1",
                                   "kernel entry (reading the argument descriptors from GM on the scalar "
                                   "unit), set-up and the final pipe_sync: the part of a task that does "
@@ -285,7 +292,12 @@ def transfer_cycles(path: tuple[int, int], nbytes: int) -> float:
 #                                                      iterations early (a prefetch)
 #   (LOOP, n, body)                                    body replayed for iterations 0..n-1
 #   (SYNC, src_pipe, dst_pipe)  /  (BARRIER,)
-OP, LOOP, SYNC, BARRIER = range(4)
+#   (FLAG, op, key, side, count, peers, pipe)          a pipe's cross-core flag (tile.handshake):
+#                                                      alone a part ignores them; couple() below
+#                                                      schedules a mixed task's parts with them
+OP, LOOP, SYNC, BARRIER, FLAG = range(5)
+SET, WAIT = 0, 1           # FLAG ops
+DATA, FREE = 0, 1          # FLAG sides: producer counts (tiles pushed), consumer counts (popped)
 _REPLAY = 8            # iterations simulated before a steady state may be extrapolated
 
 # Parameters whose higher value makes a kernel faster (the others make it slower).
@@ -380,6 +392,8 @@ def _run(items: Sequence, st: _State, it: int, last: int) -> None:
             t = max(free[src], floor[src]) + sync
             if t > floor[dst]:
                 floor[dst] = t
+        elif kind == FLAG:
+            continue                                      # another part's business (couple)
         else:   # BARRIER
             t = max(max(free), max(floor)) + sync
             for p in range(len(PIPES)):
@@ -441,3 +455,84 @@ def schedule(program: Sequence, corner: str = "value") -> float:
 def us(cycles: float, corner: str = "value") -> float:
     """Microseconds of ``cycles`` at the clock (``corner`` as in ``schedule``)."""
     return cycles / corner_value("clock_hz", corner) * 1e6
+
+
+# ── a mixed task: its parts' timelines coupled through pipe flags ───────────────────────────────
+#
+#   part i's program:  ... OP ... FLAG(WAIT, key, side, n, peers) ... OP ... FLAG(SET, key, side, n, pipe)
+#                                         │                                        │
+#      every later instruction of part i starts no earlier than          the end of part i's last
+#      max over p in peers of (when p SET (key, side, n)) + handshake    instruction on ``pipe``
+#
+# The parts start together (at 0) and are replayed side by side: each runs until a WAIT whose
+# flags are not all known yet, then the next part runs. A WAIT for a flag no part of the task
+# sets was set by an earlier task (pipes persist across tasks): it holds at once. The task's
+# time is the fixed part plus the latest part's end. So a software pipeline runs at the pace of
+# its slowest stage, and a stage that waits pays the handshake.
+
+
+def couple(parts: Sequence[tuple[int, Sequence]], corner: str = "value") -> float:
+    """Cycles of a mixed task whose parts are ``(slot, program)`` (slot 0 = the AIC part, 1 and 2
+    = the vector parts; programs as tile.program() gives them), run together."""
+    scale = [corner_value(n, corner) for n in ("gm_scale", "local_scale", "vector_scale", "cube_scale")]
+    sync, lat = corner_value("sync_cycles", corner), corner_value("handshake_cycles", corner)
+    states = [_State(scale, sync) for _ in parts]
+    produced = {(it[2], it[3], slot, it[4]) for slot, prog in parts for it in prog
+                if it[0] == FLAG and it[1] == SET}
+    for _, prog in parts:
+        for it in prog:
+            if it[0] == LOOP and any(x[0] == FLAG for x in it[2]):
+                raise ValueError("couple: a pipe handshake inside a batched loop (c.loop) cannot be scheduled")
+    times: dict = {}
+    pos = [0] * len(parts)
+    left = len(parts)
+    while left:
+        moved = False
+        for i, (slot, prog) in enumerate(parts):
+            j, n, st = pos[i], len(prog), states[i]
+            if j >= n:
+                continue
+            start = j
+            while j < n:
+                k = j
+                while k < n and prog[k][0] != FLAG:
+                    k += 1
+                if k > j:
+                    _run(prog[j:k], st, 0, 0)
+                    j = k
+                    continue
+                _, op, key, side, count, peers, pipe = prog[j]
+                if op == SET:
+                    times[(key, side, slot, count)] = st.free[pipe]
+                else:
+                    need = [(key, side, p, count) for p in peers]
+                    if any(x in produced and x not in times for x in need):
+                        break                                  # its producer has not got there yet
+                    known = [times[x] for x in need if x in times]
+                    if known:
+                        t = max(known) + lat
+                        floor = st.floor
+                        for p in range(len(floor)):
+                            if t > floor[p]:
+                                floor[p] = t
+                j += 1
+            pos[i] = j
+            if j > start:
+                moved = True
+            if j >= n:
+                left -= 1
+        if left and not moved:
+            stuck = [f"part {s} at item {pos[i]}" for i, (s, prog) in enumerate(parts) if pos[i] < len(prog)]
+            raise ValueError(f"couple: the parts wait for each other in a cycle ({', '.join(stuck)}): "
+                             "the programs do not come from one run of the task")
+    span = 0.0
+    for st in states:
+        span = max(span, max(st.free), max((w[0] for w in st.ready.values()), default=0.0))
+    return corner_value("task_overhead_cycles", corner) + span
+
+
+def couple_us(parts: Sequence[tuple[int, Sequence]]) -> tuple[float, float, float]:
+    """(µs, low, high) of a mixed task's coupled parts (``couple``) at the defaults and at the fast
+    and slow ends of every parameter range."""
+    v, lo, hi = (us(couple(parts, c), c) for c in ("value", "fast", "slow"))
+    return v, lo, hi
