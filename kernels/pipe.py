@@ -126,11 +126,16 @@ class TPipe:
         self.lane = self.slot - 1
         raw = ring.reshape(-1).view(np.uint8)
         self.tiles = [raw[i * slot_bytes:(i + 1) * slot_bytes].view(dt).reshape(rows, cols) for i in range(depth)]
+        self.parts = [self._part(t) for t in self.tiles]         # what this side pushes / pops of slot i
+        self.writes = self.c2v or split != "none" or self.lane == 0
         self.mine = self._channel(self.base + self.slot, create=True)
-        self.count = w.get(kw.word(self.base + self.slot, _COUNTS + self.mine))
-        self.peer_index: dict[int, int] = {}
+        self.my_word = kw.word(self.base + self.slot, _COUNTS + self.mine)
+        self.count = w.get(self.my_word)
+        self.peers = self.consumers if self.producing else self.producers
+        self.peer_words: list[int] | None = None                 # their count words, once all built it
         self.code = (self.c2v ^ 1) << 2 | SPLITS.index(split) << 3 | self.depth << 5
         self.where = w.cluster << 2 | self.slot
+        self.clusters = (w.cluster,)
 
     # -- the channel table -----------------------------------------------------------------------
     def _channel(self, core: int, create: bool = False) -> int:
@@ -153,34 +158,25 @@ class TPipe:
                "2 per pipe)")
         return -1
 
-    def _count_of(self, slot: int) -> int:
-        """Tiles pushed (a producer) or popped (a consumer) by part ``slot`` of this cluster."""
-        i = self.peer_index.get(slot)
-        if i is None:
-            i = self._channel(self.base + slot)
-            if i < 0:
-                return 0                                  # that part has not built the pipe yet
-            self.peer_index[slot] = i
-        return self.w.get(kw.word(self.base + slot, _COUNTS + i))
-
-    def _published(self, n: int) -> None:
-        w = self.w
-        self.count = n
-        w.set(kw.word(self.base + self.slot, _COUNTS + self.mine), n)
-        w.wake((self.base // 3,))
+    def _peer_counts(self) -> list[int]:
+        """Tiles pushed (producers) or popped (consumers) by each part on the other side; 0 for
+        a part that has not built the pipe yet."""
+        words = self.peer_words
+        get = self.w.get
+        if words is None:
+            found = [self._channel(self.base + s) for s in self.peers]
+            if min(found) < 0:
+                return [get(kw.word(self.base + s, _COUNTS + i)) if i >= 0 else 0 for s, i in zip(self.peers, found)]
+            words = self.peer_words = [kw.word(self.base + s, _COUNTS + i) for s, i in zip(self.peers, found)]
+        return [get(x) for x in words]
 
     def _wait(self, op: int, ready: Any) -> None:
-        w = self.w
-        if ready():
-            return
-        pushed = self.count if self.producing else min(self._count_of(s) for s in self.producers)
-        popped = min(self._count_of(s) for s in self.consumers) if self.producing else self.count
-        w.wait(ready, KIND, self.key, (self.code | op, self.where, pushed, popped))
+        mine, theirs = self.count, min(self._peer_counts())
+        pushed, popped = (mine, theirs) if self.producing else (theirs, mine)
+        self.w.wait(ready, KIND, self.key, (self.code | op, self.where, pushed, popped))
 
-    # -- push and pop ----------------------------------------------------------------------------
-    def _part(self, n: int) -> np.ndarray:
-        """The region of tile n this lane pushes or pops."""
-        t = self.tiles[n % self.depth]
+    def _part(self, t: np.ndarray) -> np.ndarray:
+        """The region of a slot's tile this side pushes or pops."""
         if self.slot == 0 or self.split == "none":
             return t
         rows, cols = self.shape
@@ -190,59 +186,76 @@ class TPipe:
         h = cols // 2
         return t[:, self.lane * h:(self.lane + 1) * h]
 
+    def _misuse(self, op: str) -> None:
+        side, other = ("AIC", "the AIC pushes") if self.slot == 0 else ("AIV", "the AIVs push")
+        if not self.c2v:
+            other = "the AIVs push" if self.slot == 0 else "the AIC pushes"
+        raise ValueError(f"TPipe: {op} on the {side} side of a {self.direction} pipe: {other}, the other side pops")
+
+    # -- push and pop ----------------------------------------------------------------------------
     def push(self, src: Any = None) -> None:
         """TPUSH: ``src`` (a Tile -- L0C on the AIC, UB on an AIV -- or a numpy array) into the
         next slot, once one is free. On V2C with split "none", lane 1 only syncs (``src`` may be
         None)."""
-        _check(self.producing, f"push on the {'AIC' if self.slot == 0 else 'AIV'} side of a {self.direction} pipe: "
-               f"{'the AIC pushes' if self.c2v else 'the AIVs push'}, the other side pops")
+        if not self.producing:
+            self._misuse("push")
         n = self.count
-        self.w.pause()
-        cons = self.consumers
-        self._wait(_PUSH, lambda: n - min(self._count_of(s) for s in cons) < self.depth)
+        w = self.w
+        w.pause()
+        depth = self.depth
+        if n - min(self._peer_counts()) >= depth:
+            self._wait(_PUSH, lambda: n - min(self._peer_counts()) < depth)
         rec = tile.collecting()
-        if rec and n >= self.depth:
-            tile.handshake(a2a3.WAIT, self.key, a2a3.FREE, n - self.depth + 1, cons, a2a3.MTE3)
-        dst = self._part(n)
-        if self.c2v or self.split != "none" or self.lane == 0:
+        if rec and n >= depth:
+            tile.handshake(a2a3.WAIT, self.key, a2a3.FREE, n - depth + 1, self.consumers, a2a3.MTE3)
+        if self.writes:
+            dst = self.parts[n % depth]
             if isinstance(src, tile.Tile):
-                _check(src.core.n == 0, "push inside c.loop(): a pipe operation cannot be batched (use c.range())")
-                _check(src.shape == dst.shape, f"push of {src!r} into a slot part of shape {dst.shape}")
+                if src.core.n or src.shape != dst.shape:
+                    _check(src.core.n == 0, "push inside c.loop(): a pipe operation cannot be batched (use c.range())")
+                    _check(False, f"push of {src!r} into a slot part of shape {dst.shape}")
                 tile.store(dst, src)
             else:
                 a = np.asarray(src)
-                _check(a.shape == dst.shape,
-                       f"push of an array of shape {a.shape} into a slot part of shape {dst.shape}")
+                if a.shape != dst.shape:
+                    _check(False, f"push of an array of shape {a.shape} into a slot part of shape {dst.shape}")
                 dst[...] = a
         if rec:
             tile.handshake(a2a3.SET, self.key, a2a3.DATA, n + 1, (self.slot,), a2a3.MTE3)
-        self._published(n + 1)
+        self.count = n + 1
+        w.set(self.my_word, n + 1)
+        w.wake(self.clusters)
 
     def pop(self, dst: Any = None) -> Any:
         """TPOP: the next tile (this lane's part of it), once pushed: loaded into ``dst`` (a Tile --
         UB on an AIV, L1 on the AIC -- returned) or returned as a numpy array. The slot is free
         for the producer once every consuming lane popped it."""
-        _check(not self.producing, f"pop on the {'AIC' if self.slot == 0 else 'AIV'} side of a {self.direction} pipe: "
-               f"{'the AIVs pop' if self.c2v else 'the AIC pops'}, the other side pushes")
+        if self.producing:
+            self._misuse("pop")
         m = self.count
-        self.w.pause()
-        prods = self.producers
-        self._wait(_POP, lambda: min(self._count_of(s) for s in prods) > m)
+        w = self.w
+        w.pause()
+        if min(self._peer_counts()) <= m:
+            self._wait(_POP, lambda: min(self._peer_counts()) > m)
         rec = tile.collecting()
         if rec:
-            tile.handshake(a2a3.WAIT, self.key, a2a3.DATA, m + 1, prods, a2a3.MTE2)
-        part = self._part(m)
+            tile.handshake(a2a3.WAIT, self.key, a2a3.DATA, m + 1, self.producers, a2a3.MTE2)
+        part = self.parts[m % self.depth]
         if isinstance(dst, tile.Tile):
-            _check(dst.core.n == 0, "pop inside c.loop(): a pipe operation cannot be batched (use c.range())")
-            _check(dst.shape == part.shape, f"pop of a slot part of shape {part.shape} into {dst!r}")
+            if dst.core.n or dst.shape != part.shape:
+                _check(dst.core.n == 0, "pop inside c.loop(): a pipe operation cannot be batched (use c.range())")
+                _check(False, f"pop of a slot part of shape {part.shape} into {dst!r}")
             tile.load(dst, part.copy())                  # the slot is the producer's again after this
             out = dst
         else:
-            _check(dst is None, f"pop(dst): expected a Tile or nothing, got {type(dst).__name__}")
+            if dst is not None:
+                _check(False, f"pop(dst): expected a Tile or nothing, got {type(dst).__name__}")
             out = part.copy()
         if rec:
             tile.handshake(a2a3.SET, self.key, a2a3.FREE, m + 1, (self.slot,), a2a3.MTE2)
-        self._published(m + 1)
+        self.count = m + 1
+        w.set(self.my_word, m + 1)
+        w.wake(self.clusters)
         return out
 
     def __repr__(self) -> str:
