@@ -96,17 +96,33 @@ def _n_blocks(context_len: int, block_size: int) -> int:
 
 
 # ── AIC ─────────────────────────────────────────────────────────────────────────────────────────
+#
+# Each logical block allocates its tiles anew (a tile.Core per block), as the reference's
+# aic_process_blocks / aiv_process_blocks TASSIGN theirs per call: the tile layer reuses the
+# same buffers call after call, and a Core's scratch generations stay bounded.
 
 def pa_aic(query, key_cache, value_cache, block_table, context_lens, out, sij_fifo, pij_fifo, oi_fifo,
            scale, num_heads, head_dim, block_size, max_blocks_per_req, q_loop, total_logical_blocks, q_tile):
     """The cube part: QK-first software pipeline over every logical block of this hardware block."""
     ci = core_info()
-    sij_pipe, pij_pipe, oi_pipe = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim)
+    pipes = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim)
     q_rows = query.reshape(-1, head_dim)
     keys_t = key_cache[:, :, 0, :].transpose(0, 2, 1)       # K blocks as (head_dim, block_size): DN
     values = value_cache[:, :, 0, :]
-    m, k, n = q_tile, head_dim, block_size
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    for blk in range(ci.block_idx, total_logical_blocks, ci.block_num):
+        b, qt = divmod(blk, q_loop)
+        nb = _n_blocks(context_lens[b], block_size)
+        if nb > 0:
+            row0 = b * num_heads + qt * q_tile
+            _aic_blocks(q_rows[row0:row0 + q_tile], keys_t, values, [int(x) for x in block_table[b, :nb]], pipes)
+
+
+def _aic_blocks(qi: np.ndarray, keys_t: np.ndarray, values: np.ndarray, ids: list[int],
+                pipes: tuple[TPipe, TPipe, TPipe]) -> None:
+    """One logical block: QK[i] then PV[i-1] over its KV blocks ``ids`` (aic_process_blocks)."""
+    sij_pipe, pij_pipe, oi_pipe = pipes
+    (m, k), n = qi.shape, keys_t.shape[2]
+    c = tile.Core("pa_aic", scratch=_CUBE_SCRATCH)
     q_l1 = c.tile(L1, (m, k), BF16, name="qi")
     k_l1 = (c.tile(L1, (k, n), BF16, name="kj_a"), c.tile(L1, (k, n), BF16, name="kj_b"))
     p_l1 = c.tile(L1, (m, n), BF16, name="pij")
@@ -138,23 +154,17 @@ def pa_aic(query, key_cache, value_cache, block_table, context_lens, out, sij_fi
         oi_pipe.push(o_acc)
         _scalar_waits_for(MTE3)
 
-    for blk in range(ci.block_idx, total_logical_blocks, ci.block_num):
-        b, qt = divmod(blk, q_loop)
-        nb = _n_blocks(context_lens[b], block_size)
-        if nb <= 0:
-            continue
-        row0 = b * num_heads + qt * q_tile
-        ids = [int(x) for x in block_table[b, :nb]]
-        tile.load(q_l1, q_rows[row0:row0 + q_tile])
-        if nb == 1:
-            qk(0, ids[0], False, -1)
-            pv(0, ids[0], False, -1)
-            continue
-        qk(0, ids[0], False, ids[1])                         # prologue: sij[0] for SF[0]
-        for i in range(1, nb):                               # QK[i], then PV[i-1]
-            qk(i, ids[i], True, ids[i + 1] if i + 1 < nb else -1)
-            pv(i - 1, ids[i - 1], i > 1, ids[i])
-        pv(nb - 1, ids[nb - 1], True, -1)                    # epilogue
+    nb = len(ids)
+    tile.load(q_l1, qi)
+    if nb == 1:
+        qk(0, ids[0], False, -1)
+        pv(0, ids[0], False, -1)
+        return
+    qk(0, ids[0], False, ids[1])                             # prologue: sij[0] for SF[0]
+    for i in range(1, nb):                                   # QK[i], then PV[i-1]
+        qk(i, ids[i], True, ids[i + 1] if i + 1 < nb else -1)
+        pv(i - 1, ids[i - 1], i > 1, ids[i])
+    pv(nb - 1, ids[nb - 1], True, -1)                        # epilogue
 
 
 # ── AIV ─────────────────────────────────────────────────────────────────────────────────────────
@@ -163,10 +173,26 @@ def pa_aiv(query, key_cache, value_cache, block_table, context_lens, out, sij_fi
            scale, num_heads, head_dim, block_size, max_blocks_per_req, q_loop, total_logical_blocks, q_tile):
     """A vector part: SF-first software pipeline on its half of each head tile's rows."""
     ci = core_info()
-    sij_pipe, pij_pipe, oi_pipe = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim)
-    lane = sij_pipe.lane
-    m, n, d = q_tile // 2, block_size, head_dim
-    c = tile.Core()
+    pipes = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim)
+    m = q_tile // 2
+    for blk in range(ci.block_idx, total_logical_blocks, ci.block_num):
+        b, qt = divmod(blk, q_loop)
+        ctx = int(context_lens[b])
+        row0 = b * num_heads + qt * q_tile + pipes[0].lane * m
+        _aiv_blocks(out[row0:row0 + m], ctx, block_size, float(scale), pipes)
+
+
+def _aiv_blocks(dst: np.ndarray, ctx: int, n: int, scale: float, pipes: tuple[TPipe, TPipe, TPipe]) -> None:
+    """One logical block, this lane's rows ``dst``: SF[i] then UP[i-1] (aiv_process_blocks)."""
+    sij_pipe, pij_pipe, oi_pipe = pipes
+    m, d = dst.shape
+    c = tile.Core("pa_aiv")
+    go = c.tile(UB, (m, d), F32, name="go")
+    nb = _n_blocks(ctx, n)
+    if nb <= 0:
+        tile.fill(go, 0.0)
+        tile.store(dst, go)
+        return
     s = c.tile(UB, (m, n), F32, name="sij")
     p = c.tile(UB, (m, n), F32, name="pij")
     c.tile(UB, (m, n), F32, name="tmp")                     # the row reductions' scratch on the chip
@@ -181,8 +207,6 @@ def pa_aiv(query, key_cache, value_cache, block_table, context_lens, out, sij_fi
     alpha = c.tile(UB, (1, m), F32, name="alpha")
     gl = c.tile(UB, (1, m), F32, name="gl")
     o_new = c.tile(UB, (m, d), F32, name="oi_new")
-    go = c.tile(UB, (m, d), F32, name="go")
-    scale = float(scale)
 
     def sf(i: int, valid: int) -> None:
         sij_pipe.pop(s)
@@ -216,32 +240,22 @@ def pa_aiv(query, key_cache, value_cache, block_table, context_lens, out, sij_fi
         tile.mul(gl, gl, alpha)
         tile.add(gl, gl, tile.reshape(ll_i, (1, m)))
 
-    for blk in range(ci.block_idx, total_logical_blocks, ci.block_num):
-        b, qt = divmod(blk, q_loop)
-        ctx = int(context_lens[b])
-        nb = _n_blocks(ctx, block_size)
-        row0 = b * num_heads + qt * q_tile + lane * m
-        dst = out[row0:row0 + m]
-        if nb <= 0:
-            tile.fill(go, 0.0)
-            tile.store(dst, go)
-            continue
-        valid_last = min(n, ctx - (nb - 1) * n)
-        if nb == 1:
-            sf(0, valid_last)
-            up(0, ll, global_max, global_max)
-        else:
-            sf(0, n)
-            for i in range(1, nb):                           # SF[i], then UP[i-1]
-                if i > 1:                                    # (UP[0] needs no previous max)
-                    tile.muls(prev_max, saved_max, 1.0)
-                tile.muls(saved_max, global_max, 1.0)
-                tile.muls(saved_ll, ll, 1.0)
-                sf(i, valid_last if i == nb - 1 else n)
-                up(i - 1, saved_ll, saved_max, prev_max)
-            up(nb - 1, ll, global_max, saved_max)
-        tile.row_expand_div(go, go, tile.reshape(gl, (m, 1)))
-        tile.store(dst, go)
+    valid_last = min(n, ctx - (nb - 1) * n)
+    if nb == 1:
+        sf(0, valid_last)
+        up(0, ll, global_max, global_max)
+    else:
+        sf(0, n)
+        for i in range(1, nb):                               # SF[i], then UP[i-1]
+            if i > 1:                                        # (UP[0] needs no previous max)
+                tile.muls(prev_max, saved_max, 1.0)
+            tile.muls(saved_max, global_max, 1.0)
+            tile.muls(saved_ll, ll, 1.0)
+            sf(i, valid_last if i == nb - 1 else n)
+            up(i - 1, saved_ll, saved_max, prev_max)
+        up(nb - 1, ll, global_max, saved_max)               # epilogue
+    tile.row_expand_div(go, go, tile.reshape(gl, (m, 1)))
+    tile.store(dst, go)
 
 
 spmd_pa = kernel(Mixed(aic=pa_aic, aiv0=pa_aiv, aiv1=pa_aiv), name="spmd_paged_attention.pa")
