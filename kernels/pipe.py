@@ -48,7 +48,7 @@ import numpy as np
 from kernels import a2a3, tile
 from kernels import waits as kw
 
-__all__ = ["C2V", "V2C", "CHANNELS", "SPLITS", "TPipe"]
+__all__ = ["C2V", "V2C", "CHANNELS", "SPLITS", "CountingPipe", "TPipe"]
 
 C2V, V2C = "C2V", "V2C"
 SPLITS = ("up_down", "left_right", "none")
@@ -82,24 +82,7 @@ class TPipe:
     def __init__(self, ring: np.ndarray, direction: str, slot_shape: tuple[int, int], dtype: Any,
                  depth: int = 2, split: str = "up_down") -> None:
         w = self.w = kw.current("TPipe")
-        _check(direction in _DIRS, f"direction={direction!r}: expected C2V or V2C (kernels.C2V, kernels.V2C)")
-        _check(split in SPLITS, f"split={split!r}: expected one of {', '.join(SPLITS)}")
-        _check(isinstance(depth, (int, np.integer)) and 1 <= depth <= 1 << 20, f"depth={depth!r}: expected an int >= 1")
-        try:
-            rows, cols = (int(x) for x in slot_shape)
-        except (TypeError, ValueError):
-            rows = cols = 0
-        _check(rows > 0 and cols > 0, f"slot_shape={slot_shape!r}: expected (rows, cols) of positive ints")
-        dt = np.dtype(dtype)
-        vec = [s for s in (1, 2) if w.slots[s]]
-        _check(w.slots[0] and vec, "a pipe joins the cube part and the vector parts of a mixed kernel "
-               f"(kernel(Mixed(aic=..., aiv0=..., aiv1=...))); this task has parts {_parts(w.slots)}")
-        _check(split == "none" or len(vec) == 2,
-               f"split={split!r} divides a tile between the two vector parts, but this task has one "
-               "(Mixed(aic=, aiv=)): use split='none'")
-        _check(split != "up_down" or rows % 2 == 0, f"split='up_down' needs an even number of rows, got {rows}")
-        _check(split != "left_right" or cols % 2 == 0,
-               f"split='left_right' needs an even number of columns, got {cols}")
+        rows, cols, dt = self._geometry(direction, slot_shape, dtype, depth, split, w.slots)
         if not isinstance(ring, np.ndarray):
             raise TypeError(f"TPipe: ring must be a numpy view of a kernel argument (GM), got {type(ring).__name__}")
         _check(ring.flags.c_contiguous, f"ring must be contiguous (a slice of a 1-D FIFO tensor); got a view of "
@@ -113,29 +96,59 @@ class TPipe:
         _check(w.in_device_memory(addr, ring.nbytes),
                "ring must be a view of a kernel argument in device memory (the other parts of the task "
                "cannot see a local array)")
-        self.direction, self.split, self.depth, self.shape, self.dtype = direction, split, int(depth), (rows, cols), dt
-        self.key = addr
+        self._sides(w.slot, w.slots, addr, ring)
         self.conf = (_DIRS.index(direction) | SPLITS.index(split) << 1 | int(depth) << 3
                      | (slot_bytes % (1 << 36)) << 24)
-        self.c2v = direction == C2V
-        self.slot = w.slot
         self.base = 3 * w.cluster
-        self.producers = (0,) if self.c2v else tuple(vec)
-        self.consumers = tuple(vec) if self.c2v else (0,)
-        self.producing = self.slot in self.producers
-        self.lane = self.slot - 1
-        raw = ring.reshape(-1).view(np.uint8)
-        self.tiles = [raw[i * slot_bytes:(i + 1) * slot_bytes].view(dt).reshape(rows, cols) for i in range(depth)]
-        self.parts = [self._part(t) for t in self.tiles]         # what this side pushes / pops of slot i
-        self.writes = self.c2v or split != "none" or self.lane == 0
         self.mine = self._channel(self.base + self.slot, create=True)
         self.my_word = kw.word(self.base + self.slot, _COUNTS + self.mine)
         self.count = w.get(self.my_word)
-        self.peers = self.consumers if self.producing else self.producers
         self.peer_words: list[int] | None = None                 # their count words, once all built it
         self.code = (self.c2v ^ 1) << 2 | SPLITS.index(split) << 3 | self.depth << 5
         self.where = w.cluster << 2 | self.slot
         self.clusters = (w.cluster,)
+
+    def _geometry(self, direction: str, slot_shape: tuple[int, int], dtype: Any, depth: int, split: str,
+                  slots: tuple[bool, bool, bool]) -> tuple[int, int, np.dtype]:
+        """Check the definition against the task's parts; set direction, split, depth, shape."""
+        _check(direction in _DIRS, f"direction={direction!r}: expected C2V or V2C (kernels.C2V, kernels.V2C)")
+        _check(split in SPLITS, f"split={split!r}: expected one of {', '.join(SPLITS)}")
+        _check(isinstance(depth, (int, np.integer)) and 1 <= depth <= 1 << 20, f"depth={depth!r}: expected an int >= 1")
+        try:
+            rows, cols = (int(x) for x in slot_shape)
+        except (TypeError, ValueError):
+            rows = cols = 0
+        _check(rows > 0 and cols > 0, f"slot_shape={slot_shape!r}: expected (rows, cols) of positive ints")
+        vec = [s for s in (1, 2) if slots[s]]
+        _check(slots[0] and vec, "a pipe joins the cube part and the vector parts of a mixed kernel "
+               f"(kernel(Mixed(aic=..., aiv0=..., aiv1=...))); this task has parts {_parts(slots)}")
+        _check(split == "none" or len(vec) == 2,
+               f"split={split!r} divides a tile between the two vector parts, but this task has one "
+               "(Mixed(aic=, aiv=)): use split='none'")
+        _check(split != "up_down" or rows % 2 == 0, f"split='up_down' needs an even number of rows, got {rows}")
+        _check(split != "left_right" or cols % 2 == 0,
+               f"split='left_right' needs an even number of columns, got {cols}")
+        dt = np.dtype(dtype)
+        self.direction, self.split, self.depth, self.shape, self.dtype = direction, split, int(depth), (rows, cols), dt
+        self.c2v = direction == C2V
+        vec_t = tuple(vec)
+        self.producers = (0,) if self.c2v else vec_t
+        self.consumers = vec_t if self.c2v else (0,)
+        return rows, cols, dt
+
+    def _sides(self, slot: int, slots: tuple[bool, bool, bool], key: int, ring: np.ndarray) -> None:
+        """This part's side of the pipe (``slot``), its channel key and its slot views on ``ring``."""
+        rows, cols = self.shape
+        slot_bytes = rows * cols * self.dtype.itemsize
+        self.slot, self.key = slot, key
+        self.producing = slot in self.producers
+        self.peers = self.consumers if self.producing else self.producers
+        self.lane = slot - 1
+        raw = ring.reshape(-1).view(np.uint8)
+        self.tiles = [raw[i * slot_bytes:(i + 1) * slot_bytes].view(self.dtype).reshape(rows, cols)
+                      for i in range(self.depth)]
+        self.parts = [self._part(t) for t in self.tiles]         # what this side pushes / pops of slot i
+        self.writes = self.c2v or self.split != "none" or self.lane == 0
 
     # -- the channel table -----------------------------------------------------------------------
     def _channel(self, core: int, create: bool = False) -> int:
@@ -170,6 +183,26 @@ class TPipe:
             words = self.peer_words = [kw.word(self.base + s, _COUNTS + i) for s, i in zip(self.peers, found)]
         return [get(x) for x in words]
 
+    def _await_free(self, n: int) -> None:
+        """Before push n: wait until a slot is free (every consumer popped tile n - depth)."""
+        self.w.pause()
+        depth = self.depth
+        if n - min(self._peer_counts()) >= depth:
+            self._wait(_PUSH, lambda: n - min(self._peer_counts()) < depth)
+
+    def _await_data(self, m: int) -> None:
+        """Before pop m: wait until tile m is pushed (by every producing lane)."""
+        self.w.pause()
+        if min(self._peer_counts()) <= m:
+            self._wait(_POP, lambda: min(self._peer_counts()) > m)
+
+    def _published(self, n: int) -> None:
+        """This side's count is n now: tell the other side (and wake it if it waits)."""
+        w = self.w
+        self.count = n
+        w.set(self.my_word, n)
+        w.wake(self.clusters)
+
     def _wait(self, op: int, ready: Any) -> None:
         mine, theirs = self.count, min(self._peer_counts())
         pushed, popped = (mine, theirs) if self.producing else (theirs, mine)
@@ -200,11 +233,8 @@ class TPipe:
         if not self.producing:
             self._misuse("push")
         n = self.count
-        w = self.w
-        w.pause()
         depth = self.depth
-        if n - min(self._peer_counts()) >= depth:
-            self._wait(_PUSH, lambda: n - min(self._peer_counts()) < depth)
+        self._await_free(n)
         rec = tile.collecting()
         if rec and n >= depth:
             tile.handshake(a2a3.WAIT, self.key, a2a3.FREE, n - depth + 1, self.consumers, a2a3.MTE3)
@@ -222,9 +252,7 @@ class TPipe:
                 dst[...] = a
         if rec:
             tile.handshake(a2a3.SET, self.key, a2a3.DATA, n + 1, (self.slot,), a2a3.MTE3)
-        self.count = n + 1
-        w.set(self.my_word, n + 1)
-        w.wake(self.clusters)
+        self._published(n + 1)
 
     def pop(self, dst: Any = None) -> Any:
         """TPOP: the next tile (this lane's part of it), once pushed: loaded into ``dst`` (a Tile --
@@ -233,10 +261,7 @@ class TPipe:
         if self.producing:
             self._misuse("pop")
         m = self.count
-        w = self.w
-        w.pause()
-        if min(self._peer_counts()) <= m:
-            self._wait(_POP, lambda: min(self._peer_counts()) > m)
+        self._await_data(m)
         rec = tile.collecting()
         if rec:
             tile.handshake(a2a3.WAIT, self.key, a2a3.DATA, m + 1, self.producers, a2a3.MTE2)
@@ -245,7 +270,8 @@ class TPipe:
             if dst.core.n or dst.shape != part.shape:
                 _check(dst.core.n == 0, "pop inside c.loop(): a pipe operation cannot be batched (use c.range())")
                 _check(False, f"pop of a slot part of shape {part.shape} into {dst!r}")
-            tile.load(dst, part.copy())                  # the slot is the producer's again after this
+            # a copy: the slot is the producer's again after this (widening for L1 copies anyway)
+            tile.load(dst, part if dst.vdtype != part.dtype else part.copy())
             out = dst
         else:
             if dst is not None:
@@ -253,15 +279,34 @@ class TPipe:
             out = part.copy()
         if rec:
             tile.handshake(a2a3.SET, self.key, a2a3.FREE, m + 1, (self.slot,), a2a3.MTE2)
-        self.count = m + 1
-        w.set(self.my_word, m + 1)
-        w.wake(self.clusters)
+        self._published(m + 1)
         return out
 
     def __repr__(self) -> str:
         return (f"TPipe({self.direction}, {self.shape[0]}x{self.shape[1]} {self.dtype.name}, depth {self.depth}, "
                 f"{self.split}, {'AIC' if self.slot == 0 else f'AIV lane {self.lane}'}: {self.count} "
                 f"{'pushed' if self.producing else 'popped'})")
+
+
+class CountingPipe(TPipe):
+    """A pipe side that only counts: the same transfers and flags as a TPipe, into a private
+    ring, never waiting -- what a cost law replays a mixed kernel's part with, outside a device,
+    to feed a2a3.couple (the flags couple the parts; ``key`` must be the same on every part)."""
+
+    def __init__(self, slot: int, key: int, direction: str, slot_shape: tuple[int, int], dtype: Any,
+                 depth: int = 2, split: str = "up_down", slots: tuple[bool, bool, bool] = (True, True, True)) -> None:
+        rows, cols, dt = self._geometry(direction, slot_shape, dtype, depth, split, slots)
+        self._sides(slot, slots, key, np.zeros(int(depth) * rows * cols * dt.itemsize, np.uint8))
+        self.count = 0
+
+    def _await_free(self, n: int) -> None:
+        pass
+
+    def _await_data(self, m: int) -> None:
+        pass
+
+    def _published(self, n: int) -> None:
+        self.count = n
 
 
 def _parts(slots: tuple[bool, bool, bool]) -> str:

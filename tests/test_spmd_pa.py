@@ -79,3 +79,20 @@ def test_bench_pipe_command(tmp_path, capsys):
     import json
     r = json.loads(out.read_text())
     assert r["bench"] == "pipe" and {row["scenario"] for row in r["rows"]} == {"roundtrip", "stream"}
+
+
+def test_the_cost_law_replays_what_a_counted_run_of_the_kernels_couples():
+    """ptoemu predict's law (counting pipes, no device) gives the busiest block's coupled time
+    of a real counted run, for inputs whose sequences all have the cache's blocks / batch."""
+    from collections import namedtuple
+
+    from host.bench import pipe
+    from kernels.cost import TaskInfo
+    params = dict(WL.case("small"), name="uniform", context_len=64)       # 4 KV blocks of 16 each
+    r = pipe.predict_spmd(params, blocks=2, log=lambda s: None)
+    Arg = namedtuple("Arg", "dir dtype shape nbytes")
+    cache = Arg("In", "bfloat16", (5 * 4, 16, 1, 32), 5 * 4 * 16 * 32 * 2)
+    scalars = (0.17, 16, 32, 16, 16, 1, 5, 16)            # scale, heads, head_dim, block, cols, q_loop, total, q_tile
+    cost = spmd.spmd_cost(TaskInfo("spmd_paged_attention.pa", "AIC_AIV_X2", [None, cache], scalars, blocks=2))
+    assert cost.us == pytest.approx(r["us"], rel=1e-9)
+    assert cost.hbm_bytes >= 3 * 2 * 4 * 16 * 32 * 2      # the busiest block's 3 sequences' K and V blocks

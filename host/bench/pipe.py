@@ -123,12 +123,14 @@ def run(tiles: int = 2000, rounds: int = 3, log: Callable[[str], None] = print) 
     return common.results("pipe", {"tiles": tiles, "rounds": rounds}, rows, summary)
 
 
-def predict_spmd(case: str = "Case1", blocks: int = 24, seed: int = 0,
+def predict_spmd(case: str | dict = "Case1", blocks: int = 24, seed: int = 0,
                  log: Callable[[str], None] = print) -> dict:
     """The coupled prediction of one ``spmd_paged_attention`` run (module docstring): per block
-    its parts' counted programs coupled, the task the slowest block."""
+    its parts' counted programs coupled, the task the slowest block. ``case``: a case name or a
+    full parameter dict."""
     wl = catalogue.load("spmd_paged_attention")
-    params = wl.case(case)
+    params = wl.case(case) if isinstance(case, str) else dict(case)
+    case = params.get("name", "custom")
     programs: dict[tuple[int, int], list] = {}
     alone: dict[tuple[int, int], float] = {}
 

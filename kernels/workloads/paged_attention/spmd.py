@@ -32,17 +32,25 @@ on a narrower device the launch is the device's width, ``blocks = min(24, cluste
 Golden: the same independent vectorised model as the other paged attentions (golden.py), one KV
 block per chunk; tolerance 1e-2 as the reference's test (p's bf16 rounding is relative to the
 running max here, to the block's own max there).
+
+Predicted a2a3 time (``ptoemu predict``): ``spmd_cost``, the kernel's law, replays the busiest
+hardware block's parts with counting pipes (kernels/pipe.py CountingPipe) and couples their
+timelines through the pipe flags (kernels/a2a3.py couple_us); ``ptoemu bench pipe --predict``
+does the same from a counted run of the real kernels.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from kernels import C2V, V2C, InOut, Mixed, Out, TPipe, core_info, kernel, tile
+from kernels import C2V, V2C, InOut, Mixed, Out, TPipe, a2a3, core_info, kernel, tile
 from kernels.args import In
+from kernels.cost import Cost, TaskInfo
+from kernels.pipe import CountingPipe
 from kernels.tile import CUBE, F32, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention.cases import case_params, generate_inputs
 from kernels.workloads.paged_attention.golden import golden
@@ -258,7 +266,50 @@ def _aiv_blocks(dst: np.ndarray, ctx: int, n: int, scale: float, pipes: tuple[TP
     tile.store(dst, go)
 
 
-spmd_pa = kernel(Mixed(aic=pa_aic, aiv0=pa_aiv, aiv1=pa_aiv), name="spmd_paged_attention.pa")
+# ── cost law (ptoemu predict) ───────────────────────────────────────────────────────────────────
+
+@functools.lru_cache(maxsize=32)
+def coupled_block_us(q_tile: int, head_dim: int, block_size: int, n_kv: int,
+                     logical: int) -> tuple[float, float, float]:
+    """(µs, low, high) of one hardware block that runs ``logical`` logical blocks of ``n_kv`` KV
+    blocks: the parts' own instructions, replayed with counting pipes (kernels/pipe.py
+    CountingPipe) on zeros of the right shapes, then coupled through their pipe flags
+    (kernels/a2a3.py couple_us) -- the pipeline at its slowest stage's pace."""
+    programs = {}
+    for slot in (0, 1):                        # the two vector lanes run the same program
+        pipes = (CountingPipe(slot, 1, C2V, (q_tile, block_size), F32, FIFO_DEPTH),
+                 CountingPipe(slot, 2, V2C, (q_tile, block_size), BF16, FIFO_DEPTH),
+                 CountingPipe(slot, 3, C2V, (q_tile, head_dim), F32, FIFO_DEPTH))
+        tile.begin()
+        try:
+            for _ in range(logical):
+                if slot == 0:
+                    _aic_blocks(np.zeros((q_tile, head_dim), BF16), np.zeros((2, head_dim, block_size), BF16),
+                                np.zeros((2, block_size, head_dim), BF16), [i % 2 for i in range(n_kv)], pipes)
+                else:
+                    _aiv_blocks(np.zeros((q_tile // 2, head_dim), np.float32), n_kv * block_size, block_size, 0.1,
+                                pipes)
+        finally:
+            tile.end()
+        programs[slot] = tile.program() or []
+    return a2a3.couple_us([(0, programs[0]), (1, programs[1]), (2, programs[1])])
+
+
+def spmd_cost(t: TaskInfo) -> Cost:
+    """One block of the task: the busiest hardware block's logical blocks (``coupled_block_us``)
+    and the K/V blocks, query tiles and out rows it moves. The recording holds shapes, not the
+    context lengths: a sequence is taken to have key_cache blocks / batch KV blocks (the cache
+    holds the batch's blocks evenly, as the reference's inputs and ptoemu's do)."""
+    _, _, head_dim, block_size, _, q_loop, total, q_tile = (int(x) for x in t.scalars[:8])
+    batch = max(1, total // max(q_loop, 1))
+    n_kv = max(1, t.args[1].shape[0] // batch)
+    logical = -(-total // max(t.blocks, 1))
+    us, _, _ = coupled_block_us(q_tile, head_dim, block_size, n_kv, logical)
+    kv = 2 * n_kv * block_size * head_dim * 2
+    return Cost(float(us), logical * (kv + q_tile * head_dim * (2 + 4)))
+
+
+spmd_pa = kernel(Mixed(aic=pa_aic, aiv0=pa_aiv, aiv1=pa_aiv), name="spmd_paged_attention.pa", cost=spmd_cost)
 
 
 # ── orchestration and workload ──────────────────────────────────────────────────────────────────
