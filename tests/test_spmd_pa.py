@@ -96,3 +96,16 @@ def test_the_cost_law_replays_what_a_counted_run_of_the_kernels_couples():
     cost = spmd.spmd_cost(TaskInfo("spmd_paged_attention.pa", "AIC_AIV_X2", [None, cache], scalars, blocks=2))
     assert cost.us == pytest.approx(r["us"], rel=1e-9)
     assert cost.hbm_bytes >= 3 * 2 * 4 * 16 * 32 * 2      # the busiest block's 3 sequences' K and V blocks
+
+
+def test_the_schedule_fuzzer_takes_lane_skew():
+    from host.fuzz import fuzz
+    params = WL.case("small")
+
+    def setup(dev):
+        arrays, tensors = build_on(dev, WL, params, 0)
+        return (tensors, params, "default"), {}, [tensors["out"]]
+
+    report = fuzz(WL.orchestrate, setup, kernels=list(WL.kernels), seeds=range(2), platform=Platform(blocks=2),
+                  skew="random", skew_us=200)
+    assert report.ok, report
