@@ -52,10 +52,11 @@ from kernels.args import In
 from kernels.cost import Cost, TaskInfo
 from kernels.pipe import CountingPipe
 from kernels.tile import CUBE, F32, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
-from kernels.workloads.paged_attention.cases import case_params, generate_inputs
+from kernels.workloads.paged_attention.cases import case_params
 from kernels.workloads.paged_attention.golden import golden
 from kernels.workloads.paged_attention.orchestration import INPUTS, scale_of
-from kernels.workloads.workload import Alloc, Workload
+from kernels.workloads.paged_attention.unroll import build_case
+from kernels.workloads.workload import Workload
 
 __all__ = ["WORKLOAD", "orchestrate", "spmd_pa", "SPMD_BLOCK_NUM", "FIFO_DEPTH", "MAX_Q_TILE"]
 
@@ -139,28 +140,27 @@ def _aic_blocks(qi: np.ndarray, keys_t: np.ndarray, values: np.ndarray, ids: lis
     a_pv, b_pv = c.tile(L0A, (m, n), BF16, name="left_pv"), c.tile(L0B, (n, k), BF16, name="right_pv")
     s_acc, o_acc = c.tile(L0C, (m, n), F32, name="sij"), c.tile(L0C, (m, k), F32, name="oi")
 
-    def qk(i: int, block: int, loaded: bool, nxt: int) -> None:
+    def step(i: int, block: int, loaded: bool, nxt: int, cache: np.ndarray, l1: tuple, left: tile.Tile,
+             a: tile.Tile, b: tile.Tile, acc: tile.Tile, out: TPipe, into: TPipe | None = None) -> None:
+        """aic_qk_step / aic_pv_step: [TLOAD KV block i], [TPOP the left operand], TMOV both to L0,
+        TLOAD the next block meanwhile, TMATMUL, TPUSH the result; the FIX -> S flag after it."""
         if not loaded:
-            tile.load(k_l1[i % 2], keys_t, index=(block,))
-        tile.move(a_qk, q_l1)
-        tile.move(b_qk, k_l1[i % 2])
+            tile.load(l1[i % 2], cache, index=(block,))
+        if into is not None:
+            into.pop(left)
+        tile.move(a, left)
+        tile.move(b, l1[i % 2])
         if nxt >= 0:
-            tile.load(k_l1[(i + 1) % 2], keys_t, index=(nxt,))
-        tile.matmul(s_acc, a_qk, b_qk)
-        sij_pipe.push(s_acc)
-        _scalar_waits_for(MTE3)                              # the reference's FIX -> S flag after TPUSH
+            tile.load(l1[(i + 1) % 2], cache, index=(nxt,))
+        tile.matmul(acc, a, b)
+        out.push(acc)
+        _scalar_waits_for(MTE3)
+
+    def qk(i: int, block: int, loaded: bool, nxt: int) -> None:
+        step(i, block, loaded, nxt, keys_t, k_l1, q_l1, a_qk, b_qk, s_acc, sij_pipe)
 
     def pv(i: int, block: int, loaded: bool, nxt: int) -> None:
-        if not loaded:
-            tile.load(v_l1[i % 2], values, index=(block,))
-        pij_pipe.pop(p_l1)
-        tile.move(a_pv, p_l1)
-        tile.move(b_pv, v_l1[i % 2])
-        if nxt >= 0:
-            tile.load(v_l1[(i + 1) % 2], values, index=(nxt,))
-        tile.matmul(o_acc, a_pv, b_pv)
-        oi_pipe.push(o_acc)
-        _scalar_waits_for(MTE3)
+        step(i, block, loaded, nxt, values, v_l1, p_l1, a_pv, b_pv, o_acc, oi_pipe, pij_pipe)
 
     nb = len(ids)
     tile.load(q_l1, qi)
@@ -340,14 +340,6 @@ def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_tab
     return {"blocks": blocks, "logical_blocks": total, "q_tile": q_tile}
 
 
-def _build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
-    inp = generate_inputs(params, seed, alloc=alloc)
-    batch, heads, head_dim = inp["query"].shape
-    out = alloc((batch * heads, head_dim), np.float32)
-    out[...] = 0
-    return {**{n: inp[n] for n in INPUTS}, "out": out}
-
-
 def _orchestrate(rt: Any, t: dict, params: dict[str, Any], variant: str) -> dict:
     return orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=scale_of(params))
 
@@ -382,7 +374,7 @@ WORKLOAD = Workload(
     features=("mixed kernel", "SPMD blocks=24", "intra-cluster pipes (TPipe C2V/V2C, up_down)", "runtime FIFO tensors",
               "tile layer"),
     cases={name: _params(name, p) for name, p in CASES.items()},
-    build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden, tolerance=(1e-2, 1e-2),
+    build=build_case, outputs=("out",), orchestrate=_orchestrate, golden=_golden, tolerance=(1e-2, 1e-2),
     kernels=("kernels.workloads.paged_attention.spmd",),
     hardware_only=frozenset({"SmallCase1", "Case1", "Case2"}), big=frozenset({"Case1", "Case2"}),
     reference="tests/st/a2a3/tensormap_and_ringbuffer/spmd_paged_attention",
