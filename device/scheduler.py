@@ -19,9 +19,9 @@ cores, mixed-task block reservation), device/accounting.py (statistics and trace
 device/hostlink.py (every word the host reads, requests, abort, a dead host),
 device/lifetime.py (runtime tensors' memory), device/waits.py (kernel parts blocked in a wait:
 released on a failure -- as soon as one part of a task fails -- or an abort; what a stall
-diagnosis says they wait on; the end checks of a mixed task, e.g. a pipe left holding tiles). The state that is the scheduler's own:
-``accounted`` (records folded into the statistics; RETIRED moves with it, in batches, or at once
-when the host waits), the loop's counters and phase times.
+diagnosis says they wait on; the end checks of a mixed task, e.g. a pipe left holding tiles).
+The state that is the scheduler's own: ``accounted`` (records folded into the statistics; RETIRED
+moves with it, in batches, or at once when the host waits), the loop's counters and phase times.
 
 Sleeping without lost wake-ups and without a system call per event: before blocking, the
 scheduler stores SLEEP = 1, fences, and looks at HEAD and the done counters once more; every

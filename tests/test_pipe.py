@@ -387,3 +387,33 @@ def test_pipe_operations_are_counted_as_transfers_with_their_flags():
     us, lo, hi = a2a3.couple_us([(s, programs[s]) for s in (0, 1, 2)])
     assert lo <= us <= hi
     assert us >= max(c.us for c in counts.values()) * 0.99          # coupling never makes a part faster
+
+
+def test_pipes_stream_correctly_with_fenced_memory_order():
+    """The waits and pipe counters publish through device/ordering.py: the fenced (aarch64) way
+    passes the same stream, here on x86 (PTOEMU_MEMORY_ORDER=fenced picks it at import)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+    tests = Path(__file__).resolve().parent
+    code = textwrap.dedent(f"""
+        import sys; sys.path[:0] = [{str(tests.parent)!r}, {str(tests)!r}]
+        import numpy as np
+        from device.ordering import MODE
+        import test_pipe as t
+        assert MODE == "fenced", MODE
+        with t.Device(t.Platform(blocks=1, stall_timeout=30), kernels=t.KERNELS) as dev:
+            for k, split in ((t.c2v, "up_down"), (t.v2c, "left_right")):
+                got, _, _ = t._stream(dev, k, 100, 2, 4, split)
+                want = np.stack([t.value(i, 2, 4) for i in range(100)])
+                if k is t.v2c:
+                    assert np.array_equal(got[0], want)
+                else:
+                    assert np.array_equal(got[1, :, :1], want[:, 1:])
+        print("OK")
+    """)
+    env = {**os.environ, "PTOEMU_MEMORY_ORDER": "fenced"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100, env=env)
+    assert p.returncode == 0 and p.stdout.strip() == "OK", p.stderr[-3000:]
