@@ -270,8 +270,14 @@ class TPipe:
             if dst.core.n or dst.shape != part.shape:
                 _check(dst.core.n == 0, "pop inside c.loop(): a pipe operation cannot be batched (use c.range())")
                 _check(False, f"pop of a slot part of shape {part.shape} into {dst!r}")
-            # a copy: the slot is the producer's again after this (widening for L1 copies anyway)
-            tile.load(dst, part if dst.vdtype != part.dtype else part.copy())
+            # a copy: the slot is the producer's again after this (widening for L1 copies anyway);
+            # read-only, so no later store of this core needs to check it for overlap
+            if dst.vdtype != part.dtype:
+                tile.load(dst, part)
+            else:
+                mine = part.copy()
+                mine.flags.writeable = False
+                tile.load(dst, mine)
             out = dst
         else:
             if dst is not None:
