@@ -254,8 +254,10 @@ class Scheduler:
                 q[t + C.T_DONE] = now
             if q[t + C.T_STATUS] != C.STATUS_OK or self.sanitize:
                 self._checked(tid, t)
-            if ran_on and tid in ran_on and self.waits.task_end(ran_on.pop(tid)):
-                self.link.notices(len(self.waits.notices))     # a mixed task left something behind
+            if ran_on and tid in ran_on:                 # a mixed task that ran to its end: what it left
+                clusters = ran_on.pop(tid)
+                if q[t + C.T_STATUS] == C.STATUS_OK and self.waits.task_end(clusters):
+                    self.link.notices(len(self.waits.notices))
             finish(tid, s)
         return True
 

@@ -204,8 +204,8 @@ class SequentialDevice:
             t.join()
         if stall is not None:
             return stall, 0
-        if sum(slots) > 1:
-            self.waits.task_end(c // 3 for c, _, _, _ in used)    # e.g. a pipe left holding tiles
+        if sum(slots) > 1 and all(x is not None and x[0] is None for x in results):
+            self.waits.task_end(c // 3 for c, _, _, _ in used)    # ran to its end: e.g. a pipe left full
         failures = [x[0] for x in results if x is not None and isinstance(x[0], C.TaskFailure)]
         ns = sum(x[1] for x in results if x is not None)
         if failures:

@@ -94,6 +94,7 @@ def _pop_forever(ring, out, n, rows, cols, split, depth, skip=0):
 
 
 producer_ahead = kernel(Mixed(aic=_push_only, aiv0=_pop_some, aiv1=_pop_some), name="test_pipe.ahead")
+no_consumer = kernel(Mixed(aic=_push_only, aiv0=_nothing, aiv1=_nothing), name="test_pipe.no_consumer")
 consumer_behind = kernel(Mixed(aic=_nothing, aiv0=_c2v_aiv, aiv1=_c2v_aiv), name="test_pipe.behind")
 no_producer = kernel(Mixed(aic=_nothing, aiv0=_pop_forever, aiv1=_nothing), name="test_pipe.no_producer")
 failing_producer = kernel(Mixed(aic=_raise, aiv0=_pop_forever, aiv1=_pop_forever), name="test_pipe.failing")
@@ -129,7 +130,8 @@ def _tiles_aiv(ring, a, b, out, n):
 
 tiles = kernel(Mixed(aic=_tiles_aic, aiv0=_tiles_aiv, aiv1=_tiles_aiv), name="test_pipe.tiles")
 
-KERNELS = [c2v, v2c, c2v_one, v2c_one, producer_ahead, consumer_behind, no_producer, failing_producer, tiles]
+KERNELS = [c2v, v2c, c2v_one, v2c_one, producer_ahead, consumer_behind, no_producer, no_consumer, failing_producer,
+           tiles]
 
 
 @pytest.fixture(scope="module", params=["device", "inline"])
@@ -226,15 +228,18 @@ def test_pipes_start_empty_every_run(dev):
         np.testing.assert_array_equal(got[1, 2, :1], value(2, 2, 4)[1:])
 
 
-def test_a_pop_nothing_will_answer_is_a_stall_naming_the_pipe(dev):
+@pytest.mark.parametrize("k,n,parts", [
+    (no_producer, 1, ("test_pipe.no_producer", "AIV lane 0", "a tile to pop", "tiles pushed so far 0, popped 0")),
+    (no_consumer, 3, ("test_pipe.no_consumer", "AIC", "a free slot to push into", "tiles pushed so far 2, popped 0")),
+])
+def test_a_pipe_wait_nothing_will_answer_is_a_stall_naming_the_pipe(dev, k, n, parts):
     inline = dev.pids == []
     platform = Platform(blocks=1, stall_timeout=1)
     with Device(platform, kernels=KERNELS, inline=inline) as d:
         with pytest.raises(DeadlockError) as e:
-            _stream(d, no_producer, 1, 2, 4, "up_down")
+            _stream(d, k, n, 2, 4, "up_down")
         msg = str(e.value)
-        for part in ("test_pipe.no_producer", "pipe C2V", "cluster 0", "AIV lane 0", "a tile to pop",
-                     "tiles pushed so far 0, popped 0"):
+        for part in ("pipe C2V", "cluster 0") + parts:
             assert part in msg, (part, msg)
         got, _, _ = _stream(d, c2v, 3, 2, 4, "up_down")           # the device is usable after
         np.testing.assert_array_equal(got[0, 2, :1], value(2, 2, 4)[:1])
