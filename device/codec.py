@@ -302,7 +302,7 @@ TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done"
 # The fields carried, in order (the recorded graph's "c" rows, host/graph.py): fixed here, so a field
 # Counts gains later is not carried until this list (and the graph format) says so.
 COUNT_FIELDS: tuple[str, ...] = ("mte2", "mte1", "mte3", "cube", "vector", "scalar", "gm_read", "gm_write",
-                                 "instructions", "us", "us_low", "us_high")
+                                 "instructions", "us", "us_low", "us_high", "handshakes")
 COUNT_WORDS = len(COUNT_FIELDS)
 CNT_GM_READ, CNT_GM_WRITE, CNT_INSTR, CNT_US = (COUNT_FIELDS.index(n) for n in
                                                 ("gm_read", "gm_write", "instructions", "us"))
@@ -335,7 +335,7 @@ def counts_from_row(row: Any) -> Counts:
         raise ValueError(f"counted costs {list(row)!r:.80}: expected {COUNT_WORDS} numbers "
                          f"({', '.join(COUNT_FIELDS)})")
     v: dict[str, Any] = {name: float(x) for name, x in zip(COUNT_FIELDS, row)}
-    for name in ("gm_read", "gm_write", "instructions"):
+    for name in ("gm_read", "gm_write", "instructions", "handshakes"):
         v[name] = int(v[name])
     return Counts(**{name: v.get(name, 0) for name in Counts.__slots__})
 
@@ -381,6 +381,15 @@ class TaskFailure:
 
 
 @dataclass(frozen=True)
+class Stall:
+    """The sequential engine found the parts of a task blocked for good (or without progress for
+    the stall timeout): ``message`` names what each waits on. The host raises DeadlockError."""
+
+    tid: int
+    message: str
+
+
+@dataclass(frozen=True)
 class SchedulerFailure:
     """The scheduler process itself raised."""
 
@@ -417,11 +426,13 @@ class StatsReply:
     scheduler_busy_ns: int = 0
     scheduler_loops: int = 0
     scheduler_phase_ns: dict[str, int] | None = None
+    notices: tuple[str, ...] = ()    # what tasks' end checks found (kernels/waits.py task_end_check)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["kernels"] = {k: asdict(v) for k, v in self.kernels.items()}
         d["runtime_tasks"], d["phase_ns"] = dict(self.runtime_tasks), dict(self.phase_ns)
+        d["notices"] = list(self.notices)
         return d
 
 
@@ -442,6 +453,7 @@ class Running:
     kernel: str
     core: str
     for_s: float | None              # since its dispatch (None without timestamps)
+    waiting: str = ""                # what its kernel part is blocked on (device/waits.py), if anything
 
 
 @dataclass(frozen=True)
@@ -528,7 +540,7 @@ class DeviceContext:
     gm_buf: Any                          # GM as bytes
     sched_sem: Any                       # the scheduler's wake-up semaphore
     host_sem: Any                        # the host's
-    worker_sems: list                    # one per core
+    worker_sems: list                    # one per core: mailbox posts
     kernel_parts: list[tuple[Callable | None, Callable | None, Callable | None]]
     kernel_names: list[str]
     spin_ns: int                         # yield-spin before blocking
@@ -541,4 +553,7 @@ class DeviceContext:
     schedule: str = "fifo"               # or "random": fuzzing
     seed: int = 0
     jitter_ns: int = 0
+    skew: str | None = None              # lane skew: the part slot delayed at sync points (device/waits.py)
+    skew_us: float = 0.0
+    wait_sems: list = field(default_factory=list)   # one per core: wake-ups of a part blocked in a wait
     reference: bool = False              # the reference runtime's dependency rules (device/deps.py)

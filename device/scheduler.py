@@ -17,9 +17,11 @@ ingest, completion, retirement), device/deps.py (where dependencies come from),
 device/dispatch.py (ready tasks onto cores), device/cores.py (mailboxes, done counters, free
 cores, mixed-task block reservation), device/accounting.py (statistics and trace rows),
 device/hostlink.py (every word the host reads, requests, abort, a dead host),
-device/lifetime.py (runtime tensors' memory). The state that is the scheduler's own:
-``accounted`` (records folded into the statistics; RETIRED moves with it, in batches, or at once
-when the host waits), the loop's counters and phase times.
+device/lifetime.py (runtime tensors' memory), device/waits.py (kernel parts blocked in a wait:
+released on a failure -- as soon as one part of a task fails -- or an abort; what a stall
+diagnosis says they wait on; the end checks of a mixed task, e.g. a pipe left holding tiles).
+The state that is the scheduler's own: ``accounted`` (records folded into the statistics; RETIRED
+moves with it, in batches, or at once when the host waits), the loop's counters and phase times.
 
 Sleeping without lost wake-ups and without a system call per event: before blocking, the
 scheduler stores SLEEP = 1, fences, and looks at HEAD and the done counters once more; every
@@ -51,6 +53,7 @@ from device.execute import ArgDecoder, unwritten_report
 from device.hostlink import HostLink, child_signals, orphaned
 from device.ordering import fence, publish
 from device.tasks import NPARTS, TaskTable
+from device.waits import WaitArea
 
 MEASURE_EVERY = 64          # retired records between looks at how long tasks take
 INGEST_BATCH = 256          # records per step before the scheduler goes back to dispatching
@@ -83,7 +86,9 @@ class Scheduler:
         self.rng = random.Random(ctx.seed) if ctx.schedule == "random" else None
         self.tracing = ctx.trace
         self.ts_on = ctx.timestamps
-        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers)
+        self.waits = WaitArea(q, lay.waits_off, lay.ncores, ctx.wait_sems)
+        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers,
+                             self.waits.release)
         self.tasks = TaskTable(q, ctx.ctrl_buf, lay, ctx.trace or ctx.record, self.link.freed,
                                self.link.probe_done, ctx.reference)
         self.cores = CorePool(q, ctx.ctrl_buf, lay, ctx.worker_sems, self.rng)
@@ -238,6 +243,7 @@ class Scheduler:
             f, lay = self.ctx.f, self.lay
             for e, (c, slot) in zip(done, self.cores.slots):
                 counted.add(e >> C.ENTRY_SHIFT, e & C.ENTRY_PART, C.read_counts(f, lay.counts(c, slot)))
+        ran_on = self.dispatcher.ran_on
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
@@ -246,6 +252,11 @@ class Scheduler:
             if left:
                 if san and e & C.ENTRY_SPMD:
                     self._block_part_done(tid, s, left)
+                if q[ts_off + s * TSW + C.T_STATUS] == C.STATUS_ERROR:
+                    # One part failed while others run: they may be waiting for it (a pipe, a
+                    # barrier); the run is failing, so let them go now (device/waits.py).
+                    self.link.kernel_failed()
+                    self.dispatcher.discard = True
                 continue
             t = ts_off + s * TSW
             if now:
@@ -254,6 +265,10 @@ class Scheduler:
                 self._checked(tid, t)
             if counted is not None:
                 counted.finish(tid)
+            if ran_on and tid in ran_on:                 # a mixed task that ran to its end: what it left
+                clusters = ran_on.pop(tid)
+                if q[t + C.T_STATUS] == C.STATUS_OK and self.waits.task_end(clusters):
+                    self.link.notices(len(self.waits.notices))
             finish(tid, s)
         return True
 
@@ -318,6 +333,7 @@ class Scheduler:
         self.cores.reserved = -1
         tasks.tmap.clear()
         self.dispatcher.checks.clear()
+        self.dispatcher.ran_on.clear()
         self.link.progress(tasks.completed, tasks.retired)
         return True
 
@@ -357,7 +373,7 @@ class Scheduler:
     def stats(self) -> C.StatsReply:
         t = self.tasks
         return self.acct.report(t.completed, t.runtime_counts(), self.busy_ns, self.loops,
-                                self.phases() if self.tracing else None)
+                                self.phases() if self.tracing else None, tuple(self.waits.notices))
 
     def take_trace(self) -> C.TraceReply:
         """Hand the trace rows and edges collected so far to the host (through a file: it can be
@@ -376,12 +392,18 @@ class Scheduler:
         return C.TraceReply(path, tuple(pred_false), {k: v - mark.get(k, 0) for k, v in now.items()},
                             tuple(self.ctx.kernel_names))
 
+    def _first_pending(self, c: int, e: int) -> bool:
+        """Is entry ``e`` the one core c runs now (the oldest it holds)?"""
+        pend = self.cores.pending[c]
+        return bool(pend) and pend[0] == e
+
     def diagnose(self) -> C.Diagnosis:
         """What every unretired record is waiting for, and what every core is doing."""
         q, lay, tasks, names = self.q, self.lay, self.tasks, self.ctx.kernel_names
         now = time.perf_counter_ns()
         running = tuple(C.Running(C.entry_tid(e), names[tasks.kernel[C.entry_tid(e) & self.mask]], C.core_name(c),
-                                  (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None)
+                                  (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None,
+                                  self.waits.describe(c, now) if self._first_pending(c, e) else "")
                         for c, e in self.cores.running())
         return C.Diagnosis(self.link.head(), tasks.ingested, tasks.retired, tasks.completed, self.cores.n_inflight,
                            tasks.nready, self.dispatcher.discard, tasks.describe(names), running,
