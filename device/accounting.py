@@ -17,6 +17,16 @@ both engines.
 completed without a core), ``skipped`` the ones a failure discarded. Trace rows
 (codec.TRACE_COLUMNS) are kept only when tracing -- one per task that ran or whose predicate
 was false (no core, start = end = its dispatch) -- and ``take_rows`` hands them over.
+
+Counted costs (recording only, ``CountedCosts``, both engines): every part of every block of a
+task adds the row the tile layer counted for it (codec.COUNT_FIELDS); when the task finishes, its
+rows are folded into one line of the counted array (codec.COUNTED_COLUMNS) -- per part the row of
+its slowest block (largest ``us``), and the GM bytes of all its blocks and parts -- and ``take``
+hands the lines over with the recorded edges. Why the slowest block: the model runs every block
+of an SPMD launch as one job of one time, and a launch whose blocks run side by side ends with
+its slowest; the catalogue's SPMD kernels split their work evenly, so it is also every block's.
+The bytes are totals, so that the model's HBM traffic is exact. A task with a part that ran no
+tile instruction (a plain numpy kernel) gets no line: it is priced by its law or the roofline.
 """
 
 from __future__ import annotations
@@ -113,7 +123,7 @@ class Accounting:
         return rows
 
     def report(self, records: int, runtime: dict[str, int], busy_ns: int = 0, loops: int = 0,
-               loop_phases: dict | None = None) -> C.StatsReply:
+               loop_phases: dict | None = None, notices: tuple[str, ...] = ()) -> C.StatsReply:
         """The statistics so far, with the counts the owner keeps: records finished, runtime
         records by kind (TaskTable.runtime_counts), the scheduler loop's busy time, passes and
         (tracing) phase times."""
@@ -125,4 +135,49 @@ class Accounting:
                      if self.count[k] or self.skipped[k] or self.errors[k] or self.pred_false[k]},
             runtime_tasks=dict(runtime), records=records, timed_tasks=self.timed,
             phase_ns=dict(zip(PHASES, self.phase)), scheduler_busy_ns=busy_ns, scheduler_loops=loops,
-            scheduler_phase_ns=loop_phases)
+            scheduler_phase_ns=loop_phases, notices=notices)
+
+
+class CountedCosts:
+    """Counted costs of the tasks in flight and of those finished since the last ``take``."""
+
+    __slots__ = ("open", "lines")
+
+    def __init__(self) -> None:
+        self.open: dict[int, list] = {}         # tid -> [row per part or None, read, written, uncounted]
+        self.lines: list[list[float]] = []
+
+    def add(self, tid: int, part: int, row: tuple[float, ...]) -> None:
+        """The row of one part of one block of task ``tid``."""
+        acc = self.open.get(tid)
+        if acc is None:
+            acc = self.open[tid] = [None, None, None, 0, 0, False]
+        if not row[C.CNT_INSTR]:
+            acc[5] = True
+            return
+        best = acc[part]
+        if best is None or row[C.CNT_US] > best[C.CNT_US]:
+            acc[part] = row
+        acc[3] += int(row[C.CNT_GM_READ])
+        acc[4] += int(row[C.CNT_GM_WRITE])
+
+    def finish(self, tid: int) -> None:
+        """Task ``tid`` finished: fold its rows into a line (none if a part was not counted)."""
+        acc = self.open.pop(tid, None)
+        if acc is None or acc[5]:
+            return
+        line = [float(tid)]
+        for part in acc[:C.NPARTS_MAX]:
+            line.extend(part if part is not None else [float("nan")] * C.COUNT_WORDS)
+        line += [float(acc[3]), float(acc[4])]
+        self.lines.append(line)
+
+    def take(self) -> np.ndarray:
+        """The lines of the tasks finished since the last take (codec.COUNTED_COLUMNS)."""
+        out = np.array(self.lines, np.float64).reshape(-1, C.COUNTED_COLUMNS)
+        self.lines = []
+        return out
+
+    def discard(self) -> None:
+        """A run was aborted: what was in flight will not finish."""
+        self.open.clear()

@@ -24,6 +24,11 @@ the host and by every device process alike.
     dep pool         task ids of explicit dependencies (a ring of words, layout.py)
     core index       ``3 * block + lane``: lane 0 = AIC, 1 = AIV0, 2 = AIV1 (block_of, lane_of, is_aic)
     time row         TS_WORDS words per task slot: when each phase happened (ns) and the status
+    counts row       COUNT_WORDS float64 words per mailbox slot of a core, while recording: what
+                     the tile layer counted for the part the worker ran (kernels.tile.Counts,
+                     field for field; all zero = no tile instruction ran)
+    counted array    per finished task, what the host puts into the recorded graph: tid, the
+                     slowest block's row per part (NaN: no such part), GM bytes over all blocks
     trace rows       TRACE_COLUMNS, one row per retired task (device/accounting.py)
     reports          a pickled frozen record (TaskFailure, SchedulerFailure, StatsReply,
                      Diagnosis, TraceReply) in a fixed area: [nbytes, pickle ...] (write_report)
@@ -44,6 +49,7 @@ import numpy as np
 
 from device.ordering import observe, publish
 from kernels.args import DIR_IN, DIR_INOUT, DIR_NAMES, DIR_OUT  # noqa: F401  (one definition)
+from kernels.tile import Counts
 
 # --- dtypes that may live in GM --------------------------------------------------------------------
 DTYPES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16),
@@ -288,6 +294,63 @@ STATUS_NAMES = ("ok", "error", "skipped", "predicate false")
 TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done", "status",
                  "core0", "core1", "core2", "start0", "start1", "start2", "end0", "end1", "end2")
 
+# --- counted costs (recording) ---------------------------------------------------------------------
+# A worker that ran a part while recording writes its Counts (or zeros) into the counts row of the
+# mailbox slot it took (layout.counts), before it publishes its done count; the scheduler reads the
+# row as it collects the entry (device/accounting.py CountedCosts folds a task's rows). Only the
+# scheduler and the worker of that core touch the row, one after the other, in mailbox order.
+# The fields carried, in order (the recorded graph's "c" rows, host/graph.py): fixed here, so a field
+# Counts gains later is not carried until this list (and the graph format) says so.
+COUNT_FIELDS: tuple[str, ...] = ("mte2", "mte1", "mte3", "cube", "vector", "scalar", "gm_read", "gm_write",
+                                 "instructions", "us", "us_low", "us_high", "handshakes")
+COUNT_WORDS = len(COUNT_FIELDS)
+CNT_GM_READ, CNT_GM_WRITE, CNT_INSTR, CNT_US = (COUNT_FIELDS.index(n) for n in
+                                                ("gm_read", "gm_write", "instructions", "us"))
+NPARTS_MAX = 3                # AIC, AIV0, AIV1
+# counted array columns: tid | part 0 row | part 1 row | part 2 row | GM read, write (all blocks)
+COUNTED_COLUMNS = 1 + NPARTS_MAX * COUNT_WORDS + 2
+
+
+def counts_row(counts: Counts | None) -> tuple[float, ...]:
+    """A part's Counts as a row of COUNT_WORDS floats (zeros: nothing counted)."""
+    if counts is None:
+        return (0.0,) * COUNT_WORDS
+    return tuple(float(getattr(counts, name)) for name in COUNT_FIELDS)
+
+
+def write_counts(f: Any, off: int, counts: Counts | None) -> None:
+    """A part's Counts into the float64 words at ``off`` (zeros: nothing counted)."""
+    for i, v in enumerate(counts_row(counts)):
+        f[off + i] = v
+
+
+def read_counts(f: Any, off: int) -> tuple[float, ...]:
+    """The row at ``off`` (instructions 0: the part ran no tile instruction)."""
+    return tuple(f[off:off + COUNT_WORDS].tolist())
+
+
+def counts_from_row(row: Any) -> Counts:
+    """A row (a sequence of COUNT_WORDS numbers, as in the recorded graph) as Counts."""
+    if len(row) != COUNT_WORDS:
+        raise ValueError(f"counted costs {list(row)!r:.80}: expected {COUNT_WORDS} numbers "
+                         f"({', '.join(COUNT_FIELDS)})")
+    v: dict[str, Any] = {name: float(x) for name, x in zip(COUNT_FIELDS, row)}
+    for name in ("gm_read", "gm_write", "instructions", "handshakes"):
+        v[name] = int(v[name])
+    return Counts(**{name: v.get(name, 0) for name in Counts.__slots__})
+
+
+def decode_counted(arr: np.ndarray) -> list[tuple[int, list[list[float] | None], tuple[int, int]]]:
+    """(tid, per part its row or None, (GM bytes read, written over all blocks)) per counted task."""
+    out = []
+    for r in np.asarray(arr, np.float64).reshape(-1, COUNTED_COLUMNS).tolist():
+        parts = [None if r[1 + i * COUNT_WORDS] != r[1 + i * COUNT_WORDS] else r[1 + i * COUNT_WORDS:
+                                                                                  1 + (i + 1) * COUNT_WORDS]
+                 for i in range(NPARTS_MAX)]
+        out.append((int(r[0]), parts, (int(r[-2]), int(r[-1]))))
+    return out
+
+
 # --- reports ---------------------------------------------------------------------------------------
 ERR_AREA_WORDS = 2048         # 16 KiB per process for a pickled error report
 SCHED_AREA_WORDS = 1 << 17    # 1 MiB for scheduler answers (stats, diagnostics)
@@ -315,6 +378,15 @@ class TaskFailure:
         if not self.violation:
             del d["violation"]
         return d
+
+
+@dataclass(frozen=True)
+class Stall:
+    """The sequential engine found the parts of a task blocked for good (or without progress for
+    the stall timeout): ``message`` names what each waits on. The host raises DeadlockError."""
+
+    tid: int
+    message: str
 
 
 @dataclass(frozen=True)
@@ -354,11 +426,13 @@ class StatsReply:
     scheduler_busy_ns: int = 0
     scheduler_loops: int = 0
     scheduler_phase_ns: dict[str, int] | None = None
+    notices: tuple[str, ...] = ()    # what tasks' end checks found (kernels/waits.py task_end_check)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["kernels"] = {k: asdict(v) for k, v in self.kernels.items()}
         d["runtime_tasks"], d["phase_ns"] = dict(self.runtime_tasks), dict(self.phase_ns)
+        d["notices"] = list(self.notices)
         return d
 
 
@@ -379,6 +453,7 @@ class Running:
     kernel: str
     core: str
     for_s: float | None              # since its dispatch (None without timestamps)
+    waiting: str = ""                # what its kernel part is blocked on (device/waits.py), if anything
 
 
 @dataclass(frozen=True)
@@ -465,7 +540,7 @@ class DeviceContext:
     gm_buf: Any                          # GM as bytes
     sched_sem: Any                       # the scheduler's wake-up semaphore
     host_sem: Any                        # the host's
-    worker_sems: list                    # one per core
+    worker_sems: list                    # one per core: mailbox posts
     kernel_parts: list[tuple[Callable | None, Callable | None, Callable | None]]
     kernel_names: list[str]
     spin_ns: int                         # yield-spin before blocking
@@ -478,4 +553,7 @@ class DeviceContext:
     schedule: str = "fifo"               # or "random": fuzzing
     seed: int = 0
     jitter_ns: int = 0
+    skew: str | None = None              # lane skew: the part slot delayed at sync points (device/waits.py)
+    skew_us: float = 0.0
+    wait_sems: list = field(default_factory=list)   # one per core: wake-ups of a part blocked in a wait
     reference: bool = False              # the reference runtime's dependency rules (device/deps.py)

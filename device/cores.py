@@ -6,6 +6,7 @@
                         whose worker said it is asleep (W_ASLEEP) -- a worker that is spinning
                         finds its mailbox without a system call
     collect()           done counters that moved since the last look ──▶ [entries done]
+                        (recording: ``slots`` gets (core, mailbox slot) of each, for its counts row)
 
 Free mailbox slots are two stacks (AIC cores, AIV cores), one item per free slot, so the most
 recently freed core -- the one most likely still awake -- is taken first. Likewise, a mixed task
@@ -83,6 +84,7 @@ class CorePool:
         self.tasks_at = layout.wline(0) + L.W_TASKS
         self.busy_at = layout.wline(0) + L.W_BUSY_NS
         self.seen = (0, 0)            # (tasks, busy ns) of all workers at the last measure()
+        self.slots: list[tuple[int, int]] | None = None   # recording: where collect()'s entries ran
 
     # -- posting ---------------------------------------------------------------------------------
     def post(self, c: int, tid: int, part: int, block: int = -1, gated: bool = False,
@@ -331,8 +333,13 @@ class CorePool:
         out: list[int] = []
         pending, inflight, free_aic, free_aiv = self.pending, self.inflight, self.free_aic, self.free_aiv
         cap = self.cap
+        where = self.slots
+        if where is not None:
+            where.clear()
         for c, d in moved:
             n = d - acked[c]
+            if where is not None:
+                where.extend((c, i % self.D) for i in range(acked[c], d))
             acked[c] = d
             pend = pending[c]
             free = free_aiv if c % C.LANES else free_aic

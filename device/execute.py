@@ -6,6 +6,11 @@ sequential engine does at submit -- one function for both, so the two engines di
                  ──fn(*tensors, *scalars)──▶ None, or a failure report (codec.TaskFailure:
                     tid, kernel, core, part, args, error, traceback, violation)
 
+Recording (``ArgDecoder.count``): the kernel call runs under a tile-layer collector
+(kernels/tile.py begin/end) and ``ArgDecoder.counts`` holds what it counted (kernels.tile.Counts,
+None if the part ran no tile instruction) until the next part runs; the caller sends it on
+(codec.write_counts). Without recording the call is not wrapped at all.
+
 A report is built so that it always exists and always fits: an exception whose ``str()`` raises
 is described without it, and long messages and tracebacks are cut to a size that fits a core's
 error area (head of the message, tail of the traceback). A write into an ``In`` argument -- numpy
@@ -34,6 +39,7 @@ import numpy as np
 
 from device import codec as C
 from device import sanitizer
+from kernels import tile
 
 ARG = struct.Struct(f"{C.ARG_WORDS}q")
 MAX_ERROR_CHARS = 1000
@@ -83,6 +89,8 @@ class ArgDecoder:
         self.meta_cache: dict[int, tuple] = {}
         self.pid = os.getpid()                  # a kernel call that returns elsewhere is a forked copy:
         self.mark = _fork_mark()                # mark[0] == 0 there (else compare pids)
+        self.count = False                      # recording: count each part's tile instructions
+        self.counts: tile.Counts | None = None  # ... what the last part counted
 
     def _meta(self, meta: int) -> tuple:
         """(dtype, shape getter, strides getter, direction) of a meta word, made once: the
@@ -153,12 +161,20 @@ def run_part(fn: Callable, dec: ArgDecoder, r: int, tid: int, kernel: str, core:
     failure report."""
     tensors: list = []
     forks = len(_forked)
+    if dec.count:
+        tile.begin()
     try:
         tensors = dec.tensors(r)
         fn(*dec.scalars(r, list(tensors)))
         err = None
     except BaseException as e:  # noqa: BLE001 - a kernel may raise anything; report it all
         err = e
+    if dec.count:
+        try:
+            dec.counts = tile.end()
+        except Exception as e:  # noqa: BLE001 - the tile layer's own failure, reported as the task's
+            dec.counts = None
+            err = err or e
     mark = dec.mark
     if (mark[0] == 0) if mark is not None else (os.getpid() != dec.pid):   # a forked copy returned
         os._exit(FORKED_COPY_EXIT)

@@ -67,12 +67,16 @@ class HostLink:
     flush()          fold retired records into the statistics (it calls ``retired`` back)
     answer(kind)     the report for a request (REQ_STATS / REQ_DIAG / REQ_TRACE)
     abort()          discard what has not run; True once the device is ready for the next run
-    wake_workers()   one token to every worker (stop)"""
+    wake_workers()   one token to every worker (stop)
+    release_waiters()   post every kernel part blocked in a wait (device/waits.py): it looks at
+                     ERROR / ABORT_REQ / STOP, published before, and lets go"""
 
     def __init__(self, ctx: DeviceContext, flush: Callable[[], None], answer: Callable[[int], object],
-                 abort: Callable[[], bool], wake_workers: Callable[[], None]) -> None:
+                 abort: Callable[[], bool], wake_workers: Callable[[], None],
+                 release_waiters: Callable[[], object] = lambda: None) -> None:
         self.q, self.ctx, self.lay = ctx.q, ctx, ctx.layout
         self.flush, self.answer, self.abort, self.wake_workers = flush, answer, abort, wake_workers
+        self.release_waiters = release_waiters
         g = self.lay.g
         self.g_head, self.g_completed, self.g_retired, self.g_freed = g(L.G_HEAD), g(L.G_COMPLETED), \
             g(L.G_RETIRED), g(L.G_FREED)
@@ -138,10 +142,16 @@ class HostLink:
         C.write_report(self.q, self.lay.err_area(core), C.ERR_AREA_WORDS, report)
 
     def kernel_failed(self) -> None:
-        """A task failed: the host hears it (it reads the workers' error reports)."""
+        """A task (or one part of it) failed: the host hears it (it reads the workers' error
+        reports), and the parts blocked in a wait -- perhaps for the part that failed -- let go."""
         if observe(self.q, self.g_error) == L.ERR_NONE:
             publish(self.q, self.g_error, L.ERR_KERNEL)
             self.ctx.host_sem.release()
+            self.release_waiters()
+
+    def notices(self, n: int) -> None:
+        """There are n notices now (the host fetches them with the statistics)."""
+        publish(self.q, self.lay.g(L.G_NOTICES), n)
 
     def sleeping(self, on: bool) -> None:
         """SLEEP: producers post the scheduler's semaphore only while it is set."""
@@ -182,6 +192,8 @@ class HostLink:
             publish(q, self.g_ack, req)
             self.ctx.host_sem.release()
         abort = observe(q, self.g_abort_req)
+        if abort != self.last_abort:
+            self.release_waiters()           # a part blocked in a wait would hold the abort up
         if abort != self.last_abort and self.abort():
             self.last_abort = abort
             publish(q, self.g_error, L.ERR_NONE)
@@ -204,6 +216,7 @@ class HostLink:
         q, lay = self.q, self.lay
         publish(q, self.g_stop, 1)
         self.wake_workers()
+        self.release_waiters()
         pids = [q[lay.wline(c) + L.W_PID] for c in range(lay.ncores)]
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline and any(alive(p) for p in pids):

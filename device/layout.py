@@ -3,7 +3,8 @@ What the words mean (records, entries, reports) is device/codec.py.
 
     GM (global memory)        [ host tensors (dev.empty / dev.to_device) | heap (runtime tensors) ]
     control                   [ globals | per-core lines | task ring | per-slot times | freed queue
-                                | dep pool | error areas | scheduler answer area ]
+                                | dep pool | error areas | scheduler answer area | counts rows
+                                | wait area ]
 
 Control segment, in int64 words. Every writer owns whole 64-byte lines, so two processes never
 write the same cache line:
@@ -13,6 +14,7 @@ write the same cache line:
                                                           scheduler: RETIRED FREED COMPLETED IDLE ERROR
                                                           ABORT_ACK ACK SCHED_PID INGESTED SLEEP
                                                           PROBE (the last probe dummy finished)
+                                                          NOTICES (notices so far: stats has them)
                                                           workers: ANYDONE (= 1 after a task; the
                                                           scheduler clears it: a hint, not a count)
                                                                               the other side
@@ -29,6 +31,12 @@ write the same cache line:
                   has ingested, INGESTED)
     error areas   one per core + one for the scheduler    that process        host
     answer area   stats / diagnosis / trace replies       scheduler           host
+    counts rows   per core, one row (codec.COUNT_WORDS    worker c            scheduler
+                  float64 words) per mailbox slot: what the tile layer counted for the part the
+                  worker ran from that slot (recording only; published by the worker's done count)
+    wait area     per core: a wait line (what it sleeps   that core (its      wakers, scheduler
+                  on in a kernel) and its sync words      kernel part)        (diagnosis), parts
+                  (device/waits.py)
 
 Task id t lives in ring slot t & (WINDOW-1), its times in row t & (WINDOW-1). The globals, the
 mailbox heads, the worker lines and the first (length) word of every report area are what another
@@ -38,14 +46,15 @@ they make visible.
 
 from __future__ import annotations
 
-from device.codec import ERR_AREA_WORDS, HEAP_ALIGN, REC_WORDS, SCHED_AREA_WORDS, TS_WORDS
+from device.codec import COUNT_WORDS, ERR_AREA_WORDS, HEAP_ALIGN, REC_WORDS, SCHED_AREA_WORDS, TS_WORDS
+from device.waits import area_words
 
 LINE = 8                      # int64 words per 64-byte cache line
 
 # --- globals (one cache line each) -------------------------------------------------------------
 (G_HEAD, G_RETIRED, G_FREED, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
  G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_SLEEP, G_ANYDONE,
- G_PROBE) = range(18)
+ G_PROBE, G_NOTICES) = range(19)
 N_GLOBALS = 24
 
 # Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds
@@ -85,7 +94,10 @@ class Layout:
         self.dep_mask = DEP_SLOTS - 1
         self.err_off = self.dep_off + DEP_SLOTS
         self.sched_area = self.err_off + (ncores + 1) * ERR_AREA_WORDS
-        self.words = self.sched_area + SCHED_AREA_WORDS
+        self.counts_off = self.sched_area + SCHED_AREA_WORDS
+        self.counts_core = -(-MAX_DEPTH * COUNT_WORDS // LINE) * LINE      # whole lines per core
+        self.waits_off = self.counts_off + ncores * self.counts_core
+        self.words = self.waits_off + area_words(ncores)
         self.nbytes = self.words * 8
 
     def g(self, name: int) -> int:
@@ -110,6 +122,10 @@ class Layout:
         if i + n <= size:
             return q[off + i:off + i + n].tolist()
         return q[off + i:off + size].tolist() + q[off:off + i + n - size].tolist()
+
+    def counts(self, core: int, slot: int) -> int:
+        """Word index of the counts row of mailbox slot ``slot`` (0..depth-1) of a core."""
+        return self.counts_off + core * self.counts_core + slot * COUNT_WORDS
 
     def err_area(self, core: int) -> int:
         """Error area of a core; ``core == ncores`` is the scheduler's own."""

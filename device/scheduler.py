@@ -17,9 +17,11 @@ ingest, completion, retirement), device/deps.py (where dependencies come from),
 device/dispatch.py (ready tasks onto cores), device/cores.py (mailboxes, done counters, free
 cores, mixed-task block reservation), device/accounting.py (statistics and trace rows),
 device/hostlink.py (every word the host reads, requests, abort, a dead host),
-device/lifetime.py (runtime tensors' memory). The state that is the scheduler's own:
-``accounted`` (records folded into the statistics; RETIRED moves with it, in batches, or at once
-when the host waits), the loop's counters and phase times.
+device/lifetime.py (runtime tensors' memory), device/waits.py (kernel parts blocked in a wait:
+released on a failure -- as soon as one part of a task fails -- or an abort; what a stall
+diagnosis says they wait on; the end checks of a mixed task, e.g. a pipe left holding tiles).
+The state that is the scheduler's own: ``accounted`` (records folded into the statistics; RETIRED
+moves with it, in batches, or at once when the host waits), the loop's counters and phase times.
 
 Sleeping without lost wake-ups and without a system call per event: before blocking, the
 scheduler stores SLEEP = 1, fences, and looks at HEAD and the done counters once more; every
@@ -27,7 +29,8 @@ producer (host publishing records, worker finishing one, host request) stores it
 and posts the scheduler's semaphore only if it reads SLEEP = 1 (device/ordering.py).
 
 Options (all off by default): tracing keeps every task's times and every dependency edge and
-times the loop's phases (``phase_ns``); recording keeps the edges; the sanitizer poisons Out
+times the loop's phases (``phase_ns``); recording keeps the edges and what the tile layer
+counted for each task (the workers' counts rows, device/accounting.py CountedCosts); the sanitizer poisons Out
 regions at dispatch and checks them at completion, and posts an SPMD task's blocks one at a time
 (device/sanitizer.py); fuzzing takes ready tasks and free cores in a seeded random order.
 """
@@ -42,7 +45,7 @@ import numpy as np
 
 from device import codec as C
 from device import layout as L
-from device.accounting import Accounting
+from device.accounting import Accounting, CountedCosts
 from device.codec import DeviceContext
 from device.cores import CorePool
 from device.dispatch import Dispatcher
@@ -50,6 +53,7 @@ from device.execute import ArgDecoder, unwritten_report
 from device.hostlink import HostLink, child_signals, orphaned
 from device.ordering import fence, publish
 from device.tasks import NPARTS, TaskTable
+from device.waits import WaitArea
 
 MEASURE_EVERY = 64          # retired records between looks at how long tasks take
 INGEST_BATCH = 256          # records per step before the scheduler goes back to dispatching
@@ -82,7 +86,9 @@ class Scheduler:
         self.rng = random.Random(ctx.seed) if ctx.schedule == "random" else None
         self.tracing = ctx.trace
         self.ts_on = ctx.timestamps
-        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers)
+        self.waits = WaitArea(q, lay.waits_off, lay.ncores, ctx.wait_sems)
+        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers,
+                             self.waits.release)
         self.tasks = TaskTable(q, ctx.ctrl_buf, lay, ctx.trace or ctx.record, self.link.freed,
                                self.link.probe_done, ctx.reference)
         self.cores = CorePool(q, ctx.ctrl_buf, lay, ctx.worker_sems, self.rng)
@@ -90,6 +96,9 @@ class Scheduler:
         self.dispatcher = Dispatcher(self.tasks, self.cores, lay, self.rng, self.sanitize, ctx.gm_buf,
                                      ctx.reference)
         self.acct = Accounting(ctx.kernel_names, tracing=ctx.trace)
+        self.counted = CountedCosts() if ctx.record else None
+        if ctx.record:
+            self.cores.slots = []
         self.accounted = 0
         self.measured = 0
         self.account_batch = max(1, min(256, lay.window // 8))
@@ -229,6 +238,12 @@ class Scheduler:
         now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
         san = self.sanitize is not None
+        counted = self.counted
+        if counted is not None:                 # the rows were published with the done counters
+            f, lay = self.ctx.f, self.lay
+            for e, (c, slot) in zip(done, self.cores.slots):
+                counted.add(e >> C.ENTRY_SHIFT, e & C.ENTRY_PART, C.read_counts(f, lay.counts(c, slot)))
+        ran_on = self.dispatcher.ran_on
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
@@ -237,12 +252,23 @@ class Scheduler:
             if left:
                 if san and e & C.ENTRY_SPMD:
                     self._block_part_done(tid, s, left)
+                if q[ts_off + s * TSW + C.T_STATUS] == C.STATUS_ERROR:
+                    # One part failed while others run: they may be waiting for it (a pipe, a
+                    # barrier); the run is failing, so let them go now (device/waits.py).
+                    self.link.kernel_failed()
+                    self.dispatcher.discard = True
                 continue
             t = ts_off + s * TSW
             if now:
                 q[t + C.T_DONE] = now
             if q[t + C.T_STATUS] != C.STATUS_OK or self.sanitize:
                 self._checked(tid, t)
+            if counted is not None:
+                counted.finish(tid)
+            if ran_on and tid in ran_on:                 # a mixed task that ran to its end: what it left
+                clusters = ran_on.pop(tid)
+                if q[t + C.T_STATUS] == C.STATUS_OK and self.waits.task_end(clusters):
+                    self.link.notices(len(self.waits.notices))
             finish(tid, s)
         return True
 
@@ -291,6 +317,8 @@ class Scheduler:
         """Discard what has not run; True once nothing is in flight and all has retired (then
         the scheduler is ready for the next run)."""
         self.dispatcher.discard = True
+        if self.counted is not None:
+            self.counted.discard()
         tasks = self.tasks
         tasks.heap.release_all_holds()
         tasks.skip_ready()
@@ -305,6 +333,7 @@ class Scheduler:
         self.cores.reserved = -1
         tasks.tmap.clear()
         self.dispatcher.checks.clear()
+        self.dispatcher.ran_on.clear()
         self.link.progress(tasks.completed, tasks.retired)
         return True
 
@@ -344,7 +373,7 @@ class Scheduler:
     def stats(self) -> C.StatsReply:
         t = self.tasks
         return self.acct.report(t.completed, t.runtime_counts(), self.busy_ns, self.loops,
-                                self.phases() if self.tracing else None)
+                                self.phases() if self.tracing else None, tuple(self.waits.notices))
 
     def take_trace(self) -> C.TraceReply:
         """Hand the trace rows and edges collected so far to the host (through a file: it can be
@@ -355,19 +384,26 @@ class Scheduler:
         edges = np.array(self.tasks.edges, np.int64).reshape(-1, 2)
         self.tasks.edges = []
         pred_false, self.tasks.pred_false = self.tasks.pred_false, []
+        counted = self.counted.take() if self.counted is not None else np.zeros((0, C.COUNTED_COLUMNS))
         path = os.path.join(self.ctx.trace_dir, f"trace-{os.getpid()}-{self.loops}.npz")
-        np.savez(path, rows=rows, edges=edges)
+        np.savez(path, rows=rows, edges=edges, counted=counted)
         now, mark = self.phases(), self.phase_mark
         self.phase_mark = now
         return C.TraceReply(path, tuple(pred_false), {k: v - mark.get(k, 0) for k, v in now.items()},
                             tuple(self.ctx.kernel_names))
+
+    def _first_pending(self, c: int, e: int) -> bool:
+        """Is entry ``e`` the one core c runs now (the oldest it holds)?"""
+        pend = self.cores.pending[c]
+        return bool(pend) and pend[0] == e
 
     def diagnose(self) -> C.Diagnosis:
         """What every unretired record is waiting for, and what every core is doing."""
         q, lay, tasks, names = self.q, self.lay, self.tasks, self.ctx.kernel_names
         now = time.perf_counter_ns()
         running = tuple(C.Running(C.entry_tid(e), names[tasks.kernel[C.entry_tid(e) & self.mask]], C.core_name(c),
-                                  (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None)
+                                  (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None,
+                                  self.waits.describe(c, now) if self._first_pending(c, e) else "")
                         for c, e in self.cores.running())
         return C.Diagnosis(self.link.head(), tasks.ingested, tasks.retired, tasks.completed, self.cores.n_inflight,
                            tasks.nready, self.dispatcher.discard, tasks.describe(names), running,

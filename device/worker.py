@@ -4,7 +4,8 @@
                                                                                               ▼
     worker:  entries in the mailbox? ─▶ read the task record ─▶ run_part (device/execute.py):
              numpy views into GM + scalars ─▶ kernel(...) ─▶ times + status into the task's
-             time row ─▶ publish done + 1 ─▶ fence; post the scheduler only if it sleeps
+             time row (recording: what the tile layer counted into the slot's counts row)
+             ─▶ publish done + 1 ─▶ fence; post the scheduler only if it sleeps
              none: yield-spin (bounded) ─▶ ASLEEP = 1, fence, look once more ─▶ block
 
 Every word another process reads is published (and every word it waits for observed) through
@@ -16,7 +17,9 @@ the tensors are ``np.ndarray`` views built over the inherited GM mapping. A kern
 reported (task, kernel, core, argument shapes, traceback) in this core's error area; the worker
 carries on. An idle worker uses no CPU: it blocks on its semaphore, waking once a second only to
 notice that its host has died. A post can arrive for a wake-up the worker no longer needs (it
-found its entry before blocking): that costs one extra look, nothing more.
+found its entry before blocking): that costs one extra look, nothing more. A kernel part that
+waits for another part (a pipe, a barrier) blocks on the core's wait semaphore through its
+``Waiter`` (device/waits.py); a part an abort released from such a wait ends as "skipped".
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from device.codec import DeviceContext
 from device.execute import ArgDecoder, run_part
 from device.hostlink import child_signals, orphaned
 from device.ordering import fence, observe, publish
+from device.waits import WaitArea, Waiter, gm_range, process_aborted
+from kernels import waits as kernel_waits
 from kernels.registry import CoreInfo, set_block, set_core
 
 
@@ -58,13 +63,26 @@ def run(ctx: DeviceContext, core: int) -> None:
     g_anydone = lay.g(L.G_ANYDONE)
     g_abort_ack = lay.g(L.G_ABORT_ACK)
     parts = ctx.kernel_parts
+    kslots = [tuple(p is not None for p in ps) for ps in parts]       # the parts each kernel has
+    # a part's sync-word slot (kernels/waits.py): its part index in a mixed task (whichever
+    # vector core it landed on), its own lane for a single-core kernel
+    kmulti = [sum(s) > 1 for s in kslots]
     names = ctx.kernel_names
     dec = ArgDecoder(ctx.q, ctx.f, ctx.ctrl_buf, ctx.gm_buf)
+    dec.count = recording = ctx.record
+    f = ctx.f
     where = C.core_name(core)
     spin_ns = ctx.spin_ns
     jitter = ctx.jitter_ns / 1e9
     rng = random.Random(ctx.seed * 1_000_003 + core) if jitter else None
     host_pid = ctx.host_pid
+    # A kernel part that waits for another part (a pipe, a barrier) blocks through this
+    # (device/waits.py); a part released by an abort is not a failure of its own.
+    waiter = Waiter(WaitArea(q, lay.waits_off, lay.ncores, ctx.wait_sems), core,
+                    process_aborted(q, g_stop, lay.g(L.G_ERROR), lay.g(L.G_ABORT_REQ), g_abort_ack, host_pid),
+                    spin_ns=spin_ns, gm=gm_range(ctx.gm_buf), skew=ctx.skew, skew_us=ctx.skew_us, seed=ctx.seed)
+    kernel_waits.install(waiter)
+    block = C.block_of(core)
     err_area = lay.err_area(core)
     ring_off, ts_off, mask = lay.ring_off, lay.ts_off, lay.mask
     perf = time.perf_counter_ns
@@ -108,14 +126,22 @@ def run(ctx: DeviceContext, core: int) -> None:
             # Posted early behind its producers on this core, and a task here failed since the
             # last abort: its inputs may not be what it expects, and the run is being aborted.
             q[t + C.T_STATUS] = C.STATUS_SKIPPED
+            if recording:
+                C.write_counts(f, lay.counts(core, tail % D), None)
         else:
             publish(q, w_running, tid + 1)
             k = q[r + C.H_KERNEL]
             if rng:
                 time.sleep(rng.random() * jitter)      # fuzzing: a late start shakes up the order
+            waiter.begin(tid, block, part if kmulti[k] else lane, kslots[k])
             start = perf()
             rep = run_part(parts[k][part], dec, r, tid, names[k], where, part)
             end = perf()
+            if waiter.released:                        # let go by an abort: the cause is reported
+                waiter.released = False
+                rep = None
+                if q[t + C.T_STATUS] == C.STATUS_OK:
+                    q[t + C.T_STATUS] = C.STATUS_SKIPPED
             if rep is not None:
                 failed_at = observe(q, g_abort_ack)
                 q[t + C.T_STATUS] = C.STATUS_ERROR
@@ -126,6 +152,8 @@ def run(ctx: DeviceContext, core: int) -> None:
                 q[t + C.T_CORE0 + part] = core
             busy += end - start
             ntasks += 1
+            if recording:                              # published with the done count below
+                C.write_counts(f, lay.counts(core, tail % D), dec.counts)
         publish(q, w_running, 0)
         publish(q, w_tasks, ntasks)
         publish(q, w_busy, busy)

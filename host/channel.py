@@ -46,7 +46,8 @@ def format_diagnosis(diag: object) -> str:
              + (", discarding" if diag.discarding else "")]
     for r in diag.running:
         since = f" for {r.for_s:.1f} s" if r.for_s is not None else ""
-        lines.append(f"  running: task {r.tid} ({r.kernel}) on {r.core}{since}")
+        blocked = f" -- blocked: {r.waiting}" if r.waiting else ""
+        lines.append(f"  running: task {r.tid} ({r.kernel}) on {r.core}{since}{blocked}")
     for t in diag.oldest[:8]:
         lines.append(f"  unretired: task {t.tid} ({t.kernel}) {t.state}, waits for {t.fanin} task(s)")
     for a in diag.heap_allocations[:4]:
@@ -141,9 +142,11 @@ class Channel:
             raise
         except Exception as e:  # noqa: BLE001 - a diagnosis is best effort
             diag = f"(the scheduler did not answer: {e})"
+        blocked = [r for r in diag.running if r.waiting] if isinstance(diag, Diagnosis) else []
+        head = "".join(f"\n  kernel {r.kernel} (task {r.tid}) on {r.core} is blocked: {r.waiting}" for r in blocked)
         return (f"{what}: no task finished or retired for {limit:.0f} s "
                 f"(Platform(stall_timeout=...)); a kernel may be stuck or the graph cannot "
-                f"progress.\n{format_diagnosis(diag)}")
+                f"progress.{head}\n{format_diagnosis(diag)}")
 
     # -- errors ----------------------------------------------------------------------------------
     def check_error(self) -> None:

@@ -4,6 +4,8 @@
     ptoemu bench dispatch  [--tasks 20000] [--rounds 3] [--blocks 1,2,4,8,16,24] [--json FILE]
     ptoemu bench granularity [--sizes 0,10,30,100,300,1000] [--blocks 2,8,24] [--json FILE]
     ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--trace PREFIX] [--json FILE]
+    ptoemu bench inputs    [--workload NAME] [--cases Case1] [--blocks 2,8,24]   build time, same bits
+    ptoemu bench pipe [--tiles 2000] [--rounds 3] [--predict [--cases Case1,Case2]] [--json FILE]
     ptoemu bench KIND --sweep blocks=1,8,24 unroll=1,8,64 [--backend ray]
     ptoemu paged-attention --devices 4 --backend ray|local
     ptoemu trace summary run.json
@@ -24,6 +26,8 @@ from host.platform import A2A3_BLOCKS, MAX_TASK_WINDOW
 from kernels.workloads import catalogue
 from kernels.workloads.paged_attention.cases import CASES
 from kernels.workloads.workload import Workload
+
+MAIN_WORKLOAD = "paged_attention_unroll"     # what ``ptoemu paged-attention`` runs
 
 
 def _say(msg: str) -> None:
@@ -89,7 +93,7 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
     if a.devices > 1 or a.backend != "local":
         return cmd_paged_attention_sharded(a, params, params.get("unroll", 64))
     t0 = time.perf_counter()
-    rows = runner.run("paged_attention_unroll", a.case, a.variant, blocks=a.blocks, seed=a.seed, inline=a.inline,
+    rows = runner.run(MAIN_WORKLOAD, a.case, a.variant, blocks=a.blocks, seed=a.seed, inline=a.inline,
                       trace=a.trace, record=a.record, predict=a.predict, check=not a.no_check, log=_say,
                       overrides=over)
     _say(f"total {time.perf_counter() - t0:.1f} s")
@@ -98,7 +102,19 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from host.bench import common, dispatch, granularity, paged_attention, sweep
+    from host.bench import pipe as pipe_bench
     from host.bench import workload as workload_bench
+    if a.what == "inputs":
+        from host.bench import inputs
+        name, blocks = a.workload or MAIN_WORKLOAD, a.blocks or [2, 8, 24]
+        _say(f"input build benchmark: {name}, cases {a.cases or 'the smallest'}, numpy / devices of {blocks} "
+             f"blocks / inline, {a.rounds} rounds")
+        r = inputs.run(name, a.cases, blocks, a.rounds, log=_say)
+        _say(inputs.format(r))
+        if a.json:
+            common.write_json(r, a.json)
+            _say(f"results written to {a.json}")
+        return 0 if r["summary"]["same_bits"] else 1
     if a.what == "workload" or a.workload:
         if not a.workload:
             raise SystemExit("ptoemu bench workload: give --workload NAME (see `ptoemu list`)")
@@ -135,7 +151,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
             import ray
             ray.shutdown()
         return 0 if not r["summary"]["failed"] else 1
-    if a.what == "dispatch":
+    if a.what == "pipe":
+        _say(f"pipe benchmark: {a.tiles} tiles per run, {a.rounds} rounds, a process device and the sequential engine")
+        mod, r = pipe_bench, pipe_bench.run(a.tiles, a.rounds, log=_say)
+        if a.predict:
+            r["summary"]["predicted"] = [pipe_bench.predict_spmd(c, log=_say) for c in a.cases or ["Case1"]]
+    elif a.what == "dispatch":
         blocks = a.blocks or [1, 2, 4, 8, 16, 24]
         _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
         mod, r = dispatch, dispatch.run(blocks, a.tasks, a.rounds, log=_say)
@@ -253,24 +274,27 @@ def parser() -> argparse.ArgumentParser:
     pa.set_defaults(fn=cmd_paged_attention)
 
     b = sub.add_parser("bench", help="measurement harness (results as JSON, PNG plots with matplotlib)")
-    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention", "workload"])
+    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention", "workload", "inputs", "pipe"])
     b.add_argument("--workload", default=None, choices=catalogue.names(), metavar="NAME",
                    help="bench this catalogued workload (see `ptoemu list`); --cases picks its cases")
     b.add_argument("--rounds", type=count(1), default=3)
     b.add_argument("--blocks", type=listed(count(1, A2A3_BLOCKS)), default=None,
                    help="comma-separated device sizes (defaults: dispatch 1,2,4,8,16,24; granularity "
-                   "2,8,24; paged-attention 24)")
+                   "2,8,24; paged-attention 24; inputs 2,8,24)")
     b.add_argument("--tasks", type=count(1), default=20000, help="dispatch: tasks per run")
+    b.add_argument("--tiles", type=count(1), default=2000, help="pipe: tiles (round trips) per run")
     b.add_argument("--sizes", type=listed(number(0)), default=[0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
                    help="granularity: task sizes in us")
     b.add_argument("--cases", type=listed(str), default=None,
-                   help="comma-separated case names (paged-attention: default Case1; workload: its smallest)")
+                   help="comma-separated case names (paged-attention, inputs without --workload: default "
+                   "Case1; workload: its smallest)")
     b.add_argument("--variant", default="all", help="a variant of the workload, or all")
     b.add_argument("--unroll", type=listed(count(1)), default=None,
                    help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
     b.add_argument("--predict", action="store_true",
-                   help="paged-attention: add the predicted a2a3 time of every point (ptoemu predict)")
+                   help="paged-attention: add the predicted a2a3 time of every point (ptoemu predict); pipe: "
+                   "the coupled prediction of spmd_paged_attention --cases (default Case1)")
     b.add_argument("--json", help="write results as JSON to this file (and plots beside it)")
     b.add_argument("--sweep", nargs="*", default=None, metavar="NAME=V1,V2",
                    help="run one configuration per combination, e.g. blocks=1,8,24 unroll=1,8,64")
@@ -357,6 +381,9 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
         return
     if a.cmd != "bench":
         return
+    if a.what == "inputs" and not a.workload:
+        a.cases = a.cases or ["Case1"]                  # the main job's inputs
+        a.workload = MAIN_WORKLOAD
     if a.workload or a.what == "workload":
         wl = catalogue.load(a.workload) if a.workload else None
         if wl:
@@ -365,6 +392,8 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
     elif a.what == "paged-attention":
         known_cases, known_variants = list(CASES), ["hub", "first_output", "alloc", "manual"]
         a.cases = a.cases or ["Case1"]
+    elif a.what == "pipe":
+        known_cases, known_variants = list(catalogue.load("spmd_paged_attention").cases), []
     else:
         return
     for c in a.cases or []:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from device import codec as C
+from device.waits import SKEW_CHOICES
 from host.cliargs import unwritable
 from host.engine import Engine, ProcessEngine, SequentialEngine
 from host.errors import DeadlockError, DeviceClosed, DeviceError, DeviceLost, DeviceMemoryError, fmt_bytes
@@ -71,6 +72,11 @@ class Device:
     schedule    "fifo" (default) or "random": ready tasks and free cores are taken in a random
                 order drawn from ``seed``; ``jitter_us`` adds a random delay up to that long
                 before every kernel. Any correct graph gives bit-identical results for every seed.
+    skew        lane skew, for kernels whose parts wait for each other (pipes, barriers): the part
+                "aic", "aiv0" or "aiv1" of every task -- or "random": one part per task, drawn
+                from ``seed`` -- sleeps a random time up to ``skew_us`` at each of its sync
+                operations (a pipe push or pop), the delays drawn from ``seed``: the slow-lane
+                interleavings a chip shows, on demand (device/waits.py)
     inline      no processes: the sequential engine runs every task in this process at submit,
                 in submission order -- the oracle every device run must equal (host/engine.py)
     record      keep the task graph of every run (host/graph.py) for ``dev.graph()``; a path:
@@ -90,7 +96,7 @@ class Device:
                  timestamps: bool = True, trace: bool | str = False, sanitize: bool = False,
                  schedule: str = "fifo", seed: int = 0, jitter_us: float = 0.0,
                  inline: bool = False, record: bool | str = False, dry_run: bool = False,
-                 semantics: str = "sequential") -> None:
+                 semantics: str = "sequential", skew: str | None = None, skew_us: float = 100.0) -> None:
         if platform is None:
             platform = Platform()
         if not isinstance(platform, Platform):
@@ -103,6 +109,10 @@ class Device:
             raise ValueError(f"Device(jitter_us={jitter_us!r}): expected a number >= 0")
         if semantics not in ("sequential", "reference"):
             raise ValueError(f"Device(semantics={semantics!r}): expected 'sequential' or 'reference'")
+        if skew not in SKEW_CHOICES:
+            raise ValueError(f"Device(skew={skew!r}): expected None, 'aic', 'aiv0', 'aiv1' or 'random'")
+        if not isinstance(skew_us, (int, float)) or isinstance(skew_us, bool) or not 0 <= skew_us <= 1e6:
+            raise ValueError(f"Device(skew_us={skew_us!r}): expected a number of microseconds in 0..1e6")
         self.platform = platform
         self.semantics = semantics
         self.kernels = resolve(kernels)
@@ -128,7 +138,8 @@ class Device:
             with no_interrupts():      # a Ctrl-C now is raised once the device is whole
                 self._engine: Engine = engine(platform, self.kernels, timestamps=timestamps, trace=bool(trace),
                                       sanitize=sanitize, schedule=schedule, seed=seed, jitter_us=jitter_us,
-                                      record=bool(record), dry_run=dry_run, semantics=semantics)
+                                      record=bool(record), dry_run=dry_run, semantics=semantics,
+                                      skew=skew, skew_us=float(skew_us))
                 self._finalizer = weakref.finalize(self, self._engine.stop)
         except BaseException:
             if hasattr(self, "_finalizer"):      # whole, then interrupted: nobody will get to close it
@@ -369,6 +380,8 @@ class Device:
             self._guarded(self._engine.wait_retired)
             self._engine.check_error()
             rt.check_misuse()
+            for text in self._guarded(self._engine.notices):
+                warnings.warn(f"ptoemu: {text}", RuntimeWarning, stacklevel=2)
         except DeviceLost as e:
             self._lose(e)
             raise
@@ -441,6 +454,8 @@ class Device:
         if self._recorder:
             self._recorder.add_edges(part.edges)
             self._recorder.mark_skipped(part.pred_false)
+            if part.counted is not None:
+                self._recorder.add_counted(part.counted)
         if not self._engine.tracing:
             return
         part.runs = runs or []

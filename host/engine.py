@@ -32,6 +32,7 @@ from device import codec as C
 from device import layout as L
 from device.ordering import observe, publish
 from device.sequential import SequentialDevice
+from device.waits import WaitArea
 from host.channel import Channel
 from host.errors import DeadlockError, KernelError, fmt_bytes
 from host.gm import Arena
@@ -72,6 +73,7 @@ class Engine(Protocol):
     def abort(self, timeout: float | None) -> None: ...
     def take_trace(self) -> TraceData | None: ...               # edges (recording), rows (tracing)
     def stats(self) -> dict: ...
+    def notices(self) -> list[str]: ...                         # new since the last call (pipes left full)
 
 
 def _cores(parts_and_ns: dict[str, list[int]]) -> dict:
@@ -94,12 +96,14 @@ class ProcessEngine:
         self.arena = Arena(self.procs.host_bytes)
         self.tracing = bool(options.get("trace"))
         self.lay = self.procs.layout
+        self.wait_area = WaitArea(ctx.q, self.lay.waits_off, self.lay.ncores, ctx.wait_sems)
+        self.notices_seen = 0
 
     def reserve(self, off: int, nbytes: int) -> None:
         self.procs.gm.reserve(off, nbytes)
 
     def begin_run(self) -> None:
-        pass
+        self.wait_area.reset()       # pipes empty, barriers at 0: no kernel runs between runs
 
     def end_run(self) -> None:
         pass
@@ -164,6 +168,15 @@ class ProcessEngine:
         out["cores"] = _cores(cores)
         return out
 
+    def notices(self) -> list[str]:
+        n = self._g(L.G_NOTICES)
+        if n <= self.notices_seen:
+            return []
+        rep = self.channel.request(L.REQ_STATS)
+        assert isinstance(rep, C.StatsReply), rep
+        new, self.notices_seen = list(rep.notices[self.notices_seen:n]), n
+        return new
+
     def take_trace(self) -> TraceData | None:
         rep = self.channel.request(L.REQ_TRACE)
         assert isinstance(rep, C.TraceReply), rep
@@ -198,6 +211,8 @@ class _SequentialWriter(TaskWriter):
         rep = self.device.run(tid)
         self.retired = self.device.tasks.retired
         publish(self.q, self.g_ingested, tid + 1)        # its dep-pool positions are free again
+        if isinstance(rep, C.Stall):
+            raise DeadlockError(rep.message)
         if rep is not None:
             raise KernelError.from_report(rep)
 
@@ -220,7 +235,7 @@ class SequentialEngine:
     def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
                  trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
                  jitter_us: float = 0.0, record: bool = False, dry_run: bool = False,
-                 semantics: str = "sequential") -> None:
+                 semantics: str = "sequential", skew: str | None = None, skew_us: float = 0.0) -> None:
         for bad, why in ((trace, "trace=...: the sequential engine keeps no times (record= keeps its graph)"),
                          (schedule != "fifo", f"schedule={schedule!r}: the sequential engine runs in "
                                               "submission order only"),
@@ -238,8 +253,10 @@ class SequentialEngine:
         w = self.writer = _SequentialWriter(lay, self.gm_buf, self.host_bytes, platform.heap_bytes)
         self.device = w.device = SequentialDevice(
             lay, w.raw, self.gm_buf, [(k.parts, k.name) for k in kernels], platform.blocks, w.free_allocation,
-            sanitize=sanitize, dry_run=dry_run, record=record, reference=semantics == "reference")
+            sanitize=sanitize, dry_run=dry_run, record=record, reference=semantics == "reference",
+            stall_timeout=platform.stall_timeout, skew=skew, skew_us=skew_us, seed=seed)
         self.kernels = kernels
+        self.notices_seen = 0
         self.wait_ns = 0
         self.waits = 0
         self.tracing = False
@@ -251,6 +268,7 @@ class SequentialEngine:
     def begin_run(self) -> None:
         # One BLAS thread while kernels run here, as on the workers: same summation order, same bits.
         self._blas = threadpool_limits(limits=1)
+        self.device.begin_run()
 
     def end_run(self) -> None:
         blas, self._blas = self._blas, None
@@ -284,10 +302,15 @@ class SequentialEngine:
     def abort(self, timeout: float | None) -> None:
         self.device.abort()
 
+    def notices(self) -> list[str]:
+        got = self.device.waits.notices
+        new, self.notices_seen = got[self.notices_seen:], len(got)
+        return new
+
     def take_trace(self) -> TraceData | None:
-        edges, pred_false = self.device.take_edges()
+        edges, pred_false, counted = self.device.take_edges()
         return TraceData(np.zeros((0, 0), np.int64), np.array(edges, np.int64).reshape(-1, 2),
-                         [k.name for k in self.kernels], 0, pred_false=pred_false)
+                         [k.name for k in self.kernels], 0, pred_false=pred_false, counted=counted)
 
     def stats(self) -> dict:
         rep = self.device.stats().to_dict()

@@ -6,22 +6,28 @@
                                   scalars, heap bytes it allocated
       scheduler, as it ingests    every dependency edge (consumer <- producer), the tensor-map
                                   ones and the explicit ones, also to producers already finished
+      workers, as tasks run       what the tile layer counted for each part (kernels/tile.py
+                                  Counts: cycles per pipe, GM bytes, the modelled time and band),
+                                  folded per task by the scheduler (device/accounting.py)
       dev.graph() / close()       Graph = header + records (edges folded into each record's "p")
                                   ──▶ ptoemu predict run.graph.jsonl
 
-File format ("ptoemu-graph", version 1): JSON Lines, gzip-compressed when the name ends in ``.gz``.
+File format ("ptoemu-graph", version 2; version 1 files -- without counted costs -- still
+read): JSON Lines, gzip-compressed when the name ends in ``.gz``.
 Line 1 is the header, then one line per record in submission order (so ``diff`` of two recordings
 lines up task by task):
 
     header  {"format": "ptoemu-graph", "version": 1, "platform": {"blocks", "task_window",
              "heap_bytes", "name"}, "semantics": "sequential", "kernels": [{"name", "shape",
-             "module"}], "runs": [[first record, end record], ...], "records": N, "edges": E}
+             "module"}], "runs": [[first record, end record], ...], "records": N, "edges": E,
+             "counted": tasks with counted costs (version 2)}
     record  {"t": task id, "k": kind, "kn": kernel index (tasks), "d": scope depth,
              "a": [[dir, dtype, shape, nbytes, buffer, owner, [lo, hi], untracked, (strides)], ...],
              "s": [scalars],
              "h": heap bytes allocated, "p": [producer task ids],
              "b": SPMD blocks, "sy": start together, "sk": skipped (predicate was false),
-             "pr": [operand, op, value]}
+             "pr": [operand, op, value], "c": [AIC, AIV0, AIV1 counted costs],
+             "cg": [GM bytes read, written]}
 
     kind    "task" (runs on cores), "alloc" (rt.alloc_tensors: allocates, completes without a
             core), "scope_end" (the end of the innermost open scope at depth "d"), "dummy"
@@ -41,6 +47,14 @@ lines up task by task):
             1: older files lack it, and a reader that does not know it sees a task without
             predicate operand)
     s       ints, floats, bools; scalar arrays as lists
+    c       (version 2) what the tile layer counted for the task, per part in lane order (AIC,
+            AIV0, AIV1; null where the kernel has no such part): the Counts of the part's slowest
+            SPMD block as [mte2, mte1, mte3, cube, vector, scalar (busy cycles), gm_read, gm_write
+            (bytes), instructions, us, us_low, us_high, handshakes] (device/codec.py COUNT_FIELDS). Present
+            only when every part that ran was written on the tile layer; ``ptoemu predict``
+            prices such a task from it (kernels/a2a3.py task_time) before any cost law
+    cg      (version 2) GM bytes read and written by all blocks and parts together; present only
+            when that differs from the parts' own (a multi-block task)
     p       every task this one waits for (deduplicated, ascending); edges of "alloc" and
             "scope_end" records are empty
 
@@ -58,9 +72,10 @@ from typing import Any
 
 import numpy as np
 
-from device.codec import FLAG_SYNC, PRED_OPS
+from device.codec import COUNT_FIELDS, COUNT_WORDS, FLAG_SYNC, NPARTS_MAX, PRED_OPS, decode_counted
 
-FORMAT, VERSION = "ptoemu-graph", 1
+FORMAT, VERSION = "ptoemu-graph", 2
+READS = (1, 2)                                    # versions this module reads
 KINDS = ("task", "scope_end", "alloc", "dummy")   # index = the record's kind code (device/layout.py)
 DIRS = {1: "In", 2: "Out", 3: "InOut"}
 DIR_NAMES = tuple(DIRS.values())
@@ -117,6 +132,8 @@ class Record:
     sync: bool = False                 # SPMD: all blocks start together
     skipped: bool = False              # its predicate was false: completed without running
     pred: tuple[Arg, str, Any] | None = None   # predicate: (operand, op, value); the operand is read
+    counts: list[list[float] | None] | None = None   # counted costs per part (AIC, AIV0, AIV1), "c"
+    gm: tuple[int, int] | None = None          # GM bytes read, written over all blocks, "cg"
 
     def to_json(self) -> dict:
         d: dict[str, Any] = {"t": self.tid, "k": self.kind, "d": self.depth}
@@ -138,6 +155,10 @@ class Record:
             d["sk"] = True
         if self.pred is not None:
             d["pr"] = [self.pred[0].to_json(), self.pred[1], self.pred[2]]
+        if self.counts is not None:
+            d["c"] = self.counts
+            if self.gm is not None and list(self.gm) != counted_gm(self.counts):
+                d["cg"] = list(self.gm)
         return d
 
     @staticmethod
@@ -151,10 +172,30 @@ class Record:
             if not isinstance(pr, list) or len(pr) != 3 or pr[1] not in PRED_OPS:
                 raise ValueError(f"predicate {pr!r}: expected [operand, op, value], op one of {' '.join(PRED_OPS)}")
             pr = (Arg.from_json(pr[0]), pr[1], pr[2])
+        c = d.get("c")
+        if c is not None:
+            check_counted(c)
+        cg = d.get("cg")
         return Record(int(d["t"]), d["k"], int(d.get("d", 0)), int(d.get("kn", -1)),
                       [Arg.from_json(a) for a in d.get("a", ())], list(d.get("s", ())),
                       int(d.get("h", 0)), [int(p) for p in d.get("p", ())], int(d.get("b", 1)),
-                      bool(d.get("sy", False)), bool(d.get("sk", False)), pr)
+                      bool(d.get("sy", False)), bool(d.get("sk", False)), pr, c,
+                      (int(cg[0]), int(cg[1])) if cg is not None else None)
+
+
+def check_counted(c: Any) -> None:
+    """A record's "c" must be [AIC, AIV0, AIV1], each null or COUNT_WORDS numbers (ValueError)."""
+    if (type(c) is not list or len(c) != NPARTS_MAX or all(p is None for p in c)
+            or not all(p is None or (type(p) is list and len(p) == COUNT_WORDS
+                                     and all(type(x) in (int, float) for x in p)) for p in c)):
+        raise ValueError(f"counted costs {c!r:.100}: expected [AIC, AIV0, AIV1], each null or "
+                         f"{COUNT_WORDS} numbers ({', '.join(COUNT_FIELDS)})")
+
+
+def counted_gm(counts: list) -> list[int]:
+    """GM bytes [read, written] of a record's counted parts (one block each)."""
+    i, j = COUNT_FIELDS.index("gm_read"), COUNT_FIELDS.index("gm_write")
+    return [int(sum(p[i] for p in counts if p is not None)), int(sum(p[j] for p in counts if p is not None))]
 
 
 @dataclass
@@ -179,7 +220,7 @@ class Graph:
         return {"format": FORMAT, "version": VERSION, "platform": self.platform,
                 "semantics": self.semantics, "kernels": self.kernels,
                 "runs": [list(r) for r in self.runs], "records": len(self.records),
-                "edges": self.n_edges}
+                "edges": self.n_edges, "counted": sum(1 for r in self.records if r.counts is not None)}
 
     def save(self, path: str) -> str:
         opener = gzip.open if str(path).endswith(".gz") else open
@@ -251,8 +292,9 @@ class Recording:
             raise self._fail("cannot read the graph recording", e) from e
         if not isinstance(head, dict) or head.get("format") != FORMAT:
             raise self._fail(f"not a ptoemu graph recording (no '{FORMAT}' header line)")
-        if head.get("version") != VERSION:
-            raise self._fail(f"graph format version {head.get('version')}; this ptoemu reads version {VERSION}")
+        if head.get("version") not in READS:
+            raise self._fail(f"graph format version {head.get('version')}; this ptoemu reads versions "
+                             f"{', '.join(map(str, READS))}")
         kernels = head.get("kernels")
         if not isinstance(kernels, list) or not all(isinstance(k, dict) and isinstance(k.get("name"), str)
                                                     for k in kernels):
@@ -369,6 +411,15 @@ def _pred_value(dtype: np.dtype, bits: int) -> Any:
     return float(v)
 
 
+def _rounded(row: list[float]) -> list:
+    """A counted row for the file: byte and instruction counts as ints, cycles to 0.1, times to 1 ns."""
+    out: list = []
+    for name, x in zip(COUNT_FIELDS, row):
+        out.append(int(x) if name in ("gm_read", "gm_write", "instructions") else
+                   round(x, 3) if name.startswith("us") else round(x, 1))
+    return out
+
+
 class Recorder:
     """Host side of recording: one Record per record written, edges attached later."""
 
@@ -413,6 +464,15 @@ class Recorder:
             r = self.by_tid.get(c)
             if r is not None and p != c:
                 r.preds.append(p)
+
+    def add_counted(self, counted: np.ndarray) -> None:
+        """What the tile layer counted per task (device/codec.py COUNTED_COLUMNS), from the
+        scheduler or the sequential engine."""
+        for tid, parts, gm in decode_counted(counted):
+            r = self.by_tid.get(tid)
+            if r is not None:
+                r.counts = [None if p is None else _rounded(p) for p in parts]
+                r.gm = gm
 
     def mark_skipped(self, tids: list[int]) -> None:
         """Tasks whose predicate was false: they completed without running."""

@@ -98,7 +98,8 @@ class DeviceProcesses:
 
     def __init__(self, platform: Platform, kernels: list[Kernel], *, timestamps: bool = True,
                  trace: bool = False, sanitize: bool = False, schedule: str = "fifo", seed: int = 0,
-                 jitter_us: float = 0.0, record: bool = False, semantics: str = "sequential") -> None:
+                 jitter_us: float = 0.0, record: bool = False, semantics: str = "sequential",
+                 skew: str | None = None, skew_us: float = 0.0) -> None:
         self.platform = platform
         lay = self.layout = L.Layout(platform.cores, platform.task_window, platform.mailbox_depth,
                                      platform.heap_bytes)
@@ -130,13 +131,14 @@ class DeviceProcesses:
             layout=lay, q=self.q, f=ctrl_buf.cast("d"), ctrl_buf=ctrl_buf, gm_buf=self.gm.buf,
             sched_sem=MP.Semaphore(0), host_sem=MP.Semaphore(0),
             worker_sems=[MP.Semaphore(0) for _ in range(lay.ncores)],
+            wait_sems=[MP.Semaphore(0) for _ in range(lay.ncores)],
             kernel_parts=[k.parts for k in kernels],
             kernel_names=[k.name for k in kernels],
             spin_ns=int(platform.spin_us * 1000), host_pid=os.getpid(),
             timestamps=timestamps or trace, trace=trace, record=record, sanitize=sanitize,
             trace_dir=tempfile.gettempdir(),
             schedule=schedule, seed=seed, jitter_ns=int(jitter_us * 1000),
-            reference=semantics == "reference")
+            reference=semantics == "reference", skew=skew, skew_us=skew_us)
         self._fork()
 
     def _fork(self) -> None:
@@ -212,7 +214,7 @@ class DeviceProcesses:
             try:
                 publish(self.q, self.layout.g(L.G_STOP), 1)
                 self.ctx.sched_sem.release()
-                for s in self.ctx.worker_sems:
+                for s in self.ctx.worker_sems + self.ctx.wait_sems:
                     s.release()
             except (ValueError, AttributeError, TypeError):
                 pass

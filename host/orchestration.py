@@ -10,7 +10,7 @@
            rt.synchronize()                 wait for everything submitted so far
            rt.read(t)                       a tensor's values (block tables, lengths, ...)
 
-    the reference's newer API (REFERENCE_HEAD.md)
+    the reference's newer API (docs/reference.md)
            rt.submit(k, ..., deps=[t1, t2])      also wait for these task ids
            rt.submit_dummy(InOut(x), deps=[...]) a dependency-only task: no core, done when ready
            rt.submit(k, ..., blocks=n, sync_start=False)   SPMD: n logical blocks, one task

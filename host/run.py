@@ -2,8 +2,9 @@
 
     run(name, case, variant, ...)
       for each case:  Device(platform the case needs) ─▶ build the arrays in device memory
-                      (dev.empty + host_view: no host copy of a large input) ─▶ snapshot the ones
-                      a run may change ─▶ golden from the snapshot (timed)
+                      (dev.empty + host_view: no host copy of a large input; big random fills as
+                      one AIV task per slice on the device's cores, kernels/workloads/fill.py)
+                      ─▶ snapshot the ones a run may change ─▶ golden from the snapshot (timed)
         for each variant, each round:
                       restore the snapshot ─▶ dev.run(orchestrate) (timed, progress bar)
                       ─▶ outputs against the golden (max abs / rel error, tolerance) + check()
@@ -26,11 +27,14 @@ import numpy as np
 from host.device import Device
 from host.platform import Platform
 from host.progress import progress
-from kernels.workloads import catalogue
+from host.tensor import Tensor
+from kernels.workloads import catalogue, fill
 from kernels.workloads.workload import Workload
 
 SNAPSHOT_BYTES = 16 << 20
-DISCARD_FROM = 1 << 20       # counting tasks: arrays this big are data the orchestration does not read
+FILL_KERNELS = fill.__name__     # what a device needs to fill a workload's inputs on its cores
+FILL_MIN_SLICES = 2              # smaller fills run in the host: a task costs about what a slice does
+DISCARD_FROM = 1 << 20           # counting tasks: arrays this big are data the orchestration does not read
 
 
 def _progress(dev: Device, label: str, stop: threading.Event) -> None:
@@ -44,31 +48,61 @@ def _progress(dev: Device, label: str, stop: threading.Event) -> None:
 class Discarding(np.ndarray):
     """A host view whose element assignments are dropped: counting tasks builds a case's large
     data arrays through it, so a gigabyte of KV cache is never written (reads give what device
-    memory holds: zeros). Views of it discard too; writes that bypass ``[...] =`` (``out=``) land."""
+    memory holds: zeros). Views of it discard too; writes that bypass ``[...] =`` (``out=``) land,
+    so ``DeviceAlloc.fill`` skips such arrays itself."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
 
 
-def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int,
-             discard_from: int | None = None) -> tuple[dict, dict]:
-    """A workload's arrays built in ``dev``'s memory (``dev.empty`` + a zero-copy view, so a large
-    input is written once, in place): (name -> numpy view, name -> device tensor). With
-    ``discard_from``, arrays of that many bytes or more are handed to the builder as Discarding
-    views (their device memory stays unwritten): for counting tasks, when only the workload's
-    small ``plan_inputs`` matter."""
-    made: dict[int, Any] = {}
+class DeviceAlloc:
+    """The ``alloc`` build_on hands a workload's build: ``dev.empty`` + a zero-copy view, so a large
+    input is written once, in place. Its ``fill`` (kernels/workloads/fill.py calls it) fills an
+    array of FILL_MIN_SLICES slices or more on the device's cores -- one AIV task per slice, in a
+    run of its own -- when the device loaded the fill kernel (``run`` loads it unless the device
+    traces or records: those are of the workload's runs); anything else is filled here. The
+    bits are the same either way. With ``discard_from``, arrays of that many bytes or more are
+    handed out as Discarding views and never filled (counting tasks)."""
 
-    def alloc(shape: tuple, dtype: Any) -> np.ndarray:
-        t = dev.empty(shape, dtype)
-        view = dev.host_view(t)
-        if discard_from is not None and t.nbytes >= discard_from:
+    def __init__(self, dev: Device, discard_from: int | None = None) -> None:
+        self.dev = dev
+        self.discard_from = discard_from
+        self.tensors: dict[int, Tensor] = {}                 # id of a view handed out -> its tensor
+        self._at: dict[tuple[int, int], Tensor] = {}         # (address, bytes) -> tensor: finds a reshaped view's
+        self._tables: dict[int, tuple[np.ndarray, Tensor]] = {}  # id of a fill table -> (it, its copy in GM)
+        self.on_device = fill.fill_slice in dev.kernels
+
+    def __call__(self, shape: tuple, dtype: Any) -> np.ndarray:
+        t = self.dev.empty(shape, dtype)
+        view = self.dev.host_view(t)
+        if self.discard_from is not None and t.nbytes >= self.discard_from:
             view = view.view(Discarding)
-        made[id(view)] = t
+        self.tensors[id(view)] = t
+        self._at[(view.__array_interface__["data"][0], view.nbytes)] = t
         return view
 
+    def fill(self, array: np.ndarray, table: np.ndarray, seed: int, stream: int) -> None:
+        if isinstance(array, Discarding):
+            return
+        t = self._at.get((array.__array_interface__["data"][0], array.nbytes))
+        if not self.on_device or t is None or array.size < FILL_MIN_SLICES * fill.SLICE:
+            fill.fill_here(array, table, seed, stream)
+            return
+        if id(table) not in self._tables:                    # dist_table caches it: one copy per build
+            self._tables[id(table)] = (table, self.dev.to_device(table))
+        self.dev.run(fill.orchestrate, t, self._tables[id(table)][1], seed, stream)
+
+
+def build_on(dev: Device, wl: Workload, params: dict[str, Any], seed: int,
+             discard_from: int | None = None) -> tuple[dict, dict]:
+    """A workload's arrays built in ``dev``'s memory (``DeviceAlloc``: written once, in place, big
+    random fills on the device's cores if it loaded ``FILL_KERNELS``): (name -> numpy view, name ->
+    device tensor). With ``discard_from``, arrays of that many bytes or more are handed to the
+    builder as Discarding views (their device memory stays unwritten): for counting tasks, when
+    only the workload's small ``plan_inputs`` matter."""
+    alloc = DeviceAlloc(dev, discard_from)
     arrays = wl.build(params, seed, alloc)
-    return arrays, {k: made[id(v)] for k, v in arrays.items()}
+    return arrays, {k: alloc.tensors[id(v)] for k, v in arrays.items()}
 
 
 def run_with_progress(dev: Device, label: str, fn: Callable[[], Any], show: bool) -> tuple[Any, float]:
@@ -139,7 +173,10 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
     log(f"{wl.name} {case}: {', '.join(f'{k} {v}' for k, v in params.items() if k != 'name')}; device "
         f"{platform.blocks} blocks ({platform.cores} cores){' (sequential engine)' if inline else ''}")
     rows = []
-    with Device(platform, kernels=list(wl.kernels), inline=inline, trace=trace or False,
+    # the inputs are filled by device tasks unless the device keeps a trace or a graph: those
+    # describe the workload's runs, not the input build
+    fills = [] if trace or record or predict else [FILL_KERNELS]
+    with Device(platform, kernels=[*wl.kernels, *fills], inline=inline, trace=trace or False,
                 record=record or predict, semantics=semantics) as dev:
         log(f"  device started in {dev.start_seconds:.2f} s")
         t0 = time.perf_counter()
@@ -183,7 +220,8 @@ def _run_case(wl: Workload, case: str, variants: list[str], *, blocks: int, roun
                     from host.predict import predict as predict_graph
                     g = dev.graph()
                     pr = predict_graph(g, run=len(g.runs) - 1)
-                    row.update(predicted_a2a3_us=pr.device_us, predicted_bound=pr.bound_resource)
+                    row.update(pr.summary())
+                    row["predicted_line"] = pr.line()
                 _say_row(row, log)
                 rows.append(row)
     if trace:
@@ -217,7 +255,7 @@ def _say_row(row: dict, log: Callable[[str], None]) -> None:
         line += f"; golden {row['golden_s']:.3f} s; device/golden time {row['device_over_golden']:.2f}x"
     log(line)
     if "predicted_a2a3_us" in row:
-        log(f"  predicted on an a2a3 chip: {row['predicted_a2a3_us'] / 1e3:.3f} ms ({row['predicted_bound']})")
+        log(f"  predicted on an a2a3 chip: {row['predicted_line']}")
     if "max_abs" in row:
         log(f"  max abs error {row['max_abs']:.3e}, max rel error {row['max_rel']:.3e}: "
             f"{'PASS' if row['pass'] else 'FAIL'}")

@@ -43,14 +43,17 @@ class TraceData:
     phase_ns: dict = field(default_factory=dict)     # scheduler time per loop step, over the runs only
     runs: list[tuple[int, int]] = field(default_factory=list)   # (start, end) ns of each dev.run
     pred_false: list[int] = field(default_factory=list)    # tasks whose predicate was false
+    counted: np.ndarray | None = None      # recording: counted costs per task (codec.COUNTED_COLUMNS)
 
     @staticmethod
     def load(path: str, kernel_names: list[str], blocks: int, phase_ns: dict,
              pred_false: list[int] | None = None) -> TraceData:
         with np.load(path) as z:
             rows, edges = z["rows"], z["edges"]
+            counted = z["counted"] if "counted" in z.files else None
         os.unlink(path)
-        return TraceData(rows, edges, kernel_names, blocks, phase_ns, pred_false=list(pred_false or ()))
+        return TraceData(rows, edges, kernel_names, blocks, phase_ns, pred_false=list(pred_false or ()),
+                         counted=counted)
 
     def extend(self, other: TraceData) -> None:
         self.rows = np.concatenate([self.rows, other.rows])
@@ -59,6 +62,8 @@ class TraceData:
                          for k in {*self.phase_ns, *other.phase_ns}}
         self.runs += other.runs
         self.pred_false += other.pred_false
+        if other.counted is not None:
+            self.counted = other.counted if self.counted is None else np.concatenate([self.counted, other.counted])
 
 
 def _us(ns: int | float, t0: int) -> float:

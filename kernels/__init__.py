@@ -1,7 +1,8 @@
 """The API kernels are written against: the registry (``kernel``, ``AIC``, ``AIV``, ``Mixed``,
 ``core_info``), the argument markers (``In``, ``Out``, ``InOut``, ``NoDep``), cost laws, and the
 tile layer (``kernels.tile``: PTO-style instructions that compute with numpy and count what an
-a2a3 core spends, priced by ``kernels.a2a3``).
+a2a3 core spends, priced by ``kernels.a2a3``), and the intra-cluster pipes (``TPipe`` with ``C2V``
+/ ``V2C``: kernels/pipe.py, on the waits of kernels/waits.py).
 
 This package is the bottom layer: it imports neither ``host`` nor ``device``, and ``device`` stands
 on it (the registry, the argument markers). The applications written on it -- the workload
@@ -10,7 +11,8 @@ which imports only this API.
 """
 
 from kernels.args import In, InOut, NoDep, Out
+from kernels.pipe import C2V, V2C, TPipe
 from kernels.registry import AIC, AIV, CoreInfo, Kernel, Mixed, core_info, kernel, registered, resolve
 
 __all__ = ["AIC", "AIV", "Mixed", "Kernel", "CoreInfo", "kernel", "core_info", "registered", "resolve",
-           "In", "Out", "InOut", "NoDep"]
+           "In", "Out", "InOut", "NoDep", "TPipe", "C2V", "V2C"]

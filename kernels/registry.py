@@ -28,6 +28,7 @@ kernel is ever pickled.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -242,27 +243,35 @@ class CoreInfo:
         return self.lane
 
 
-_CORE: CoreInfo | None = None
-_BLOCK_IDX, _BLOCK_NUM = 0, 1           # the task being run (set per task by the worker)
+class _Where(threading.local):
+    """Where the kernel parts of this thread run: a worker process's one thread, or one of the
+    sequential engine's part threads (each its own)."""
+
+    core: CoreInfo | None = None
+    block_idx = 0                   # the task being run (set per task by the worker)
+    block_num = 1
+
+
+_where = _Where()
 
 
 def core_info() -> CoreInfo | None:
     """The core the current kernel part runs on and its SPMD block, or None outside a device
     worker (and outside the sequential engine's kernels)."""
-    c = _CORE
-    if c is None or (_BLOCK_IDX == 0 and _BLOCK_NUM == 1):
+    w = _where
+    c = w.core
+    if c is None or (w.block_idx == 0 and w.block_num == 1):
         return c
-    return CoreInfo(c.block, c.kind, c.lane, c.core, _BLOCK_IDX, _BLOCK_NUM)
+    return CoreInfo(c.block, c.kind, c.lane, c.core, w.block_idx, w.block_num)
 
 
 def set_core(info: CoreInfo | None) -> None:
-    """What ``core_info()`` answers from now on in this process (set by whatever runs kernels:
+    """What ``core_info()`` answers from now on in this thread (set by whatever runs kernels:
     a device worker, the sequential engine)."""
-    global _CORE
-    _CORE = info
+    _where.core = info
 
 
 def set_block(idx: int, num: int) -> None:
     """The SPMD block of the task part about to run (``core_info().block_idx`` / ``block_num``)."""
-    global _BLOCK_IDX, _BLOCK_NUM
-    _BLOCK_IDX, _BLOCK_NUM = idx, num
+    w = _where
+    w.block_idx, w.block_num = idx, num

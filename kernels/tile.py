@@ -76,9 +76,13 @@ Ops (each one's cost formula in kernels/a2a3.py):
     reshape(src, shape) -> Tile             TRESHAPE (free)
     sync(src_pipe, dst_pipe), barrier()     pipes: MTE2 MTE1 MTE3 CUBE VECTOR
     row_blocks(a, n), col_blocks(a, n)      (n, h, w) per-iteration views of a GM matrix
+    handshake(op, key, side, count, peers, pipe)   a pipe's cross-core flag (kernels/pipe.py:
+                                            TPUSH / TPOP are a store / load plus these)
 
 Counting. ``begin()`` starts this thread's collector, ``end()`` stops it and returns the ``Counts``
-of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` wraps one call. A
+of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` wraps one call;
+``program()`` is the instructions the last ``end()`` collected, for ``a2a3.couple`` (the parts
+of a mixed task scheduled together, their pipe handshakes coupling them). A
 kernel's program is scheduled once per distinct shape, so collecting costs little after the first
 call; with no collector anywhere an op only computes (one global read decides: ``_ON``).
 
@@ -124,8 +128,9 @@ from kernels.a2a3 import CUBE, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 __all__ = [
     "BF16", "F16", "F32", "I32", "L0A", "L0B", "L0C", "L1", "UB", "CUBE", "MTE1", "MTE2", "MTE3", "VECTOR",
     "Core", "Counts", "Tile", "TileError",
-    "add", "adds", "barrier", "begin", "cast", "col_blocks", "count", "div", "divs", "end", "exp", "fill",
-    "fill_pad", "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "reshape", "row_blocks",
+    "add", "adds", "barrier", "begin", "cast", "col_blocks", "collecting", "count", "div", "divs", "end", "exp", "fill",
+    "fill_pad", "handshake", "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "program",
+    "reshape", "row_blocks",
     "row_expand", "row_expand_add", "row_expand_div", "row_expand_mul", "row_expand_sub", "row_max", "row_sum",
     "sqrt", "store", "sub", "subs", "sync",
 ]
@@ -164,6 +169,8 @@ class Counts:
     us: float
     us_low: float
     us_high: float
+    handshakes: int = 0       # pipe flags the part set or waited on (kernels/pipe.py): its time
+                              # alone is not the task's -- the parts must be coupled (a2a3.couple)
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -172,13 +179,13 @@ class Counts:
 class _Recorder:
     """One collector: the program (for the schedule) and the running totals."""
 
-    __slots__ = ("program", "stack", "cycles", "gm_read", "gm_write", "instructions")
+    __slots__ = ("program", "stack", "cycles", "gm_read", "gm_write", "instructions", "handshakes")
 
     def __init__(self) -> None:
         self.program: list = []
         self.stack: list[list] = [self.program]
         self.cycles = [0.0] * len(a2a3.PIPES)
-        self.gm_read = self.gm_write = self.instructions = 0
+        self.gm_read = self.gm_write = self.instructions = self.handshakes = 0
 
     def counts(self) -> Counts:
         cyc = self.cycles
@@ -194,7 +201,7 @@ class _Recorder:
             if len(_SCHEDULED) > 4096:
                 _SCHEDULED.clear()
             _SCHEDULED[sig] = (params, times)
-        return Counts(*cyc, self.gm_read, self.gm_write, self.instructions, *times)
+        return Counts(*cyc, self.gm_read, self.gm_write, self.instructions, *times, self.handshakes)
 
 
 _SCHEDULED: dict = {}       # program signature -> (parameters, (us, us_low, us_high))
@@ -210,6 +217,8 @@ def _signature(items: list, ids: dict) -> tuple:
                                  tuple((ids.setdefault(k, len(ids)), b) for k, b in it[5])) + it[6:])
         elif kind == a2a3.LOOP:
             out.append((kind, it[1], _signature(it[2], ids)))
+        elif kind == a2a3.FLAG:
+            out.append((kind, it[1], it[3], it[6]))          # alone, a part's flags cost nothing
         else:
             out.append(it)
     return tuple(out)
@@ -217,6 +226,7 @@ def _signature(items: list, ids: dict) -> tuple:
 
 class _Local(threading.local):
     rec: _Recorder | None = None
+    last: list | None = None          # the program the last end() collected
     pool: dict | None = None          # scratch memory (see _scratch)
     cores: dict | None = None         # Core name -> its tiles, reused by the next Core of that name
 
@@ -246,9 +256,21 @@ def end() -> Counts | None:
     if rec is not None:
         with _ON_LOCK:
             _ON -= 1
+    _tl.last = rec.program if rec is not None else None
     if rec is None or not rec.instructions:
         return None
     return rec.counts()
+
+
+def collecting() -> bool:
+    """Is a collector active on this thread (``begin()`` ... ``end()``)?"""
+    return _tl.rec is not None
+
+
+def program() -> list | None:
+    """The instructions (and pipe handshakes) the last ``end()`` on this thread collected, in
+    kernels/a2a3.py's program form: the input of ``a2a3.couple``."""
+    return _tl.last
 
 
 def count(fn: Callable, *args: Any, **kwargs: Any) -> Counts | None:
@@ -1299,6 +1321,19 @@ def barrier() -> None:
         rec = _tl.rec
         if rec is not None:
             rec.stack[-1].append((a2a3.BARRIER,))
+
+
+def handshake(op: int, key: int, side: int, count: int, peers: tuple[int, ...], pipe: int) -> None:
+    """A cross-core flag of a pipe (kernels/pipe.py), for the coupled schedule of a mixed task's
+    parts (a2a3.couple): ``op`` a2a3.SET -- this part's count on ``side`` (a2a3.DATA: tiles
+    pushed, a2a3.FREE: tiles popped) of channel ``key`` reached ``count`` once its last ``pipe``
+    instruction ends -- or a2a3.WAIT: later instructions wait until every part slot in
+    ``peers`` has SET ``count`` there (the scalar unit blocks in wait_flag_dev). Not inside
+    ``c.loop()`` (a handshake cannot be batched)."""
+    rec = _tl.rec if _ON else None
+    if rec is not None:
+        rec.stack[-1].append((a2a3.FLAG, op, key, side, count, peers, pipe))
+        rec.handshakes += 1
 
 
 # ── warm-up ─────────────────────────────────────────────────────────────────────────────────────

@@ -6,6 +6,8 @@
     no module imports a private name (``_x``) of another module of the project
     no code but device/ordering.py stores to a shared word another process reads: a global
         (G_*), a mailbox head, a worker's line (W_*) or a report's length word
+    nothing cites a note outside the repository: facts are cited to their public source or kept
+        in docs/
 """
 
 from __future__ import annotations
@@ -142,3 +144,16 @@ def test_the_shared_word_check_catches_a_direct_store():
     for src in ("q[t + C.T_STATUS] = C.STATUS_OK", "q[slots_at[c] + h % D] = e", "raw[tb + j] = C.TAG_INT"):
         (sub,) = _stores(ast.parse(src))
         assert not SHARED_WORD.search(ast.unparse(sub.slice)), src
+
+
+# Notes that lived beside the repository while it was built; citing them leaves a reader nowhere.
+OUTSIDE = re.compile(r"A2A3_MODEL|REFERENCE_HEAD|REFERENCE\.md|PERF_NOTES|QWEN3_DECODE|/work/shared|\.\./shared/")
+
+
+def test_nothing_cites_a_note_outside_the_repository():
+    files = [p for pkg in (*PACKAGES, "docs", "tests") for p in sorted((ROOT / pkg).rglob("*.py"))]
+    files += sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+    bad = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+           for p in files if p != Path(__file__).resolve()
+           for i, line in enumerate(p.read_text().splitlines(), 1) if OUTSIDE.search(line)]
+    assert not bad, "cite the public source (a simpler PR, a pto-isa file) or docs/ instead:\n" + "\n".join(bad)

@@ -47,7 +47,8 @@ def _linear(name: str, repeats: int) -> float:
 def _hill(path: str, nbytes: int, scale: str = "gm_scale") -> float:
     k = P[f"{path}.k"].value if f"{path}.k" in P else 0.0
     per_cycle = P[f"{path}.peak"].value * 2**30 / CLOCK
-    return P[scale].value * (k + nbytes) / per_cycle
+    store = P["gm_store_scale"].value if path.endswith("_to_gm") else 1.0      # stores to GM: posted writes
+    return P[scale].value * (k + nbytes) / per_cycle * store
 
 
 def _us(cycles: float) -> float:

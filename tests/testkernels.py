@@ -171,3 +171,26 @@ def tile_scale_rows(x, out, factor):
         tile.load(t, tile.row_blocks(x, n))
         tile.muls(t, t, factor)
         tile.store(tile.row_blocks(out, n), t)
+
+
+@kernel(AIV)
+def tile_spmd_scale(x, out, factor):
+    """SPMD on the tile layer: block b of n scales the 16-row tiles b, b + n, b + 2n, ... of x into
+    out, so blocks get unequal shares when the tile count is not a multiple of n."""
+    from kernels import core_info
+    info = core_info()
+    b, nb = (info.block_idx, info.block_num) if info else (0, 1)
+    mine = list(range(b, x.shape[0] // 16, nb))
+    if not mine:
+        return
+    c = tile.Core()
+    t = c.tile(UB, (16, x.shape[1]), F32, bufs=2)
+    xs, outs = x.reshape(-1, 16, x.shape[1]), out.reshape(-1, 16, x.shape[1])
+    for i in c.range(len(mine)):
+        tile.load(t, xs[mine[i]])
+        tile.muls(t, t, factor)
+        tile.store(outs[mine[i]], t)
+
+
+tile_mixed_half = kernel(Mixed(aic=lambda x, out, factor: None, aiv0=tile_scale_rows.fn),
+                         name="testkernels.tile_mixed_half")

@@ -24,7 +24,7 @@ from host.bench import common
 from host.device import Device
 from host.platform import Platform
 from host.predict import predict as predict_graph
-from host.run import build_on
+from host.run import FILL_KERNELS, build_on
 from host.trace import C, TraceData, critical_path
 
 INPUTS = pa.INPUTS
@@ -52,7 +52,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
     traces: dict[str, TraceData] = {}
     for case in cases:
         with common.PssSampler() as pss, \
-                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention"]) as dev:
+                Device(Platform(blocks=blocks), kernels=["kernels.workloads.paged_attention", FILL_KERNELS]) as dev:
             data = _load(dev, case, seed)
             inputs = sum(data[n].nbytes for n in INPUTS)
             h = data["host"]
@@ -103,7 +103,7 @@ def run(cases: list[str], variants: list[str], unrolls: list[int | None], blocks
                 if predict:
                     g = dev.graph()
                     pr = predict_graph(g, run=len(g.runs) - 1)
-                    r.update(predicted_a2a3_us=pr.device_us, predicted_bound=pr.bound_resource)
+                    r.update(pr.summary())
     if trace_prefix:
         from host.trace import write_chrome
         for name, tr in traces.items():
@@ -129,7 +129,7 @@ def format(r: dict) -> str:
             ("golden_s", "{:.3f}"), ("device_over_golden", "{:.2f}"), ("scheduler_busy_s", "{:.3f}"),
             ("overhead_us_per_task", "{:.1f}")]
     if any("predicted_a2a3_us" in row for row in r["rows"]):
-        cols += [("predicted_a2a3_us", "{:.0f}"), ("predicted_bound", "{}")]
+        cols += [("predicted_effective_us", "{:.0f}"), ("predicted_a2a3_us", "{:.0f}"), ("predicted_bound", "{}")]
     lines = [common.table("paged attention on the emulated device", cols, r["rows"])]
     for s in r["summary"]["savings"]:
         lines.append(f"{s['case']} unroll {s['unroll']}: first_output saves {s['tasks']} tasks, "

@@ -5,6 +5,7 @@
         ▼
     process "runtime" (pid 0)   tid 0 "orchestrator": one slice per submitted record, "blocked"
                                       slices while a ring is full, one "run N" slice per run
+                                      (device_us) with an "effective" slice (effective_us) in it
                                 tid 1+i "scheduler i": "complete" and "dispatch" slices
     process "block b" (pid 1+b) tids AIC, AIV0, AIV1: one slice per job, named by kernel, with the
                                 task, its nominal (uncontended) time and HBM bytes as arguments
@@ -38,7 +39,13 @@ def to_chrome(pred: Any, timelines: list[model.Timeline]) -> dict:
     flow = 0
     for rr, ri, tl in zip(pred.runs, pred.inputs, timelines):
         ev.append({"ph": "X", "name": f"run {rr.run}", "cat": "run", "pid": 0, "tid": 0, "ts": offset,
-                   "dur": rr.device_us, "args": {"device_us": rr.device_us, "bound": rr.bound}})
+                   "dur": rr.device_us, "args": {"effective_us": rr.effective_us,
+                                                 "effective_us_range": list(rr.effective_us_range),
+                                                 "device_us": rr.device_us, "device_us_range": list(rr.device_us_range),
+                                                 "bound": rr.bound}})
+        ev.append({"ph": "X", "name": "effective", "cat": "run", "pid": 0, "tid": 0, "ts": offset,
+                   "dur": rr.effective_us, "args": {"what": "first submit to the last completion (the reference's "
+                                                            "Effective); the run slice adds run_overhead_us"}})
         for i, s, e in tl.orch:
             ev.append({"ph": "X", "name": _label(ri, i), "cat": "submit", "pid": 0, "tid": 0, "ts": offset + s,
                        "dur": e - s, "args": {"record": ri.first + i, "task": ri.tid[i]}})
@@ -69,6 +76,8 @@ def to_chrome(pred: Any, timelines: list[model.Timeline]) -> dict:
                 flow += 1
         offset += rr.device_us
     return {"traceEvents": ev, "displayTimeUnit": "ns",
-            "otherData": {"ptoemu_predict": True, "source": pred.source, "blocks": p.clusters,
-                          "device_us": pred.device_us, "bound": pred.bound, "params": dict(p),
+            "otherData": {"ptoemu_predict": True, "source": pred.source, "headline": pred.headline(),
+                          "blocks": p.clusters, "effective_us": pred.effective_us,
+                          "effective_us_range": list(pred.effective_us_range), "device_us": pred.device_us,
+                          "device_us_range": list(pred.device_us_range), "bound": pred.bound, "params": dict(p),
                           "clock": "predicted a2a3 time, us from the first run's first submit"}}

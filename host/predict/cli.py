@@ -6,7 +6,11 @@
     ptoemu predict FILE --run 0 --run 1      compare two runs of one recording
     ptoemu predict FILE --sweep sched_task_us=1,2,3 [--sweep hbm_gbps=800,1600]
                                              device time and bound over a grid of parameter values
-    ptoemu predict --params [--set k=v]      every parameter: value, unit, trust, source
+    ptoemu predict --params [--set k=v]      every parameter: value, range, unit, trust, source
+    ptoemu predict --validate [--catalogue] [--keep DIR]
+                                             record and predict the calibration set (host/predict/
+                                             validate.py), published vs predicted; --catalogue: also
+                                             every other catalogue workload's full-size case
     common: --set NAME=VALUE (repeatable), --json OUT, --trace OUT (one prediction: Perfetto JSON)
 
     args ──▶ overrides (params.parse_assignment / resolve: bad name or value ──▶ exit 2)
@@ -47,6 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", help="write the prediction / comparison / sweep as JSON")
     p.add_argument("--trace", metavar="OUT", help="write the predicted timeline as Perfetto/Chrome JSON")
     p.add_argument("--params", action="store_true", help="list every model parameter and exit")
+    p.add_argument("--validate", action="store_true",
+                   help="record and predict the calibration set (paged_attention_unroll Case1, "
+                        "alternating_matmul_add Case1, paged_attention Case1) on the sequential engine and print "
+                        "predicted vs published a2a3 figures with signed errors (a minute or two)")
+    p.add_argument("--catalogue", action="store_true",
+                   help="with --validate: also predict every other catalogue workload's full-size case (minutes)")
+    p.add_argument("--keep", metavar="DIR", help="with --validate: keep the recordings in DIR (and reuse those "
+                                                 "already there)")
     p.set_defaults(fn=run)
 
 
@@ -94,14 +106,17 @@ def _sweep(source: str, run: int | None, base: dict[str, Any], grid: list[dict[s
     rows = []
     for point in grid:
         pr = predict(source, {**base, **point}, run=run)
-        rows.append({**point, "device_us": pr.device_us, "orchestration_us": pr.orchestration_us,
+        rows.append({**point, "effective_us": pr.effective_us, "effective_us_range": list(pr.effective_us_range),
+                     "device_us": pr.device_us, "device_us_range": list(pr.device_us_range),
+                     "orchestration_us": pr.orchestration_us,
                      "critical_path_us": pr.critical_path_us, "bound_resource": pr.bound_resource,
                      "bound": pr.bound, "utilisation": pr.utilisation})
-    cols = names + ["device_us", "orch_us", "crit_us", "bound", "busiest"]
+    cols = names + ["effective_us", "device_us", "orch_us", "crit_us", "bound", "busiest"]
     table = [cols]
     for r in rows:
         top = sorted(r["utilisation"].items(), key=lambda kv: -kv[1])[:2]
-        table.append([f"{r[n]:g}" for n in names] + [f"{r['device_us']:.1f}", f"{r['orchestration_us']:.1f}",
+        table.append([f"{r[n]:g}" for n in names] + [f"{r['effective_us']:.1f}", f"{r['device_us']:.1f}",
+                                                     f"{r['orchestration_us']:.1f}",
                      f"{r['critical_path_us']:.1f}", r["bound_resource"],
                      ", ".join(f"{k} {100 * v:.0f} %" for k, v in top)])
     w = [max(len(t[i]) for t in table) for i in range(len(cols))]
@@ -110,6 +125,24 @@ def _sweep(source: str, run: int | None, base: dict[str, Any], grid: list[dict[s
         _say("  " + "  ".join(f"{t[i]:>{w[i]}}" for i in range(len(cols))))
     if json_out:
         _write_json(json_out, {"source": source, "run": run, "base": base, "rows": rows})
+    return 0
+
+
+def _validate(a: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from host.predict import validate as v
+    if a.files:
+        raise _Usage("--validate records its own workloads: give no recording")
+    _say("calibration set: recording on the sequential engine, then predicting (a minute or two)")
+    rows = v.calibration_rows(a.keep, _say, params=overrides)
+    _say(v.format_rows(rows))
+    out: dict[str, Any] = {"calibration": [r.to_json() for r in rows]}
+    if a.catalogue:
+        _say("every other catalogue workload, its full-size case:")
+        cat = v.catalogue_rows(a.keep, _say)
+        _say(v.format_catalogue(cat))
+        out["catalogue"] = cat
+    if a.json:
+        _write_json(a.json, out)
     return 0
 
 
@@ -133,6 +166,10 @@ def _run(a: argparse.Namespace) -> int:
         _say(format_table(params))
         if not a.files:
             return 0
+    if a.catalogue and not a.validate:
+        raise _Usage("--catalogue goes with --validate")
+    if a.validate:
+        return _validate(a, overrides)
     if not a.files:
         raise _Usage("give a recorded graph (Device(record=...) or ptoemu paged-attention --record FILE)")
     subjects = _subjects(a.files, a.run)
@@ -163,7 +200,7 @@ def _run(a: argparse.Namespace) -> int:
         return 0
     cmp = compare(preds[0], preds[1])
     for tag, pr in zip("AB", preds):
-        _say(f"{tag}: {pr.source}: {pr.device_us:.1f} us. {pr.bound}")
+        _say(f"{tag}: {pr.source}: effective {pr.effective_us:.1f} us, device {pr.device_us:.1f} us. {pr.bound}")
     _say(str(cmp))
     if a.json:
         _write_json(a.json, {"a": preds[0].to_json(), "b": preds[1].to_json(), "comparison": cmp.to_json()})

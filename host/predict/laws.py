@@ -1,12 +1,26 @@
-"""Kernel time and HBM traffic of every recorded task: the kernel's cost law, or the roofline default.
+"""Kernel time and HBM traffic of every recorded task: counted costs first, the kernel's cost law
+second, the roofline default last.
 
     graph header kernels [{name, shape, module}]
         │  import each module (kernels.registry.resolve), take Kernel.cost
         ▼
     LawTable: one law (or None = roofline) per kernel, and notes saying which fell back and why
-        │  per task record: TaskInfo(kernel, shape, args, scalars, blocks) ──law──▶ Cost
+        │  per task record:
+        │    "c" (counted while recording, graph v2) ──kernels.a2a3.task_time(parts' Counts)──▶ us, band
+        │        (unless its parts exchanged tiles through pipes and the kernel has a law: the law
+        │        replays them coupled, a summary cannot)
+        │    else TaskInfo(kernel, shape, args, scalars, blocks) ──law──▶ Cost   (band +-law_band)
+        │    else the roofline default                                          (band [1/2, roofline_band] x)
         ▼
-    (us, hbm_bytes) per record, one SPMD block each; 0 for records that do not run on a core
+    (us, us_low, us_high, hbm_bytes) per record, one SPMD block each; 0 for records without a core
+
+A ``laws=`` mapping given to ``predict`` (a what-if) replaces the counted costs of its kernels too.
+
+HBM traffic of a counted task: the GM bytes it moved, less what the L2 serves. A runtime (heap)
+tensor is written by one task and read by the next moments later: its traffic is taken as served
+by the 192 MiB L2 (share ``l2_hit``); host tensors (KV caches, weights, inputs, outputs) go to
+HBM. The counted bytes are split between the two in proportion to the bytes of the task's
+arguments of each kind (reads over In/InOut arguments, writes over Out/InOut ones).
 
 Roofline default (kernels without a law): ``us = max(kernel_floor_us, bytes / core_gbps, flops /
 aic_tflops)`` with bytes = what the tensor arguments move (In read, Out written, InOut both) and
@@ -20,11 +34,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from host.graph import DIR_NAMES, Record
+from device.codec import counts_from_row
+from host.graph import DIR_NAMES, Record, check_counted, counted_gm
 from host.predict.params import Params
+from kernels.a2a3 import coupled, task_time
 from kernels.cost import ArgInfo, Cost, TaskInfo
 
-__all__ = ["LawTable", "RecordedArg", "TaskCosts", "find_laws", "roofline", "task_costs"]
+__all__ = ["COUNTED", "LAW", "ROOFLINE", "SOURCES", "LawTable", "RecordedArg", "TaskCosts", "find_laws", "roofline",
+           "task_costs"]
 
 Law = Callable[[TaskInfo], Cost]
 
@@ -44,6 +61,7 @@ class LawTable:
     used: dict[str, str] = field(default_factory=dict)      # kernel name -> "law <fn>" | "roofline default"
     notes: list[str] = field(default_factory=list)
     fallback: dict[int, str] = field(default_factory=dict)  # kernel index -> note, for kernels on the roofline
+    override: set[int] = field(default_factory=set)         # kernel indices whose law predict(laws=) gave
 
     def notes_for(self, used: set[int]) -> list[str]:
         """The notes of the kernels some task ran with (a kernel loaded but never run does not matter)."""
@@ -78,7 +96,10 @@ def find_laws(kernels: Sequence[dict], extra: Mapping[str, Law] | None = None,
     table = LawTable([])
     for i, k in enumerate(kernels):
         name = k["name"]
-        law = extra.get(name) or extra.get(_short(name)) or registered.get(name)
+        given = extra.get(name) or extra.get(_short(name))
+        if given is not None:
+            table.override.add(i)
+        law = given or registered.get(name)
         table.laws.append(law)
         if law is not None:
             table.used[name] = f"law {getattr(law, '__module__', '?')}.{getattr(law, '__qualname__', law)}"
@@ -125,35 +146,97 @@ class RecordedArg:
         return f"RecordedArg({self._a!r})"
 
 
+COUNTED, LAW, ROOFLINE = range(3)
+SOURCES = ("counted", "law", "roofline")
+
+
 class TaskCosts:
-    """(us × law_scale, hbm_bytes) of one block of a task: its kernel's law, or the roofline default."""
+    """(us, us_low, us_high) x law_scale and hbm_bytes of one block of a task: counted, its
+    kernel's law, or the roofline default; ``sources[kernel]`` counts the tasks priced each way."""
 
     def __init__(self, kernels: Sequence[dict], table: LawTable, p: Params) -> None:
         self.kernels, self.laws, self.p, self.scale = kernels, table.laws, p, p.law_scale
+        self.override = table.override
         self.used: set[int] = set()            # kernel indices some task ran with
+        self.sources: dict[int, list[int]] = {}     # kernel index -> tasks priced [counted, law, roofline]
 
-    def __call__(self, tid: int, kernel: int, args: Sequence[ArgInfo], scalars: Sequence, blocks: int
-                 ) -> tuple[float, float]:
+    def __call__(self, tid: int, kernel: int, args: Sequence[ArgInfo], scalars: Sequence, blocks: int,
+                 counted: list | None = None, cg: list | None = None) -> tuple[float, float, float, float, float]:
+        """(us, us_low, us_high, HBM bytes of host tensors, GM bytes of runtime tensors) of one block:
+        the runtime tensors' bytes reach HBM at the L2's miss rate, (1 - l2_hit)."""
         kernels = self.kernels
         if type(kernel) is not int or not 0 <= kernel < len(kernels):
             raise ValueError(f"record of task {tid}: kernel index {kernel!r} is not in the header's "
                              f"{len(kernels)} kernels")
         self.used.add(kernel)
+        src = self.sources.get(kernel)
+        if src is None:
+            src = self.sources[kernel] = [0, 0, 0]
+        p, sc = self.p, self.scale
+        if counted is not None and kernel not in self.override:
+            try:
+                check_counted(counted)
+                parts = [None if c is None else counts_from_row(c) for c in counted]
+                # Parts that exchanged tiles through pipes cannot be timed from their summaries
+                # (kernels/a2a3.py task_time): a law that replays them coupled knows better.
+                if not (coupled(parts) and self.laws[kernel] is not None):
+                    us, lo, hi = task_time(parts)
+                    rd, wr = cg if cg is not None else counted_gm(counted)
+                    src[COUNTED] += 1
+                    host, rt = _split(args, float(rd), float(wr))
+                    b = max(blocks, 1)
+                    return us * sc, lo * sc, hi * sc, host / b, rt / b
+            except (ValueError, TypeError, IndexError) as e:
+                raise ValueError(f"record of task {tid}: {e}") from None
         k = kernels[kernel]
         info = TaskInfo(k["name"], k.get("shape", ""), args, scalars, blocks)
         law = self.laws[kernel]
         if law is None:
-            c = roofline(info, self.p)
+            c = roofline(info, p)
+            src[ROOFLINE] += 1
+            rd = sum(a.nbytes for a in args if a.dir != "Out")
+            wr = sum(a.nbytes for a in args if a.dir != "In")
+            host, rt = _split(args, rd, wr)
+            b = max(blocks, 1)
+            return c.us * sc, 0.5 * c.us * sc, p.roofline_band * c.us * sc, host / b, rt / b
+        try:
+            c = law(info)
+        except Exception as e:  # noqa: BLE001 - a user law's bug, reported with the task it hit
+            raise ValueError(f"cost law of kernel {_short(k['name'])} failed on task {tid}: "
+                             f"{type(e).__name__}: {e}") from e
+        if not isinstance(c, Cost):
+            raise ValueError(f"cost law of kernel {_short(k['name'])} returned {type(c).__name__} for task "
+                             f"{tid}; expected kernels.cost.Cost(us, hbm_bytes)")
+        src[LAW] += 1
+        b = p.law_band
+        return c.us * sc, (1 - b) * c.us * sc, (1 + b) * c.us * sc, float(c.hbm_bytes), 0.0
+
+
+def _split(args: Sequence[ArgInfo], read: float, written: float) -> tuple[float, float]:
+    """``read`` / ``written`` GM bytes split into (host tensors', runtime tensors') bytes, in
+    proportion to the bytes of the host and the runtime tensor arguments in each direction (module
+    docstring)."""
+    host_r = rt_r = host_w = rt_w = 0
+    for a in args:
+        n, d, rt = a.nbytes, a.dir, a.owner >= 0
+        if d != "Out":
+            if rt:
+                rt_r += n
+            else:
+                host_r += n
+        if d != "In":
+            if rt:
+                rt_w += n
+            else:
+                host_w += n
+    h = r = 0.0
+    for nbytes, host, rt in ((read, host_r, rt_r), (written, host_w, rt_w)):
+        if host + rt == 0:
+            h += nbytes
         else:
-            try:
-                c = law(info)
-            except Exception as e:  # noqa: BLE001 - a user law's bug, reported with the task it hit
-                raise ValueError(f"cost law of kernel {_short(k['name'])} failed on task {tid}: "
-                                 f"{type(e).__name__}: {e}") from e
-            if not isinstance(c, Cost):
-                raise ValueError(f"cost law of kernel {_short(k['name'])} returned {type(c).__name__} for task "
-                                 f"{tid}; expected kernels.cost.Cost(us, hbm_bytes)")
-        return c.us * self.scale, float(c.hbm_bytes)
+            h += nbytes * host / (host + rt)
+            r += nbytes * rt / (host + rt)
+    return h, r
 
 
 def task_costs(kernels: Sequence[dict], records: Sequence[Record], table: LawTable,
@@ -164,5 +247,7 @@ def task_costs(kernels: Sequence[dict], records: Sequence[Record], table: LawTab
     cost = TaskCosts(kernels, table, p)
     for i, r in enumerate(records):
         if r.kind == "task" and not r.skipped:
-            us[i], hbm[i] = cost(r.tid, r.kernel, r.args, r.scalars, r.blocks)
+            us[i], _, _, host, rt = cost(r.tid, r.kernel, r.args, r.scalars, r.blocks, r.counts,
+                                         list(r.gm) if r.gm else None)
+            hbm[i] = host + (1.0 - p.l2_hit) * rt
     return us, hbm

@@ -1,12 +1,18 @@
 """The discrete-event model of one run on an a2a3 chip: orchestrator, schedulers, cores, HBM.
+It follows the reference runtime (hw-native-sys/simpler, src/a2a3/runtime/tensormap_and_ringbuffer)
+as of August 2026: fan-in wired in the orchestrator's submit path (PR #1263), ready tasks in shared
+per-shape queues (PR #1245), a busy core's pending slot (scheduler_dispatch.cpp).
 
     records of one run (prepare: flat per-record lists, run-local indices)
         │
         ▼                         one heap of events, ordered (time, priority, sequence number)
-    ORCHESTRATOR (1 thread) ─── submits records in order; cost = orch_submit_us + orch_arg_us × args
-        │  blocks while the task ring (task_window) or the heap ring (heap_bytes) is full;
-        │  records retire in order (finished, no unfinished user of a buffer they allocated, and,
-        │  if they allocated heap, their scope ended) and give their slot and heap back
+    ORCHESTRATOR (1 thread) ─── submits records in order; a record costs orch_submit_us +
+        │  orch_arg_us × tensor args + orch_edge_us × producers it waits for (the tensor-map lookups
+        │  and inserts, then claiming and wiring each producer: submit_task's steps); a scope end
+        │  orch_scope_end_us + orch_scope_task_us × records it releases. It blocks while the task
+        │  ring (task_window) or the heap ring (heap_bytes) is full; records retire in order
+        │  (finished, no unfinished user of a buffer they allocated, and, if they allocated heap,
+        │  their scope ended) and give their slot and heap back
         ▼ submitted + all predecessors complete = READY
     ready queues, global: core-less (dummy / skipped) first, then sync SPMD launches (which hold
         │  back everything else until all their blocks fit at once), then one queue per shape,
@@ -14,28 +20,39 @@
         ▼
     SCHEDULER THREADS (sched_threads, thread i owns clusters c with c mod threads == i)
         │  loop: DISPATCH phase at each sweep boundary (sched_dispatch_us per block onto idle
-        │  owned cores of one cluster; core-less tasks cost sched_complete_us and complete),
-        │  then a SWEEP reading each owned core's completion register (sched_poll_us per read,
-        │  serial); a finished job costs sched_complete_us when its last core is read
+        │  owned cores of one cluster, then -- core_slots 2 -- single-core tasks into the second
+        │  (pending) slot of owned busy cores, unless another thread has an idle core for them;
+        │  core-less tasks cost sched_complete_us and complete), then a SWEEP reading each owned
+        │  core's completion register (sched_poll_us per read, serial); a finished job costs
+        │  sched_complete_us + sched_edge_us × consumers on its fanout list when its last core
+        │  is read (one read sees both ends when the second slot's task ended too)
         ▼  dispatch write + dispatch_start_us
-    CORES (3 per cluster) run one job (one SPMD block, all its parts start together) for the law's
-        │  time; memory jobs share HBM: while their demand Σ B/T exceeds hbm_gbps each progresses
-        │  at cap / demand (one "work clock" for all of them; compute-only jobs never slow)
+    CORES (3 per cluster) run one job (one SPMD block, all its parts start together) for its
+        │  kernel time (counted, law or roofline: laws.py); a task waiting in a core's second slot
+        │  starts core_switch_us after the running one ends, without the scheduler. Memory jobs
+        │  share HBM: while their demand Σ B/T exceeds hbm_gbps each progresses at cap / demand
+        │  (one "work clock" for all of them; compute-only jobs never slow)
         ▼  end + fin_visible_us = visible; noticed when the sweep next reads that core
     task complete (all blocks handled) ──▶ successors' predecessor counts, buffer users, retirement
 
 Thread timing without simulating idle sweeps: a thread sweeps with period P = cores × poll from
 an origin t0; position j of sweep k is read at t0 + k·P + j·poll. Handling a completion shifts t0
-by sched_complete_us, a dispatch phase by its length. So a thread's next event is computed, not
-stepped: the earliest read of a core whose end is visible, or the next sweep boundary if it has
-something to dispatch. Events per task: one submit, one start (memory jobs) or end, one read,
-one done, about one dispatch phase.
+by its cost, a dispatch phase by its length. So a thread's next event is computed, not stepped:
+the earliest read of a core whose end is visible, or the next sweep boundary if it has something
+to dispatch. Events per task: one submit, one start (memory jobs) or end, one read, one done,
+about one dispatch phase.
+
+Per core lane (a sweep position of its thread): ``run_on`` the job running there, ``next_on`` the
+job in its second slot, ``fin_q`` the ended jobs whose end no read has seen yet; the lane is idle
+(its bit in ``masks``) once all three are empty and the last end was handled. ``open2`` counts a
+thread's busy lanes with a free second slot, per core kind.
 
 Simplified on purpose (say so when it matters): one task ring and one heap ring for the run (the
 reference has one of each per scope depth) and the heap as a byte count (no 1 KiB alignment, no
 wrap-around waste); the orchestrator does not become a fourth scheduler after its last submit; a
 sweep reads every owned core, busy or idle; a mixed job's completion is handled once, when its
-last core is read; no first-task start penalty, no L2, no per-core bandwidth limit beyond the law.
+last core is read, and mixed jobs never take second slots; no first-task start penalty; L2 only
+as the share of runtime tensors' traffic it serves (laws.py); HBM shared in proportion to demand.
 """
 
 from __future__ import annotations
@@ -46,7 +63,7 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from heapq import heappop, heappush
 from typing import Any
 
@@ -59,6 +76,7 @@ __all__ = ["ModelDeadlock", "RunInput", "RunStats", "Timeline", "critical_path",
 K_TASK, K_SCOPE_END, K_ALLOC, K_DUMMY = 0, 1, 2, 3
 _KIND = {"task": K_TASK, "scope_end": K_SCOPE_END, "alloc": K_ALLOC, "dummy": K_DUMMY}
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
+SECOND_ORDER = ((SHAPE_AIC, SHAPE_AIV), (SHAPE_AIV, SHAPE_AIC))     # second slots, by thread parity
 INF = math.inf
 
 # Lanes of a cluster: 0 = AIC, 1 = AIV0, 2 = AIV1; an idle mask has bit l set when lane l is idle.
@@ -132,9 +150,15 @@ class RunInput:
     blocks: array                   # l
     sync: array                     # b
     heap: array                     # q
-    ocost: array                    # d: orchestrator time to submit the record
-    us: array                       # d: nominal kernel time of one block (law × law_scale)
-    hbm: array                      # d: HBM bytes of one block
+    ocost: array                    # d: orchestrator time to submit the record (costed())
+    onargs: array                   # l: tensor args (scope end: records it releases) ...
+    onpred: array                   # l: ... and producers, which its submit cost counts
+    us: array                       # d: nominal kernel time of one block (counted, law or roofline × law_scale)
+    us_lo: array                    # d: ... at the fast end of its band
+    us_hi: array                    # d: ... at the slow end
+    hbm: array                      # d: HBM bytes of one block: hbm_host + (1 - l2_hit) x hbm_rt (costed())
+    hbm_host: array                 # d: GM bytes of one block to host tensors (HBM) ...
+    hbm_rt: array                   # d: ... and to runtime tensors (L2 while it hits)
     preds: Adjacency                # records it waits for, ascending
     owners: Adjacency               # records that allocated a buffer this task uses (not itself)
     kernel_names: list[str]
@@ -143,8 +167,20 @@ class RunInput:
     def empty(run: int, first: int, kernels: list[dict]) -> RunInput:
         """No records yet (a Flattener or a reader process fills the columns)."""
         return RunInput(run, first, first, array("q"), array("b"), array("l"), array("l"), array("b"), array("l"),
-                        array("b"), array("q"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(),
+                        array("b"), array("q"), array("d"), array("l"), array("l"), array("d"), array("d"),
+                        array("d"), array("d"), array("d"), array("d"), Adjacency(), Adjacency(),
                         [k["name"].rsplit(".", 1)[-1] for k in kernels])
+
+    def at(self, corner: str, p: Params) -> RunInput:
+        """The same run for the model at parameters ``p``, every kernel time at the "fast" or "slow"
+        end of its band ("value": as flattened): submit costs and HBM bytes recomputed from p."""
+        us = self.us_lo if corner == "fast" else self.us_hi if corner == "slow" else self.us
+        sub, arg, edge, se, st, miss = (p.orch_submit_us, p.orch_arg_us, p.orch_edge_us, p.orch_scope_end_us,
+                                        p.orch_scope_task_us, 1.0 - p.l2_hit)
+        ocost = array("d", [se + st * a if k == K_SCOPE_END else sub + arg * a + edge * e
+                            for k, a, e in zip(self.kind, self.onargs, self.onpred)])
+        hbm = array("d", [h + miss * r for h, r in zip(self.hbm_host, self.hbm_rt)])
+        return replace(self, us=us, ocost=ocost, hbm=hbm)
 
 
 @dataclass
@@ -177,6 +213,7 @@ class RunStats:
     jobs: int
     events: int
     timeline: Timeline | None = None
+    effective_us: float = 0.0       # device_us without run_overhead_us: first submit to the last completion
 
 
 class Flattener:
@@ -201,7 +238,9 @@ class Flattener:
         self.records: Iterator[dict] | None = iter(records)
         self.where = _Where(self.ri.tid)
         self.later: list[tuple[int, int]] = []      # (record, producer id not seen yet): an edge to a later record?
-        self.c = (p.orch_submit_us, p.orch_arg_us, p.orch_scope_end_us, p.heap_bytes, p.clusters)
+        self.c = (p.orch_submit_us, p.orch_arg_us, p.orch_scope_end_us, p.heap_bytes, p.clusters, p.orch_edge_us,
+                  p.orch_scope_task_us, 1.0 - p.l2_hit)
+        self.in_scope: dict[int, int] = {}         # scope depth -> records submitted at it since its last end
 
     def more(self, k: int = CHUNK) -> bool:
         """Flatten up to k more records; False once there are none (the run's checks then done)."""
@@ -211,7 +250,8 @@ class Flattener:
         i = i0
         for d in itertools.islice(self.records, k):
             try:
-                _flatten(ri, i, first + i, d, self.kernels, self.shape_of, self.costs, self.where, self.later, self.c)
+                _flatten(ri, i, first + i, d, self.kernels, self.shape_of, self.costs, self.where, self.later, self.c,
+                         self.in_scope)
             except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
                 what = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
                 raise ValueError(f"record {first + i}: malformed ({what})") from e
@@ -241,10 +281,11 @@ def prepare(run: int, first: int, end: int | None, records: Iterable[dict], kern
 
 
 def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape_of: list[int], costs: TaskCosts,
-             where: _Where, later: list[tuple[int, int]], c: tuple[float, float, float, int, int]) -> None:
+             where: _Where, later: list[tuple[int, int]], c: tuple, in_scope: dict[int, int]) -> None:
     """Append record ``d`` (run-local index i, record rec of the graph) to the columns of ri;
-    ``c``: orch_submit_us, orch_arg_us, orch_scope_end_us, heap_bytes, clusters. (Called once
-    per record of a million: plain locals, the common case first.)"""
+    ``c``: orch_submit_us, orch_arg_us, orch_scope_end_us, heap_bytes, clusters, orch_edge_us,
+    orch_scope_task_us, the L2 miss rate; ``in_scope``: records submitted per scope depth since that scope's last
+    end. (Called once per record of a million: plain locals, the common case first.)"""
     get = d.get
     t, k = d["t"], _KIND.get(d["k"])
     heap, blocks = get("h", 0), get("b", 1)
@@ -260,8 +301,9 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
     except ValueError as e:
         raise ValueError(f"record {rec} (task {t}): {e}") from None
     where.add(t, i)
-    kern, shape, us, hbm, sync = -1, -1, 0.0, 0.0, False
+    kern, shape, us, lo, hi, hh, hr, sync = -1, -1, 0.0, 0.0, 0.0, 0.0, 0.0, False
     pidx = ri.preds.idx
+    ps = None
     if k == K_TASK or k == K_DUMMY:
         kern = get("kn", -1)
         if k == K_TASK:
@@ -270,7 +312,8 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
                                  f"{len(kernels)} kernels")
             costs.used.add(kern)
             if not get("sk"):
-                us, hbm = costs(t, kern, views[:len(args)] if pr is not None else views, get("s") or (), blocks)
+                us, lo, hi, hh, hr = costs(t, kern, views[:len(args)] if pr is not None else views, get("s") or (),
+                                           blocks, get("c"), get("cg"))
                 shape = shape_of[kern]
                 sync = bool(get("sy"))
                 if sync and blocks > c[4] * PER_CLUSTER[shape]:
@@ -293,13 +336,30 @@ def _flatten(ri: RunInput, i: int, rec: int, d: dict, kernels: list[dict], shape
     ri.kind.append(k)
     ri.depth.append(get("d", 0))
     ri.heap.append(heap)
-    ri.ocost.append(c[2] if k == K_SCOPE_END else c[0] + c[1] * len(views))
+    dep = get("d", 0)
+    if k == K_SCOPE_END:                 # releases the scope's reference on every record it holds
+        n = 0
+        for x in [x for x in in_scope if x >= dep]:
+            n += in_scope.pop(x)
+        ri.ocost.append(c[2] + c[6] * n)
+        ri.onargs.append(n)
+        ri.onpred.append(0)
+    else:
+        in_scope[dep] = in_scope.get(dep, 0) + 1
+        npred = len(ps) if ps else 0
+        ri.ocost.append(c[0] + c[1] * len(views) + c[5] * npred)
+        ri.onargs.append(len(views))
+        ri.onpred.append(npred)
     ri.kernel.append(kern)
     ri.shape.append(shape)
     ri.blocks.append(blocks)
     ri.sync.append(sync)
     ri.us.append(us)
-    ri.hbm.append(hbm)
+    ri.us_lo.append(lo)
+    ri.us_hi.append(hi)
+    ri.hbm.append(hh + c[7] * hr)
+    ri.hbm_host.append(hh)
+    ri.hbm_rt.append(hr)
     ri.preds.start.append(len(pidx))
     if views and k != K_SCOPE_END:
         owners = [a[5] for a in args if a[5] >= 0]
@@ -405,7 +465,7 @@ def critical_path(ri: RunInput, p: Params) -> tuple[float, int, float]:
 
 class _Thread:
     __slots__ = ("idx", "clusters", "masks", "P", "t0", "busy_until", "pend_t", "pend_kind", "pend_arg",
-                 "ver", "visible", "job_on", "pos_at", "busy")
+                 "ver", "visible", "run_on", "next_on", "fin_q", "open2", "pos_at", "busy")
 
     def __init__(self, idx: int, clusters: list[int], poll: float) -> None:
         self.idx = idx
@@ -415,8 +475,12 @@ class _Thread:
         self.t0 = 0.0                              # sweep origin (see module docstring)
         self.busy_until = 0.0                      # end of the completion handling / dispatch in progress
         self.pend_t, self.pend_kind, self.pend_arg, self.ver = INF, READ, 0, 0
-        self.visible: dict[int, float] = {}        # sweep position -> time its job's end became visible
-        self.job_on = [-1] * (3 * len(clusters))   # sweep position -> job running there
+        self.visible: dict[int, float] = {}        # sweep position -> when the oldest unread end there became visible
+        n = 3 * len(clusters)
+        self.run_on = [-1] * n                     # sweep position -> job running there (not ended), or -1
+        self.next_on = [-1] * n                    # ... job in the core's second slot, started when it ends
+        self.fin_q: list[deque[tuple[int, float]]] = [deque() for _ in range(n)]   # ended, not read: (job, visible)
+        self.open2 = [0, 0]                        # AIC / AIV lanes busy with a free second slot
         self.pos_at = [pos * poll for pos in range(3 * len(clusters))]   # a position's offset in a sweep
         self.busy = 0.0                            # time spent handling completions and dispatching
 
@@ -429,7 +493,9 @@ class _Sim:
         self.feed = feed                            # adds records to ri; False once there are no more
         n = self.n = len(ri.kind)
         self.poll, self.fin, self.dstart = p.sched_poll_us, p.fin_visible_us, p.dispatch_start_us
-        self.comp, self.disp = p.sched_complete_us, p.sched_dispatch_us
+        self.comp, self.disp, self.edge = p.sched_complete_us, p.sched_dispatch_us, p.sched_edge_us
+        self.two = p.core_slots >= 2               # a busy core takes a second task (the reference's pending slot)
+        self.pickup = p.core_switch_us
         self.cap = p.hbm_gbps * 1e3                # bytes per us
         self.window, self.heap_cap = p.task_window, p.heap_bytes
         T = self.T = p.sched_threads
@@ -651,7 +717,11 @@ class _Sim:
         if self.syncq:
             return                                  # held back behind a sync launch
         fit = FIT[s]
+        two = self.two and s <= SHAPE_AIV            # single-core shapes also fit a busy core's second slot
         for th in self.threads:
+            if two and th.open2[s]:
+                self.offer(th, t)
+                continue
             for m in th.masks:
                 if fit[m]:
                     self.offer(th, t)
@@ -725,6 +795,8 @@ class _Sim:
         queues = self.queues
         for s in DISPATCH_ORDER:
             if queues[s]:
+                if self.two and s <= SHAPE_AIV and th.open2[s] and not self.other_idle(th, s):
+                    return True
                 fit = FIT[s]
                 for m in th.masks:
                     if fit[m]:
@@ -770,24 +842,38 @@ class _Sim:
             th.pend_t = INF
 
     def read(self, th: _Thread, r: float, pos: int) -> None:
-        """The sweep reads position pos at r and finds its job's end."""
-        del th.visible[pos]
-        jid = th.job_on[pos]
-        th.job_on[pos] = -1
-        left = self.job_left[jid] - 1
-        self.job_left[jid] = left
-        if left:
-            self.recompute(th, r + self.poll)      # other cores of this job not seen yet
+        """The sweep reads position pos at r and finds the ends visible by then (its running job's,
+        and the second slot's if that one ended too: one register holds the latest FIN)."""
+        fq = th.fin_q[pos]
+        jid = fq.popleft()[0]
+        last = [jid]
+        while fq and fq[0][1] <= r + 1e-9:
+            last.append(fq.popleft()[0])
+        if fq:
+            th.visible[pos] = fq[0][1]
+        else:
+            del th.visible[pos]
+        h = r + self.poll
+        handled = False
+        for jid in last:
+            left = self.job_left[jid] - 1
+            self.job_left[jid] = left
+            if left:
+                continue                            # other cores of this job not seen yet
+            handled = True
+            j = self.job_rec[jid]
+            w = self.waiting.get(j)
+            comp = self.comp + self.edge * len(w) if w else self.comp     # + each consumer on its fanout list
+            if self.tl:
+                self.tl.sched.append((th.idx, h, h + comp, "complete", j))
+            h += comp
+            th.t0 += comp
+            th.busy += comp
+            heappush(self.ev, (h, PRIO_DONE, next(self.seq), EV_DONE, jid, j))
+        if not handled:
+            self.recompute(th, h)
             return
-        comp = self.comp
-        h = r + self.poll + comp
-        th.t0 += comp
         th.busy_until = h
-        th.busy += comp
-        j = self.job_rec[jid]
-        if self.tl:
-            self.tl.sched.append((th.idx, r + self.poll, h, "complete", j))
-        heappush(self.ev, (h, PRIO_DONE, next(self.seq), EV_DONE, jid, j))
         # No recompute(th, h) here: the EV_DONE just pushed comes first at h (its priority is lower
         # than a thread event's), and job_done ends with recompute(th, h) from the same state;
         # what happens in between can only compare against th's pending event, which that
@@ -801,7 +887,8 @@ class _Sim:
         while nocore:
             j = nocore.popleft()
             t0 = t
-            t += self.comp
+            w = self.waiting.get(j)
+            t += self.comp + self.edge * len(w) if w else self.comp
             if tl:
                 tl.sched.append((th.idx, t0, t, "complete", j))
             self.push(t, EV_DONE, -1, j)
@@ -823,6 +910,7 @@ class _Sim:
             self.to_dispatch[j] = 0
         if not self.syncq:
             queues, masks, T, i = self.queues, th.masks, self.T, th.idx
+            n_jobs = len(self.job_rec)
             for s in DISPATCH_ORDER:
                 q = queues[s]
                 if not q:
@@ -835,15 +923,14 @@ class _Sim:
                     if lanes is None:
                         k += 1
                         continue
-                    j = q[0]
-                    self.to_dispatch[j] -= 1
-                    if not self.to_dispatch[j]:
-                        q.popleft()
-                    t0 = t
-                    t += self.disp
-                    self.start_job(j, i + T * k, lanes, t)
-                    if tl:
-                        tl.sched.append((i, t0, t, "dispatch", j))
+                    t = self.place(q, i, i + T * k, lanes, t)
+            if self.two:                            # then busy cores' second slots (idle > pending)
+                placed = len(self.job_rec) > n_jobs
+                t = self.dispatch_second(th, t)
+                if placed and (queues[SHAPE_AIC] or queues[SHAPE_AIV]):
+                    for other in self.threads:      # fewer idle cores here: the others' gate may open
+                        if other is not th and (other.open2[SHAPE_AIC] or other.open2[SHAPE_AIV]):
+                            self.offer(other, t)
         if t > b:
             th.t0 += t - b
             th.busy_until = t
@@ -867,26 +954,85 @@ class _Sim:
 
     # -- cores and HBM -----------------------------------------------------------------------------
 
-    def start_job(self, j: int, c: int, lanes: tuple[int, ...], w: float) -> None:
-        """Dispatch written at w: the job occupies ``lanes`` of cluster c and starts dispatch_start later."""
+    def place(self, q: deque[int], i: int, c: int, lanes: tuple[int, ...], t: float, second: bool = False) -> float:
+        """Thread i's dispatch phase, at t, writes one block of the task at the head of q onto
+        ``lanes`` of cluster c (``second``: a busy core's second slot); the phase's new end."""
+        j = q[0]
+        self.to_dispatch[j] -= 1
+        if not self.to_dispatch[j]:
+            q.popleft()
+        t0 = t
+        t += self.disp
+        self.start_job(j, c, lanes, t, second)
+        if self.tl:
+            self.tl.sched.append((i, t0, t, "dispatch", j))
+        return t
+
+    def other_idle(self, th: _Thread, s: int) -> bool:
+        """Does another thread own an idle core for shape s? Then th leaves its second slots alone:
+        that thread takes the task at its next dispatch (the reference's peer-idle gate)."""
+        fit = FIT[s]
+        for other in self.threads:
+            if other is not th:
+                for m in other.masks:
+                    if fit[m]:
+                        return True
+        return False
+
+    def dispatch_second(self, th: _Thread, t: float) -> float:
+        """Single-core tasks into the second slot of owned cores that are busy (in the scheduler's
+        view: dispatched, end not read) and have it free -- unless another thread has an idle core
+        for them; AIC first on even threads, AIV first on odd ones (as the reference alternates
+        shapes by thread parity). Returns the phase's new end."""
+        queues, T, i = self.queues, self.T, th.idx
+        for s in SECOND_ORDER[i & 1]:
+            q = queues[s]
+            if not q or not th.open2[s] or self.other_idle(th, s):
+                continue
+            for pos in range(len(th.run_on)):
+                ln = pos % 3
+                if (ln != 0) != (s == SHAPE_AIV) or th.masks[pos // 3] >> ln & 1 or th.next_on[pos] >= 0:
+                    continue
+                t = self.place(q, i, i + T * (pos // 3), (ln,), t, second=True)
+                if not q or not th.open2[s]:
+                    break
+        return t
+
+    def start_job(self, j: int, c: int, lanes: tuple[int, ...], w: float, second: bool = False) -> None:
+        """Dispatch written at w: the job occupies ``lanes`` of cluster c and starts dispatch_start
+        later -- or, ``second``: it takes the second slot of a busy core (one lane) and starts when
+        the running job there ends (job_ended), core_switch_us after its end."""
         T = self.T
         th = self.threads[c % T]
         k = c // T
         rec = self.job_rec
         jid = len(rec)
-        m = th.masks[k]
-        on = th.job_on
-        for ln in lanes:
-            m &= ~(1 << ln)
-            on[3 * k + ln] = jid
-        th.masks[k] = m
-        start = w + self.dstart
         rec.append(j)
         self.job_cluster.append(c)
         self.job_lanes.append(lanes)
+        start = w + self.dstart
         self.job_start.append(start)
         self.job_end.append(start)
         self.job_left.append(len(lanes))
+        if second:
+            pos = 3 * k + lanes[0]
+            if th.run_on[pos] >= 0:                 # it waits for the running job
+                th.next_on[pos] = jid
+                th.open2[min(lanes[0], 1)] -= 1
+                return
+            th.run_on[pos] = jid                    # that job ended, its end not read yet: start now
+        else:
+            m = th.masks[k]
+            for ln in lanes:
+                m &= ~(1 << ln)
+                th.run_on[3 * k + ln] = jid
+                th.open2[min(ln, 1)] += 1
+            th.masks[k] = m
+        self.begin(jid, j, start)
+
+    def begin(self, jid: int, j: int, start: float) -> None:
+        """Job jid (of record j) starts running at ``start``."""
+        self.job_start[jid] = self.job_end[jid] = start
         ri = self.ri
         if ri.hbm[j] > 0.0:
             heappush(self.ev, (start, PRIO_CORE, next(self.seq), EV_START, jid, 0))
@@ -894,7 +1040,8 @@ class _Sim:
             heappush(self.ev, (start + ri.us[j], PRIO_CORE, next(self.seq), EV_END, jid, 0))
 
     def job_ended(self, jid: int, e: float) -> None:
-        """The job's kernel ended at e on every core it holds; each becomes visible fin_visible_us later."""
+        """The job's kernel ended at e on every core it holds; each becomes visible fin_visible_us
+        later, and a task waiting in a core's second slot starts core_switch_us after e."""
         self.job_end[jid] = e
         c = self.job_cluster[jid]
         th = self.threads[c % self.T]
@@ -904,19 +1051,36 @@ class _Sim:
         y = v if v > x else x
         for ln in self.job_lanes[jid]:
             pos = base + ln
+            th.fin_q[pos].append((jid, v))
+            nxt = th.next_on[pos]
+            if nxt >= 0:                            # the core picks its second task up by itself
+                th.next_on[pos] = -1
+                th.run_on[pos] = nxt
+                th.open2[min(ln, 1)] += 1
+                st = e + self.pickup
+                self.begin(nxt, self.job_rec[nxt], st if st > self.job_start[nxt] else self.job_start[nxt])
+            else:
+                th.run_on[pos] = -1
+            if pos in th.visible:
+                continue                            # an earlier end there is not read yet
             th.visible[pos] = v
             r = self.read_time(th, pos, y)
             if r < th.pend_t or (r == th.pend_t and th.pend_kind == READ and pos < th.pend_arg):
                 self.set_pending(th, r, READ, pos)
 
     def job_done(self, jid: int, j: int, t: float) -> None:
-        """A completion was handled at t (jid < 0: a core-less task): free the cores, maybe complete j."""
+        """A completion was handled at t (jid < 0: a core-less task): free the cores that have nothing
+        more to run or to report, maybe complete j."""
         if jid >= 0:
             c = self.job_cluster[jid]
             th = self.threads[c % self.T]
             k = c // self.T
             for ln in self.job_lanes[jid]:
-                th.masks[k] |= 1 << ln
+                pos = 3 * k + ln
+                if (th.run_on[pos] < 0 and th.next_on[pos] < 0 and not th.fin_q[pos]
+                        and not th.masks[k] >> ln & 1):      # (two ends read at once free it once)
+                    th.masks[k] |= 1 << ln
+                    th.open2[min(ln, 1)] -= 1
             self.blocks_left[j] -= 1
             if self.syncq:                          # freed cores may complete a waiting sync launch
                 for other in self.threads:
@@ -964,7 +1128,7 @@ class _Sim:
 
     # -- result ------------------------------------------------------------------------------------
 
-    def stats(self) -> RunStats:
+    def stats(self, crit: bool = True) -> RunStats:
         aic = aiv = hbm = 0.0
         us_hbm = self.ri.hbm
         for jid, lanes in enumerate(self.job_lanes):
@@ -978,17 +1142,19 @@ class _Sim:
         if self.tl:
             self.tl.jobs = list(zip(self.job_rec, self.job_cluster, self.job_lanes, self.job_start, self.job_end))
         end = max(self.last_done, self.orch_end)
-        cp, cp_n, dep = critical_path(self.ri, self.p)
+        cp, cp_n, dep = critical_path(self.ri, self.p) if crit else (0.0, 0, 0.0)
         ro = self.p.run_overhead_us
         return RunStats(end + ro, self.last_done, self.orch_end, self.orch_busy, self.orch_blocked,
                         [th.busy for th in self.threads], aic, aiv, hbm, cp + ro, cp_n, dep, len(self.job_rec),
-                        self.events, self.tl)
+                        self.events, self.tl, end)
 
 
-def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], bool] | None = None) -> RunStats:
+def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], bool] | None = None,
+             crit: bool = True) -> RunStats:
     """Simulate one run from an empty device; ``capture`` keeps the timeline for a trace. ``feed``
     adds records to ``ri`` when the orchestrator has submitted all it holds (Flattener.more, or
-    stream.py's reader process), returning False once the run has no more."""
+    stream.py's reader process), returning False once the run has no more. ``crit``: also the
+    critical path (off: its fields are 0)."""
     sim = _Sim(ri, p, capture, feed)
     enabled = gc.isenabled()
     gc.disable()            # millions of short-lived event tuples, no cycles: collection is pure cost
@@ -997,4 +1163,4 @@ def simulate(ri: RunInput, p: Params, capture: bool = False, feed: Callable[[], 
     finally:
         if enabled:
             gc.enable()
-    return sim.stats()
+    return sim.stats(crit)

@@ -2,7 +2,7 @@
 
     RunStats (model.py, raw busy times) + RunInput (counts)
         │  result(): utilisation = busy / (resource count × device_us); each resource's share of the
-        │  device time, and the largest share names what bounds the run
+        │  effective window, and the largest share names what bounds the run
         ▼
     RunResult per run ──combine()──▶ total (sums of times and busy times, shares recomputed)
         │
@@ -46,14 +46,19 @@ class RunResult:
     dependency_path_us: float       # the longest chain without submit times: what dependencies alone force
     busy: dict[str, float]          # orchestrator, sched<i>: us busy; AIC, AIV: core-us busy; HBM: bytes
     utilisation: dict[str, float]
-    shares: dict[str, float]        # utilisation + the critical path's share of the device time
+    shares: dict[str, float]        # utilisation + the critical path's share of the effective window
     bound_resource: str
     bound: str
     counts: dict[str, Any]
     events: int = 0
+    effective_us: float = 0.0       # the reference's "Effective": first submit to the last completion
+    effective_us_range: tuple[float, float] = (0.0, 0.0)     # [low, high] (predict(band=True))
+    device_us_range: tuple[float, float] = (0.0, 0.0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"run": self.run, "records": list(self.records), "device_us": self.device_us,
+        return {"run": self.run, "records": list(self.records), "effective_us": self.effective_us,
+                "effective_us_range": list(self.effective_us_range), "device_us": self.device_us,
+                "device_us_range": list(self.device_us_range),
                 "orchestration_us": self.orchestration_us, "orchestration_busy_us": self.orchestration_busy_us,
                 "orchestration_blocked_us": self.orchestration_blocked_us,
                 "critical_path_us": self.critical_path_us, "critical_path_tasks": self.critical_path_tasks,
@@ -81,6 +86,15 @@ def _shares(busy: dict[str, float], device_us: float, dep_us: float, p: Params) 
     return out
 
 
+BAND = ("Bands: the model again with every parameter at the fast end of its stated range and every kernel "
+        "time at the fast end of its band (counted: the tile layer's ranges; law: +-law_band; roofline: "
+        "[1/2, roofline_band]x), and at the slow ends; a band always holds its point.")
+
+
+def _rng(r: tuple[float, float]) -> str:
+    return f"[{r[0]:.1f}, {r[1]:.1f}]"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
@@ -104,17 +118,17 @@ def _sentence(shares: dict[str, float], busy: dict[str, float], device_us: float
                          f"(submit, dispatch, poll sweeps, completion) along the dependency chains and the run "
                          f"overhead.")
     if top == "orchestrator":
-        what = f"one AICPU thread submitting {counts['submits']} records is busy {_pct(u)} of the device time"
+        what = f"one AICPU thread submitting {counts['submits']} records is busy {_pct(u)} of the effective window"
     elif top.startswith("sched"):
-        what = f"it spends {_pct(u)} of the device time completing and dispatching tasks (polling not counted)"
+        what = f"it spends {_pct(u)} of the effective window completing and dispatching tasks (polling not counted)"
     elif top in ("AIC", "AIV"):
         n = p.clusters * (1 if top == "AIC" else 2)
-        what = f"the {n} {top} cores are busy {_pct(u)} of the device time"
+        what = f"the {n} {top} cores are busy {_pct(u)} of the effective window"
     elif top == "HBM":
         what = (f"{busy['HBM'] / 1e9:.3g} GB move at {_pct(u)} of the {p.hbm_gbps:g} GB/s cap over the device "
                 f"time")
     else:
-        what = f"the longest chain of dependencies alone takes {dep_us:.1f} us, {_pct(u)} of the device time"
+        what = f"the longest chain of dependencies alone takes {dep_us:.1f} us, {_pct(u)} of the effective window"
     return top, (f"Bound by {_name(top)}: {what} ({device_us:.1f} us); next: {_name(nxt)} at "
                  f"{_pct(shares[nxt])}.")
 
@@ -132,17 +146,20 @@ def result(ri: model.RunInput, st: model.RunStats, p: Params, n_edges: int) -> R
               "edges": n_edges, "critical_path_tasks": st.critical_path_tasks, "jobs": st.jobs,
               "tasks_by_kernel": dict(sorted(by_kernel.items()))}
     return _finish(ri.run, (ri.first, ri.end), st.device_us, st.orch_end_us, st.orch_busy_us, st.orch_blocked_us,
-                   st.critical_path_us, st.critical_path_tasks, st.dependency_path_us, busy, counts, st.events, p)
+                   st.critical_path_us, st.critical_path_tasks, st.dependency_path_us, busy, counts, st.events, p,
+                   st.effective_us, (st.effective_us, st.effective_us), (st.device_us, st.device_us))
 
 
 def _finish(run: int, records: tuple[int, int], device_us: float, orch_us: float, orch_busy: float,
             orch_blocked: float, cp_us: float, cp_tasks: int, dep_us: float, busy: dict[str, float],
-            counts: dict[str, Any], events: int, p: Params) -> RunResult:
-    shares = _shares(busy, device_us, dep_us, p)
-    top, sentence = _sentence(shares, busy, device_us, dep_us, counts, p)
+            counts: dict[str, Any], events: int, p: Params, effective_us: float,
+            effective_range: tuple[float, float], device_range: tuple[float, float]) -> RunResult:
+    window = effective_us if effective_us > 0 else device_us       # where the schedulers run
+    shares = _shares(busy, window, dep_us, p)
+    top, sentence = _sentence(shares, busy, window, dep_us, counts, p)
     util = {r: min(shares[r], 1.0) for r in _resources(p)}
     return RunResult(run, records, device_us, orch_us, orch_busy, orch_blocked, cp_us, cp_tasks, dep_us, busy,
-                     util, shares, top, sentence, counts, events)
+                     util, shares, top, sentence, counts, events, effective_us, effective_range, device_range)
 
 
 def combine(runs: list[RunResult], p: Params) -> RunResult:
@@ -164,7 +181,9 @@ def combine(runs: list[RunResult], p: Params) -> RunResult:
                    s(r.orchestration_us for r in runs), s(r.orchestration_busy_us for r in runs),
                    s(r.orchestration_blocked_us for r in runs), s(r.critical_path_us for r in runs),
                    s(r.critical_path_tasks for r in runs), s(r.dependency_path_us for r in runs), busy, counts,
-                   s(r.events for r in runs), p)
+                   s(r.events for r in runs), p, s(r.effective_us for r in runs),
+                   (s(r.effective_us_range[0] for r in runs), s(r.effective_us_range[1] for r in runs)),
+                   (s(r.device_us_range[0] for r in runs), s(r.device_us_range[1] for r in runs)))
 
 
 @dataclass
@@ -175,14 +194,41 @@ class Prediction:
     params: Params
     runs: list[RunResult]
     total: RunResult
-    laws: dict[str, str]                      # kernel -> "law module.fn" | "roofline default"
+    laws: dict[str, str]                      # kernel -> "counted (tile layer)" | "law module.fn" | "roofline default"
     notes: list[str] = field(default_factory=list)
     inputs: list[model.RunInput] = field(default_factory=list, repr=False, compare=False)
     kernel_names: list[str] = field(default_factory=list, repr=False, compare=False)
+    kernel_costs: dict[str, dict[str, int]] = field(default_factory=dict)   # short name -> tasks priced
+    #                                                                         {"counted", "law", "roofline"}
 
     @property
     def device_us(self) -> float:
         return self.total.device_us
+
+    @property
+    def device_us_range(self) -> tuple[float, float]:
+        return self.total.device_us_range
+
+    @property
+    def effective_us(self) -> float:
+        return self.total.effective_us
+
+    @property
+    def effective_us_range(self) -> tuple[float, float]:
+        return self.total.effective_us_range
+
+    @property
+    def roofline_kernels(self) -> list[str]:
+        """Kernels (short names) some task of which was priced by the roofline default: a guess."""
+        return [k for k, v in self.kernel_costs.items() if v.get("roofline")]
+
+    def headline(self) -> str:
+        """The first line: what was predicted, and whether any kernel time is a roofline guess."""
+        roof = self.roofline_kernels
+        warn = (f" -- ROOFLINE GUESS for kernel{'s' if len(roof) > 1 else ''} {', '.join(roof)} (no counted "
+                f"costs, no cost law): band widened to [1/2, {self.params.roofline_band:g}]x their time"
+                if roof else "")
+        return f"predicted a2a3 time of {self.source}{warn}"
 
     @property
     def orchestration_us(self) -> float:
@@ -212,17 +258,38 @@ class Prediction:
     def counts(self) -> dict[str, Any]:
         return self.total.counts
 
+    def summary(self) -> dict[str, Any]:
+        """The prediction as the columns a run or benchmark row carries (``--predict``):
+        predicted_a2a3_us (= device_us, the name kept from before), predicted_effective_us,
+        predicted_device_us and their ranges, predicted_bound, predicted_roofline (kernels guessed)."""
+        return {"predicted_a2a3_us": self.device_us, "predicted_device_us": self.device_us,
+                "predicted_device_us_range": list(self.device_us_range), "predicted_effective_us": self.effective_us,
+                "predicted_effective_us_range": list(self.effective_us_range), "predicted_bound": self.bound_resource,
+                "predicted_roofline": self.roofline_kernels}
+
+    def line(self) -> str:
+        """One line: both metrics with their bands, what bounds the run, and any roofline guess."""
+        (el, eh), (dl, dh) = self.effective_us_range, self.device_us_range
+        roof = self.roofline_kernels
+        return (f"effective {self.effective_us / 1e3:.3f} ms [{el / 1e3:.3f}, {eh / 1e3:.3f}], device wall "
+                f"{self.device_us / 1e3:.3f} ms [{dl / 1e3:.3f}, {dh / 1e3:.3f}] ({self.bound_resource})"
+                + (f"; ROOFLINE GUESS for {', '.join(roof)}" if roof else ""))
+
     def run(self, n: int) -> Prediction:
         """The prediction of run n alone (index into ``runs``)."""
         if not -len(self.runs) <= n < len(self.runs):
             raise ValueError(f"run={n}: this prediction has {len(self.runs)} run(s) (0..{len(self.runs) - 1})")
         r = self.runs[n]
         return Prediction(f"{self.source} run {r.run}", self.params, [r], r, self.laws, self.notes,
-                          self.inputs[n:n + 1] if self.inputs else [], self.kernel_names)
+                          self.inputs[n:n + 1] if self.inputs else [], self.kernel_names, self.kernel_costs)
 
     def to_json(self) -> dict[str, Any]:
         t = self.total
-        return {"source": self.source, "device_us": t.device_us, "orchestration_us": t.orchestration_us,
+        return {"source": self.source, "headline": self.headline(), "effective_us": t.effective_us,
+                "effective_us_range": list(t.effective_us_range), "device_us": t.device_us,
+                "device_us_range": list(t.device_us_range), "band": BAND,
+                "roofline_kernels": self.roofline_kernels, "kernel_costs": self.kernel_costs,
+                "orchestration_us": t.orchestration_us,
                 "orchestration_busy_us": t.orchestration_busy_us,
                 "orchestration_blocked_us": t.orchestration_blocked_us, "critical_path_us": t.critical_path_us,
                 "critical_path_tasks": t.critical_path_tasks, "dependency_path_us": t.dependency_path_us,
@@ -248,15 +315,16 @@ class Prediction:
 
     def __str__(self) -> str:
         p = self.params
-        head = (f"predicted a2a3 time of {self.source}\n  model: {p.clusters} clusters ({p.clusters} AIC + "
+        head = (f"{self.headline()}\n  model: {p.clusters} clusters ({p.clusters} AIC + "
                 f"{2 * p.clusters} AIV), {p.sched_threads} scheduler threads, HBM cap {p.hbm_gbps:g} GB/s"
                 + (f"; changed: {', '.join(f'{k}={v:g}' for k, v in p.changed().items())}" if p.changed() else ""))
-        cols = ("run", "records", "tasks", "device_us", "orch_us", "orch_busy", "blocked", "crit_us", "crit_n",
-                "bound")
+        cols = ("run", "records", "tasks", "effective_us", "[low, high]", "device_us", "[low, high]", "orch_us",
+                "orch_busy", "blocked", "crit_us", "crit_n", "bound")
         rows = [cols]
         for r in self.runs + ([self.total] if len(self.runs) > 1 else []):
             rows.append(("total" if r.run < 0 else str(r.run), str(r.counts["records"]), str(r.counts["tasks"]),
-                         f"{r.device_us:.1f}", f"{r.orchestration_us:.1f}", f"{r.orchestration_busy_us:.1f}",
+                         f"{r.effective_us:.1f}", _rng(r.effective_us_range), f"{r.device_us:.1f}",
+                         _rng(r.device_us_range), f"{r.orchestration_us:.1f}", f"{r.orchestration_busy_us:.1f}",
                          f"{r.orchestration_blocked_us:.1f}", f"{r.critical_path_us:.1f}",
                          str(r.critical_path_tasks), r.bound_resource))
         w = [max(len(x[i]) for x in rows) for i in range(len(cols))]
@@ -264,12 +332,17 @@ class Prediction:
         t = self.total
         util = ", ".join(f"{k} {_pct(v)}" for k, v in t.utilisation.items())
         by_law: dict[str, list[str]] = {}
+        ran = set(self.kernel_costs)
         for k, v in self.laws.items():
+            if ran and k.rsplit(".", 1)[-1] not in ran:
+                continue                            # loaded but never run: how it would be priced does not matter
             by_law.setdefault(v.rsplit(".", 1)[0] if v.startswith("law ") else v, []).append(k.rsplit(".", 1)[-1])
         laws = "; ".join(f"{', '.join(ks)}: {v.removeprefix('law ')}" for v, ks in by_law.items())
         lines = [head, *table, f"  {t.bound}", f"  utilisation: {util}",
                  f"  kernels by count: {', '.join(f'{k} {v}' for k, v in t.counts['tasks_by_kernel'].items())}; "
-                 f"edges {t.counts['edges']}", f"  laws: {laws}"]
+                 f"edges {t.counts['edges']}", f"  kernel times: {laws}",
+                 f"  effective_us: first submit to the last completion (the reference's Effective); device_us: "
+                 f"+ run_overhead_us {p.run_overhead_us:g} (preamble, prep, teardown: its device wall). {BAND}"]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -278,10 +351,11 @@ class Prediction:
 
 
 def _floors(r: RunResult) -> dict[str, float]:
-    """Each resource's own lower bound on the device time, in us (share x device time); the scheduler
+    """Each resource's own lower bound on the effective window, in us (share x window); the scheduler
     threads as one entry, their busiest thread."""
-    out = {k: v * r.device_us for k, v in r.shares.items() if not k.startswith("sched")}
-    out[SCHEDS] = max(v * r.device_us for k, v in r.shares.items() if k.startswith("sched"))
+    w = r.effective_us or r.device_us
+    out = {k: v * w for k, v in r.shares.items() if not k.startswith("sched")}
+    out[SCHEDS] = max(v * w for k, v in r.shares.items() if k.startswith("sched"))
     return out
 
 
@@ -313,7 +387,8 @@ def compare(a: Prediction, b: Prediction, labels: tuple[str, str] | None = None)
     ta, tb, pa, pb = a.total, b.total, a.params, b.params
     sa, sb = sum(ta.busy[f"sched{i}"] for i in range(pa.sched_threads)), \
         sum(tb.busy[f"sched{i}"] for i in range(pb.sched_threads))
-    rows = [("device_us", ta.device_us, tb.device_us),
+    rows = [("effective_us", ta.effective_us, tb.effective_us),
+            ("device_us", ta.device_us, tb.device_us),
             ("orchestration_us", ta.orchestration_us, tb.orchestration_us),
             ("orchestrator busy us", ta.orchestration_busy_us, tb.orchestration_busy_us),
             ("orchestrator blocked us", ta.orchestration_blocked_us, tb.orchestration_blocked_us),

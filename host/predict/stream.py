@@ -16,12 +16,18 @@ Used by ``predict()`` for files of READER_MIN_BYTES or more; a smaller file is r
 
 The reader ignores Ctrl-C (this process decides), and exits when the pipe breaks (this process
 gone); ``close()`` ends it on every path: joined after "done", terminated otherwise.
+
+``in_children(fn, args)`` runs fn(*a) for each a in a forked process of its own and returns the
+results in order: a big run's band (the model at the fast and at the slow end of every range,
+predict's ``with_band``) is two more simulations, side by side on two CPUs. Same rules: the
+children ignore Ctrl-C and are ended on every path.
 """
 
 from __future__ import annotations
 
 import signal
 from array import array
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import multiprocess
@@ -37,8 +43,9 @@ MP = multiprocess.get_context("fork")     # pinned: the reader inherits the laws
 
 def _columns(ri: RunInput) -> list[array]:
     """Every column of a RunInput, in a fixed order (what a "rows" message carries)."""
-    return [ri.tid, ri.kind, ri.kernel, ri.depth, ri.shape, ri.blocks, ri.sync, ri.heap, ri.ocost, ri.us, ri.hbm,
-            ri.preds.start, ri.preds.idx, ri.owners.start, ri.owners.idx]
+    return [ri.tid, ri.kind, ri.kernel, ri.depth, ri.shape, ri.blocks, ri.sync, ri.heap, ri.ocost, ri.onargs,
+            ri.onpred, ri.us, ri.us_lo, ri.us_hi, ri.hbm, ri.hbm_host, ri.hbm_rt, ri.preds.start, ri.preds.idx,
+            ri.owners.start, ri.owners.idx]
 
 
 def _read(conn: Any, path: str, picked: list, kernels: list[dict], table: LawTable, p: Params) -> None:
@@ -56,7 +63,7 @@ def _read(conn: Any, path: str, picked: list, kernels: list[dict], table: LawTab
                     sent = [len(c) for c in cols]
                 conn.send(("end", n, f.ri.end))
             rec.finish()
-        conn.send(("done", costs.used))
+        conn.send(("done", costs.used, costs.sources))
     except ValueError as e:
         conn.send(("error", str(e)))
     except (BrokenPipeError, EOFError):
@@ -104,11 +111,12 @@ class Reader:
             col.frombytes(b)
         return True
 
-    def finish(self) -> set[int]:
-        """After the last run: the kernel indices some task ran with (the reader then exits)."""
+    def finish(self) -> tuple[set[int], dict[int, list[int]]]:
+        """After the last run: the kernel indices some task ran with, and how many tasks of each were
+        priced from counts, a law or the roofline (laws.TaskCosts.sources); the reader then exits."""
         msg = self._get()
         self._proc.join(5)
-        return msg[1]
+        return msg[1], msg[2]
 
     def close(self) -> None:
         """End the reader, whatever happened (idempotent)."""
@@ -119,3 +127,50 @@ class Reader:
                 self._proc.kill()
         self._proc.join()
         self._conn.close()
+
+
+def _child(conn: Any, fn: Callable, args: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conn.send(("ok", fn(*args)))
+    except (BrokenPipeError, EOFError):
+        pass
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def in_children(fn: Callable, calls: Sequence[tuple]) -> list[Any]:
+    """[fn(*a) for a in calls], each call in a forked process of its own, all at once."""
+    procs, conns = [], []
+    try:
+        for a in calls:
+            parent, child = MP.Pipe(duplex=False)
+            pr = MP.Process(target=_child, args=(child, fn, a), daemon=True, name="ptoemu-predict-band")
+            pr.start()
+            child.close()
+            procs.append(pr)
+            conns.append(parent)
+        out = []
+        for c in conns:
+            try:
+                kind, value = c.recv()
+            except EOFError:
+                raise RuntimeError("a band simulation's process ended without a word (killed?)") from None
+            if kind == "error":
+                raise RuntimeError(f"band simulation failed: {value}")
+            out.append(value)
+        return out
+    finally:
+        for pr in procs:
+            if pr.is_alive():
+                pr.join(5)
+            if pr.is_alive():
+                pr.terminate()
+                pr.join(5)
+                if pr.is_alive():
+                    pr.kill()
+            pr.join()
+        for c in conns:
+            c.close()

@@ -4,6 +4,8 @@
     │                          layer, pipes): what device/ and host/ stand on
     └── workloads/             what runs ON that API; imports only ``kernels`` (never host/device)
         workload.py            what a runnable workload is (one shape for every entry)
+        fill.py                seeded random inputs, one stream per slice: the same bits on the
+                               device's cores (one AIV task per slice) or in one process
         catalogue.py           every workload by the reference's name
         examples/              the reference's small examples (vector_chain, tiled_matmul, ...)
         paged_attention/       the decode pipeline in all its reference variants

@@ -28,6 +28,7 @@ MODULES: dict[str, str] = {
     "paged_attention_unroll_4dims": "kernels.workloads.paged_attention.unroll_4dims:PAGED_ATTENTION_UNROLL_4DIMS",
     "batch_paged_attention": "kernels.workloads.paged_attention.batch:BATCH_PAGED_ATTENTION",
     "paged_attention_ringbuffer": "kernels.workloads.paged_attention.batch:PAGED_ATTENTION_RINGBUFFER",
+    "spmd_paged_attention": "kernels.workloads.paged_attention.spmd",
     # the reference's scene tests for its newer API (kernels/workloads/scenes)
     "vector_example": "kernels.workloads.scenes.data:VECTOR_EXAMPLE",
     "scalar_data": "kernels.workloads.scenes.data:SCALAR_DATA",

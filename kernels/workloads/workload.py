@@ -4,7 +4,12 @@
 
     build(params, seed, alloc)      every array the run uses -- inputs and outputs -- made with
                                     ``alloc(shape, dtype)`` (device memory, when the host runner
-                                    passes ``dev.empty`` + ``host_view``) and filled
+                                    passes ``dev.empty`` + ``host_view``) and filled; random
+                                    values with ``fill.fill(array, dist, seed, name, alloc)``
+                                    (kernels/workloads/fill.py): seeded per slice, so the same
+                                    bits whoever fills them -- the device's cores when ``alloc``
+                                    has a ``fill`` method (host/run.py build_on's), else this
+                                    process
     orchestrate(rt, t, params, variant)
                                     submits the run's tasks; ``t`` maps the same names to device
                                     tensors; may return a dict of facts (groups, chunks, ...)
@@ -33,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+# alloc(shape, dtype) -> array; a device's may also have fill(array, table, seed, stream) (fill.py)
 Alloc = Callable[[tuple, Any], np.ndarray]
 
 
@@ -73,19 +79,3 @@ def numpy_alloc(shape: tuple, dtype: Any) -> np.ndarray:
     """``alloc`` for building a workload's arrays in ordinary memory (goldens, tests)."""
     return np.empty(shape, dtype)
 
-
-FILL_SLICE = 1 << 20        # elements drawn at a time by fill_normal
-
-
-def fill_normal(dst: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> None:
-    """Fill ``dst`` (1-D) with ``scale`` x N(0, 1) drawn in float32 -- the same values as
-    ``rng.standard_normal(out=dst); dst *= scale`` -- slice by slice and through ``dst[...] = ``:
-    no full-size temporary, and an ``alloc`` that hands out write-discarding views (counting
-    tasks, host/run.py) costs nothing."""
-    buf = np.empty(min(FILL_SLICE, dst.size), np.float32)
-    for start in range(0, dst.size, FILL_SLICE):
-        b = buf[:min(FILL_SLICE, dst.size - start)]
-        rng.standard_normal(b.shape, dtype=np.float32, out=b)
-        if scale != 1.0:
-            b *= np.float32(scale)
-        dst[start:start + b.size] = b

@@ -18,7 +18,7 @@ manual-scope twin and the multi-round test, as catalogue workloads.
         the same tasks, but each group is one ``rt.scope(manual=True)`` with no per-block scope
         (an AUTO scope inside a MANUAL one is illegal) and every edge explicit: SF deps=[QK],
         PV deps=[SF], UP deps=[PV, previous UP, and on the last block the alloc] -- the alloc
-        edge only keeps the accumulators alive until their last reader (REFERENCE_HEAD §7)
+        edge only keeps the accumulators alive until their last reader (docs/reference.md §7)
 
     multi_round_paged_attention    (tests/st/.../multi_round_paged_attention)
         the baseline graph, run ``rounds`` times from the same inputs: ``ptoemu run

@@ -7,19 +7,23 @@ per sequence, repeated cyclically to the batch as the reference does), max_model
 with. A case may also fix ``scale`` (default 1/sqrt(head_dim)).
 
 ``generate_inputs(case)`` builds the inputs the way the reference does: query U(-0.5, 0.5), keys
-U(-0.5, 0.5), values U(-1, 1), drawn in fp32 and rounded to bf16; ``batch * ceil(max context /
-block_size)`` physical KV blocks (Case1: 16384 blocks, 512 MiB each for K and V); a block table of
-``max_model_len / block_size`` columns whose used entries are a random permutation of the physical
-blocks (no two sequences share a block) and whose unused entries are random valid block indices.
+U(-0.5, 0.5), values U(-1, 1), in bf16; ``batch * ceil(max context / block_size)`` physical KV
+blocks (Case1: 16384 blocks, 512 MiB each for K and V); a block table of ``max_model_len /
+block_size`` columns whose used entries are a random permutation of the physical blocks (no two
+sequences share a block) and whose unused entries are random valid block indices.
 
-Every array comes from ``alloc(shape, dtype)`` (default ``np.empty``) and is filled in slices of a
-few MiB, so a caller can hand out shared-memory arrays and Case1's 1 GiB cache is written once, in
-place, without a full fp32 copy ever existing.
+Every array comes from ``alloc(shape, dtype)`` (default ``np.empty``). The three bf16 arrays are
+filled by kernels/workloads/fill.py, slice by slice from a seeded stream per slice: in place (Case1's
+1 GiB cache is written once, no fp32 copy of it ever exists), on the device's cores when ``alloc``
+is a device's (host/run.py build_on), and with the same bits whoever fills them. The block table
+comes from ``np.random.default_rng(seed)`` (a permutation of 16384 blocks is quick).
 
 Differences from the reference generator, on purpose: scale is 1/sqrt(head_dim) (the reference
 passes 1.0; the ``ref_scale`` case keeps 1.0), the used block-table entries are a permutation (the
-reference draws them with replacement, so sequences may share blocks), and Case2 has batch 256 as
-in the design notes (the reference's a2a3 Case2 uses batch 64).
+reference draws them with replacement, so sequences may share blocks), Case2 has batch 256 as in
+the design notes (the reference's a2a3 Case2 uses batch 64), and the uniform values are fill.py's
+(65,536 equally likely levels rounded toward zero to bf16, so never the upper bound) rather than
+fp32 draws rounded to nearest.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-__all__ = ["CASES", "DEFAULTS", "case_params", "generate_inputs", "input_specs"]
+from kernels.workloads.fill import fill, uniform
+
+__all__ = ["CASES", "DEFAULTS", "case_params", "fill_inputs", "generate_inputs", "input_specs"]
 
 DEFAULTS: dict[str, Any] = {"kv_head_num": 1, "max_model_len": 32768, "dtype": "bfloat16", "unroll": 64}
 
@@ -89,7 +95,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 _REQUIRED = ("batch", "num_heads", "head_dim", "block_size", "context_len")
-_SLICE_ELEMS = 1 << 22          # values drawn per slice while filling (16 MiB of fp32)
+_VALUES = {"query": uniform(-0.5, 0.5), "key_cache": uniform(-0.5, 0.5), "value_cache": uniform(-1.0, 1.0)}
 
 Alloc = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
@@ -123,20 +129,6 @@ def _context_lens(params: dict[str, Any]) -> np.ndarray:
     return vals
 
 
-def _fill_uniform(dst: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> None:
-    """Fill ``dst`` (contiguous) with U(lo, hi) drawn in fp32, slice by slice (no full fp32 copy)."""
-    if not dst.flags.c_contiguous:
-        raise ValueError("generate_inputs: alloc must return C-contiguous arrays")
-    flat = dst.reshape(-1)
-    buf = np.empty(min(_SLICE_ELEMS, flat.size), np.float32)
-    for start in range(0, flat.size, _SLICE_ELEMS):
-        b = buf[:min(_SLICE_ELEMS, flat.size - start)]
-        rng.random(out=b, dtype=np.float32)
-        b *= np.float32(hi - lo)
-        b += np.float32(lo)
-        flat[start:start + b.size] = b           # rounds to the destination dtype (bf16)
-
-
 def input_specs(case: str | dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shapes and dtypes of the arrays ``generate_inputs`` fills, without generating anything.
 
@@ -168,28 +160,37 @@ def generate_inputs(case: str | dict[str, Any], seed: int = 0, *,
     shapes are those of ``input_specs(case)``.
     """
     params = case_params(case)
-    specs = input_specs(params)
     alloc = alloc or (lambda shape, dtype: np.empty(shape, dtype))
-    rng = np.random.default_rng(seed)
-
     arrays: dict[str, np.ndarray] = {}
-    for name, (shape, dtype) in specs.items():
+    for name, (shape, dtype) in input_specs(params).items():
         arr = arrays[name] = alloc(shape, dtype)
         if arr.shape != shape or arr.dtype != dtype:
             raise ValueError(f"generate_inputs: alloc{shape, dtype} for {name} returned "
                              f"{arr.shape} {arr.dtype}")
-
-    ctx = _context_lens(params)
-    total_blocks, _, _, _ = specs["key_cache"][0]
-    batch, table_cols = specs["block_table"][0]
-    used = total_blocks // batch                    # blocks per sequence: the longest one's count
-    block_table = arrays["block_table"]
-    block_table[:, :used] = rng.permutation(total_blocks).reshape(batch, used)
-    block_table[:, used:] = rng.integers(0, total_blocks, (batch, table_cols - used))
-    arrays["context_lens"][:] = ctx
-    _fill_uniform(arrays["query"], -0.5, 0.5, rng)
-    _fill_uniform(arrays["key_cache"], -0.5, 0.5, rng)
-    _fill_uniform(arrays["value_cache"], -1.0, 1.0, rng)
-
+    fill_inputs(params, seed, arrays, alloc)
     scale = float(params.get("scale", 1.0 / math.sqrt(params["head_dim"])))
     return {**params, **arrays, "scale": scale}
+
+
+def fill_inputs(case: str | dict[str, Any], seed: int, arrays: dict[str, np.ndarray],
+                alloc: Alloc | None = None) -> None:
+    """Fill the five arrays of ``input_specs(case)`` (same sizes and dtypes; a caller may hand
+    reshaped views of its own arrays, as the 4-D workload does) as ``generate_inputs`` does;
+    ``alloc`` is the one they came from (its ``fill``, if any, fills on a device's cores)."""
+    params = case_params(case)
+    specs = input_specs(params)
+    for name, (shape, dtype) in specs.items():
+        a = arrays[name]
+        if a.size != math.prod(shape) or a.dtype != dtype or not a.flags.c_contiguous:
+            raise ValueError(f"fill_inputs: {name} must be C-contiguous with {math.prod(shape)} {dtype} "
+                             f"elements {shape}, got {a.shape} {a.dtype}")
+    rng = np.random.default_rng(seed)
+    total_blocks = specs["key_cache"][0][0]
+    block_table = arrays["block_table"].reshape(specs["block_table"][0])
+    batch, table_cols = block_table.shape
+    used = total_blocks // batch                    # blocks per sequence: the longest one's count
+    block_table[:, :used] = rng.permutation(total_blocks).reshape(batch, used)
+    block_table[:, used:] = rng.integers(0, total_blocks, (batch, table_cols - used))
+    arrays["context_lens"].reshape(-1)[:] = _context_lens(params)
+    for name, dist in _VALUES.items():
+        fill(arrays[name], dist, seed, name, alloc)

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from kernels.workloads.paged_attention.baseline import INPUTS, REF_SCALE, reference_case
-from kernels.workloads.paged_attention.cases import CASES, case_params, generate_inputs
+from kernels.workloads.paged_attention.cases import CASES, case_params, fill_inputs, input_specs
 from kernels.workloads.paged_attention.golden import golden
 from kernels.workloads.paged_attention.kernels import qk_4dims, sf_4dims
 from kernels.workloads.paged_attention.orchestration import orchestrate
@@ -58,21 +58,15 @@ N_UNROLL = 64                   # the reference's KV blocks per task
 
 def build(params: Mapping[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
     """generate_inputs' arrays with query [batch, 1, heads, D] bf16, and a zeroed out [batch, 1, heads, D] fp32."""
-    held: dict[str, np.ndarray] = {}
-
-    def alloc_4d_query(shape: tuple, dtype: Any) -> np.ndarray:
-        # generate_inputs asks for a 3-D query (its only 3-D array); hand it a view of a 4-D one
-        # so the device array itself has the reference's shape.
-        if len(shape) == 3:
-            batch, heads, head_dim = shape
-            held["query"] = alloc((batch, 1, heads, head_dim), dtype)
-            return held["query"].reshape(shape)
-        return alloc(shape, dtype)
-
-    inp = generate_inputs(dict(params), seed, alloc=alloc_4d_query)
-    out = alloc(held["query"].shape, np.float32)
+    specs = input_specs(dict(params))
+    (batch, heads, head_dim), bf16 = specs["query"]
+    query = alloc((batch, 1, heads, head_dim), bf16)     # the device array has the reference's shape
+    arrays = {n: alloc(*specs[n]) for n in INPUTS[1:]}
+    # filled as generate_inputs fills its 3-D query: the same bytes, the same values
+    fill_inputs(dict(params), seed, {"query": query.reshape(batch, heads, head_dim), **arrays}, alloc)
+    out = alloc(query.shape, np.float32)
     out[...] = 0
-    return {**{n: inp[n] for n in INPUTS}, "query": held["query"], "out": out}
+    return {"query": query, **arrays, "out": out}
 
 
 def _orchestrate(rt: Any, t: dict, params: Mapping[str, Any], variant: str) -> dict[str, int]:

@@ -8,7 +8,7 @@
                     spmd_starvation, available_aicore_counts
     data.py         scalar_data, vector_example, heap_empty_ring_rebase
 
-Cases, shapes and expected values are the reference's (../shared/REFERENCE_HEAD.md §§1-9, 11);
+Cases, shapes and expected values are the reference's (docs/reference.md §§1-9, 11);
 widths that depend on the device are read from ``rt.available_clusters()`` /
 ``rt.available_aiv()`` at run time and reported back through a ``layout`` tensor
 (``rt.set_tensor_data``), from which the check rebuilds the expected values -- as the

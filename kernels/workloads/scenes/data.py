@@ -1,5 +1,5 @@
 """Data scenes: scalar reads and writes from the orchestration, initial values, runtime outputs,
-heap reuse across scopes (REFERENCE_HEAD.md §4, §8, §10).
+heap reuse across scopes (docs/reference.md §4, §8, §10).
 
     scalar_data              a = 2.0 (16384 f32), b = arange; 8 records (6 kernels, 2 allocs):
       c = add(a, b)                                 check[0] = c[0] = 2,  check[1] = c[100] = 102

@@ -1,6 +1,6 @@
 """Dependency scenes: explicit deps, dummy tasks, dense fan-in, predicated dispatch.
 
-    dummy_task            X, Y, W: 16 f32 at -1. 4 cases (REFERENCE_HEAD.md §2):
+    dummy_task            X, Y, W: 16 f32 at -1. 4 cases (docs/reference.md §2):
       SingleDummyAutoDep        WRITE_CONST(InOut X) -> dummy(InOut X) -> COPY_FIRST(In X, InOut Y)
       LongDummyChain            the same with 4 chained InOut-X dummies
       DummyExplicitDepBarrier   A = WRITE_CONST(X), B = WRITE_CONST(W), dummy(deps A, B),

@@ -1,4 +1,4 @@
-"""SPMD scenes: multi-block tasks, start-together launches, waves (REFERENCE_HEAD.md §6, §9).
+"""SPMD scenes: multi-block tasks, start-together launches, waves (docs/reference.md §6, §9).
 
 Every scene is a *launch plan*: a list of launches (kernel kind, blocks, sync_start, spin) run in
 order, each writing the cache lines (CL, 16 f32) of its blocks from a running base CL:
