@@ -123,7 +123,7 @@ class Accounting:
         return rows
 
     def report(self, records: int, runtime: dict[str, int], busy_ns: int = 0, loops: int = 0,
-               loop_phases: dict | None = None) -> C.StatsReply:
+               loop_phases: dict | None = None, notices: tuple[str, ...] = ()) -> C.StatsReply:
         """The statistics so far, with the counts the owner keeps: records finished, runtime
         records by kind (TaskTable.runtime_counts), the scheduler loop's busy time, passes and
         (tracing) phase times."""
@@ -135,7 +135,7 @@ class Accounting:
                      if self.count[k] or self.skipped[k] or self.errors[k] or self.pred_false[k]},
             runtime_tasks=dict(runtime), records=records, timed_tasks=self.timed,
             phase_ns=dict(zip(PHASES, self.phase)), scheduler_busy_ns=busy_ns, scheduler_loops=loops,
-            scheduler_phase_ns=loop_phases)
+            scheduler_phase_ns=loop_phases, notices=notices)
 
 
 class CountedCosts:

@@ -302,7 +302,7 @@ TRACE_COLUMNS = ("tid", "kernel", "shape", "submit", "ready", "dispatch", "done"
 # The fields carried, in order (the recorded graph's "c" rows, host/graph.py): fixed here, so a field
 # Counts gains later is not carried until this list (and the graph format) says so.
 COUNT_FIELDS: tuple[str, ...] = ("mte2", "mte1", "mte3", "cube", "vector", "scalar", "gm_read", "gm_write",
-                                 "instructions", "us", "us_low", "us_high")
+                                 "instructions", "us", "us_low", "us_high", "handshakes")
 COUNT_WORDS = len(COUNT_FIELDS)
 CNT_GM_READ, CNT_GM_WRITE, CNT_INSTR, CNT_US = (COUNT_FIELDS.index(n) for n in
                                                 ("gm_read", "gm_write", "instructions", "us"))
@@ -335,7 +335,7 @@ def counts_from_row(row: Any) -> Counts:
         raise ValueError(f"counted costs {list(row)!r:.80}: expected {COUNT_WORDS} numbers "
                          f"({', '.join(COUNT_FIELDS)})")
     v: dict[str, Any] = {name: float(x) for name, x in zip(COUNT_FIELDS, row)}
-    for name in ("gm_read", "gm_write", "instructions"):
+    for name in ("gm_read", "gm_write", "instructions", "handshakes"):
         v[name] = int(v[name])
     return Counts(**{name: v.get(name, 0) for name in Counts.__slots__})
 
@@ -426,11 +426,13 @@ class StatsReply:
     scheduler_busy_ns: int = 0
     scheduler_loops: int = 0
     scheduler_phase_ns: dict[str, int] | None = None
+    notices: tuple[str, ...] = ()    # what tasks' end checks found (kernels/waits.py task_end_check)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["kernels"] = {k: asdict(v) for k, v in self.kernels.items()}
         d["runtime_tasks"], d["phase_ns"] = dict(self.runtime_tasks), dict(self.phase_ns)
+        d["notices"] = list(self.notices)
         return d
 
 

@@ -45,6 +45,7 @@ class Dispatcher:
         self.discard = False
         self.reference = reference
         self.checks: dict[int, sanitizer.TaskCheck] = {}     # sanitizer: tid -> its watch, launch..done
+        self.ran_on: dict[int, set[int]] = {}     # mixed task -> the clusters its blocks went to (end checks)
 
     def dispatch(self, now: int) -> bool:
         """One pass (module docstring); ``now`` is the dispatch stamp (0: timestamps off).
@@ -108,6 +109,8 @@ class Dispatcher:
             self._launched(tid, s, now)
             for c, p in got:
                 cores.post(c, tid, p, stacked=single)
+            if not single:
+                self.ran_on[tid] = {got[0][0] // C.LANES}
             tasks.nready -= 1
             did = True
         return did
@@ -152,6 +155,8 @@ class Dispatcher:
                     break
                 for c, p in got:
                     cores.post(c, tid, p, block=b, stacked=single)
+                if not single:
+                    self.ran_on.setdefault(tid, set()).add(got[0][0] // C.LANES)
                 b += 1
                 did = True
             tasks.next_block[s] = b
@@ -174,9 +179,12 @@ class Dispatcher:
             if sets is None:
                 return False
             self._start_launch(tid, s, core_shape, n, now)
+            mixed = NPARTS[core_shape] > 1
             for b, got in enumerate(sets):
                 for c, p in got:
                     cores.post(c, tid, p, block=b)
+                if mixed:
+                    self.ran_on.setdefault(tid, set()).add(got[0][0] // C.LANES)
             tasks.next_block[s] = n
             rq.popleft()
             tasks.nready -= 1

@@ -149,6 +149,10 @@ class HostLink:
             self.ctx.host_sem.release()
             self.release_waiters()
 
+    def notices(self, n: int) -> None:
+        """There are n notices now (the host fetches them with the statistics)."""
+        publish(self.q, self.lay.g(L.G_NOTICES), n)
+
     def sleeping(self, on: bool) -> None:
         """SLEEP: producers post the scheduler's semaphore only while it is set."""
         publish(self.q, self.g_sleep, 1 if on else 0)

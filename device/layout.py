@@ -14,6 +14,7 @@ write the same cache line:
                                                           scheduler: RETIRED FREED COMPLETED IDLE ERROR
                                                           ABORT_ACK ACK SCHED_PID INGESTED SLEEP
                                                           PROBE (the last probe dummy finished)
+                                                          NOTICES (notices so far: stats has them)
                                                           workers: ANYDONE (= 1 after a task; the
                                                           scheduler clears it: a hint, not a count)
                                                                               the other side
@@ -53,7 +54,7 @@ LINE = 8                      # int64 words per 64-byte cache line
 # --- globals (one cache line each) -------------------------------------------------------------
 (G_HEAD, G_RETIRED, G_FREED, G_COMPLETED, G_WAIT_KIND, G_WAIT_VALUE, G_IDLE, G_ERROR,
  G_STOP, G_ABORT_REQ, G_ABORT_ACK, G_REQ, G_ACK, G_SCHED_PID, G_INGESTED, G_SLEEP, G_ANYDONE,
- G_PROBE) = range(18)
+ G_PROBE, G_NOTICES) = range(19)
 N_GLOBALS = 24
 
 # Host wait kinds (G_WAIT_KIND): the scheduler posts the host semaphore once the condition holds

@@ -17,9 +17,11 @@ ingest, completion, retirement), device/deps.py (where dependencies come from),
 device/dispatch.py (ready tasks onto cores), device/cores.py (mailboxes, done counters, free
 cores, mixed-task block reservation), device/accounting.py (statistics and trace rows),
 device/hostlink.py (every word the host reads, requests, abort, a dead host),
-device/lifetime.py (runtime tensors' memory). The state that is the scheduler's own:
-``accounted`` (records folded into the statistics; RETIRED moves with it, in batches, or at once
-when the host waits), the loop's counters and phase times.
+device/lifetime.py (runtime tensors' memory), device/waits.py (kernel parts blocked in a wait:
+released on a failure -- as soon as one part of a task fails -- or an abort; what a stall
+diagnosis says they wait on; the end checks of a mixed task, e.g. a pipe left holding tiles).
+The state that is the scheduler's own: ``accounted`` (records folded into the statistics; RETIRED
+moves with it, in batches, or at once when the host waits), the loop's counters and phase times.
 
 Sleeping without lost wake-ups and without a system call per event: before blocking, the
 scheduler stores SLEEP = 1, fences, and looks at HEAD and the done counters once more; every
@@ -241,6 +243,7 @@ class Scheduler:
             f, lay = self.ctx.f, self.lay
             for e, (c, slot) in zip(done, self.cores.slots):
                 counted.add(e >> C.ENTRY_SHIFT, e & C.ENTRY_PART, C.read_counts(f, lay.counts(c, slot)))
+        ran_on = self.dispatcher.ran_on
         for e in done:
             tid = e >> C.ENTRY_SHIFT
             s = tid & mask
@@ -262,6 +265,10 @@ class Scheduler:
                 self._checked(tid, t)
             if counted is not None:
                 counted.finish(tid)
+            if ran_on and tid in ran_on:                 # a mixed task that ran to its end: what it left
+                clusters = ran_on.pop(tid)
+                if q[t + C.T_STATUS] == C.STATUS_OK and self.waits.task_end(clusters):
+                    self.link.notices(len(self.waits.notices))
             finish(tid, s)
         return True
 
@@ -326,6 +333,7 @@ class Scheduler:
         self.cores.reserved = -1
         tasks.tmap.clear()
         self.dispatcher.checks.clear()
+        self.dispatcher.ran_on.clear()
         self.link.progress(tasks.completed, tasks.retired)
         return True
 
@@ -365,7 +373,7 @@ class Scheduler:
     def stats(self) -> C.StatsReply:
         t = self.tasks
         return self.acct.report(t.completed, t.runtime_counts(), self.busy_ns, self.loops,
-                                self.phases() if self.tracing else None)
+                                self.phases() if self.tracing else None, tuple(self.waits.notices))
 
     def take_trace(self) -> C.TraceReply:
         """Hand the trace rows and edges collected so far to the host (through a file: it can be

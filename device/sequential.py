@@ -69,7 +69,7 @@ class SequentialDevice:
         self.dec = ArgDecoder(self.q, f, ctrl, gm)
         self.dec.count = record                                # recording: count each part (execute.py)
         self.counted = CountedCosts() if record else None
-        self.counted_lock = threading.Lock()
+        self.count_lock = threading.Lock()
         self.sanitize, self.dry_run = sanitize, dry_run        # dry_run: count tasks, run no kernel
         self.reference = reference
         self.acct = Accounting([name for _, name in kernels])
@@ -162,7 +162,7 @@ class SequentialDevice:
         rep = run_part(fn, dec, r, tid, name, CORE, part)
         dt = time.perf_counter_ns() - t0
         if self.counted is not None:
-            with self.counted_lock:                    # (the parts of a task may run as threads)
+            with self.count_lock:            # (parts running together add from their threads)
                 self.counted.add(tid, part, C.counts_row(dec.counts))
         run = self.parts_run["AIC" if part == 0 else "AIV"]
         run[0] += 1
@@ -215,6 +215,8 @@ class SequentialDevice:
             t.join()
         if stall is not None:
             return stall, 0
+        if sum(slots) > 1 and all(x is not None and x[0] is None for x in results):
+            self.waits.task_end(c // 3 for c, _, _, _ in used)    # ran to its end: e.g. a pipe left full
         failures = [x[0] for x in results if x is not None and isinstance(x[0], C.TaskFailure)]
         ns = sum(x[1] for x in results if x is not None)
         if failures:
@@ -294,7 +296,7 @@ class SequentialDevice:
 
     def stats(self) -> C.StatsReply:
         t = self.tasks
-        return self.acct.report(t.completed, t.runtime_counts())
+        return self.acct.report(t.completed, t.runtime_counts(), notices=tuple(self.waits.notices))
 
     def take_edges(self) -> tuple[list[tuple[int, int]], list[int], np.ndarray]:
         """(consumer, producer) edges, the tids whose predicate was false and the counted costs

@@ -76,11 +76,14 @@ class WaitArea:
     """The wait lines and sync words of ``ncores`` cores at word ``off`` of ``words`` (an int64
     memoryview); ``sems``: one semaphore per core."""
 
+    MAX_NOTICES = 100
+
     def __init__(self, words: Any, off: int, ncores: int, sems: list) -> None:
         self.q, self.ncores, self.sems = words, ncores, sems
         self.lines = off
         self.sync = off + ncores * LINE_WORDS
         self.nsync = ncores * SYNC_WORDS
+        self.notices: list[str] = []     # what task_end found (kept by the scheduler / inline engine)
 
     def line(self, core: int) -> int:
         return self.lines + core * LINE_WORDS
@@ -111,6 +114,20 @@ class WaitArea:
         """The cores sleeping in a wait now."""
         q, lines = self.q, self.lines
         return [c for c in range(self.ncores) if observe(q, lines + c * LINE_WORDS + L_WAITING)]
+
+    def task_end(self, clusters: Iterable[int]) -> int:
+        """A mixed task that ran on ``clusters`` has ended: the registered end checks
+        (kernels.waits.task_end_check) look at its sync words; their new notices are kept in
+        ``notices`` (the first MAX_NOTICES distinct ones). Returns how many were new."""
+        q, sync = self.q, self.sync
+        clusters = sorted(set(clusters))
+        new = 0
+        for check in kw.task_end_checks():
+            for text in check(lambda i: observe(q, sync + i), clusters):
+                if text not in self.notices and len(self.notices) < self.MAX_NOTICES:
+                    self.notices.append(text)
+                    new += 1
+        return new
 
     def release(self) -> int:
         """Post every core that sleeps in a wait (after the abort condition was published:

@@ -5,6 +5,7 @@
     ptoemu bench granularity [--sizes 0,10,30,100,300,1000] [--blocks 2,8,24] [--json FILE]
     ptoemu bench paged-attention [--cases Case1] [--unroll 1,8,64] [--trace PREFIX] [--json FILE]
     ptoemu bench inputs    [--workload NAME] [--cases Case1] [--blocks 2,8,24]   build time, same bits
+    ptoemu bench pipe [--tiles 2000] [--rounds 3] [--predict [--cases Case1,Case2]] [--json FILE]
     ptoemu bench KIND --sweep blocks=1,8,24 unroll=1,8,64 [--backend ray]
     ptoemu paged-attention --devices 4 --backend ray|local
     ptoemu trace summary run.json
@@ -101,6 +102,7 @@ def cmd_paged_attention(a: argparse.Namespace) -> int:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from host.bench import common, dispatch, granularity, paged_attention, sweep
+    from host.bench import pipe as pipe_bench
     from host.bench import workload as workload_bench
     if a.what == "inputs":
         from host.bench import inputs
@@ -149,7 +151,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
             import ray
             ray.shutdown()
         return 0 if not r["summary"]["failed"] else 1
-    if a.what == "dispatch":
+    if a.what == "pipe":
+        _say(f"pipe benchmark: {a.tiles} tiles per run, {a.rounds} rounds, a process device and the sequential engine")
+        mod, r = pipe_bench, pipe_bench.run(a.tiles, a.rounds, log=_say)
+        if a.predict:
+            r["summary"]["predicted"] = [pipe_bench.predict_spmd(c, log=_say) for c in a.cases or ["Case1"]]
+    elif a.what == "dispatch":
         blocks = a.blocks or [1, 2, 4, 8, 16, 24]
         _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
         mod, r = dispatch, dispatch.run(blocks, a.tasks, a.rounds, log=_say)
@@ -267,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
     pa.set_defaults(fn=cmd_paged_attention)
 
     b = sub.add_parser("bench", help="measurement harness (results as JSON, PNG plots with matplotlib)")
-    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention", "workload", "inputs"])
+    b.add_argument("what", choices=["dispatch", "granularity", "paged-attention", "workload", "inputs", "pipe"])
     b.add_argument("--workload", default=None, choices=catalogue.names(), metavar="NAME",
                    help="bench this catalogued workload (see `ptoemu list`); --cases picks its cases")
     b.add_argument("--rounds", type=count(1), default=3)
@@ -275,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated device sizes (defaults: dispatch 1,2,4,8,16,24; granularity "
                    "2,8,24; paged-attention 24; inputs 2,8,24)")
     b.add_argument("--tasks", type=count(1), default=20000, help="dispatch: tasks per run")
+    b.add_argument("--tiles", type=count(1), default=2000, help="pipe: tiles (round trips) per run")
     b.add_argument("--sizes", type=listed(number(0)), default=[0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
                    help="granularity: task sizes in us")
     b.add_argument("--cases", type=listed(str), default=None,
@@ -285,7 +293,8 @@ def parser() -> argparse.ArgumentParser:
                    help="paged-attention: comma-separated N_UNROLL values")
     b.add_argument("--trace", default=None, help="paged-attention: write traces PREFIX-<point>.json")
     b.add_argument("--predict", action="store_true",
-                   help="paged-attention: add the predicted a2a3 time of every point (ptoemu predict)")
+                   help="paged-attention: add the predicted a2a3 time of every point (ptoemu predict); pipe: "
+                   "the coupled prediction of spmd_paged_attention --cases (default Case1)")
     b.add_argument("--json", help="write results as JSON to this file (and plots beside it)")
     b.add_argument("--sweep", nargs="*", default=None, metavar="NAME=V1,V2",
                    help="run one configuration per combination, e.g. blocks=1,8,24 unroll=1,8,64")
@@ -384,6 +393,8 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
     elif a.what == "paged-attention":
         known_cases, known_variants = list(CASES), ["hub", "first_output", "alloc", "manual"]
         a.cases = a.cases or ["Case1"]
+    elif a.what == "pipe":
+        known_cases, known_variants = list(catalogue.load("spmd_paged_attention").cases), []
     else:
         return
     for c in a.cases or []:

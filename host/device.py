@@ -380,6 +380,8 @@ class Device:
             self._guarded(self._engine.wait_retired)
             self._engine.check_error()
             rt.check_misuse()
+            for text in self._guarded(self._engine.notices):
+                warnings.warn(f"ptoemu: {text}", RuntimeWarning, stacklevel=2)
         except DeviceLost as e:
             self._lose(e)
             raise

@@ -73,6 +73,7 @@ class Engine(Protocol):
     def abort(self, timeout: float | None) -> None: ...
     def take_trace(self) -> TraceData | None: ...               # edges (recording), rows (tracing)
     def stats(self) -> dict: ...
+    def notices(self) -> list[str]: ...                         # new since the last call (pipes left full)
 
 
 def _cores(parts_and_ns: dict[str, list[int]]) -> dict:
@@ -96,6 +97,7 @@ class ProcessEngine:
         self.tracing = bool(options.get("trace"))
         self.lay = self.procs.layout
         self.wait_area = WaitArea(ctx.q, self.lay.waits_off, self.lay.ncores, ctx.wait_sems)
+        self.notices_seen = 0
 
     def reserve(self, off: int, nbytes: int) -> None:
         self.procs.gm.reserve(off, nbytes)
@@ -165,6 +167,15 @@ class ProcessEngine:
         out = rep.to_dict()
         out["cores"] = _cores(cores)
         return out
+
+    def notices(self) -> list[str]:
+        n = self._g(L.G_NOTICES)
+        if n <= self.notices_seen:
+            return []
+        rep = self.channel.request(L.REQ_STATS)
+        assert isinstance(rep, C.StatsReply), rep
+        new, self.notices_seen = list(rep.notices[self.notices_seen:n]), n
+        return new
 
     def take_trace(self) -> TraceData | None:
         rep = self.channel.request(L.REQ_TRACE)
@@ -245,6 +256,7 @@ class SequentialEngine:
             sanitize=sanitize, dry_run=dry_run, record=record, reference=semantics == "reference",
             stall_timeout=platform.stall_timeout, skew=skew, skew_us=skew_us, seed=seed)
         self.kernels = kernels
+        self.notices_seen = 0
         self.wait_ns = 0
         self.waits = 0
         self.tracing = False
@@ -289,6 +301,11 @@ class SequentialEngine:
 
     def abort(self, timeout: float | None) -> None:
         self.device.abort()
+
+    def notices(self) -> list[str]:
+        got = self.device.waits.notices
+        new, self.notices_seen = got[self.notices_seen:], len(got)
+        return new
 
     def take_trace(self) -> TraceData | None:
         edges, pred_false, counted = self.device.take_edges()

@@ -14,6 +14,10 @@ what the report shows, with the seed that reproduces it.
     report = fuzz(orchestrate, setup, kernels=[...], seeds=range(8))
     assert report.ok, report
 
+``skew="aiv1"`` (or "aic", "aiv0", "random") adds lane skew: that part of every mixed task is
+delayed at its pipe pushes and pops, so the interleavings a slow lane causes on a chip are run on
+purpose (Device(skew=...), device/waits.py).
+
 ``setup(dev)`` puts the inputs on a device and returns ``(args, kwargs, outputs)``: what to pass to
 the orchestration and the tensors to compare afterwards.
 
@@ -93,10 +97,13 @@ def _against_inline(orchestration: Callable, setup: Setup, kernels: Iterable, se
 
 def fuzz(orchestration: Callable[..., Any], setup: Setup, *, kernels: Iterable,
          seeds: Iterable[int] = range(8), platform: Platform | None = None,
-         jitter_us: float = 50.0) -> FuzzReport:
-    """Compare the orchestration's outputs under random schedules with submission order."""
+         jitter_us: float = 50.0, skew: str | None = None, skew_us: float = 100.0) -> FuzzReport:
+    """Compare the orchestration's outputs under random schedules with submission order.
+    ``skew`` ("aic", "aiv0", "aiv1" or "random"): also delay that part of every mixed task at its
+    pipe operations, up to ``skew_us`` (lane skew, Device(skew=...)), the delays drawn from each seed."""
     report = FuzzReport(seeds=list(seeds))
-    for seed, _, differ in _against_inline(orchestration, setup, kernels, report.seeds, platform, jitter_us):
+    for seed, _, differ in _against_inline(orchestration, setup, kernels, report.seeds, platform, jitter_us,
+                                           skew=skew, skew_us=skew_us):
         if differ:
             report.mismatches[seed] = [f"output {i} {w.shape} {w.dtype}: {int(np.sum(w != g))} element(s) differ"
                                        for i, w, g, _ in differ]

@@ -50,7 +50,7 @@ lines up task by task):
     c       (version 2) what the tile layer counted for the task, per part in lane order (AIC,
             AIV0, AIV1; null where the kernel has no such part): the Counts of the part's slowest
             SPMD block as [mte2, mte1, mte3, cube, vector, scalar (busy cycles), gm_read, gm_write
-            (bytes), instructions, us, us_low, us_high] (device/codec.py COUNT_FIELDS). Present
+            (bytes), instructions, us, us_low, us_high, handshakes] (device/codec.py COUNT_FIELDS). Present
             only when every part that ran was written on the tile layer; ``ptoemu predict``
             prices such a task from it (kernels/a2a3.py task_time) before any cost law
     cg      (version 2) GM bytes read and written by all blocks and parts together; present only

@@ -3,7 +3,8 @@
 device memory (``atomic_add``, kernels/atomic.py), the all-core barrier of a task (``sync_all``,
 kernels/barrier.py), cost laws, and the
 tile layer (``kernels.tile``: PTO-style instructions that compute with numpy and count what an
-a2a3 core spends, priced by ``kernels.a2a3``).
+a2a3 core spends, priced by ``kernels.a2a3``), and the intra-cluster pipes (``TPipe`` with ``C2V``
+/ ``V2C``: kernels/pipe.py, on the waits of kernels/waits.py).
 
 This package is the bottom layer: it imports neither ``host`` nor ``device``, and ``device`` stands
 on it (the registry, the argument markers). The applications written on it -- the workload
@@ -14,7 +15,8 @@ which imports only this API.
 from kernels.args import In, InOut, NoDep, Out
 from kernels.atomic import add as atomic_add
 from kernels.barrier import sync_all
+from kernels.pipe import C2V, V2C, TPipe
 from kernels.registry import AIC, AIV, CoreInfo, Kernel, Mixed, core_info, kernel, registered, resolve
 
 __all__ = ["AIC", "AIV", "Mixed", "Kernel", "CoreInfo", "kernel", "core_info", "registered", "resolve",
-           "In", "Out", "InOut", "NoDep", "atomic_add", "sync_all"]
+           "In", "Out", "InOut", "NoDep", "TPipe", "C2V", "V2C", "atomic_add", "sync_all"]

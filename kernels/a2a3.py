@@ -55,8 +55,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["BUFFERS", "CAPACITY", "LANES", "PARAMS", "PIPES", "Param", "cube_cycles", "schedule", "task_time",
-           "transfer_cycles", "vector_cycles", "us"]
+__all__ = ["BUFFERS", "CAPACITY", "LANES", "PARAMS", "PIPES", "Param", "couple", "couple_us", "coupled", "cube_cycles",
+           "schedule", "task_time", "transfer_cycles", "vector_cycles", "us"]
 
 # ── pipes and on-chip buffers ────────────────────────────────────────────────────────────────────
 
@@ -148,6 +148,13 @@ PARAMS: dict[str, Param] = {
                          "vector tail at a barrier (12..20 cycles, cce_costmodel_vector_compute.hpp) and "
                          "1 cycle per flag; SF's second pass, a serial chain of ~7 waits per block, needs "
                          "more"),
+    # A mixed task's parts wait for each other's pipe flags (couple() below).
+    "handshake_cycles": Param(200.0, 50.0, 1000.0, "cycles", "low",
+                              "latency from one core's ffts_cross_core_sync (TPUSH's record / TPOP's free) "
+                              "to the other core's wait_flag_dev returning; charged only when the other "
+                              "side is already waiting. No published figure: pto-isa's cce model charges a "
+                              "constant per call (cce_costmodel_sync.hpp EstimateConstCycles); assumed "
+                              "about a GM round trip (~0.1 us), range 0.03..0.5 us"),
     "task_overhead_cycles": Param(6000.0, 4500.0, 7500.0, "cycles", "fitted: UP ~4 us at Case1",
                                   "kernel entry (reading the argument descriptors from GM on the scalar "
                                   "unit), set-up and the final pipe_sync: the part of a task that does "
@@ -304,7 +311,12 @@ def transfer_cycles(path: tuple[int, int], nbytes: int) -> float:
 #                                                      iterations early (a prefetch)
 #   (LOOP, n, body)                                    body replayed for iterations 0..n-1
 #   (SYNC, src_pipe, dst_pipe)  /  (BARRIER,)
-OP, LOOP, SYNC, BARRIER = range(4)
+#   (FLAG, op, key, side, count, peers, pipe)          a pipe's cross-core flag (tile.handshake):
+#                                                      alone a part ignores them; couple() below
+#                                                      schedules a mixed task's parts with them
+OP, LOOP, SYNC, BARRIER, FLAG = range(5)
+SET, WAIT = 0, 1           # FLAG ops
+DATA, FREE = 0, 1          # FLAG sides: producer counts (tiles pushed), consumer counts (popped)
 _REPLAY = 8            # iterations simulated before a steady state may be extrapolated
 
 # Parameters whose higher value makes a kernel faster (the others make it slower).
@@ -399,6 +411,8 @@ def _run(items: Sequence, st: _State, it: int, last: int) -> None:
             t = max(free[src], floor[src]) + sync
             if t > floor[dst]:
                 floor[dst] = t
+        elif kind == FLAG:
+            continue                                      # another part's business (couple)
         else:   # BARRIER
             t = max(max(free), max(floor)) + sync
             for p in range(len(PIPES)):
@@ -468,11 +482,13 @@ LANES = ("AIC", "AIV0", "AIV1")     # a task's parts, by the lane of its cluster
 
 
 class PartTime(Protocol):
-    """What ``task_time`` reads of a part: its modelled time and band (kernels.tile.Counts)."""
+    """What ``task_time`` reads of a part: its modelled time and band, and whether it exchanged
+    tiles with the other parts (kernels.tile.Counts)."""
 
     us: float
     us_low: float
     us_high: float
+    handshakes: int
 
 
 def task_time(parts: Sequence[PartTime | None]) -> tuple[float, float, float]:
@@ -483,10 +499,107 @@ def task_time(parts: Sequence[PartTime | None]) -> tuple[float, float, float]:
     every task whose parts were counted while recording). The scheduler starts the parts of a mixed
     task together, each on its own core of one cluster (device/dispatch.py; the reference's MIX
     dispatch), and the task ends when its last part does; parts that exchange no data run
-    independently, so the time is the slowest part's, and so is each end of the band. Parts that
-    push and pop tiles to each other (TPUSH/TPOP) wait on one another: coupling their timelines is
-    the pipe model's to add here, from the same Counts."""
+    independently, so the time is the slowest part's, and so is each end of the band.
+
+    Parts that push and pop tiles to each other (TPUSH/TPOP, ``handshakes`` > 0) wait on one
+    another, and a summary of each part cannot say when: ``couple`` schedules their programs
+    together, which a recording does not keep. From summaries alone the task takes at least its
+    slowest part and at most its parts one after the other (a pipeline never does worse than no
+    overlap, but for its handshakes): the point stays the slowest part and the band's high end
+    becomes the sum of the parts' high ends plus a handshake per flag. ``ptoemu predict`` prefers a
+    kernel's declared law for such tasks when it has one (it can replay the coupled parts)."""
     present = [p for p in parts if p is not None]
     if not present:
         raise ValueError("task_time: a task has at least one part (AIC, AIV0 or AIV1); got none")
-    return (max(p.us for p in present), max(p.us_low for p in present), max(p.us_high for p in present))
+    us_, lo, hi = (max(p.us for p in present), max(p.us_low for p in present), max(p.us_high for p in present))
+    flags = sum(getattr(p, "handshakes", 0) for p in present)
+    if flags and len(present) > 1:
+        hi = max(hi, sum(p.us_high for p in present) + us(flags * corner_value("handshake_cycles", "slow"), "slow"))
+    return us_, lo, hi
+
+
+def coupled(parts: Sequence[PartTime | None]) -> bool:
+    """Do the parts of a task exchange tiles (so their summaries alone cannot time the task)?"""
+    present = [p for p in parts if p is not None]
+    return len(present) > 1 and any(getattr(p, "handshakes", 0) for p in present)
+
+
+# ── a mixed task: its parts' timelines coupled through pipe flags ───────────────────────────────
+#
+#   part i's program:  ... OP ... FLAG(WAIT, key, side, n, peers) ... OP ... FLAG(SET, key, side, n, pipe)
+#                                         │                                        │
+#      every later instruction of part i starts no earlier than          the end of part i's last
+#      max over p in peers of (when p SET (key, side, n)) + handshake    instruction on ``pipe``
+#
+# The parts start together (at 0) and are replayed side by side: each runs until a WAIT whose
+# flags are not all known yet, then the next part runs. A WAIT for a flag no part of the task
+# sets was set by an earlier task (pipes persist across tasks): it holds at once. The task's
+# time is the fixed part plus the latest part's end. So a software pipeline runs at the pace of
+# its slowest stage, and a stage that waits pays the handshake.
+
+
+def couple(parts: Sequence[tuple[int, Sequence]], corner: str = "value") -> float:
+    """Cycles of a mixed task whose parts are ``(slot, program)`` (slot 0 = the AIC part, 1 and 2
+    = the vector parts; programs as tile.program() gives them), run together."""
+    scale = [corner_value(n, corner) for n in ("gm_scale", "local_scale", "vector_scale", "cube_scale")]
+    sync, lat = corner_value("sync_cycles", corner), corner_value("handshake_cycles", corner)
+    states = [_State(scale, sync) for _ in parts]
+    produced = {(it[2], it[3], slot, it[4]) for slot, prog in parts for it in prog
+                if it[0] == FLAG and it[1] == SET}
+    for _, prog in parts:
+        for it in prog:
+            if it[0] == LOOP and any(x[0] == FLAG for x in it[2]):
+                raise ValueError("couple: a pipe handshake inside a batched loop (c.loop) cannot be scheduled")
+    times: dict = {}
+    pos = [0] * len(parts)
+    left = len(parts)
+    while left:
+        moved = False
+        for i, (slot, prog) in enumerate(parts):
+            j, n, st = pos[i], len(prog), states[i]
+            if j >= n:
+                continue
+            start = j
+            while j < n:
+                k = j
+                while k < n and prog[k][0] != FLAG:
+                    k += 1
+                if k > j:
+                    _run(prog[j:k], st, 0, 0)
+                    j = k
+                    continue
+                _, op, key, side, count, peers, pipe = prog[j]
+                if op == SET:
+                    times[(key, side, slot, count)] = st.free[pipe]
+                else:
+                    need = [(key, side, p, count) for p in peers]
+                    if any(x in produced and x not in times for x in need):
+                        break                                  # its producer has not got there yet
+                    known = [times[x] for x in need if x in times]
+                    if known:
+                        t = max(known) + lat
+                        floor = st.floor
+                        for p in range(len(floor)):
+                            if t > floor[p]:
+                                floor[p] = t
+                j += 1
+            pos[i] = j
+            if j > start:
+                moved = True
+            if j >= n:
+                left -= 1
+        if left and not moved:
+            stuck = [f"part {s} at item {pos[i]}" for i, (s, prog) in enumerate(parts) if pos[i] < len(prog)]
+            raise ValueError(f"couple: the parts wait for each other in a cycle ({', '.join(stuck)}): "
+                             "the programs do not come from one run of the task")
+    span = 0.0
+    for st in states:
+        span = max(span, max(st.free), max((w[0] for w in st.ready.values()), default=0.0))
+    return corner_value("task_overhead_cycles", corner) + span
+
+
+def couple_us(parts: Sequence[tuple[int, Sequence]]) -> tuple[float, float, float]:
+    """(µs, low, high) of a mixed task's coupled parts (``couple``) at the defaults and at the fast
+    and slow ends of every parameter range."""
+    v, lo, hi = (us(couple(parts, c), c) for c in ("value", "fast", "slow"))
+    return v, lo, hi

@@ -15,7 +15,8 @@ the a2a3 core would spend them.
                                             time: kernels/a2a3.py schedules the recorded program
                                             over the core's pipes (what overlaps, what waits)
 
-Writing a kernel (kernels/workloads/paged_attention/kernels.py has five real ones):
+Writing a kernel (the catalogue's are in kernels/workloads: paged_attention/kernels.py, per_block.py,
+batch.py, examples/*):
 
     @kernel(AIV)
     def scale_rows(x, out, factor):                  # x, out: (n*16, 128) fp32 GM views
@@ -39,7 +40,8 @@ in another shape, e.g. a (16, 1) column as a (1, 16) row: reshape after writing,
 Loops are the chip's repeat counts. ``with c.loop(n):`` runs its body once, every op covering all n
 iterations: a tile written inside holds n values (a leading axis), GM views given to ``load`` /
 ``store`` inside carry that axis (``row_blocks``, ``col_blocks``), or ``load(..., index=ids)``
-gathers one block per iteration; a tile written before the loop is the same in every iteration,
+gathers one block per iteration (``store(..., index=ids)`` sends each iteration's tile to its
+block); a tile written before the loop is the same in every iteration,
 and after the loop a tile holds its last iteration's values. An op whose destination was written
 before the loop (or never) and is one of its own sources -- ``add(s, s, p)``, ``max(m, m, x)``,
 ``matmul(c, a, b, acc=True)`` -- accumulates over the iterations in order, the first iteration
@@ -57,9 +59,10 @@ prefetches by hand ahead of a barrier does).
 Ops (each one's cost formula in kernels/a2a3.py):
 
     load(dst, src, index=None, prefetch=False)   TLOAD GM -> UB / L1; index: src[id] per iteration
-    store(dst, src, atomic=None)            TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src, one
-                                            indivisible update even while other cores add into
-                                            the same bytes (kernels/atomic.py); costs a store
+    store(dst, src, atomic=None, index=None)    TSTORE UB / L0C / L1 -> GM; atomic="add": dst += src,
+                                            one indivisible update even while other cores add
+                                            into the same bytes (kernels/atomic.py), costing a
+                                            store; index: iteration i to dst[index[i]]
     move(dst, src)                          TMOV L1 -> L0A / L0B, L0C -> L1, UB -> UB
     extract(dst, src, row, col)             TEXTRACT L1 -> L0A / L0B: a sub-tile (EACH: per iteration)
     matmul(c, a, b, acc=False)              TMATMUL / TMATMUL_ACC: c (+)= a @ b, fp32 accumulate
@@ -72,15 +75,28 @@ Ops (each one's cost formula in kernels/a2a3.py):
     col_expand_mul(dst, a, row)             TCOLEXPANDMUL: a * a (1, cols) row, down every row
     cast(dst, a)                            TCVT: round to nearest, ties to even
     fill(dst, value)                        TEXPANDS
-    fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: columns >= valid_cols
+    fill_pad(dst, valid_cols, value, iteration=None)   TFILLPAD_INPLACE: columns >= valid_cols (in a
+                                            loop: one count, or a sequence of one per iteration)
     reshape(src, shape) -> Tile             TRESHAPE (free)
     sync(src_pipe, dst_pipe), barrier()     pipes: MTE2 MTE1 MTE3 CUBE VECTOR
     row_blocks(a, n), col_blocks(a, n)      (n, h, w) per-iteration views of a GM matrix
+    handshake(op, key, side, count, peers, pipe)   a pipe's cross-core flag (kernels/pipe.py:
+                                            TPUSH / TPOP are a store / load plus these)
 
 Counting. ``begin()`` starts this thread's collector, ``end()`` stops it and returns the ``Counts``
-of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` wraps one call. A
+of what ran in between (None if no tile instruction ran); ``count(fn, *args)`` wraps one call;
+``program()`` is the instructions the last ``end()`` collected, for ``a2a3.couple`` (the parts
+of a mixed task scheduled together, their pipe handshakes coupling them). A
 kernel's program is scheduled once per distinct shape, so collecting costs little after the first
-call; with no collector an op only computes (one attribute read decides).
+call; with no collector anywhere an op only computes (one global read decides: ``_ON``).
+
+Speed. The emulator runs every op's numpy call; the rest of an op is Python, kept short: each
+elementwise op first tries a fast path (not in a loop, its destination writable in place, its
+operands of the destination's shape: see ``Tile.w``) that does nothing but the numpy call, and
+takes the full path (validation, copy-on-write, loops) otherwise. A loop's op is one numpy call for
+all its iterations, so batch with ``c.loop`` where the reference repeats an instruction. At import
+the module runs its ops once on small tiles (``_warm``): device workers, forked after the kernel
+modules are imported, then start with its code specialised by the interpreter.
 
 Memory. Tile values live in per-thread scratch arrays reused call after call (keyed by the Core's
 ``scratch`` name, by default its name, and the tile's index), and a Core reuses the tile objects
@@ -88,17 +104,21 @@ of the previous Core of its name while the requests repeat: so at most one Core 
 per scratch name) may be alive per thread -- a kernel does not call itself.
 
 Adding an op: validate, compute with numpy into ``_out(dst, shape, like)`` (never write a tile's
-array in place unless ``_out`` returned it), and when ``_tl.rec`` is set, ``_count`` it on its pipe
-with its cycles from kernels/a2a3.py (a new instruction: add its formula there, with its source). A
-transfer between cores (a pipe push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an
-atomic store is ``store(..., atomic="add")``.
+array in place unless ``_out`` returned it), and when ``_ON and _tl.rec`` is set (``_tl.rec`` alone
+works too, a little slower), ``_count`` it on its pipe with its cycles from kernels/a2a3.py (a new
+instruction: add its formula there, with its source). An op that lets another tile (or anything
+else) show a tile's array, as ``move`` and ``reshape`` do, marks that tile ``lent`` and sets its
+``w`` to None, so that its next write goes elsewhere. A fast path is optional: the factories
+below (``_binary_op`` ...) show one. A transfer between cores (a pipe
+push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an atomic store is
+``store(..., atomic="add")``.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count as _counter
 from typing import Any
@@ -113,9 +133,9 @@ from kernels.a2a3 import CUBE, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 __all__ = [
     "BF16", "F16", "F32", "I32", "L0A", "L0B", "L0C", "L1", "UB", "CUBE", "MTE1", "MTE2", "MTE3", "VECTOR",
     "Core", "Counts", "EACH", "Tile", "TileError",
-    "add", "adds", "barrier", "begin", "cast", "col_blocks", "col_expand_mul", "count", "div", "divs", "end", "exp",
-    "extract", "fill", "fill_pad", "load", "matmul", "max", "maxs", "min", "mins", "move", "mul", "muls", "neg",
-    "recip", "reshape", "row_blocks",
+    "add", "adds", "barrier", "begin", "cast", "col_blocks", "col_expand_mul", "collecting", "count", "div", "divs",
+    "end", "exp", "extract", "fill", "fill_pad", "handshake", "load", "matmul", "max", "maxs", "min", "mins", "move",
+    "mul", "muls", "neg", "program", "recip", "reshape", "row_blocks",
     "row_expand", "row_expand_add", "row_expand_div", "row_expand_mul", "row_expand_sub", "row_max", "row_sum",
     "sqrt", "store", "sub", "subs", "sync",
 ]
@@ -126,6 +146,7 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 I32 = np.dtype(np.int32)
 
 _HALF = frozenset([F16, BF16])             # 16-bit floats (bfloat16's numpy kind is "V", not "f")
+_U16, _U32 = np.dtype(np.uint16), np.dtype(np.uint32)
 _FLOATS = frozenset([F32, F16, BF16, np.dtype(np.float64)])
 
 
@@ -153,6 +174,8 @@ class Counts:
     us: float
     us_low: float
     us_high: float
+    handshakes: int = 0       # pipe flags the part set or waited on (kernels/pipe.py): its time
+                              # alone is not the task's -- the parts must be coupled (a2a3.couple)
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -161,13 +184,13 @@ class Counts:
 class _Recorder:
     """One collector: the program (for the schedule) and the running totals."""
 
-    __slots__ = ("program", "stack", "cycles", "gm_read", "gm_write", "instructions")
+    __slots__ = ("program", "stack", "cycles", "gm_read", "gm_write", "instructions", "handshakes")
 
     def __init__(self) -> None:
         self.program: list = []
         self.stack: list[list] = [self.program]
         self.cycles = [0.0] * len(a2a3.PIPES)
-        self.gm_read = self.gm_write = self.instructions = 0
+        self.gm_read = self.gm_write = self.instructions = self.handshakes = 0
 
     def counts(self) -> Counts:
         cyc = self.cycles
@@ -183,7 +206,7 @@ class _Recorder:
             if len(_SCHEDULED) > 4096:
                 _SCHEDULED.clear()
             _SCHEDULED[sig] = (params, times)
-        return Counts(*cyc, self.gm_read, self.gm_write, self.instructions, *times)
+        return Counts(*cyc, self.gm_read, self.gm_write, self.instructions, *times, self.handshakes)
 
 
 _SCHEDULED: dict = {}       # program signature -> (parameters, (us, us_low, us_high))
@@ -199,6 +222,8 @@ def _signature(items: list, ids: dict) -> tuple:
                                  tuple((ids.setdefault(k, len(ids)), b) for k, b in it[5])) + it[6:])
         elif kind == a2a3.LOOP:
             out.append((kind, it[1], _signature(it[2], ids)))
+        elif kind == a2a3.FLAG:
+            out.append((kind, it[1], it[3], it[6]))          # alone, a part's flags cost nothing
         else:
             out.append(it)
     return tuple(out)
@@ -206,6 +231,7 @@ def _signature(items: list, ids: dict) -> tuple:
 
 class _Local(threading.local):
     rec: _Recorder | None = None
+    last: list | None = None          # the program the last end() collected
     pool: dict | None = None          # scratch memory (see _scratch)
     cores: dict | None = None         # Core name -> its tiles, reused by the next Core of that name
 
@@ -213,17 +239,43 @@ class _Local(threading.local):
 _tl = _Local()
 
 
+# How many threads are collecting: while none is, an op skips even the thread-local look-up
+# (``if _ON and _tl.rec is not None``), which is most of what counting costs when it is off.
+_ON = 0
+_ON_LOCK = threading.Lock()
+
+
 def begin() -> None:
     """Start collecting this thread's tile instructions (a task part is about to run)."""
+    global _ON
+    if _tl.rec is None:
+        with _ON_LOCK:
+            _ON += 1
     _tl.rec = _Recorder()
 
 
 def end() -> Counts | None:
     """Stop collecting; the Counts of what ran since ``begin()``, None if no tile instruction ran."""
+    global _ON
     rec, _tl.rec = _tl.rec, None
+    if rec is not None:
+        with _ON_LOCK:
+            _ON -= 1
+    _tl.last = rec.program if rec is not None else None
     if rec is None or not rec.instructions:
         return None
     return rec.counts()
+
+
+def collecting() -> bool:
+    """Is a collector active on this thread (``begin()`` ... ``end()``)?"""
+    return _tl.rec is not None
+
+
+def program() -> list | None:
+    """The instructions (and pipe handshakes) the last ``end()`` on this thread collected, in
+    kernels/a2a3.py's program form: the input of ``a2a3.couple``."""
+    return _tl.last
 
 
 def count(fn: Callable, *args: Any, **kwargs: Any) -> Counts | None:
@@ -313,6 +365,8 @@ def _as_shape(a: np.ndarray, shape: tuple[int, ...], what: str, t: Tile | None =
     """A view of ``a`` in ``shape`` (never a copy: a store through a copy would be lost)."""
     if a.shape == shape:
         return a
+    if a.ndim == 1 and len(shape) == 2 and a.shape[0] == shape[0] * shape[1]:
+        return a.reshape(shape)                   # a vector is always a (rows, cols) view, never a copy
     v = a.view()
     try:
         v.shape = shape
@@ -347,10 +401,30 @@ _DTYPES: dict = {}
 
 
 class Tile:
-    """A (rows, cols) region of one on-chip buffer; ``data`` holds its current values (or None)."""
+    """A (rows, cols) region of one on-chip buffer; ``data`` holds its current values (or None).
 
-    __slots__ = ("core", "name", "buf", "shape", "dtype", "vdtype", "bufs", "key", "data", "own", "lent",
-                 "alias", "tag", "gen", "nbytes", "sig", "views")
+    Its state, as the ops keep it (the full path of an op reads and updates all of it; the fast
+    path -- not in a loop, operands of dst's shape -- only writes into ``w`` and makes it ``data``):
+
+        field        meaning
+        data         current values (with a leading axis of n inside c.loop(n)), None: unwritten
+        own          ``data`` (or the ``w`` the next write makes it) is this tile's scratch memory
+        lent         a move or a reshape shows ``data`` too: the next write goes to new memory
+        alias        a reshape view (read-only); vsrc, vdata: its source array and view, reused
+                     while the source array is the same
+        tag, gen     scratch key (Core scratch name, tile index, generation); lent -> gen + 1
+        mem, memo    the scratch array of the last write (of generation ``gen``) and its memory
+                     order: the next write reuses it if nothing shows it (this call's or, for a
+                     reused tile, the last call's: its values are dead)
+        w            the array an op may write in place and then make ``data`` (own, not lent, not
+                     in a loop); None: the op takes its full path
+        sig, views   the request that made the tile (reused while requests repeat), its reshapes
+        key, nbytes  unique id (the schedule's), bytes it takes in its buffer (all slots)
+    """
+
+    # (the fields every op reads first, so that they share the object's first cache line)
+    __slots__ = ("w", "data", "buf", "shape", "own", "core", "lent", "alias", "dtype", "vdtype", "bufs", "key",
+                 "name", "tag", "gen", "nbytes", "sig", "views", "mem", "memo", "vsrc", "vdata")
 
     def __repr__(self) -> str:
         return (f"Tile({self.name!r}, {a2a3.BUFFERS[self.buf]}, {self.shape[0]}x{self.shape[1]} "
@@ -363,7 +437,7 @@ class Core:
     (default: the name) names the memory its tiles' values live in: kernels that never run inside
     one another -- e.g. the parts a core runs one after the other -- may share it."""
 
-    __slots__ = ("name", "scratch", "kind", "used", "tiles", "n", "it", "borrowed", "last")
+    __slots__ = ("n", "borrowed", "tiles", "last", "it", "name", "scratch", "kind", "used")
 
     def __init__(self, name: str | None = None, scratch: str | None = None) -> None:
         self.name = name if name is not None else sys._getframe(1).f_code.co_name
@@ -388,19 +462,30 @@ class Core:
     def tile(self, buf: int, shape: tuple[int, int], dtype: Any, bufs: int = 1, name: str | None = None) -> Tile:
         """Allocate a (rows, cols) tile of ``dtype`` in ``buf`` (UB, L1, L0A, L0B, L0C), ``bufs``
         slots deep."""
-        idx = len(self.tiles)
+        tiles = self.tiles
+        idx = len(tiles)
         last = self.last
         if last is not None:
-            if idx < len(last) and last[idx].sig == (buf, shape, dtype, bufs, name):
-                t = last[idx]                     # the same request as last call: same tile, fresh state
-                t.core, t.data, t.own, t.lent = self, None, False, False    # (its key stays unique)
-                if t.gen:
-                    t.gen, t.tag = 0, t.tag[:2] + (0,)
-                self.kind = "AIV" if buf == UB else "AIC"
-                self.used[buf] += t.nbytes        # fits: the same sequence of requests fitted before
-                self.tiles.append(t)
-                return t
-            self.last = None                      # the requests changed: allocate (and check) anew
+            if idx < len(last):
+                t = last[idx]
+                if t.sig == (buf, shape, dtype, bufs, name):
+                    # the same request as last call: the same tile (its key stays unique), no values
+                    # yet; it fits, as the same sequence of requests fitted before
+                    t.core, t.data, t.lent = self, None, False
+                    if t.gen:                     # (Tile.mem is of the current generation)
+                        t.gen, t.tag, t.mem = 0, t.tag[:2] + (0,), None
+                    m = t.mem                     # the first write may go to last call's array
+                    if m is not None and t.memo is None and m.ndim == 2:
+                        t.own, t.w = True, m
+                    else:
+                        t.own, t.w = False, None
+                    tiles.append(t)
+                    return t
+            # the requests changed: account for the tiles reused so far, then allocate (and check) anew
+            self.last = None
+            for t in tiles:
+                self.used[t.buf] += t.nbytes
+                self.kind = "AIV" if t.buf == UB else "AIC"
         cap = a2a3.CAPACITY.get(buf)
         try:
             rows, cols = shape
@@ -435,10 +520,10 @@ class Core:
         self.used[buf] = used
         t.vdtype = F32 if (buf != UB and dt in _HALF) else dt
         t.key = next(_keys)
-        t.data, t.own, t.lent, t.alias, t.gen = None, False, False, False, 0
+        t.data, t.own, t.lent, t.alias, t.gen, t.mem, t.memo, t.w = None, False, False, False, 0, None, None, None
         t.tag = (self.scratch, idx, 0)
         t.sig, t.views = (buf, shape, dtype, bufs, name), {}
-        self.tiles.append(t)
+        tiles.append(t)
         return t
 
     def loop(self, n: int) -> _Loop:
@@ -474,7 +559,10 @@ class _Loop:
         if rec is not None:
             self.body = []
             rec.stack.append(self.body)
-        self.core.n = self.n
+        core = self.core
+        core.n = self.n
+        for t in core.tiles:                      # inside the loop every write takes the full path
+            t.w = None
 
     def __exit__(self, *exc: object) -> None:
         core = self.core
@@ -510,20 +598,30 @@ def _fresh(dst: Tile, shape: tuple[int, ...], order: tuple[int, ...] | None = No
         dst.lent = False
         dst.tag = dst.tag[:2] + (dst.gen,)
     a = _scratch(dst.tag, shape, dst.vdtype, order)
-    dst.data, dst.own = a, True
+    dst.data, dst.own, dst.mem, dst.memo = a, True, a, order
+    dst.w = None if dst.core.n else a
     return a
 
 
 def _out(dst: Tile, shape: tuple[int, ...], like: np.ndarray | None = None) -> np.ndarray:
     """The array an op writes ``dst``'s new values into (``shape``: with a leading loop axis or
-    not): its current one if it owns it, else a fresh one laid out in memory as ``like`` (an
-    input: elementwise numpy is fastest when both sides walk memory in one order). Fetch the
-    sources' data before calling: this may rebind ``dst.data``. (Writing over a source is safe:
-    numpy ufuncs and assignments resolve overlap.)"""
+    not): its current one if it owns it, else its scratch array of the last write (``mem``: of
+    this call or of the previous Core of its name, whose values are dead) if nothing shows that
+    one, else a fresh one laid out in memory as ``like`` (an input: elementwise numpy is fastest
+    when both sides walk memory in one order). Fetch the sources' data before calling: this may
+    rebind ``dst.data``. (Writing over a source is safe: numpy ufuncs and assignments resolve
+    overlap.)"""
     d = dst.data
     if dst.own and not dst.lent and d is not None and d.shape == shape:
+        if not dst.core.n:
+            dst.w = d
         return d
-    order = _memory_order(like) if like is not None and len(shape) == 3 and like.shape == shape else None
+    order = _memory_order(like) if like is not None and like.shape == shape and len(shape) > 1 else None
+    m = dst.mem
+    if m is not None and not dst.lent and m.shape == shape and dst.memo == order:
+        dst.data, dst.own = m, True
+        dst.w = None if dst.core.n else m
+        return m
     return _fresh(dst, shape, order)
 
 
@@ -539,46 +637,67 @@ def load(dst: Tile, src: np.ndarray, index: Any = None, prefetch: bool = False) 
     "TLOAD(next)" ahead of a pipe_barrier(PIPE_ALL) that would otherwise stop the overlap."""
     core = dst.core
     n = core.n
-    if dst.buf not in (UB, L1):
+    b = dst.buf
+    if b != UB and b != L1:
         raise TileError(f"{core.name}: load into {a2a3.BUFFERS[dst.buf]}: TLOAD fills UB or L1 "
                         f"(move L1 tiles on to L0A/L0B)")
-    if src.dtype != dst.dtype:
+    sd = src.dtype
+    if sd is not dst.dtype and sd != dst.dtype:
         raise TileError(f"{core.name}: load of a {src.dtype} GM view into {dst!r}: TLOAD does not convert "
                         f"(load into a {src.dtype} tile, then cast)")
-    rows, cols = dst.shape
+    shape = dst.shape
     if index is not None:
         ids = np.asarray(index).reshape(-1)
         if ids.size != (n or 1):
             raise TileError(f"{core.name}: load into {dst!r}: index has {ids.size} ids for {n or 1} iteration(s)")
-        src = _as_shape(src, (src.shape[0], rows, cols), "load into", dst)
+        src = _as_shape(src, (src.shape[0],) + shape, "load into", dst)
         if n:
             _gather(dst, src, ids)
             view = None
         else:
             view = src[int(ids[0])]
     else:
-        view = _as_shape(src, (n, rows, cols) if n else (rows, cols), "load into", dst)
+        if n:
+            shape = (n,) + shape
+        view = src
+        if src.shape != shape:
+            view = src.reshape(shape) if (src.ndim == 1 and not n and src.shape[0] == shape[0] * shape[1]) \
+                else _as_shape(src, shape, "load into", dst)
     if view is not None:
-        if dst.vdtype == src.dtype:               # zero copy: the tile shows the GM values
-            if dst.alias:
-                raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only): write the tile "
-                                f"it views, then reshape")
-            dst.data, dst.own = view, False
-            if view.flags.writeable:              # a store may overwrite what it shows (see store)
+        if dst.alias:
+            raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only): write the tile "
+                            f"it views, then reshape")
+        if dst.vdtype is sd:
+            if not view.flags.writeable:          # zero copy: the tile shows the GM values
+                dst.data, dst.own, dst.w = view, False, None
+            elif view.nbytes > _SMALL_COPY:       # ... which a store may overwrite (see store)
+                dst.data, dst.own, dst.w = view, False, None
                 core.borrowed[dst.key] = dst
+            else:                                 # a small writable view: copying is cheaper
+                _out(dst, view.shape, view)[...] = view
         else:                                     # 16-bit floats for the cube: widen once
-            out = _fresh(dst, view.shape, _memory_order(view))
-            if view.dtype == BF16 and view.size >= _FAST_CAST:
-                w = out.view(_U32)                # bf16 is the top half of an fp32 (~3x ml_dtypes)
-                np.copyto(w, view.view(_U16), casting="unsafe")
-                w <<= 16
-            else:
-                out[...] = view
-    if _tl.rec is not None:
+            _widen(_out(dst, view.shape, view), view)
+    if _ON and _tl.rec is not None:
+        rows, cols = dst.shape
         nb = rows * cols * dst.dtype.itemsize
         _count(core, MTE2, a2a3.C_GM, a2a3.transfer_cycles((a2a3.GM, dst.buf), nb), (), (dst,),
                ahead=1 if prefetch and n else 0)
         _tl.rec.gm_read += nb * (n or 1)
+
+
+_FAST_WIDEN = 4096        # elements: below this numpy's own bf16 -> fp32 conversion is as fast
+_SMALL_COPY = 4096        # bytes: a writable GM view this small is copied at load, not borrowed
+
+
+def _widen(out: np.ndarray, x: np.ndarray) -> None:
+    """out = x converted (same shape; any dtypes). bf16 -> fp32 is exact and bf16 the top half of
+    an fp32: for large arrays an integer shift is ~2x faster than ml_dtypes' conversion."""
+    if x.dtype is BF16 and out.dtype is F32 and x.size >= _FAST_WIDEN:
+        v = out.view(_U32)
+        np.copyto(v, x.view(_U16), casting="unsafe")
+        v <<= 16
+    else:
+        out[...] = x
 
 
 def _gather(dst: Tile, src: np.ndarray, ids: np.ndarray) -> None:
@@ -587,44 +706,99 @@ def _gather(dst: Tile, src: np.ndarray, ids: np.ndarray) -> None:
     if order is not None and order[0] != 0:
         order = None                              # the gathered axis is not outermost: plain gather
     mo = src if order is None else src.transpose(order)
-    out = _fresh(dst, (ids.size,) + mo.shape[1:])
-    if ids.size == 1:
-        out[0] = mo[int(ids[0])]                  # no fancy-index temporary
-    else:
-        out[...] = mo[ids]
-    if order is not None:
-        dst.data = out.transpose(_inverse(order))
+    shape = (ids.size,) + mo.shape[1:]
+    m = dst.mem                                   # as _out, in the memory order of the source
+    out = m if (m is not None and not dst.lent and m.shape == shape and dst.memo == (order, "gather")) \
+        else _fresh(dst, shape)
+    dst.memo = (order, "gather")
+    x = mo[int(ids[0])] if ids.size == 1 else mo[ids]        # one block: no fancy-index temporary
+    _widen(out[0] if ids.size == 1 else out, x)
+    dst.data, dst.own, dst.w = (out if order is None else out.transpose(_inverse(order))), True, None
 
 
-def store(dst: np.ndarray, src: Tile, atomic: str | None = None) -> None:
-    """TSTORE: ``src`` (UB, L0C or L1) -> GM view ``dst``; ``atomic="add"`` adds into it."""
+def store(dst: np.ndarray, src: Tile, atomic: str | None = None, index: Any = None) -> None:
+    """TSTORE: ``src`` (UB, L0C or L1) -> GM view ``dst``; ``atomic="add"`` adds into it. In a
+    loop, ``dst`` has a leading axis of the loop count, or ``index`` (one id per iteration) sends
+    iteration i to ``dst[index[i]]`` (outside a loop: one id, ``dst[id]``), as load's."""
     core = src.core
     n = core.n
-    a = _data(src, "store")
+    a = src.data
+    if a is None:
+        _data(src, "store")
+    dd = dst.dtype
     if src.buf == L0C:
-        if dst.dtype not in _FLOATS:
+        if dd not in _FLOATS:
             raise TileError(f"{core.name}: store of {src!r} into a {dst.dtype} GM view: L0C stores floats")
-    elif dst.dtype != src.dtype:
+    elif dd is not src.dtype and dd != src.dtype:
         raise TileError(f"{core.name}: store of {src!r} into a {dst.dtype} GM view: TSTORE does not convert "
                         f"(cast into a {dst.dtype} tile first)")
-    if atomic not in (None, "add"):
+    if atomic is not None and atomic != "add":
         raise TileError(f"{core.name}: store atomic={atomic!r}: expected None or 'add'")
+    if index is not None:
+        _store_at(dst, src, a, atomic, index)
+        return
     shape = (n,) + src.shape if n else src.shape
-    view = _as_shape(dst, shape, "store of", src)
+    view = dst
+    if dst.shape != shape:
+        # a vector is always a (rows, cols) view (a.reshape never copies it, and a store through a
+        # copy would be lost); anything else has to be one (_as_shape)
+        view = dst.reshape(shape) if (dst.ndim == 1 and not n and dst.size == a.size) else \
+            _as_shape(dst, shape, "store of", src)
     # A tile still showing GM bytes this store overwrites keeps its values (tiles loaded from
     # read-only views -- In arguments -- are not checked: a task's writable views do not alias them)
-    for t in core.borrowed.values():
-        if not t.own and t.data is not None and np.may_share_memory(t.data, view):
-            t.data = t.data.copy()
-            t.own = True
+    if core.borrowed:
+        _keep_borrowed(core, view)
     if atomic is None:
         view[...] = a
     else:
         _atomic.add(view, a)                      # one indivisible update across cores (kernels/atomic.py)
-    if _tl.rec is not None:
-        nb = src.shape[0] * src.shape[1] * (dst.dtype.itemsize if src.buf == L0C else src.dtype.itemsize)
-        _count(core, MTE3, a2a3.C_GM, a2a3.transfer_cycles((src.buf, a2a3.GM), nb), (src,), ())
-        _tl.rec.gm_write += nb * (n or 1)
+    if _ON and _tl.rec is not None:
+        _count_store(dst, src)
+
+
+def _keep_borrowed(core: Core, view: np.ndarray) -> None:
+    """A tile still showing GM bytes a store overwrites keeps its values (tiles loaded from
+    read-only views -- In arguments -- are not checked: a task's writable views do not alias them)."""
+    for t in core.borrowed.values():
+        d = t.data
+        if d is not None and not t.own and _may_share(d, view):
+            _out(t, d.shape, d)[...] = d          # into its own scratch (a fresh copy would page-fault)
+            t.w = None
+
+
+def _count_store(dst: np.ndarray, src: Tile) -> None:
+    nb = src.shape[0] * src.shape[1] * (dst.dtype.itemsize if src.buf == L0C else src.dtype.itemsize)
+    _count(src.core, MTE3, a2a3.C_GM, a2a3.transfer_cycles((src.buf, a2a3.GM), nb), (src,), ())
+    _tl.rec.gm_write += nb * (src.core.n or 1)
+
+
+def _store_at(dst: np.ndarray, src: Tile, a: np.ndarray, atomic: str | None, index: Any) -> None:
+    """store(..., index=ids): iteration i's tile to dst[ids[i]] (in iteration order: a repeated
+    id keeps the last iteration's tile, or, atomic, the sum of all)."""
+    core = src.core
+    n = core.n
+    ids = np.asarray(index).reshape(-1)
+    if ids.size != (n or 1):
+        raise TileError(f"{core.name}: store of {src!r}: index has {ids.size} ids for {n or 1} iteration(s)")
+    view = _as_shape(dst, (dst.shape[0],) + src.shape, "store of", src)
+    if core.borrowed:
+        _keep_borrowed(core, view)
+    tiles = a if (n and a.ndim == 3) else None            # (a tile written before the loop: the same each time)
+    if atomic is None and (ids.size == 1 or np.unique(ids).size == ids.size):
+        view[ids] = a
+    else:
+        for i, j in enumerate(ids.tolist()):
+            x = a if tiles is None else tiles[i]
+            if atomic is None:
+                view[j] = x
+            else:
+                _atomic.add(view[j], x)
+    if _ON and _tl.rec is not None:
+        _count_store(dst, src)
+
+
+# np.may_share_memory without its __array_function__ dispatch (half its cost on small arrays)
+_may_share = getattr(np.may_share_memory, "_implementation", np.may_share_memory)
 
 
 def move(dst: Tile, src: Tile) -> None:
@@ -639,12 +813,12 @@ def move(dst: Tile, src: Tile) -> None:
     d = _data(src, "move")
     if dst.alias:
         raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
-    dst.data, dst.own = d, False                  # the values are the same: share them
+    dst.data, dst.own, dst.w = d, False, None     # the values are the same: share them
     if src.own:
-        src.lent = True                           # src's next write goes elsewhere
+        src.lent, src.w = True, None              # src's next write goes elsewhere
     elif src.key in core.borrowed:
         core.borrowed[dst.key] = dst
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         nb = src.shape[0] * src.shape[1] * src.dtype.itemsize
         pipe, cls, _ = a2a3.PATHS[path]
         _count(core, pipe, cls, a2a3.transfer_cycles(path, nb), (src,), (dst,))
@@ -691,12 +865,12 @@ def extract(dst: Tile, src: Tile, row: int | _Each = 0, col: int | _Each = 0) ->
         view = d[..., r0:r0 + dh, c0:c0 + dw]
     if dst.alias:
         raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
-    dst.data, dst.own = view, False               # the same values: share them
+    dst.data, dst.own, dst.w = view, False, None  # the same values: share them
     if src.own:
-        src.lent = True                           # src's next write goes elsewhere
+        src.lent, src.w = True, None              # src's next write goes elsewhere
     elif src.key in core.borrowed:
         core.borrowed[dst.key] = dst
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         nb = dh * dw * dst.dtype.itemsize
         pipe, cls, _ = a2a3.PATHS[path]
         _count(core, pipe, cls, a2a3.transfer_cycles(path, nb), (src,), (dst,))
@@ -743,14 +917,14 @@ def matmul(c: Tile, a: Tile, b: Tile, acc: bool = False) -> None:
         if m <= 32:   # tall-skinny: OpenBLAS is ~1.6x faster on (Bᵀ Aᵀ)ᵀ for short a tiles
             r = _fresh(c, (n, nn, m))
             np.matmul(yt, x.T, out=r.reshape(n * nn, m))
-            c.data = r.transpose(0, 2, 1)
+            c.data, c.w = r.transpose(0, 2, 1), None
         else:
             r = _fresh(c, (m, n, nn))
             np.matmul(x, yt.T, out=r.reshape(m, n * nn))
-            c.data = r.transpose(1, 0, 2)
+            c.data, c.w = r.transpose(1, 0, 2), None
     else:
         np.matmul(x, y, out=_out(c, np.broadcast_shapes(x.shape[:-2], y.shape[:-2]) + (m, nn)))
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _count(core, CUBE, a2a3.C_CUBE, a2a3.cube_cycles(a.dtype.itemsize, m, k, nn),
                (a, b, c) if acc else (a, b), (c,))
 
@@ -774,6 +948,27 @@ def _vcount(op: str, dst: Tile, shape_of: Tile, reads: tuple, only: int | None =
 _REDUCE = {np.add, np.maximum, np.minimum, np.multiply}
 
 
+# The elementwise ops are made by the factories below: each op is one function whose first lines
+# are the fast path (see Tile.w: not in a loop, dst writable in place, operands of its shape),
+# the rest of the work in the shared full path (_binary, _scalar, _unary, _row_expand_op).
+
+
+def _binary_op(op: str, uf: np.ufunc, doc: str) -> Callable[[Tile, Tile, Tile], None]:
+    def fn(dst: Tile, a: Tile, b: Tile) -> None:
+        w, x, y = dst.w, a.data, b.data
+        if w is not None and x is not None and y is not None and a.buf == UB and b.buf == UB \
+                and x.shape == w.shape == y.shape:
+            uf(x, y, out=w)                       # (np.maximum and np.minimum take out= only)
+            dst.data = w
+            if _ON and _tl.rec is not None:
+                _vcount(op, dst, dst, (a, b))
+        else:
+            _binary(op, uf, dst, a, b)
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = doc
+    return fn
+
+
 def _binary(op: str, uf: np.ufunc, dst: Tile, a: Tile, b: Tile) -> None:
     if dst.buf != UB or a.buf != UB or b.buf != UB:
         _vec_check(dst, a, b)
@@ -791,7 +986,7 @@ def _binary(op: str, uf: np.ufunc, dst: Tile, a: Tile, b: Tile) -> None:
         shape, like = np.broadcast_shapes(x.shape, y.shape), None
     d = dst.data
     uf(x, y, out=d if (dst.own and not dst.lent and d is not None and d.shape == shape) else _out(dst, shape, like))
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _vcount(op, dst, dst, (a, b))
 
 
@@ -808,116 +1003,122 @@ def _carried(op: str, uf: np.ufunc, dst: Tile, a: Tile, b: Tile) -> None:
     if dst.data is not None:
         r = uf(dst.data, r)
     _out(dst, r.shape)[...] = r
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _vcount(op, dst, dst, (a, b))
 
 
-def add(dst: Tile, a: Tile, b: Tile) -> None:
-    """TADD: dst = a + b."""
-    _binary("add", np.add, dst, a, b)
+add = _binary_op("add", np.add, "TADD: dst = a + b.")
 
 
-def sub(dst: Tile, a: Tile, b: Tile) -> None:
-    """TSUB: dst = a - b."""
-    _binary("sub", np.subtract, dst, a, b)
+sub = _binary_op("sub", np.subtract, "TSUB: dst = a - b.")
 
 
-def mul(dst: Tile, a: Tile, b: Tile) -> None:
-    """TMUL: dst = a * b."""
-    _binary("mul", np.multiply, dst, a, b)
+mul = _binary_op("mul", np.multiply, "TMUL: dst = a * b.")
 
 
-def div(dst: Tile, a: Tile, b: Tile) -> None:
-    """TDIV: dst = a / b."""
-    _binary("div", np.divide, dst, a, b)
+div = _binary_op("div", np.divide, "TDIV: dst = a / b.")
 
 
-def max(dst: Tile, a: Tile, b: Tile) -> None:  # noqa: A001 - the PTO instruction's name
-    """TMAX: dst = max(a, b) elementwise."""
-    _binary("max", np.maximum, dst, a, b)
+max = _binary_op("max", np.maximum, "TMAX: dst = max(a, b) elementwise.")  # noqa: A001 - the PTO instruction's name
 
 
-def min(dst: Tile, a: Tile, b: Tile) -> None:  # noqa: A001 - the PTO instruction's name
-    """TMIN: dst = min(a, b) elementwise."""
-    _binary("min", np.minimum, dst, a, b)
+min = _binary_op("min", np.minimum, "TMIN: dst = min(a, b) elementwise.")  # noqa: A001 - the PTO instruction's name
+
+
+def _scalar_op(op: str, uf: np.ufunc, doc: str) -> Callable[[Tile, Tile, float], None]:
+    def fn(dst: Tile, a: Tile, s: float) -> None:
+        w, x = dst.w, a.data
+        if w is not None and x is not None and a.buf == UB and x.shape == w.shape:
+            # a Python float meets an fp32 tile as an fp32 (NEP 50): converting it first is the same
+            uf(x, s if (type(s) is float and dst.vdtype is F32) else dst.vdtype.type(s), out=w)
+            dst.data = w
+            if _ON and _tl.rec is not None:
+                _vcount(op, dst, dst, (a,))
+        else:
+            _scalar(op, uf, dst, a, s)
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = doc
+    return fn
 
 
 def _scalar(op: str, uf: np.ufunc, dst: Tile, a: Tile, s: float) -> None:
+    v = dst.vdtype.type(s)
+    x = a.data
     if dst.buf != UB or a.buf != UB:
         _vec_check(dst, a)
-    x = a.data
     if x is None:
         _data(a, op)
     d = dst.data
-    uf(x, dst.vdtype.type(s),
-       out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
-    if _tl.rec is not None:
+    uf(x, v, out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
+    if _ON and _tl.rec is not None:
         _vcount(op, dst, dst, (a,))
 
 
-def adds(dst: Tile, a: Tile, s: float) -> None:
-    """TADDS: dst = a + s."""
-    _scalar("adds", np.add, dst, a, s)
+adds = _scalar_op("adds", np.add, "TADDS: dst = a + s.")
 
 
-def subs(dst: Tile, a: Tile, s: float) -> None:
-    """TSUBS: dst = a - s."""
-    _scalar("subs", np.subtract, dst, a, s)
+subs = _scalar_op("subs", np.subtract, "TSUBS: dst = a - s.")
 
 
-def muls(dst: Tile, a: Tile, s: float) -> None:
-    """TMULS: dst = a * s."""
-    _scalar("muls", np.multiply, dst, a, s)
+muls = _scalar_op("muls", np.multiply, "TMULS: dst = a * s.")
 
 
-def divs(dst: Tile, a: Tile, s: float) -> None:
-    """TDIVS: dst = a / s."""
-    _scalar("divs", np.divide, dst, a, s)
+divs = _scalar_op("divs", np.divide, "TDIVS: dst = a / s.")
 
 
-def maxs(dst: Tile, a: Tile, s: float) -> None:
-    """TMAXS: dst = max(a, s)."""
-    _scalar("maxs", np.maximum, dst, a, s)
+maxs = _scalar_op("maxs", np.maximum, "TMAXS: dst = max(a, s).")
 
 
-def mins(dst: Tile, a: Tile, s: float) -> None:
-    """TMINS: dst = min(a, s)."""
-    _scalar("mins", np.minimum, dst, a, s)
+mins = _scalar_op("mins", np.minimum, "TMINS: dst = min(a, s).")
+
+
+def _unary_op(op: str, uf: np.ufunc, doc: str) -> Callable[[Tile, Tile], None]:
+    def fn(dst: Tile, a: Tile) -> None:
+        w, x = dst.w, a.data
+        if w is not None and x is not None and a.buf == UB and x.shape == w.shape:
+            uf(x, w)
+            dst.data = w
+            if _ON and _tl.rec is not None:
+                _vcount(op, dst, dst, (a,))
+        else:
+            _unary(op, uf, dst, a)
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = doc
+    return fn
 
 
 def _unary(op: str, uf: np.ufunc, dst: Tile, a: Tile) -> None:
+    x = a.data
     if dst.buf != UB or a.buf != UB:
         _vec_check(dst, a)
-    x = a.data
     if x is None:
         _data(a, op)
     d = dst.data
     uf(x, out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _vcount(op, dst, dst, (a,))
 
 
-def exp(dst: Tile, a: Tile) -> None:
-    """TEXP: dst = exp(a)."""
-    _unary("exp", np.exp, dst, a)
+exp = _unary_op("exp", np.exp, "TEXP: dst = exp(a).")
 
 
-def sqrt(dst: Tile, a: Tile) -> None:
-    """TSQRT: dst = sqrt(a)."""
-    _unary("sqrt", np.sqrt, dst, a)
+sqrt = _unary_op("sqrt", np.sqrt, "TSQRT: dst = sqrt(a).")
 
 
-def neg(dst: Tile, a: Tile) -> None:
-    """TNEG: dst = -a."""
-    _unary("neg", np.negative, dst, a)
+neg = _unary_op("neg", np.negative, "TNEG: dst = -a.")
 
 
-def recip(dst: Tile, a: Tile) -> None:
-    """TRECIP: dst = 1 / a."""
-    _unary("recip", np.reciprocal, dst, a)
+recip = _unary_op("recip", np.reciprocal, "TRECIP: dst = 1 / a.")
 
 
 def _row_reduce(op: str, uf: np.ufunc, dst: Tile, a: Tile) -> None:
+    w, x = dst.w, a.data
+    if w is not None and x is not None and a.buf == UB and x.ndim == 2 and w.shape == (x.shape[0], 1):
+        uf.reduce(x, axis=-1, keepdims=True, out=w)             # fast path (Tile.w)
+        dst.data = w
+        if _ON and _tl.rec is not None:
+            _vcount(op, dst, a, (a,))
+        return
     _vec_check(dst, a)
     if dst.shape != (a.shape[0], 1):
         raise TileError(f"{dst.core.name}: {op} of {a!r} into {dst!r}: the result is a ({a.shape[0]}, 1) column")
@@ -940,7 +1141,7 @@ def _row_reduce(op: str, uf: np.ufunc, dst: Tile, a: Tile) -> None:
             uf.reduce(x, axis=-1, keepdims=True, out=out)
     else:
         uf.reduce(x, axis=-1, keepdims=True, out=out)
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _vcount(op, dst, a, (a,))
 
 
@@ -969,47 +1170,61 @@ def row_expand(dst: Tile, col: Tile) -> None:
     c = _col(col, dst.shape[0], "row_expand")
     out = _out(dst, c.shape[:-1] + (dst.shape[1],))
     out[...] = c
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _vcount("row_expand", dst, dst, (col,))
 
 
-def _row_expand_op(op: str, uf: np.ufunc, base: str, dst: Tile, a: Tile, col: Tile) -> None:
+def _row_expand_op(op: str, uf: np.ufunc, base: str, doc: str) -> Callable[[Tile, Tile, Tile], None]:
+    def fn(dst: Tile, a: Tile, col: Tile) -> None:
+        w, x, c = dst.w, a.data, col.data
+        if (w is not None and x is not None and c is not None and a.buf == UB and col.buf == UB
+                and x.shape == w.shape and c.shape == (x.shape[0], 1)):
+            uf(x, c, w)
+            dst.data = w
+        else:
+            _row_expand(op, uf, dst, a, col)
+        if _ON and _tl.rec is not None:
+            _row_expand_count(base, dst, a, col)
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = doc
+    return fn
+
+
+def _row_expand(op: str, uf: np.ufunc, dst: Tile, a: Tile, col: Tile) -> None:
+    x, c = a.data, col.data
     if dst.buf != UB or a.buf != UB or col.buf != UB:
         _vec_check(dst, a, col)
-    x, c = a.data, col.data
     if x is None or c is None or col.shape != (a.shape[0], 1):
         _col(col, a.shape[0], op)
         _data(a, op)
     shape, like = (x.shape, x) if x.ndim >= c.ndim else (c.shape[:1] + x.shape, None)
     d = dst.data
     uf(x, c, out=d if (dst.own and not dst.lent and d is not None and d.shape == shape) else _out(dst, shape, like))
-    if _tl.rec is not None:
-        # the reference's TROWEXPAND<op>: one vbrcb of the column, then the binary op on the tile
-        rows, cols = dst.shape
-        dt = dst.dtype
-        cyc = (a2a3.vector_cycles(base, dt.itemsize, rows, cols)
-               + a2a3.vector_cycles("brcb", 4, rows, 1))
-        _count(dst.core, VECTOR, a2a3.C_VEC, cyc, (a, col), (dst,))
 
 
-def row_expand_add(dst: Tile, a: Tile, col: Tile) -> None:
-    """TROWEXPANDADD: dst = a + col, col (rows, 1) broadcast along each row."""
-    _row_expand_op("row_expand_add", np.add, "add", dst, a, col)
+def _row_expand_count(base: str, dst: Tile, a: Tile, col: Tile) -> None:
+    # the reference's TROWEXPAND<op>: one vbrcb of the column, then the binary op on the tile
+    rows, cols = dst.shape
+    dt = dst.dtype
+    cyc = (a2a3.vector_cycles(base, dt.itemsize, rows, cols)
+           + a2a3.vector_cycles("brcb", 4, rows, 1))
+    _count(dst.core, VECTOR, a2a3.C_VEC, cyc, (a, col), (dst,))
 
 
-def row_expand_sub(dst: Tile, a: Tile, col: Tile) -> None:
-    """TROWEXPANDSUB: dst = a - col."""
-    _row_expand_op("row_expand_sub", np.subtract, "sub", dst, a, col)
+row_expand_add = _row_expand_op("row_expand_add", np.add, "add",
+                                 "TROWEXPANDADD: dst = a + col, col (rows, 1) broadcast along each row.")
 
 
-def row_expand_mul(dst: Tile, a: Tile, col: Tile) -> None:
-    """TROWEXPANDMUL: dst = a * col."""
-    _row_expand_op("row_expand_mul", np.multiply, "mul", dst, a, col)
+row_expand_sub = _row_expand_op("row_expand_sub", np.subtract, "sub",
+                                 "TROWEXPANDSUB: dst = a - col.")
 
 
-def row_expand_div(dst: Tile, a: Tile, col: Tile) -> None:
-    """TROWEXPANDDIV: dst = a / col."""
-    _row_expand_op("row_expand_div", np.divide, "div", dst, a, col)
+row_expand_mul = _row_expand_op("row_expand_mul", np.multiply, "mul",
+                                 "TROWEXPANDMUL: dst = a * col.")
+
+
+row_expand_div = _row_expand_op("row_expand_div", np.divide, "div",
+                                 "TROWEXPANDDIV: dst = a / col.")
 
 
 def col_expand_mul(dst: Tile, a: Tile, row: Tile) -> None:
@@ -1023,33 +1238,32 @@ def col_expand_mul(dst: Tile, a: Tile, row: Tile) -> None:
     d = dst.data
     np.multiply(x, r, out=d if (dst.own and not dst.lent and d is not None and d.shape == shape)
                 else _out(dst, shape, x if x.shape == shape else None))
-    if _tl.rec is not None:
+    if _ON and _tl.rec is not None:
         _vcount("col_expand_mul", dst, dst, (a, row))
 
 
 def cast(dst: Tile, a: Tile) -> None:
     """TCVT: dst = a converted to dst's dtype (floats: round to nearest, ties to even)."""
-    _vec_check(dst, a)
-    if dst.shape != a.shape:
-        raise TileError(f"{dst.core.name}: cast {a!r} -> {dst!r}: shapes must match")
-    x = _data(a, "cast")
-    out = _out(dst, x.shape, x)
-    if x.dtype == F32 and out.dtype == BF16 and x.size >= _FAST_CAST:
-        _f32_to_bf16(out, x, _scratch(dst.tag[:2] + (-1,), x.shape, _U32, _memory_order(x) if x.ndim == 3 else None))
-    elif x.dtype == BF16 and out.dtype == F32 and x.size >= _FAST_CAST:
-        v = out.view(_U32)
-        np.copyto(v, x.view(_U16), casting="unsafe")          # bf16 is the top half of an fp32
-        v <<= 16
+    w, x = dst.w, a.data
+    if w is not None and x is not None and a.buf == UB and x.shape == w.shape:
+        out = dst.data = w                                    # fast path (Tile.w)
     else:
-        out[...] = x
-    if _tl.rec is not None:
+        _vec_check(dst, a)
+        if dst.shape != a.shape:
+            raise TileError(f"{dst.core.name}: cast {a!r} -> {dst!r}: shapes must match")
+        x = _data(a, "cast")
+        out = _out(dst, x.shape, x)
+    if x.dtype is F32 and out.dtype is BF16 and x.size >= _FAST_CAST:
+        _f32_to_bf16(out, x, _scratch(dst.tag[:2] + (-1,), x.shape, _U32, _memory_order(x) if x.ndim == 3 else None))
+    else:
+        _widen(out, x)                                        # (any other pair: numpy's conversion)
+    if _ON and _tl.rec is not None:
         rows, cols = a.shape
         _count(dst.core, VECTOR, a2a3.C_VEC,
                a2a3.vector_cycles("cast", a.dtype.itemsize, rows, cols, dst.dtype.itemsize),
                (a,), (dst,))
 
 
-_U16, _U32 = np.dtype(np.uint16), np.dtype(np.uint32)
 _FAST_CAST = 8192          # elements: below this the integer route's extra numpy calls cost more than they save
 
 
@@ -1071,38 +1285,70 @@ def _f32_to_bf16(out: np.ndarray, x: np.ndarray, tmp: np.ndarray) -> None:
 
 def fill(dst: Tile, value: float) -> None:
     """TEXPANDS: every element of dst = value."""
-    _vec_check(dst)
-    _out(dst, dst.shape)[...] = value             # the same in every iteration: one tile of values
-    if _tl.rec is not None:
+    w = dst.w
+    if w is None or w.shape != dst.shape:
+        _vec_check(dst)
+        w = _out(dst, dst.shape)                  # the same in every iteration: one tile of values
+    w[...] = value
+    dst.data = w
+    if _ON and _tl.rec is not None:
         _vcount("fill", dst, dst, ())
 
 
-def fill_pad(dst: Tile, valid_cols: int, value: float, iteration: int | None = None) -> None:
+def fill_pad(dst: Tile, valid_cols: int | Sequence[int], value: float, iteration: int | None = None) -> None:
     """TFILLPAD_INPLACE: columns valid_cols.. of dst = value (in a loop: of every iteration's tile,
-    or of iteration ``iteration`` only, e.g. -1 for the last)."""
+    or of iteration ``iteration`` only, e.g. -1 for the last; or ``valid_cols`` a sequence of one
+    count per iteration, as a loop whose every iteration pads its own tile to its own length)."""
     _vec_check(dst)
     core = dst.core
     rows, cols = dst.shape
-    valid = int(valid_cols)
-    if not 0 <= valid <= cols:
+    per_iteration = not isinstance(valid_cols, (int, np.integer))
+    if per_iteration:
+        valid = np.asarray(valid_cols).reshape(-1)
+        if not core.n or valid.size != core.n or iteration is not None:
+            raise TileError(f"{core.name}: fill_pad with {valid.size} valid_cols: one count per iteration of "
+                            f"a c.loop() (here {core.n or 'not in a loop'}), without iteration=")
+        short = valid < cols
+    else:
+        valid = int(valid_cols)
+        short = valid < cols
+    if np.any(valid < 0) or np.any(valid > cols):
         raise TileError(f"{core.name}: fill_pad valid_cols={valid_cols} outside 0..{cols}")
     d = _data(dst, "fill_pad")
     if iteration is not None and not core.n:
         raise TileError(f"{core.name}: fill_pad(iteration=...) is for a tile inside c.loop()")
-    if valid < cols:
+    if np.any(short):
         if not dst.own or dst.lent:               # copy on write: whatever else shows these values keeps them
             if dst.alias:
                 raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
             old = d
-            d = _fresh(dst, old.shape)
+            d = _out(dst, old.shape, old)
             d[...] = old
-        if iteration is None:
+        if per_iteration:
+            np.copyto(d, value, where=(_arange(cols) >= valid[:, None])[:, None, :])
+        elif iteration is None:
             d[..., valid:] = value
         else:
             d[iteration, :, valid:] = value
-    if _tl.rec is not None and valid < cols:
-        _count(core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles("fill", dst.dtype.itemsize, rows, cols - valid),
-               (dst,), (dst,), None if iteration is None else int(iteration))
+    if _ON and _tl.rec is not None:
+        if per_iteration:                         # each short iteration its own instruction
+            for i in np.flatnonzero(short):
+                _count(core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles("fill", dst.dtype.itemsize, rows,
+                                                                    cols - int(valid[i])), (dst,), (dst,), int(i))
+        elif short:
+            _count(core, VECTOR, a2a3.C_VEC, a2a3.vector_cycles("fill", dst.dtype.itemsize, rows, cols - valid),
+                   (dst,), (dst,), None if iteration is None else int(iteration))
+
+
+def _arange(n: int) -> np.ndarray:
+    """np.arange(n), made once per n."""
+    a = _ARANGES.get(n)
+    if a is None:
+        a = _ARANGES[n] = np.arange(n)
+    return a
+
+
+_ARANGES: dict = {}
 
 
 def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
@@ -1120,13 +1366,18 @@ def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
         t.name, t.buf, t.dtype, t.vdtype, t.bufs = f"{src.name}[{rows}x{cols}]", src.buf, src.dtype, src.vdtype, \
             src.bufs
         t.shape, t.alias, t.own, t.lent, t.gen, t.nbytes = (rows, cols), True, False, False, 0, 0
-        t.sig = t.views = None
+        t.sig = t.views = t.mem = t.memo = t.vsrc = t.vdata = t.w = None
         if views is not None:
             views[shape] = t
     t.core, t.key, t.tag = src.core, src.key, src.tag
-    t.data = d.reshape(shape if d.ndim == 2 else d.shape[:1] + t.shape)
+    if t.vsrc is d:                               # the same values as last time (e.g. last call's scratch)
+        t.data = t.vdata
+    else:
+        t.data = t.vdata = d.reshape(shape if d.ndim == 2 else d.shape[:1] + t.shape)
+        t.vsrc = d
     if src.own:
         src.lent = True                           # the view keeps these values; src's next write goes elsewhere
+        src.w = None
     return t
 
 
@@ -1136,13 +1387,78 @@ def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
 def sync(src_pipe: int, dst_pipe: int) -> None:
     """set_flag(src) / wait_flag(dst): later ``dst_pipe`` instructions wait for every ``src_pipe``
     instruction issued so far."""
-    rec = _tl.rec
-    if rec is not None:
-        rec.stack[-1].append((a2a3.SYNC, src_pipe, dst_pipe))
+    if _ON:
+        rec = _tl.rec
+        if rec is not None:
+            rec.stack[-1].append((a2a3.SYNC, src_pipe, dst_pipe))
 
 
 def barrier() -> None:
     """pipe_barrier(PIPE_ALL): every later instruction waits for every earlier one."""
-    rec = _tl.rec
+    if _ON:
+        rec = _tl.rec
+        if rec is not None:
+            rec.stack[-1].append((a2a3.BARRIER,))
+
+
+def handshake(op: int, key: int, side: int, count: int, peers: tuple[int, ...], pipe: int) -> None:
+    """A cross-core flag of a pipe (kernels/pipe.py), for the coupled schedule of a mixed task's
+    parts (a2a3.couple): ``op`` a2a3.SET -- this part's count on ``side`` (a2a3.DATA: tiles
+    pushed, a2a3.FREE: tiles popped) of channel ``key`` reached ``count`` once its last ``pipe``
+    instruction ends -- or a2a3.WAIT: later instructions wait until every part slot in
+    ``peers`` has SET ``count`` there (the scalar unit blocks in wait_flag_dev). Not inside
+    ``c.loop()`` (a handshake cannot be batched)."""
+    rec = _tl.rec if _ON else None
     if rec is not None:
-        rec.stack[-1].append((a2a3.BARRIER,))
+        rec.stack[-1].append((a2a3.FLAG, op, key, side, count, peers, pipe))
+        rec.handshakes += 1
+
+
+# ── warm-up ─────────────────────────────────────────────────────────────────────────────────────
+
+
+def _warm() -> None:
+    """Run the ops once on small tiles, at import. Device workers are forked after the kernel
+    modules are imported: each then starts with this module's code already specialised by the
+    interpreter and its caches made, instead of paying for both -- and the copy-on-write page
+    faults they cause -- in its first kernel calls (about a third of a first call's cost)."""
+    x, ones = np.ones((2, 4, 32), F32), np.ones((2, 4), F32)
+    out, h_out = np.empty((2, 4, 32), F32), np.empty((2, 4, 32), BF16)
+    for _ in range(2):
+        v = Core("_warm_aiv")
+        a, b, col, row = v.tile(UB, (4, 32), F32), v.tile(UB, (4, 32), F32), v.tile(UB, (4, 1), F32), \
+            v.tile(UB, (1, 4), F32)
+        h = v.tile(UB, (4, 32), BF16)
+        load(a, x[0])
+        load(col, ones[0])
+        add(b, a, a)
+        muls(b, b, 0.5)
+        exp(b, b)
+        row_max(col, b)
+        row_expand_sub(b, b, col)
+        fill(row, 0.0)
+        max(row, row, reshape(col, (1, 4)))
+        cast(h, b)
+        cast(b, h)
+        fill_pad(b, 30, 0.0)
+        store(out[0], b)
+        store(ones[0], col)
+        with v.loop(2):
+            load(a, x)
+            fill_pad(a, [32, 30], 0.0)
+            add(b, b, a)
+            row_sum(col, a)
+            cast(h, a)
+            store(h_out, h, index=[1, 0])
+        c = Core("_warm_aic")
+        q, k = c.tile(L1, (4, 32), BF16), c.tile(L1, (32, 4), BF16)
+        left, right, acc = c.tile(L0A, (4, 32), BF16), c.tile(L0B, (32, 4), BF16), c.tile(L0C, (4, 4), F32)
+        load(q, h_out[0])
+        load(k, h_out[0].T)
+        move(left, q)
+        move(right, k)
+        matmul(acc, left, right)
+        store(out[0, :, :4], acc)
+
+
+_warm()

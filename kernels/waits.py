@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 __all__ = ["SYNC_WORDS", "WaitAborted", "Waits", "claim", "current", "describe", "install", "register_kind",
-           "kinds", "word"]
+           "kinds", "task_end_check", "task_end_checks", "word"]
 
 SYNC_WORDS = 64                 # sync words per core (offsets handed out by claim)
 DETAIL_WORDS = 4                # ints a wait may publish about itself
@@ -150,3 +150,23 @@ def describe(kind: int, obj: int, detail: tuple[int, ...]) -> str:
         return k[1](obj, tuple(detail))
     except Exception as e:  # noqa: BLE001 - a diagnosis must not fail on its own description
         return f"{k[0]} wait on object {obj} (detail {list(detail)}; describing it failed: {e})"
+
+
+# ── checks when a task ends ─────────────────────────────────────────────────────────────────────
+
+EndCheck = Callable[[Callable[[int], int], Iterable[int]], list[str]]
+_END_CHECKS: list[EndCheck] = []
+
+
+def task_end_check(fn: EndCheck) -> EndCheck:
+    """Register ``fn(get, clusters)`` -> notices: the device calls it when a mixed task (parts
+    sharing a cluster) has ended, every part of it, with the clusters it ran on; ``get(i)``
+    reads sync word i. A notice is told to the user (e.g. a pipe left holding tiles: the next
+    mixed task there pops them), it is not a failure."""
+    if fn not in _END_CHECKS:
+        _END_CHECKS.append(fn)
+    return fn
+
+
+def task_end_checks() -> tuple[EndCheck, ...]:
+    return tuple(_END_CHECKS)

@@ -226,5 +226,6 @@ def test_the_carried_fields_are_the_tile_layers_and_a_bad_row_is_named(tmp_path,
     lines[k] = json.dumps(bad)
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"task \d+: counted costs .*: expected \[AIC, AIV0, AIV1\].*12 numbers"):
+    with pytest.raises(ValueError, match=rf"task \d+: counted costs .*: expected \[AIC, AIV0, AIV1\].*"
+                                         rf"{len(COUNT_FIELDS)} numbers"):
         predict(str(path))

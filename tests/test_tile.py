@@ -260,12 +260,13 @@ def test_range_loop_is_the_batched_loop_one_iteration_at_a_time() -> None:
     assert ca.as_dict() == pytest.approx(cb.as_dict())
 
 
-def test_store_atomic_add_and_loads_that_alias_stores() -> None:
-    g = _f32(4, 16)
+@pytest.mark.parametrize("rows", [4, 128])     # a small writable view is copied at load, a large one shown
+def test_store_atomic_add_and_loads_that_alias_stores(rows: int) -> None:
+    g = _f32(rows, 16)
     before = g.copy()
-    c = Core("atomic")
-    t, keep = _ub(c, 4, 16), _ub(c, 4, 16)
-    tile.load(keep, g)                                 # a zero-copy view of g
+    c = Core(f"atomic{rows}")
+    t, keep = _ub(c, rows, 16), _ub(c, rows, 16)
+    tile.load(keep, g)                                 # (a zero-copy view of g, when large)
     tile.load(t, g)
     tile.muls(t, t, 2.0)
     tile.store(g, t, atomic="add")                     # g += 2g
@@ -273,6 +274,90 @@ def test_store_atomic_add_and_loads_that_alias_stores() -> None:
     out = np.empty_like(g)
     tile.store(out, keep)                              # keep still holds what it loaded
     np.testing.assert_array_equal(out, before)
+
+
+def test_store_index_sends_each_iteration_to_its_block() -> None:
+    x = _f32(3, 4, 8)
+    dst = np.zeros((5, 4, 8), np.float32)
+    c = Core("scatter")
+    t = _ub(c, 4, 8)
+
+    def scatter() -> None:
+        with c.loop(3):
+            tile.load(t, x)
+            tile.store(dst, t, index=[4, 0, 4])       # a repeated id keeps the last iteration's tile
+
+    counts = tile.count(scatter)
+    assert counts.mte3 == pytest.approx(3 * _hill("ub_to_gm", 4 * 8 * 4))    # one TSTORE per iteration
+    assert counts.gm_write == 3 * 4 * 8 * 4
+    np.testing.assert_array_equal(dst[0], x[1])
+    np.testing.assert_array_equal(dst[4], x[2])
+    assert not dst[[1, 2, 3]].any()
+    acc = np.ones((5, 4, 8), np.float32)
+    with c.loop(3):
+        tile.load(t, x)
+        tile.store(acc, t, atomic="add", index=[4, 0, 4])     # atomic: every iteration adds
+    np.testing.assert_allclose(acc[4], 1 + x[0] + x[2], rtol=1e-6)
+    np.testing.assert_allclose(acc[0], 1 + x[1], rtol=1e-6)
+    tile.store(dst, t, index=[2])                     # outside a loop: one id
+    np.testing.assert_array_equal(dst[2], x[2])
+    with pytest.raises(TileError, match="index has 2 ids for 1"):
+        tile.store(dst, t, index=[1, 2])
+
+
+def test_fill_pad_with_one_length_per_iteration() -> None:
+    rows, cols, valid = 4, 16, [16, 3, 0, 9]
+    x = _f32(len(valid), rows, cols)
+    out = np.empty_like(x)
+
+    def kernel() -> None:
+        c = Core("pad_each")
+        t = _ub(c, rows, cols)
+        with c.loop(len(valid)):
+            tile.load(t, x)
+            tile.fill_pad(t, valid, -np.inf)
+            tile.store(out, t)
+
+    got = tile.count(kernel)
+    for i, v in enumerate(valid):
+        np.testing.assert_array_equal(out[i, :, :v], x[i, :, :v])
+        assert np.all(out[i, :, v:] == -np.inf)
+    # one TFILLPAD per short iteration, over its padded columns (vector_dup: 256-byte repeats)
+    pads = sum(_linear("vector_dup", rows * math.ceil((cols - v) * 4 / 256)) for v in valid if v < cols)
+    assert got.vector == pytest.approx(pads)
+    assert got.instructions == 2 * len(valid) + sum(v < cols for v in valid)
+    with pytest.raises(TileError, match="one count per iteration"):
+        c = Core("pad_bad")
+        t = _ub(c, rows, cols)
+        with c.loop(2):
+            tile.load(t, x[:2])
+            tile.fill_pad(t, valid, 0.0)
+
+
+def test_values_survive_reuse_of_tiles_and_scratch_across_calls() -> None:
+    # a kernel called again reuses its tiles and their scratch arrays (the fast path writes in
+    # place): what a reshape or a move still shows must keep its values, call after call
+    def kernel(x: np.ndarray, shown: np.ndarray, moved: np.ndarray, last: np.ndarray) -> None:
+        c = Core("reuse")
+        a, b, v1 = _ub(c, 4, 8), _ub(c, 4, 8), _ub(c, 4, 8)
+        tile.load(a, x)
+        tile.muls(a, a, 2.0)                          # a: 2x, in its scratch
+        view = tile.reshape(a, (8, 4))                # shows 2x
+        tile.muls(a, a, 3.0)                          # a: 6x, elsewhere
+        tile.move(b, a)                               # UB -> UB: b shows 6x
+        tile.adds(a, a, 1.0)                          # a: 6x + 1, elsewhere again
+        tile.exp(v1, b)
+        tile.store(shown, view)
+        tile.store(moved, v1)
+        tile.store(last, a)
+
+    for _ in range(3):
+        x = _f32(4, 8)
+        shown, moved, last = np.empty((8, 4), np.float32), np.empty((4, 8), np.float32), np.empty((4, 8), np.float32)
+        kernel(x, shown, moved, last)
+        np.testing.assert_array_equal(shown, (2 * x).reshape(8, 4))
+        np.testing.assert_array_equal(moved, np.exp(6 * x))
+        np.testing.assert_array_equal(last, 6 * x + 1)
 
 
 # ---------------------------------------------------------------- errors
@@ -460,6 +545,76 @@ def test_steady_state_extrapolation_equals_full_replay(monkeypatch: pytest.Monke
     monkeypatch.setattr(a2a3, "_REPLAY", 10**6)
     full = [a2a3.schedule(p) for p in programs]
     assert fast == pytest.approx(full, rel=1e-9)
+
+
+# ---------------------------------------------------------------- the other paged-attention kernels
+
+
+def test_one_block_kernels_compute_what_the_unrolled_ones_do_on_one_block() -> None:
+    from kernels.workloads.paged_attention import per_block
+
+    rng = np.random.default_rng(3)
+    qt, d, bs = 16, 64, 32
+    q = rng.uniform(-1, 1, (qt, d)).astype(BF16)
+    kc, vc = (rng.uniform(-1, 1, (9, bs, 1, d)).astype(BF16) for _ in range(2))
+    ids = np.array([5])
+    got, want = {}, {}
+    for out, (qk, sf, pv) in ((got, (per_block.qk_block, per_block.sf_block, per_block.pv_block)),
+                              (want, (pa.qk, pa.sf, pa.pv))):
+        sij = np.empty((qt, bs), np.float32)
+        qk(q, kc, sij, ids)
+        pij, mi, li = np.empty((qt, bs), BF16), np.empty(qt, np.float32), np.empty(qt, np.float32)
+        sf(sij, pij, mi, li, 0.3, bs - 7, 1)
+        oi = np.empty((qt, d), np.float32)
+        pv(pij, vc, oi, ids)
+        out.update(sij=sij, pij=pij.astype(np.float32), mi=mi, li=li, oi=oi)
+    np.testing.assert_allclose(got["sij"], want["sij"], rtol=1e-5, atol=1e-5)
+    for k in ("pij", "mi", "li", "oi"):
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-3, atol=1e-5, err_msg=k)
+    assert (got["pij"][:, bs - 7:] == 0).all()
+
+
+def test_batched_softmax_masks_each_sequence_and_blanks_blocks_past_the_end() -> None:
+    from kernels.workloads.paged_attention import batch
+
+    rng = np.random.default_rng(4)
+    bc, qt, bs, bn, scale = 4, 8, 16, 2, 0.5
+    ctx = np.array([48, 40, 32, 20, 999], np.int32)      # block 2 holds 16, 8, 0, 0 of their tokens
+    sij = rng.standard_normal((bc * qt, bs)).astype(np.float32)
+    pij, mij, lij = np.empty((bc * qt, bs), BF16), np.empty(bc * qt, np.float32), np.empty(bc * qt, np.float32)
+    counts = tile.count(batch.sf_batch, sij, ctx, pij, mij, lij, scale, bc, bn, 0)
+    s = sij.reshape(bc, qt, bs) * np.float32(scale)
+    for b, valid in enumerate((16, 8, 0, 0)):
+        rows = slice(b * qt, (b + 1) * qt)
+        if valid == 0:
+            assert (mij[rows] == np.float32(-1e30)).all() and (lij[rows] == 0).all()
+            assert (pij[rows].astype(np.float32) == 0).all()
+            continue
+        m = s[b, :, :valid].max(axis=1)
+        p = np.exp(s[b, :, :valid] - m[:, None]).astype(BF16)
+        np.testing.assert_array_equal(mij[rows], m)
+        np.testing.assert_array_equal(pij[rows][:, :valid], p)
+        assert (pij[rows][:, valid:].astype(np.float32) == 0).all()
+        np.testing.assert_allclose(lij[rows], p.astype(np.float32).sum(axis=1), rtol=1e-6)
+    # what the two sequences with data loaded and the four stored
+    assert counts.gm_read == 2 * qt * bs * 4
+    assert counts.gm_write == 4 * (qt * bs * 2 + 2 * qt * 4)
+
+
+def test_every_tile_kernel_of_the_catalogue_is_counted_at_its_full_size_shapes() -> None:
+    # what ``python -m kernels.workloads.kernel_times`` prints: one call per kernel and case
+    from kernels.workloads import kernel_times
+
+    rows = kernel_times.rows()
+    assert {r[0] for r in rows} >= {"paged_attention", "paged_attention_unroll", "paged_attention_unroll_4dims",
+                                    "batch_paged_attention", "benchmark_bgemm", "vector_chain", "tiled_matmul",
+                                    "mixed_example"}
+    for wl, case, name, _, c in rows:
+        assert c.us_low < c.us < c.us_high and c.gm_write > 0, (wl, case, name)
+    by = {(r[0], r[1], r[2]): r[4] for r in rows}
+    # the 4-D variant's QK waits for each K block (no prefetch): slower than the unrolled one
+    assert by["paged_attention_unroll_4dims", "Case1", "qk_4dims"].us > by["paged_attention_unroll", "Case1", "qk"].us
+    assert "| paged_attention | Case1 | qk_block |" in kernel_times.table()
 
 
 # ---------------------------------------------------------------- paged attention at the calibration points

@@ -7,6 +7,8 @@ second, the roofline default last.
     LawTable: one law (or None = roofline) per kernel, and notes saying which fell back and why
         │  per task record:
         │    "c" (counted while recording, graph v2) ──kernels.a2a3.task_time(parts' Counts)──▶ us, band
+        │        (unless its parts exchanged tiles through pipes and the kernel has a law: the law
+        │        replays them coupled, a summary cannot)
         │    else TaskInfo(kernel, shape, args, scalars, blocks) ──law──▶ Cost   (band +-law_band)
         │    else the roofline default                                          (band [1/2, roofline_band] x)
         ▼
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from device.codec import counts_from_row
 from host.graph import DIR_NAMES, Record, check_counted, counted_gm
 from host.predict.params import Params
-from kernels.a2a3 import task_time
+from kernels.a2a3 import coupled, task_time
 from kernels.cost import ArgInfo, Cost, TaskInfo
 
 __all__ = ["COUNTED", "LAW", "ROOFLINE", "SOURCES", "LawTable", "RecordedArg", "TaskCosts", "find_laws", "roofline",
@@ -174,14 +176,18 @@ class TaskCosts:
         if counted is not None and kernel not in self.override:
             try:
                 check_counted(counted)
-                us, lo, hi = task_time([None if c is None else counts_from_row(c) for c in counted])
-                rd, wr = cg if cg is not None else counted_gm(counted)
+                parts = [None if c is None else counts_from_row(c) for c in counted]
+                # Parts that exchanged tiles through pipes cannot be timed from their summaries
+                # (kernels/a2a3.py task_time): a law that replays them coupled knows better.
+                if not (coupled(parts) and self.laws[kernel] is not None):
+                    us, lo, hi = task_time(parts)
+                    rd, wr = cg if cg is not None else counted_gm(counted)
+                    src[COUNTED] += 1
+                    host, rt = _split(args, float(rd), float(wr))
+                    b = max(blocks, 1)
+                    return us * sc, lo * sc, hi * sc, host / b, rt / b
             except (ValueError, TypeError, IndexError) as e:
                 raise ValueError(f"record of task {tid}: {e}") from None
-            src[COUNTED] += 1
-            host, rt = _split(args, float(rd), float(wr))
-            b = max(blocks, 1)
-            return us * sc, lo * sc, hi * sc, host / b, rt / b
         k = kernels[kernel]
         info = TaskInfo(k["name"], k.get("shape", ""), args, scalars, blocks)
         law = self.laws[kernel]

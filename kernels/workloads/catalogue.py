@@ -29,6 +29,7 @@ MODULES: dict[str, str] = {
     "batch_paged_attention": "kernels.workloads.paged_attention.batch:BATCH_PAGED_ATTENTION",
     "paged_attention_ringbuffer": "kernels.workloads.paged_attention.batch:PAGED_ATTENTION_RINGBUFFER",
     "qwen3_14b_decode": "kernels.workloads.qwen3",
+    "spmd_paged_attention": "kernels.workloads.paged_attention.spmd",
     # the reference's scene tests for its newer API (kernels/workloads/scenes)
     "vector_example": "kernels.workloads.scenes.data:VECTOR_EXAMPLE",
     "scalar_data": "kernels.workloads.scenes.data:SCALAR_DATA",

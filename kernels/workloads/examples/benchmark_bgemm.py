@@ -16,6 +16,11 @@
 Groups touch disjoint bytes and run side by side; the gemms of a group are independent, its adds
 form a grid_k-long chain. The axes the cases move: task count (matmul_add_task_num), tile edge
 (incore_data_size), tiles per task (incore_loop), chain depth (grid_k).
+
+The kernels are the reference's (kernels/aic/kernel_gemm_tile.cpp, kernels/aiv/kernel_tile_add.cpp)
+on the tile layer: per tile, gemm TLOADs A and B to L1, TMOVs them to L0A/L0B, TMATMULs (fp32)
+and TSTOREs P; tile_add TLOADs C and P to UB, TADDs, TSTOREs C; a pipe_sync closes every tile.
+A task's ``loop`` tiles are one batched loop (kernels/tile.py).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from kernels import AIC, AIV, In, InOut, Out, kernel
+from kernels import AIC, AIV, In, InOut, Out, kernel, tile
+from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.fill import fill, normal
 from kernels.workloads.workload import Alloc, Workload
 
@@ -36,13 +42,35 @@ def _tiles(x: np.ndarray, config: np.ndarray) -> np.ndarray:
 
 
 @kernel(AIC)
-def gemm(a, b, p, config):
-    np.matmul(_tiles(a, config), _tiles(b, config), out=_tiles(p, config))
+def gemm(a: np.ndarray, b: np.ndarray, p: np.ndarray, config: np.ndarray) -> None:
+    """P[i] = A[i] @ B[i] for each of the task's ``loop`` tiles (fp32)."""
+    t, loop = int(config[0]), int(config[3])
+    c = tile.Core()
+    a1, b1 = c.tile(L1, (t, t), F32, name="a"), c.tile(L1, (t, t), F32, name="b")
+    a0, b0 = c.tile(L0A, (t, t), F32, name="left"), c.tile(L0B, (t, t), F32, name="right")
+    acc = c.tile(L0C, (t, t), F32, name="p")
+    with c.loop(loop):
+        tile.load(a1, _tiles(a, config))
+        tile.load(b1, _tiles(b, config))
+        tile.move(a0, a1)
+        tile.move(b0, b1)
+        tile.matmul(acc, a0, b0)
+        tile.store(_tiles(p, config), acc)
+        tile.barrier()
 
 
 @kernel(AIV)
-def tile_add(c, p, config):
-    np.add(c, p, out=c)
+def tile_add(c: np.ndarray, p: np.ndarray, config: np.ndarray) -> None:
+    """C[i] += P[i] for each of the task's ``loop`` tiles."""
+    t, loop = int(config[0]), int(config[3])
+    core = tile.Core()
+    ct, pt, out = (core.tile(UB, (t, t), F32, name=n) for n in ("c", "p", "out"))
+    with core.loop(loop):
+        tile.load(ct, _tiles(c, config))
+        tile.load(pt, _tiles(p, config))
+        tile.add(out, ct, pt)
+        tile.store(_tiles(c, config), out)
+        tile.barrier()
 
 
 def orchestrate(rt: Any, t: dict, params: dict[str, Any], variant: str = "default") -> dict:

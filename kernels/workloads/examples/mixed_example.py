@@ -14,6 +14,10 @@ Every part of a mixed task receives the task's whole argument list and picks its
 the reference's kernels index one shared args[]: the matmul reads args 0..2, the mixed add 3..5,
 the mixed mul 6..8; the AIV add reads 0..2 and the AIV_X2 mul 3..5. The tasks share only inputs,
 so nothing orders them.
+
+The parts are the reference's kernels on the tile layer: the matmul TLOADs A and B (128 x 128
+fp32) to L1, TMOVs them to L0A/L0B, TMATMULs and TSTOREs; the add and the mul TLOAD their two
+tiles to UB, TADD / TMUL and TSTORE (three 64 KiB tiles: all of UB).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from kernels import AIC, AIV, In, Mixed, Out, kernel
+from kernels import AIC, AIV, In, Mixed, Out, kernel, tile
+from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.workload import Alloc, Workload
 
 TILE = 128
@@ -32,12 +37,32 @@ OUTPUTS = ("C", "F", "I", "J", "K", "L", "M", "N", "O")
 
 
 def _tile(x: np.ndarray) -> np.ndarray:
-    # copy=False: a silent copy would make ``out=`` write into a temporary
+    # copy=False: a silent copy would make a store write into a temporary
     return np.reshape(x, (TILE, TILE), copy=False)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    np.matmul(_tile(a), _tile(b), out=_tile(c))
+    """c = a @ b on one 128 x 128 fp32 tile (the reference's kernel_matmul)."""
+    core = tile.Core("matmul")
+    a1, b1 = core.tile(L1, (TILE, TILE), F32, name="a"), core.tile(L1, (TILE, TILE), F32, name="b")
+    a0, b0 = core.tile(L0A, (TILE, TILE), F32, name="left"), core.tile(L0B, (TILE, TILE), F32, name="right")
+    acc = core.tile(L0C, (TILE, TILE), F32, name="c")
+    tile.load(a1, _tile(a))
+    tile.load(b1, _tile(b))
+    tile.move(a0, a1)
+    tile.move(b0, b1)
+    tile.matmul(acc, a0, b0)
+    tile.store(_tile(c), acc)
+
+
+def _elementwise(op: Any, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a (op) b on one 128 x 128 fp32 tile (the reference's kernel_add / kernel_mul)."""
+    core = tile.Core(op.__name__)
+    ta, tb, to = (core.tile(UB, (TILE, TILE), F32, name=n) for n in ("src0", "src1", "dst"))
+    tile.load(ta, _tile(a))
+    tile.load(tb, _tile(b))
+    op(to, ta, tb)
+    tile.store(_tile(out), to)
 
 
 @kernel(AIC)
@@ -47,21 +72,21 @@ def matmul(*args):
 
 @kernel(AIV)
 def add_standalone(*args):
-    np.add(args[0], args[1], out=args[2])
+    _elementwise(tile.add, *args[0:3])
 
 
 def add_second(*args):
     """The add as the vector part of a matmul task: its operands follow the matmul's."""
-    np.add(args[3], args[4], out=args[5])
+    _elementwise(tile.add, *args[3:6])
 
 
 def mul_third(*args):
-    np.multiply(args[6], args[7], out=args[8])
+    _elementwise(tile.mul, *args[6:9])
 
 
 def mul_second(*args):
     """The mul beside the standalone add in an AIV_X2 task."""
-    np.multiply(args[3], args[4], out=args[5])
+    _elementwise(tile.mul, *args[3:6])
 
 
 matmul_add_mul = kernel(Mixed(aic=matmul, aiv0=add_second, aiv1=mul_third), name=f"{__name__}.matmul_add_mul")

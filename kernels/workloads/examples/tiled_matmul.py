@@ -7,29 +7,56 @@
 The adds of one tile form a chain through C[i, j] (write after write); tiles are independent, so
 they spread over the cores. Disjoint tiles of C are views of one host tensor: dependencies follow
 the bytes each view covers, so they do not serialize.
+
+The kernels are on the tile layer, written as the reference's single-tile kernels are (its
+mixed_example / benchmark_bgemm matmul, its vector_example add): matmul TLOADs A and B to L1,
+TMOVs them to L0A/L0B, TMATMULs and TSTOREs; copy is a TLOAD and a TSTORE; accumulate TLOADs
+both tiles, TADDs, TSTOREs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kernels import AIC, AIV, In, InOut, Out, kernel
+from kernels import AIC, AIV, In, InOut, Out, kernel, tile
+from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.workload import Alloc, Workload
 
 
 @kernel(AIC)
-def matmul(a, b, out):
-    np.matmul(a, b, out=out)
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out (fp32) = a @ b."""
+    (m, k), n = a.shape, b.shape[1]
+    c = tile.Core()
+    a1, b1 = c.tile(L1, (m, k), a.dtype, name="a"), c.tile(L1, (k, n), b.dtype, name="b")
+    a0, b0 = c.tile(L0A, (m, k), a.dtype, name="left"), c.tile(L0B, (k, n), b.dtype, name="right")
+    acc = c.tile(L0C, (m, n), F32, name="out")
+    tile.load(a1, a)
+    tile.load(b1, b)
+    tile.move(a0, a1)
+    tile.move(b0, b1)
+    tile.matmul(acc, a0, b0)
+    tile.store(out, acc)
 
 
 @kernel(AIV)
-def copy(x, out):
-    np.copyto(out, x)
+def copy(x: np.ndarray, out: np.ndarray) -> None:
+    """out = x, through UB."""
+    c = tile.Core()
+    t = c.tile(UB, x.shape, x.dtype, name="x")
+    tile.load(t, x)
+    tile.store(out, t)
 
 
 @kernel(AIV)
-def accumulate(x, acc):
-    np.add(acc, x, out=acc)
+def accumulate(x: np.ndarray, acc: np.ndarray) -> None:
+    """acc += x."""
+    c = tile.Core()
+    tx, ta, to = (c.tile(UB, x.shape, x.dtype, name=n) for n in ("x", "acc", "sum"))
+    tile.load(tx, x)
+    tile.load(ta, acc)
+    tile.add(to, ta, tx)
+    tile.store(acc, to)
 
 
 def orchestrate(rt, a, b, c, tile: int = 64) -> None:

@@ -30,8 +30,9 @@ Task counts (worker tasks + 1 alloc per group, the reference's "tasks"): Case1 6
 20 + 2; CaseVarSeq4 64 + 4.
 
 The task graph is ``orchestration.orchestrate(unroll=1, variant="alloc", chunk_scope=True)`` (and
-``variant="manual"`` without chunk scopes) with the unrolled kernels of kernels.py run on single
-blocks. What differs from the reference, none of it visible in the results or the graph shape:
+``variant="manual"`` without chunk scopes) with the reference's one-block kernels (per_block.py:
+QK, SF, PV on the tile layer; UP is kernels.up). What differs from the reference, none of it
+visible in the results or the graph shape:
 - QK/PV take the whole cache plus the block id as a one-element scalar array, where the
   reference hands them a one-block view ``key_cache.view(block)``; only reads, so no edges change.
 - SF takes ``valid_len`` as a scalar where the reference passes the view ``sij.view(qt, valid_len)``.
@@ -58,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from kernels.workloads.paged_attention import per_block
 from kernels.workloads.paged_attention.cases import case_params, generate_inputs
 from kernels.workloads.paged_attention.golden import golden
 from kernels.workloads.paged_attention.orchestration import INPUTS, orchestrate
@@ -112,11 +114,12 @@ def _orchestrate(rt: Any, t: dict, params: Mapping[str, Any], variant: str) -> d
     # The reference flattens out to (batch * heads, head_dim) too, before taking q-tile views.
     out2d = t["out"].reshape(batch * heads, head_dim)
     return orchestrate(rt, *(t[n] for n in INPUTS), out2d, scale=float(params["scale"]), variant=variant,
-                       unroll=1, chunk_scope=variant != "manual")
+                       unroll=1, chunk_scope=variant != "manual", kernels=_BLOCK_KERNELS)
 
 
 _ORDER = ("CaseSmall1", "CaseVarSeq2", "CaseSmall2", "CaseVarSeq4", "Case2", "Case3", "Case1")
-_KERNELS = ("kernels.workloads.paged_attention.kernels",)
+_KERNELS = ("kernels.workloads.paged_attention.kernels", "kernels.workloads.paged_attention.per_block")
+_BLOCK_KERNELS = {"qk": per_block.qk_block, "sf": per_block.sf_block, "pv": per_block.pv_block}
 PLAN_INPUTS = ("block_table", "context_lens")        # what the orchestration reads (rt.read)
 
 PAGED_ATTENTION = Workload(

@@ -53,10 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from kernels import AIC, AIV, kernel
+from kernels import AIC, AIV, kernel, tile
 from kernels.args import In, InOut, Out
+from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
-from kernels.workloads.paged_attention.kernels import online_update
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks
 from kernels.workloads.paged_attention.tiling import head_tiles
 from kernels.workloads.workload import Workload
 
@@ -64,65 +65,119 @@ __all__ = ["BATCH_PAGED_ATTENTION", "IN_CORE_BATCH", "PAGED_ATTENTION_RINGBUFFER
            "pv_batch", "qk_batch", "sf_batch", "up_batch"]
 
 IN_CORE_BATCH = 16              # sequences per task (the reference's IN_CORE_BATCH)
-NEG_LARGE = np.float32(-1e30)   # SF's row max for a block wholly past the sequence's end
-F32 = np.dtype(np.float32)
+NEG_LARGE = -1e30               # SF's row max for a block wholly past the sequence's end
 
 
-def _gather(cache: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The blocks ``ids`` of a (blocks, block_size, 1, D) bf16 cache as (len(ids), block_size, D) fp32."""
-    return cache[ids, :, 0, :].astype(np.float32)
+def _scalar_tile(qt: int) -> tuple[int, int]:
+    """The reference's ND tile of q_tile per-row scalars: rows of 8 fp32 (one 32-byte block)."""
+    return (qt // 8, 8) if qt % 8 == 0 else (1, qt)
 
 
 @kernel(AIC)
 def qk_batch(query: np.ndarray, key_cache: np.ndarray, block_table: np.ndarray, sij: np.ndarray,
              batch_count: int, bn: int, q_offset: int, batch_start: int) -> None:
-    """sij rows of sequence s0+b = q tile of s0+b · (its bn-th K block)ᵀ, fp32, unscaled."""
-    bc, s0, bn = int(batch_count), int(batch_start), int(bn)
-    rows, block_size = sij.shape
-    qt = rows // bc
-    q = query[s0:s0 + bc, int(q_offset):int(q_offset) + qt].astype(np.float32)      # (bc, qt, D)
-    k = _gather(key_cache, block_table[s0:s0 + bc, bn])                             # (bc, bs, D)
-    np.matmul(q, k.transpose(0, 2, 1), out=sij.reshape(bc, qt, block_size))
+    """sij rows of sequence s0+b = q tile of s0+b · (its bn-th K block)ᵀ, fp32, unscaled.
+
+    The reference's batched aic_qk_matmul: per sequence b, TLOAD its q tile and (by the block
+    table) its K block to L1, TMOV to L0A/L0B, TMATMUL, TSTORE, pipe_barrier(PIPE_ALL)."""
+    bc, s0, h0 = int(batch_count), int(batch_start), int(q_offset)
+    rows, bs = sij.shape
+    qt, d = rows // bc, query.shape[2]
+    ids = block_table[s0:s0 + bc, int(bn)]
+    c = tile.Core(scratch=CUBE_SCRATCH)
+    q_l1 = c.tile(L1, (qt, d), query.dtype, name="qi")
+    k_l1 = c.tile(L1, (d, bs), key_cache.dtype, name="kj")
+    a = c.tile(L0A, (qt, d), query.dtype, name="left")
+    b = c.tile(L0B, (d, bs), key_cache.dtype, name="right")
+    s = c.tile(L0C, (qt, bs), F32, name="sij")
+    with c.loop(bc):
+        tile.load(q_l1, query[s0:s0 + bc, h0:h0 + qt])
+        tile.load(k_l1, kv_blocks(key_cache).transpose(0, 2, 1), index=ids)     # Kᵀ: DN layout
+        tile.move(a, q_l1)
+        tile.move(b, k_l1)
+        tile.matmul(s, a, b)
+        tile.store(tile.row_blocks(sij, bc), s)
+        tile.barrier()
 
 
 @kernel(AIV)
 def sf_batch(sij: np.ndarray, context_lens: np.ndarray, pij: np.ndarray, mij: np.ndarray, lij: np.ndarray,
              scale: float, batch_count: int, bn: int, batch_start: int) -> None:
     """Softmax of one block per sequence: tokens at or past the sequence's length are masked;
-    a block wholly past it gives m = -1e30, l = 0, p = 0. l sums the bf16-rounded p."""
+    a block wholly past it gives m = -1e30, l = 0, p = 0. l sums the bf16-rounded p.
+
+    The reference's batched aiv_softmax_prepare: per sequence, TLOAD its sij tile, TFILLPAD past
+    its valid length, TMULS, TROWMAX, TROWEXPANDSUB, TEXP, TCVT to bf16 and back, TROWSUM, three
+    TSTOREs; a sequence whose block is wholly past its end gets the constants instead (the
+    reference writes them with scalar SetValue loops, here TEXPANDS fills: the tile layer has no
+    scalar stores). The sequences with data run as one loop, those without as another."""
     bc, s0 = int(batch_count), int(batch_start)
-    rows, block_size = sij.shape
+    rows, bs = sij.shape
     qt = rows // bc
-    valid = np.clip(context_lens[s0:s0 + bc].astype(np.int64) - int(bn) * block_size, 0, block_size)
-    m = np.full((bc, qt), NEG_LARGE, np.float32)
-    p = np.zeros((bc, qt, block_size), np.float32)
+    valid = np.clip(context_lens[s0:s0 + bc].astype(np.int64) - int(bn) * bs, 0, bs)
     live = np.flatnonzero(valid)
+    dead = np.flatnonzero(valid == 0)
+    c = tile.Core()
+    s = c.tile(UB, (qt, bs), F32, name="sij")
+    p = c.tile(UB, (qt, bs), F32, name="pij")
+    c.tile(UB, (qt, bs), F32, name="tmp")                 # the row reductions' scratch on the chip
+    mx = c.tile(UB, (qt, 1), F32, name="max")
+    sm = c.tile(UB, (qt, 1), F32, name="sum")
+    p16 = c.tile(UB, (qt, bs), pij.dtype, name="pij_bf16")
+    s3, p3 = sij.reshape(bc, qt, bs), pij.reshape(bc, qt, bs)
+    m3, l3 = mij.reshape(bc, qt, 1), lij.reshape(bc, qt, 1)
     if live.size:
-        s = sij.reshape(bc, qt, block_size)[live] * np.float32(scale)
-        masked = np.arange(block_size)[None, :] >= valid[live, None]               # (live, bs)
-        if masked.any():
-            np.copyto(s, np.float32(-np.inf), where=masked[:, None, :])            # exp(-inf - m) == 0
-        ml = s.max(axis=2)
-        s -= ml[:, :, None]
-        np.exp(s, out=s)
-        m[live] = ml
-        p[live] = s
-    p3 = pij.reshape(bc, qt, block_size)
-    p3[...] = p                                    # fp32 -> bf16, round to nearest even
-    mij[...] = m.reshape(rows)
-    np.sum(p3.astype(np.float32), axis=2, out=lij.reshape(bc, qt))
+        at = None if live.size == bc else live           # the sequences with data, in order
+        with c.loop(live.size):
+            tile.load(s, s3, index=at)
+            tile.fill_pad(s, valid[live], -np.inf)       # exp(-inf - m) == 0
+            tile.muls(s, s, scale)
+            tile.row_max(mx, s)
+            tile.row_expand_sub(p, s, mx)
+            tile.exp(p, p)
+            tile.cast(p16, p)
+            tile.cast(p, p16)
+            tile.row_sum(sm, p)
+            tile.store(p3, p16, index=at)
+            tile.store(m3, mx, index=at)
+            tile.store(l3, sm, index=at)
+            tile.barrier()
+    if dead.size:
+        with c.loop(dead.size):
+            tile.fill(mx, NEG_LARGE)                     # -1e30, not -inf: UP's exp(m_old - m_new) stays finite
+            tile.fill(sm, 0.0)
+            tile.fill(p16, 0.0)
+            tile.store(m3, mx, index=dead)
+            tile.store(l3, sm, index=dead)
+            tile.store(p3, p16, index=dead)
+            tile.barrier()
 
 
 @kernel(AIC)
 def pv_batch(pij: np.ndarray, value_cache: np.ndarray, block_table: np.ndarray, oi_new: np.ndarray,
              batch_count: int, bn: int, batch_start: int) -> None:
-    """oi_new rows of sequence s0+b = its bf16 p · its bn-th V block, fp32 accumulation."""
+    """oi_new rows of sequence s0+b = its bf16 p · its bn-th V block, fp32 accumulation.
+
+    The reference's batched aic_pv_matmul: per sequence, TLOAD its p tile and V block to L1,
+    TMOV to L0A/L0B, TMATMUL, TSTORE, pipe_barrier(PIPE_ALL)."""
     bc, s0 = int(batch_count), int(batch_start)
-    rows, block_size = pij.shape
-    qt = rows // bc
-    v = _gather(value_cache, block_table[s0:s0 + bc, int(bn)])                      # (bc, bs, D)
-    p = pij.reshape(bc, qt, block_size).astype(np.float32)
-    np.matmul(p, v, out=oi_new.reshape(bc, qt, oi_new.shape[1]))
+    rows, bs = pij.shape
+    qt, d = rows // bc, oi_new.shape[1]
+    ids = block_table[s0:s0 + bc, int(bn)]
+    c = tile.Core(scratch=CUBE_SCRATCH)
+    p_l1 = c.tile(L1, (qt, bs), pij.dtype, name="pij")
+    v_l1 = c.tile(L1, (bs, d), value_cache.dtype, name="vj")
+    a = c.tile(L0A, (qt, bs), pij.dtype, name="left")
+    b = c.tile(L0B, (bs, d), value_cache.dtype, name="right")
+    o = c.tile(L0C, (qt, d), F32, name="oi")
+    with c.loop(bc):
+        tile.load(p_l1, pij.reshape(bc, qt, bs))
+        tile.load(v_l1, kv_blocks(value_cache), index=ids)
+        tile.move(a, p_l1)
+        tile.move(b, v_l1)
+        tile.matmul(o, a, b)
+        tile.store(tile.row_blocks(oi_new, bc), o)
+        tile.barrier()
 
 
 @kernel(AIV)
@@ -131,10 +186,58 @@ def up_batch(mij: np.ndarray, lij: np.ndarray, oi_new: np.ndarray, mi: np.ndarra
     """Online-softmax update of the chunk's accumulators; on the last block out = oi / li.
 
     ``out`` is the chunk's (bc, qt, D) box of the output; rows of the accumulators are
-    (sequence, head) in the same order. On the first block the accumulators are only written."""
-    online_update(mij, lij, oi_new, mi, li, oi, is_first)
-    if is_last:
-        np.divide(oi.reshape(out.shape), li.reshape(out.shape[:2])[:, :, None], out=out)
+    (sequence, head) in the same order. On the first block the accumulators are only written.
+
+    The reference's batched aiv_online_update, per sequence: the per-row scalars m, l in ND
+    (rows of 8) tiles, alpha and beta reshaped to (q_tile, 1) columns for the TROWEXPANDMULs; on
+    the last block out is stored instead of oi (first and last: both)."""
+    bc, qt, d = out.shape
+    sc = _scalar_tile(qt)
+    c = tile.Core()
+    o_new = c.tile(UB, (qt, d), F32, name="oi_new")
+    o = c.tile(UB, (qt, d), F32, name="oi")
+    m_j, l_j = c.tile(UB, sc, F32, name="mij"), c.tile(UB, sc, F32, name="lij")
+    m_i, l_i = c.tile(UB, sc, F32, name="mi"), c.tile(UB, sc, F32, name="li")
+    m_new, alpha = c.tile(UB, sc, F32, name="mi_new"), c.tile(UB, sc, F32, name="alpha")
+    beta, tmp = c.tile(UB, sc, F32, name="beta"), c.tile(UB, sc, F32, name="tmp")
+    scalars = (bc,) + sc
+    mij3, lij3, mi3, li3 = (x.reshape(scalars) for x in (mij, lij, mi, li))
+    oi_new3, oi3 = oi_new.reshape(bc, qt, d), oi.reshape(bc, qt, d)
+    column = (qt, 1)
+    with c.loop(bc):
+        tile.load(o_new, oi_new3)
+        tile.load(m_j, mij3)
+        tile.load(l_j, lij3)
+        if is_first:
+            tile.store(mi3, m_j)
+            tile.store(li3, l_j)
+            tile.store(oi3, o_new)
+            if is_last:
+                tile.row_expand_div(o_new, o_new, tile.reshape(l_j, column))
+                tile.store(out, o_new)
+        else:
+            tile.load(o, oi3)
+            tile.load(m_i, mi3)
+            tile.load(l_i, li3)
+            tile.max(m_new, m_i, m_j)
+            tile.sub(alpha, m_i, m_new)
+            tile.exp(alpha, alpha)
+            tile.sub(beta, m_j, m_new)
+            tile.exp(beta, beta)
+            tile.mul(l_i, alpha, l_i)
+            tile.mul(tmp, beta, l_j)
+            tile.add(l_i, l_i, tmp)
+            tile.store(mi3, m_new)
+            tile.store(li3, l_i)
+            tile.row_expand_mul(o, o, tile.reshape(alpha, column))
+            tile.row_expand_mul(o_new, o_new, tile.reshape(beta, column))
+            tile.add(o, o, o_new)
+            if is_last:
+                tile.row_expand_div(o, o, tile.reshape(l_i, column))
+                tile.store(out, o)
+            else:
+                tile.store(oi3, o)
+        tile.barrier()
 
 
 def orchestrate_batch(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_table: Any,

@@ -68,20 +68,20 @@ from kernels import AIC, AIV, kernel, tile
 from kernels.tile import F32, L0A, L0B, L0C, L1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention import laws
 
-__all__ = ["BF16", "hub", "online_update", "pv", "qk", "sf", "up"]
+__all__ = ["BF16", "CUBE_SCRATCH", "hub", "kv_blocks", "pv", "qk", "qk_4dims", "sf", "sf_4dims", "up"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 # QK and PV run one at a time on a cube core: their tiles' values share one scratch memory (the
 # K and V blocks widened to fp32 are 4 MiB each at Case1)
-_CUBE_SCRATCH = "paged_attention.aic"
+CUBE_SCRATCH = "paged_attention.aic"
 
 
 def _block_ids(block_ids: np.ndarray) -> np.ndarray:
     return np.asarray(block_ids).reshape(-1)
 
 
-def _kv_blocks(cache: np.ndarray) -> np.ndarray:
+def kv_blocks(cache: np.ndarray) -> np.ndarray:
     """The (blocks, block_size, D) view of a (blocks, block_size, 1, D) K or V cache."""
     if cache.shape[2] != 1:
         raise ValueError(f"paged attention kernels support kv_heads == 1, cache has shape {cache.shape}")
@@ -95,21 +95,33 @@ def qk(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.nda
     The reference's aic_qk_matmul: qi loaded to L1 once; per block, Kᵀ to L1 (double-buffered,
     the next block prefetched), both moved to L0A/L0B, one matmul into L0C, stored; a
     pipe_barrier(PIPE_ALL) closes each block step."""
+    _qk("qk", qi, key_cache, sij, block_ids, prefetch=True)
+
+
+@kernel(AIC, cost=laws.qk_cost)
+def qk_4dims(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray) -> None:
+    """``qk`` as the reference's paged_attention_unroll_4dims writes it: one L1 buffer for K, each
+    block loaded after the previous block's barrier (no prefetch)."""
+    _qk("qk_4dims", qi, key_cache, sij, block_ids, prefetch=False)
+
+
+def _qk(name: str, qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray,
+        prefetch: bool) -> None:
     m, d = qi.shape
-    keys = _kv_blocks(key_cache)
+    keys = kv_blocks(key_cache)
     bs = keys.shape[1]
     ids = _block_ids(block_ids)
     n = ids.size
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(name, scratch=CUBE_SCRATCH)
     q_l1 = c.tile(L1, (m, d), qi.dtype, name="qi")
-    k_l1 = c.tile(L1, (d, bs), key_cache.dtype, bufs=2, name="kj")
+    k_l1 = c.tile(L1, (d, bs), key_cache.dtype, bufs=2 if prefetch else 1, name="kj")
     a = c.tile(L0A, (m, d), qi.dtype, name="left")
     b = c.tile(L0B, (d, bs), key_cache.dtype, name="right")
     s = c.tile(L0C, (m, bs), F32, name="sij")
     tile.load(q_l1, qi)
     out = tile.col_blocks(sij, n)                              # block j's (m, bs) slice of sij
     with c.loop(n):
-        tile.load(k_l1, keys.transpose(0, 2, 1), index=ids, prefetch=True)    # Kᵀ: DN layout
+        tile.load(k_l1, keys.transpose(0, 2, 1), index=ids, prefetch=prefetch)    # Kᵀ: DN layout
         tile.move(a, q_l1)
         tile.move(b, k_l1)
         tile.matmul(s, a, b)
@@ -138,6 +150,20 @@ def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: 
     Rounding is round-to-nearest-even (ml_dtypes, as the reference golden's torch cast); the
     hardware's CAST_ROUND rounds ties away from zero — a 1-ulp difference on exact ties only.
     """
+    _sf("sf", sij, pij, mi, li, scale, valid_len_last, n_blocks, four_dims=False)
+
+
+@kernel(AIV, cost=laws.sf_cost)
+def sf_4dims(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: float,
+             valid_len_last: int, n_blocks: int) -> None:
+    """``sf`` as the reference's paged_attention_unroll_4dims writes it: pass 1 loads every block
+    into one buffer (no prefetch) and scales each block before its row max (the same mi:
+    rounding is monotonic); pass 2 is sf's."""
+    _sf("sf_4dims", sij, pij, mi, li, scale, valid_len_last, n_blocks, four_dims=True)
+
+
+def _sf(name: str, sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: float,
+        valid_len_last: int, n_blocks: int, four_dims: bool) -> None:
     m, width = sij.shape
     n = int(n_blocks)
     if n < 1 or width % n:
@@ -146,7 +172,7 @@ def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: 
     valid = int(valid_len_last)
     if valid < 1:
         raise ValueError(f"sf: valid_len_last must be >= 1, got {valid}")
-    c = tile.Core()
+    c = tile.Core(name)
     s = c.tile(UB, (m, bs), F32, bufs=2, name="sij")
     p = c.tile(UB, (m, bs), F32, name="pij")
     c.tile(UB, (m, bs), F32, name="tmp")                  # the row reductions' scratch on the chip
@@ -157,13 +183,18 @@ def sf(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, scale: 
     p16 = c.tile(UB, (m, bs), pij.dtype, name="pij_bf16")
     blocks, p_blocks = tile.col_blocks(sij, n), tile.col_blocks(pij, n)
     partial = valid < bs
-    with c.loop(n):                                        # pass 1: global row max, unscaled
+    with c.loop(n):                                        # pass 1: global row max
         tile.load(s, blocks)
         if partial:
             tile.fill_pad(s, valid, -np.inf, iteration=-1)
+        if four_dims:
+            tile.muls(s, s, scale)
         tile.row_max(local_max, s)
         tile.max(global_max, global_max, tile.reshape(local_max, (1, m)))
-    tile.muls(global_max, global_max, scale)
+        if four_dims:                                      # one buffer: the next load waits for these
+            tile.sync(VECTOR, MTE2)
+    if not four_dims:
+        tile.muls(global_max, global_max, scale)
     tile.store(mi, global_max)
     column = tile.reshape(global_max, (m, 1))
     tile.sync(MTE3, MTE2)
@@ -190,11 +221,11 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
     The reference's aic_pv_matmul: per block, p's slice and the V block to L1, on to L0A/L0B
     (both levels double-buffered), matmul-accumulate into one L0C tile; stored once at the end."""
     m, width = pij.shape
-    values = _kv_blocks(value_cache)
+    values = kv_blocks(value_cache)
     bs, d = values.shape[1:]
     ids = _block_ids(block_ids)
     n = ids.size
-    c = tile.Core(scratch=_CUBE_SCRATCH)
+    c = tile.Core(scratch=CUBE_SCRATCH)
     p_l1 = c.tile(L1, (m, bs), pij.dtype, bufs=2, name="pij")
     v_l1 = c.tile(L1, (bs, d), value_cache.dtype, bufs=2, name="vj")
     a = c.tile(L0A, (m, bs), pij.dtype, bufs=2, name="left")
@@ -208,26 +239,6 @@ def pv(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: 
         tile.move(b, v_l1)
         tile.matmul(o, a, b, acc=True)                     # the first block initialises
     tile.store(oi_new, o)
-
-
-def online_update(mi: np.ndarray, li: np.ndarray, oi_new: np.ndarray, mi_acc: np.ndarray, li_acc: np.ndarray,
-                  oi_acc: np.ndarray, is_first: int) -> None:
-    """The accumulators (rows: query heads) take in one step's (mi, li, oi_new), in place; on the
-    first step they are only written (see ``up``). Plain numpy: the batched UP (batch.py) uses it
-    until it moves onto the tile layer with the other catalogue kernels."""
-    if is_first:
-        mi_acc[...] = mi
-        li_acc[...] = li
-        oi_acc[...] = oi_new
-    else:
-        m = np.maximum(mi_acc, mi)
-        alpha = np.exp(mi_acc - m)
-        beta = np.exp(mi - m)
-        li_acc *= alpha
-        li_acc += beta * li
-        oi_acc *= alpha[:, None]
-        oi_acc += beta[:, None] * oi_new
-        mi_acc[...] = m
 
 
 @kernel(AIV, cost=laws.up_cost)

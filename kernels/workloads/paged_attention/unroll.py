@@ -18,7 +18,8 @@ from kernels.workloads.paged_attention.orchestration import INPUTS, orchestrate,
 from kernels.workloads.workload import Alloc, Workload
 
 
-def _build(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
+def build_case(params: dict[str, Any], seed: int, alloc: Alloc) -> dict[str, np.ndarray]:
+    """A case's inputs (generate_inputs) and a zeroed ``out`` (batch * heads, head_dim) fp32."""
     inp = generate_inputs(params, seed, alloc=alloc)
     batch, heads, head_dim = inp["query"].shape
     out = alloc((batch * heads, head_dim), np.float32)
@@ -45,7 +46,7 @@ WORKLOAD = Workload(
     features=("runtime tensors", "scopes", "views", "scalar arrays", "alloc_tensors (alloc, manual)",
               "manual scope + deps= + manual_dep view (manual)"),
     cases={n: case_params(n) for n in _ORDER if n in CASES},
-    build=_build, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
+    build=build_case, outputs=("out",), orchestrate=_orchestrate, golden=_golden,
     tolerance=(1e-3, 1e-3), variants=("first_output", "hub", "alloc", "manual"),
     kernels=("kernels.workloads.paged_attention",),
     big=frozenset({"Case1", "Case2", "Case3"}), reference="examples/.../paged_attention_unroll",

@@ -18,11 +18,13 @@
 Tasks: 4 per chunk + 1 alloc per group -- Case1 256 * (4 + 1) = 1,280 (1,024 worker tasks);
 Case2 / Case3 64 * (2 * 4 + 1) = 576 (512 worker tasks).
 
-The graph and the kernels are paged_attention_unroll's (orchestration.orchestrate with
-variant="alloc", out_manual_dep=True, kernels.py); only the two 4-D arrays are new, and they reach
-the orchestration through ``Tensor.reshape`` -- the reference's 4-D kernels do the same arithmetic
-on (1, 1, qt, D) tiles. Its accumulators are 4-D / 3-D ((1, 1, qt, D), (1, 1, qt)); here they are
-(qt, D) / (qt,), which no one outside the kernels sees.
+The graph is paged_attention_unroll's (orchestration.orchestrate with variant="alloc",
+out_manual_dep=True); only the two 4-D arrays are new, and they reach the orchestration through
+``Tensor.reshape`` -- the reference's 4-D kernels do the same arithmetic on (1, 1, qt, D) tiles.
+Its accumulators are 4-D / 3-D ((1, 1, qt, D), (1, 1, qt)); here they are (qt, D) / (qt,), which
+no one outside the kernels sees. The kernels are kernels.py's, with the reference's 4-D QK and SF
+(qk_4dims, sf_4dims: K and the pass-1 scores single-buffered, pass 1 scaling each block); its PV
+and UP are the unrolled ones (the same instructions, pipe barriers placed differently).
 
 Cases: the reference's Case1-3 (hardware-only there, too big for CI here) and three CI-sized
 cases of ours (the reference has none): ``small`` (3 chunks of 4 blocks, the last block partial),
@@ -45,6 +47,7 @@ import numpy as np
 from kernels.workloads.paged_attention.baseline import INPUTS, REF_SCALE, reference_case
 from kernels.workloads.paged_attention.cases import CASES, case_params, fill_inputs, input_specs
 from kernels.workloads.paged_attention.golden import golden
+from kernels.workloads.paged_attention.kernels import qk_4dims, sf_4dims
 from kernels.workloads.paged_attention.orchestration import orchestrate
 from kernels.workloads.workload import Alloc, Workload
 
@@ -73,7 +76,7 @@ def _orchestrate(rt: Any, t: dict, params: Mapping[str, Any], variant: str) -> d
     query = t["query"].reshape(batch, heads, head_dim)
     out = t["out"].reshape(batch * heads, head_dim)
     return orchestrate(rt, query, *(t[n] for n in INPUTS[1:]), out, scale=float(params["scale"]), variant="alloc",
-                       unroll=int(params["unroll"]), out_manual_dep=True)
+                       unroll=int(params["unroll"]), out_manual_dep=True, kernels={"qk": qk_4dims, "sf": sf_4dims})
 
 
 def _golden(before: Mapping[str, np.ndarray], params: Mapping[str, Any], variant: str) -> dict[str, np.ndarray]:
