@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from device import codec as C
+from device.layout import Layout
 
 PHASES = ("submit_to_ready", "ready_to_dispatch", "dispatch_to_start", "execute", "end_to_seen")
 
@@ -160,6 +161,11 @@ class CountedCosts:
             acc[part] = row
         acc[3] += int(row[C.CNT_GM_READ])
         acc[4] += int(row[C.CNT_GM_WRITE])
+
+    def collect(self, done: list[int], slots: list[tuple[int, int]], f: np.ndarray, lay: Layout) -> None:
+        """The rows of the mailbox entries ``done`` (core, slot per entry in ``slots``)."""
+        for e, (c, slot) in zip(done, slots):
+            self.add(e >> C.ENTRY_SHIFT, e & C.ENTRY_PART, C.read_counts(f, lay.counts(c, slot)))
 
     def finish(self, tid: int) -> None:
         """Task ``tid`` finished: fold its rows into a line (none if a part was not counted)."""

@@ -32,7 +32,6 @@ from device.layout import Layout
 from device.tasks import NPARTS, Q_INSTANT, Q_PRED, Q_SPMD, Q_SYNC, TaskTable
 from kernels.registry import SHAPE_AIC, SHAPE_AIC_AIV, SHAPE_AIC_AIV_X2, SHAPE_AIV, SHAPE_AIV_X2
 
-# Widest first: a mixed task needs a whole set of idle cores and would starve behind narrow ones.
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
 
 
@@ -42,8 +41,7 @@ class Dispatcher:
         self.tasks, self.cores, self.lay, self.rng, self.sanitize = tasks, cores, layout, rng, sanitize
         self.q, self.mask, self.gm = tasks.q, layout.mask, gm
         self.slow = rng is not None or sanitize is not None     # no fill(), no early dispatch
-        self.discard = False
-        self.reference = reference
+        self.discard, self.reference = False, reference
         self.checks: dict[int, sanitizer.TaskCheck] = {}     # sanitizer: tid -> its watch, launch..done
         self.ran_on: dict[int, set[int]] = {}     # mixed task -> the clusters its blocks went to (end checks)
 
@@ -198,8 +196,8 @@ class Dispatcher:
     def _launched(self, tid: int, s: int, now: int) -> None:
         """A task's first part is about to be posted: poison its outputs and checksum its inputs
         (sanitizer, device/sanitizer.py TaskCheck), stamp it."""
-        if self.sanitize:
-            dec = self.sanitize
+        dec = self.sanitize
+        if dec is not None:
             blocks = 1 if self.tasks.flags[s] & C.FLAG_SYNC else self.tasks.blocks[s]
             self.checks[tid] = sanitizer.TaskCheck(dec.tensors(self.lay.rec(tid)), dec.last_dirs, blocks,
                                                    self.reference)

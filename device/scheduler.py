@@ -29,10 +29,10 @@ producer (host publishing records, worker finishing one, host request) stores it
 and posts the scheduler's semaphore only if it reads SLEEP = 1 (device/ordering.py).
 
 Options (all off by default): tracing keeps every task's times and every dependency edge and
-times the loop's phases (``phase_ns``); recording keeps the edges and what the tile layer
-counted for each task (the workers' counts rows, device/accounting.py CountedCosts); the sanitizer poisons Out
-regions at dispatch and checks them at completion, and posts an SPMD task's blocks one at a time
-(device/sanitizer.py); fuzzing takes ready tasks and free cores in a seeded random order.
+times the loop's phases (``phase_ns``); recording keeps the edges and what the tile layer counted
+for each task (device/accounting.py CountedCosts); the sanitizer poisons Out regions at dispatch,
+checks them at completion and posts an SPMD task's blocks one at a time (device/sanitizer.py);
+fuzzing takes ready tasks and free cores in a seeded random order.
 """
 
 from __future__ import annotations
@@ -87,11 +87,11 @@ class Scheduler:
         self.tracing = ctx.trace
         self.ts_on = ctx.timestamps
         self.waits = WaitArea(q, lay.waits_off, lay.ncores, ctx.wait_sems)
-        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self._wake_workers,
+        self.cores = CorePool(q, ctx.ctrl_buf, lay, ctx.worker_sems, self.rng)
+        self.link = HostLink(ctx, self.flush_retired, self.answer, self.abort, self.cores.wake_all,
                              self.waits.release)
         self.tasks = TaskTable(q, ctx.ctrl_buf, lay, ctx.trace or ctx.record, self.link.freed,
                                self.link.probe_done, ctx.reference)
-        self.cores = CorePool(q, ctx.ctrl_buf, lay, ctx.worker_sems, self.rng)
         self.sanitize = ArgDecoder(ctx.q, ctx.f, ctx.ctrl_buf, ctx.gm_buf) if ctx.sanitize else None
         self.dispatcher = Dispatcher(self.tasks, self.cores, lay, self.rng, self.sanitize, ctx.gm_buf,
                                      ctx.reference)
@@ -99,15 +99,13 @@ class Scheduler:
         self.counted = CountedCosts() if ctx.record else None
         if ctx.record:
             self.cores.slots = []
-        self.accounted = 0
-        self.measured = 0
+        self.accounted = self.measured = 0
         self.account_batch = max(1, min(256, lay.window // 8))
         self.rec_np = np.ndarray((lay.window, C.REC_WORDS), np.int64, ctx.ctrl_buf, lay.ring_off * 8)
         self.ts_np = np.ndarray((lay.window, C.TS_WORDS), np.int64, ctx.ctrl_buf, lay.ts_off * 8)
         self.g_anydone = lay.g(L.G_ANYDONE)
         # the loop's own bookkeeping
-        self.loops = 0
-        self.busy_ns = 0
+        self.loops = self.busy_ns = 0
         self.busy_since = self.idle_since = 0
         self.last_check = 0
         self.stopping = False
@@ -237,12 +235,9 @@ class Scheduler:
         # Read after the done counters: a task's end stamp is never later than its done stamp.
         now = tasks.ready_ns = time.perf_counter_ns() if self.ts_on else 0
         parts, mask, ts_off, TSW, finish = tasks.parts, self.mask, self.lay.ts_off, C.TS_WORDS, tasks.finish
-        san = self.sanitize is not None
         counted = self.counted
         if counted is not None:                 # the rows were published with the done counters
-            f, lay = self.ctx.f, self.lay
-            for e, (c, slot) in zip(done, self.cores.slots):
-                counted.add(e >> C.ENTRY_SHIFT, e & C.ENTRY_PART, C.read_counts(f, lay.counts(c, slot)))
+            counted.collect(done, self.cores.slots, self.ctx.f, self.lay)
         ran_on = self.dispatcher.ran_on
         for e in done:
             tid = e >> C.ENTRY_SHIFT
@@ -250,7 +245,7 @@ class Scheduler:
             left = parts[s] - 1
             parts[s] = left
             if left:
-                if san and e & C.ENTRY_SPMD:
+                if self.sanitize is not None and e & C.ENTRY_SPMD:
                     self._block_part_done(tid, s, left)
                 if q[ts_off + s * TSW + C.T_STATUS] == C.STATUS_ERROR:
                     # One part failed while others run: they may be waiting for it (a pipe, a
@@ -299,9 +294,6 @@ class Scheduler:
         self.accounted = r1
         self.link.retired(r1)
 
-    def _wake_workers(self) -> None:
-        self.cores.wake_all()
-
     # -- failures and aborts -------------------------------------------------------------------------
     def _checked(self, tid: int, t: int) -> None:
         """A task that failed, or (sanitizer) broke its directions: the run stops."""
@@ -344,6 +336,7 @@ class Scheduler:
         b = tasks.next_block[s]
         if check is not None and check.blocks > 1 and left == (tasks.blocks[s] - b) * NPARTS[tasks.core_shape[s]]:
             check.block_done(b - 1, self.sanitize.tensors(self.lay.rec(tid)))
+
     def _check_outs(self, tid: int, t: int) -> None:
         """Sanitizer: report Out elements the task left holding poison."""
         q, r = self.q, self.lay.rec(tid)
@@ -371,8 +364,7 @@ class Scheduler:
         return ph
 
     def stats(self) -> C.StatsReply:
-        t = self.tasks
-        return self.acct.report(t.completed, t.runtime_counts(), self.busy_ns, self.loops,
+        return self.acct.report(self.tasks.completed, self.tasks.runtime_counts(), self.busy_ns, self.loops,
                                 self.phases() if self.tracing else None, tuple(self.waits.notices))
 
     def take_trace(self) -> C.TraceReply:
@@ -380,30 +372,24 @@ class Scheduler:
         large), with the loop's phase times since the previous take."""
         if not self.tasks.keep_edges:
             return C.TraceReply(None)
-        rows = self.acct.take_rows()
         edges = np.array(self.tasks.edges, np.int64).reshape(-1, 2)
         self.tasks.edges = []
         pred_false, self.tasks.pred_false = self.tasks.pred_false, []
         counted = self.counted.take() if self.counted is not None else np.zeros((0, C.COUNTED_COLUMNS))
         path = os.path.join(self.ctx.trace_dir, f"trace-{os.getpid()}-{self.loops}.npz")
-        np.savez(path, rows=rows, edges=edges, counted=counted)
+        np.savez(path, rows=self.acct.take_rows(), edges=edges, counted=counted)
         now, mark = self.phases(), self.phase_mark
         self.phase_mark = now
         return C.TraceReply(path, tuple(pred_false), {k: v - mark.get(k, 0) for k, v in now.items()},
                             tuple(self.ctx.kernel_names))
 
-    def _first_pending(self, c: int, e: int) -> bool:
-        """Is entry ``e`` the one core c runs now (the oldest it holds)?"""
-        pend = self.cores.pending[c]
-        return bool(pend) and pend[0] == e
-
     def diagnose(self) -> C.Diagnosis:
         """What every unretired record is waiting for, and what every core is doing."""
         q, lay, tasks, names = self.q, self.lay, self.tasks, self.ctx.kernel_names
-        now = time.perf_counter_ns()
+        now, pend = time.perf_counter_ns(), self.cores.pending      # pend[c][0]: what core c runs now
         running = tuple(C.Running(C.entry_tid(e), names[tasks.kernel[C.entry_tid(e) & self.mask]], C.core_name(c),
                                   (now - q[lay.ts(C.entry_tid(e)) + C.T_DISPATCH]) / 1e9 if self.ts_on else None,
-                                  self.waits.describe(c, now) if self._first_pending(c, e) else "")
+                                  self.waits.describe(c, now) if pend[c] and pend[c][0] == e else "")
                         for c, e in self.cores.running())
         return C.Diagnosis(self.link.head(), tasks.ingested, tasks.retired, tasks.completed, self.cores.n_inflight,
                            tasks.nready, self.dispatcher.discard, tasks.describe(names), running,

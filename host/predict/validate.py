@@ -33,7 +33,7 @@ from host.predict import predict
 from host.predict.report import Prediction
 from kernels.a2a3 import task_time
 
-__all__ = ["CALIBRATION", "REFERENCE_SHAPE", "Figure", "Row", "TOLERANCE", "calibration_rows", "catalogue_rows",
+__all__ = ["CALIBRATION", "Figure", "Row", "TOLERANCE", "calibration_rows", "catalogue_rows",
            "format_catalogue", "format_rows", "kernel_medians", "record"]
 
 TOLERANCE = 0.10          # the target for calibration points: within +-10 % of the matching metric
@@ -190,15 +190,6 @@ def format_rows(rows: list[Row]) -> str:
                               f"{100 * TOLERANCE:.0f} % of its matching metric)"])
 
 
-# ptoemu cases whose shape differs from the reference's case of that name (kernels/workloads/
-# paged_attention/cases.py: Case2 has batch 256 there, the reference's a2a3 Case2 batch 64): also
-# predicted at the reference's shape, so that the row compares with the reference's figures.
-REFERENCE_SHAPE: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("paged_attention_unroll", "Case2", {"batch": 64}),
-    ("paged_attention_unroll_manual_scope", "Case2", {"batch": 64}),
-)
-
-
 def _full_size(name: str) -> tuple[str, str]:
     from kernels.workloads import catalogue
     wl = catalogue.load(name)
@@ -217,26 +208,23 @@ def catalogue_rows(workdir: str | None = None, log: Callable[[str], None] = prin
     with tempfile.TemporaryDirectory(prefix="ptoemu-catalogue-") as tmp:
         where = workdir or tmp
         os.makedirs(where, exist_ok=True)
-        todo = [(name, *_full_size(name), None) for name in (names or catalogue.names())]
-        todo += [(n, c, _full_size(n)[1], o) for n, c, o in REFERENCE_SHAPE if names is None or n in names]
-        for name, case, variant, over in todo:
-            if (name, case) in done and not over:
+        for name in names or catalogue.names():
+            case, variant = _full_size(name)
+            if (name, case) in done:
                 continue
-            label = case + (" (" + ", ".join(f"{k} {v}" for k, v in over.items()) + ")" if over else "")
-            tag = "-".join(f"{k}{v}" for k, v in over.items()) if over else ""
-            path = os.path.join(where, f"{name}-{case}{'-' + tag if tag else ''}.graph.jsonl")
+            path = os.path.join(where, f"{name}-{case}.graph.jsonl")
             try:
                 if not os.path.exists(path) or workdir is None:
-                    record(name, case, variant, path, log, over)
+                    record(name, case, variant, path, log)
                 pr = predict(path)
             except Exception as e:  # noqa: BLE001 - one workload's failure is a row, not the end
-                out.append({"workload": name, "case": label, "variant": variant, "error": f"{type(e).__name__}: {e}"})
-                log(f"  {name} {label}: {type(e).__name__}: {e}")
+                out.append({"workload": name, "case": case, "variant": variant, "error": f"{type(e).__name__}: {e}"})
+                log(f"  {name} {case}: {type(e).__name__}: {e}")
                 continue
             priced = {k: [s for s, n in v.items() if n] for k, v in pr.kernel_costs.items()}
-            out.append({"workload": name, "case": label, "variant": variant, "tasks": pr.counts["tasks"],
+            out.append({"workload": name, "case": case, "variant": variant, "tasks": pr.counts["tasks"],
                         **pr.summary(), "kernels": priced, "headline": pr.headline()})
-            log(f"  {name} {label}: {pr.line()}")
+            log(f"  {name} {case}: {pr.line()}")
     return out
 
 

@@ -20,8 +20,7 @@ comes from ``np.random.default_rng(seed)`` (a permutation of 16384 blocks is qui
 
 Differences from the reference generator, on purpose: scale is 1/sqrt(head_dim) (the reference
 passes 1.0; the ``ref_scale`` case keeps 1.0), the used block-table entries are a permutation (the
-reference draws them with replacement, so sequences may share blocks), Case2 has batch 256 as in
-the design notes (the reference's a2a3 Case2 uses batch 64), and the uniform values are fill.py's
+reference draws them with replacement, so sequences may share blocks), and the uniform values are fill.py's
 (65,536 equally likely levels rounded toward zero to bf16, so never the upper bound) rather than
 fp32 draws rounded to nearest.
 """
@@ -51,7 +50,7 @@ CASES: dict[str, dict[str, Any]] = {
     # 256 / 128 hub tasks).
     "Case1": {"batch": 256, "num_heads": 16, "head_dim": 128, "block_size": 128, "context_len": 8192,
               **_PRODUCTION},
-    "Case2": {"batch": 256, "num_heads": 64, "head_dim": 128, "block_size": 64, "context_len": 8192,
+    "Case2": {"batch": 64, "num_heads": 64, "head_dim": 128, "block_size": 64, "context_len": 8192,
               **_PRODUCTION},
     "Case3": {"batch": 64, "num_heads": 64, "head_dim": 256, "block_size": 64, "context_len": 8192,
               **_PRODUCTION},
