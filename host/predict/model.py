@@ -47,12 +47,16 @@ job in its second slot, ``fin_q`` the ended jobs whose end no read has seen yet;
 (its bit in ``masks``) once all three are empty and the last end was handled. ``open2`` counts a
 thread's busy lanes with a free second slot, per core kind.
 
-Simplified on purpose (say so when it matters): one task ring and one heap ring for the run (the
-reference has one of each per scope depth) and the heap as a byte count (no 1 KiB alignment, no
-wrap-around waste); the orchestrator does not become a fourth scheduler after its last submit; a
-sweep reads every owned core, busy or idle; a mixed job's completion is handled once, when its
-last core is read, and mixed jobs never take second slots; no first-task start penalty; L2 only
-as the share of runtime tensors' traffic it serves (laws.py); HBM shared in proportion to demand.
+Rings as the reference's: a record at scope depth d takes a slot of ring min(d, 3)'s task window
+and its heap from that ring's heap (each ring ``task_window`` slots and ``heap_bytes``; depth 0 is
+the run's own scope). Simplified on purpose (say so when it matters): records retire in submission
+order across all rings (the reference retires each ring on its own, so an old record of one ring
+does not hold back another's -- the model may block the orchestrator where the chip would not,
+never the other way), and the heap is a byte count (no 1 KiB alignment, no wrap-around waste); the
+orchestrator does not become a fourth scheduler after its last submit; a sweep reads every owned
+core, busy or idle; a mixed job's completion is handled once, when its last core is read, and mixed
+jobs never take second slots; no first-task start penalty; L2 only as the share of runtime tensors'
+traffic it serves (laws.py); HBM shared in proportion to demand.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ _KIND = {"task": K_TASK, "scope_end": K_SCOPE_END, "alloc": K_ALLOC, "dummy": K_
 DISPATCH_ORDER = (SHAPE_AIC_AIV_X2, SHAPE_AIC_AIV, SHAPE_AIV_X2, SHAPE_AIC, SHAPE_AIV)
 SECOND_ORDER = ((SHAPE_AIC, SHAPE_AIV), (SHAPE_AIV, SHAPE_AIC))     # second slots, by thread parity
 INF = math.inf
+RINGS = 4                 # the reference's PTO2_MAX_RING_DEPTH: scope depth d uses ring min(d, 3)
 
 # Lanes of a cluster: 0 = AIC, 1 = AIV0, 2 = AIV1; an idle mask has bit l set when lane l is idle.
 # FIT[shape][mask] = the lanes a job of that shape takes in a cluster with that idle mask (lowest
@@ -515,7 +520,8 @@ class _Sim:
         self.blocks_left = list(ri.blocks)          # blocks not yet complete
         # orchestrator and rings
         self.R = 0                                  # records [0, R) retired
-        self.heap_used = 0
+        self.ring_tasks = [0] * RINGS               # unretired records per ring (ring of depth d: min(d, 3))
+        self.heap_used = [0] * RINGS                # heap bytes they hold
         self.blocked, self.blocked_since, self.blocked_ring = -1, 0.0, ""
         self.orch_end = self.orch_busy = self.orch_blocked = 0.0
         self.last_done = 0.0
@@ -600,9 +606,10 @@ class _Sim:
     # -- orchestrator and rings --------------------------------------------------------------------
 
     def ring_full(self, i: int) -> str:
-        if i - self.R >= self.window:
+        d = min(self.ri.depth[i], RINGS - 1)
+        if self.ring_tasks[d] >= self.window:
             return "task ring"
-        if self.heap_used + self.ri.heap[i] > self.heap_cap:
+        if self.heap_used[d] + self.ri.heap[i] > self.heap_cap:
             return "heap ring"
         return ""
 
@@ -614,7 +621,9 @@ class _Sim:
         if full:
             self.blocked, self.blocked_since, self.blocked_ring = i, t, full
             return
-        self.heap_used += self.ri.heap[i]
+        d = min(self.ri.depth[i], RINGS - 1)
+        self.ring_tasks[d] += 1
+        self.heap_used[d] += self.ri.heap[i]
         c = self.ri.ocost[i]
         self.orch_busy += c
         if self.tl:
@@ -661,8 +670,11 @@ class _Sim:
     def retire(self, t: float) -> None:
         R, n, ri = self.R, self.n, self.ri
         sub, done, users, ended, heap = self.submitted, self.done, self.users, self.scope_ended, ri.heap
+        depth, tasks, used = ri.depth, self.ring_tasks, self.heap_used
         while R < n and sub[R] and done[R] and users[R] == 0 and (heap[R] == 0 or ended[R]):
-            self.heap_used -= heap[R]
+            d = min(depth[R], RINGS - 1)
+            tasks[d] -= 1
+            used[d] -= heap[R]
             R += 1
         if R == self.R:
             return
@@ -686,14 +698,17 @@ class _Sim:
         why = (f"it allocated heap and its scope (depth {ri.depth[R]}) ends only at record "
                f"{ri.first + later}, which the orchestrator has not reached" if later is not None and
                not self.scope_ended[R] else "it is waiting for its scope to end")
+        d = min(ri.depth[i], RINGS - 1)
         if self.blocked_ring == "task ring":
             fix = (f"raise task_window (now {p.task_window}), e.g. --set task_window={2 * p.task_window}, or "
                    f"split the scope")
-            full = f"the task ring is full: records {ri.first + R}..{ri.first + i - 1} fill its {p.task_window} slots"
+            full = (f"ring {d}'s task window is full: its records among {ri.first + R}..{ri.first + i - 1} fill "
+                    f"its {p.task_window} slots")
         else:
             fix = f"raise heap_bytes (now {p.heap_bytes}), e.g. --set heap_bytes={2 * p.heap_bytes}"
-            full = (f"the heap ring is full: {self.heap_used} bytes held by records {ri.first + R}.."
-                    f"{ri.first + i - 1}, record {ri.first + i} needs {ri.heap[i]} more of heap_bytes={p.heap_bytes}")
+            full = (f"ring {d}'s heap is full: {self.heap_used[d]} bytes held by its records among "
+                    f"{ri.first + R}..{ri.first + i - 1}, record {ri.first + i} (scope depth {ri.depth[i]}) needs "
+                    f"{ri.heap[i]} more of heap_bytes={p.heap_bytes}")
         return (f"run {ri.run}: the orchestrator blocks forever before record {ri.first + i}: {full}, and the "
                 f"oldest, record {ri.first + R} ({what}, task {ri.tid[R]}), cannot retire because {why}. "
                 f"One scope holds more than the ring: {fix}.")

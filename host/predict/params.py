@@ -89,10 +89,10 @@ PARAMS: tuple[Param, ...] = (
     Param("orch_scope_task_us", 0.017, "us per task", "scope end: release the scope's reference on each task "
           "it submitted (fanout_refcount, maybe CONSUMED); split as orch_submit_us, level fitted to "
           "PA_FINE_C1", _FIT, low=0.012, high=0.026),
-    Param("task_window", 16384, "slots", "reference task ring: 16,384 slots per ring (one ring modelled)",
+    Param("task_window", 16384, "slots", "reference task ring: 16,384 slots per ring (a ring per scope depth up to 3)",
           "high", integer=True, lo=1),
-    Param("heap_bytes", 256 * MIB, "bytes", "reference heap ring: 256 MiB per ring (one ring modelled)", "high",
-          integer=True, lo=1),
+    Param("heap_bytes", 256 * MIB, "bytes", "reference heap ring: 256 MiB per ring (a ring per scope depth up to 3)",
+          "high", integer=True, lo=1),
     Param("run_overhead_us", 287.0, "us per run", "device wall minus Effective: AICPU preamble, graph-build "
           "prep (config_validate, arena_wire, sm_reset) and post-orch teardown (simpler docs/dfx/"
           "device-phases.md); fitted to PA_UNROLL_C1 (1386 - 1098.7 us; the two figures are from two "
