@@ -1035,23 +1035,10 @@ def _scalar_op(op: str, uf: np.ufunc, doc: str) -> Callable[[Tile, Tile, float],
             if _ON and _tl.rec is not None:
                 _vcount(op, dst, dst, (a,))
         else:
-            _scalar(op, uf, dst, a, s)
+            _unary(op, uf, dst, a, dst.vdtype.type(s))
     fn.__name__ = fn.__qualname__ = op
     fn.__doc__ = doc
     return fn
-
-
-def _scalar(op: str, uf: np.ufunc, dst: Tile, a: Tile, s: float) -> None:
-    v = dst.vdtype.type(s)
-    x = a.data
-    if dst.buf != UB or a.buf != UB:
-        _vec_check(dst, a)
-    if x is None:
-        _data(a, op)
-    d = dst.data
-    uf(x, v, out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
-    if _ON and _tl.rec is not None:
-        _vcount(op, dst, dst, (a,))
 
 
 adds = _scalar_op("adds", np.add, "TADDS: dst = a + s.")
@@ -1087,14 +1074,16 @@ def _unary_op(op: str, uf: np.ufunc, doc: str) -> Callable[[Tile, Tile], None]:
     return fn
 
 
-def _unary(op: str, uf: np.ufunc, dst: Tile, a: Tile) -> None:
+def _unary(op: str, uf: np.ufunc, dst: Tile, a: Tile, *scalar: Any) -> None:
+    """The full path of a unary op, or (``scalar``: the op's scalar in dst's dtype) a scalar op."""
     x = a.data
     if dst.buf != UB or a.buf != UB:
         _vec_check(dst, a)
     if x is None:
         _data(a, op)
     d = dst.data
-    uf(x, out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape) else _out(dst, x.shape, x))
+    uf(x, *scalar, out=d if (dst.own and not dst.lent and d is not None and d.shape == x.shape)
+       else _out(dst, x.shape, x))
     if _ON and _tl.rec is not None:
         _vcount(op, dst, dst, (a,))
 
