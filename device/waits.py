@@ -65,6 +65,9 @@ L_WAITING, L_KIND, L_OBJ, L_DETAIL, L_SINCE = 0, 1, 2, 3, 7     # L_DETAIL .. L_
 SLICE = 0.1                     # s: a blocked waiter looks at aborted() at least this often
 SKEW_SLOTS = {"aic": 0, "aiv0": 1, "aiv1": 2}
 SKEW_CHOICES = (None, "aic", "aiv0", "aiv1", "random")
+# 1 once a part on the core set any of its sync words this run: a mixed task's end checks skip
+# clusters none of whose cores did (most tasks use no pipe: the checks would read zeros)
+TOUCHED = kw.claim("touched", 1)
 
 
 def area_words(ncores: int) -> int:
@@ -120,7 +123,12 @@ class WaitArea:
         (kernels.waits.task_end_check) look at its sync words; their new notices are kept in
         ``notices`` (the first MAX_NOTICES distinct ones). Returns how many were new."""
         q, sync = self.q, self.sync
-        clusters = sorted(set(clusters))
+        # (read after the parts' done counters were observed: their sync words are visible)
+        t = sync + TOUCHED
+        clusters = sorted(b for b in set(clusters) if q[t + 3 * b * SYNC_WORDS] or q[t + (3 * b + 1) * SYNC_WORDS]
+                          or q[t + (3 * b + 2) * SYNC_WORDS])
+        if not clusters:
+            return 0
         new = 0
         for check in kw.task_end_checks():
             for text in check(lambda i: observe(q, sync + i), clusters):
@@ -194,7 +202,11 @@ class Waiter:
         return observe(self.q, self.sync + i)
 
     def set(self, i: int, value: int) -> None:
-        publish(self.q, self.sync + i, value)
+        q = self.q
+        publish(q, self.sync + i, value)
+        t = self.sync + i - i % SYNC_WORDS + TOUCHED          # (the word's core is this part's: one writer)
+        if not q[t]:
+            publish(q, t, 1)
         self.moves += 1
 
     def in_device_memory(self, address: int, nbytes: int) -> bool:
