@@ -73,9 +73,10 @@ class Dispatcher:
         if self.slow:
             tasks.early.clear()
         else:
-            filled, forward, mask = cores.filled, self._forward, self.mask
+            filled, forward, mask, succ = cores.filled, self._forward, self.mask, tasks.succ
             for tid, c in filled:
-                forward(tid, tid & mask, c, tasks.early)
+                if succ[tid & mask]:               # (most tasks have no successor waiting yet)
+                    forward(tid, tid & mask, c, tasks.early)
             filled.clear()
             if tasks.early and self._early(now):
                 did = True
@@ -238,13 +239,11 @@ class Dispatcher:
 
     def _forward(self, tid: int, s: int, c: int, work: list) -> None:
         """tid was posted to core c: successors waiting for it alone can follow it there."""
-        lst = self.tasks.succ[s]
-        if lst:
-            fanin, queue, mask = self.tasks.fanin, self.tasks.queue, self.mask
-            for t in lst:
-                ts = t & mask
-                if fanin[ts] == 1 and queue[ts] <= SHAPE_AIV:      # plain single-core tasks only
-                    work.append((t, c))
+        fanin, queue, mask = self.tasks.fanin, self.tasks.queue, self.mask
+        for t in self.tasks.succ[s] or ():
+            ts = t & mask
+            if fanin[ts] == 1 and queue[ts] <= SHAPE_AIV:      # plain single-core tasks only
+                work.append((t, c))
 
 
 __all__ = ["Dispatcher", "DISPATCH_ORDER"]
