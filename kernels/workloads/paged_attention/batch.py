@@ -55,9 +55,9 @@ import numpy as np
 
 from kernels import AIC, AIV, kernel, tile
 from kernels.args import In, InOut, Out
-from kernels.tile import F32, L0A, L0B, L0C, L1, UB
+from kernels.tile import F32, UB
 from kernels.workloads.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
-from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, cube_step, kv_blocks, sf_step, sf_tiles
 from kernels.workloads.paged_attention.tiling import head_tiles
 from kernels.workloads.workload import Workload
 
@@ -81,23 +81,11 @@ def qk_batch(query: np.ndarray, key_cache: np.ndarray, block_table: np.ndarray, 
     The reference's batched aic_qk_matmul: per sequence b, TLOAD its q tile and (by the block
     table) its K block to L1, TMOV to L0A/L0B, TMATMUL, TSTORE, pipe_barrier(PIPE_ALL)."""
     bc, s0, h0 = int(batch_count), int(batch_start), int(q_offset)
-    rows, bs = sij.shape
-    qt, d = rows // bc, query.shape[2]
+    qt = sij.shape[0] // bc
     ids = block_table[s0:s0 + bc, int(bn)]
-    c = tile.Core(scratch=CUBE_SCRATCH)
-    q_l1 = c.tile(L1, (qt, d), query.dtype, name="qi")
-    k_l1 = c.tile(L1, (d, bs), key_cache.dtype, name="kj")
-    a = c.tile(L0A, (qt, d), query.dtype, name="left")
-    b = c.tile(L0B, (d, bs), key_cache.dtype, name="right")
-    s = c.tile(L0C, (qt, bs), F32, name="sij")
-    with c.loop(bc):
-        tile.load(q_l1, query[s0:s0 + bc, h0:h0 + qt])
-        tile.load(k_l1, kv_blocks(key_cache).transpose(0, 2, 1), index=ids)     # Kᵀ: DN layout
-        tile.move(a, q_l1)
-        tile.move(b, k_l1)
-        tile.matmul(s, a, b)
-        tile.store(tile.row_blocks(sij, bc), s)
-        tile.barrier()
+    cube_step(tile.Core(scratch=CUBE_SCRATCH), query[s0:s0 + bc, h0:h0 + qt],
+              kv_blocks(key_cache).transpose(0, 2, 1), tile.row_blocks(sij, bc), ("qi", "kj", "sij"),
+              loop=bc, index=ids)                    # Kᵀ: DN layout
 
 
 @kernel(AIV)
@@ -118,30 +106,13 @@ def sf_batch(sij: np.ndarray, context_lens: np.ndarray, pij: np.ndarray, mij: np
     live = np.flatnonzero(valid)
     dead = np.flatnonzero(valid == 0)
     c = tile.Core()
-    s = c.tile(UB, (qt, bs), F32, name="sij")
-    p = c.tile(UB, (qt, bs), F32, name="pij")
-    c.tile(UB, (qt, bs), F32, name="tmp")                 # the row reductions' scratch on the chip
-    mx = c.tile(UB, (qt, 1), F32, name="max")
-    sm = c.tile(UB, (qt, 1), F32, name="sum")
-    p16 = c.tile(UB, (qt, bs), pij.dtype, name="pij_bf16")
+    tiles = sf_tiles(c, qt, bs, pij.dtype)
+    _, _, mx, sm, p16 = tiles
     s3, p3 = sij.reshape(bc, qt, bs), pij.reshape(bc, qt, bs)
     m3, l3 = mij.reshape(bc, qt, 1), lij.reshape(bc, qt, 1)
     if live.size:
         at = None if live.size == bc else live           # the sequences with data, in order
-        with c.loop(live.size):
-            tile.load(s, s3, index=at)
-            tile.fill_pad(s, valid[live], -np.inf)       # exp(-inf - m) == 0
-            tile.muls(s, s, scale)
-            tile.row_max(mx, s)
-            tile.row_expand_sub(p, s, mx)
-            tile.exp(p, p)
-            tile.cast(p16, p)
-            tile.cast(p, p16)
-            tile.row_sum(sm, p)
-            tile.store(p3, p16, index=at)
-            tile.store(m3, mx, index=at)
-            tile.store(l3, sm, index=at)
-            tile.barrier()
+        sf_step(tiles, s3, p3, m3, l3, scale, valid[live], loop=live.size, index=at)
     if dead.size:
         with c.loop(dead.size):
             tile.fill(mx, NEG_LARGE)                     # -1e30, not -inf: UP's exp(m_old - m_new) stays finite
@@ -162,22 +133,10 @@ def pv_batch(pij: np.ndarray, value_cache: np.ndarray, block_table: np.ndarray, 
     TMOV to L0A/L0B, TMATMUL, TSTORE, pipe_barrier(PIPE_ALL)."""
     bc, s0 = int(batch_count), int(batch_start)
     rows, bs = pij.shape
-    qt, d = rows // bc, oi_new.shape[1]
+    qt = rows // bc
     ids = block_table[s0:s0 + bc, int(bn)]
-    c = tile.Core(scratch=CUBE_SCRATCH)
-    p_l1 = c.tile(L1, (qt, bs), pij.dtype, name="pij")
-    v_l1 = c.tile(L1, (bs, d), value_cache.dtype, name="vj")
-    a = c.tile(L0A, (qt, bs), pij.dtype, name="left")
-    b = c.tile(L0B, (bs, d), value_cache.dtype, name="right")
-    o = c.tile(L0C, (qt, d), F32, name="oi")
-    with c.loop(bc):
-        tile.load(p_l1, pij.reshape(bc, qt, bs))
-        tile.load(v_l1, kv_blocks(value_cache), index=ids)
-        tile.move(a, p_l1)
-        tile.move(b, v_l1)
-        tile.matmul(o, a, b)
-        tile.store(tile.row_blocks(oi_new, bc), o)
-        tile.barrier()
+    cube_step(tile.Core(scratch=CUBE_SCRATCH), pij.reshape(bc, qt, bs), kv_blocks(value_cache),
+              tile.row_blocks(oi_new, bc), ("pij", "vj", "oi"), loop=bc, index=ids)
 
 
 @kernel(AIV)

@@ -61,6 +61,8 @@ paged_attention workload does.
 
 from __future__ import annotations
 
+import contextlib
+
 import ml_dtypes
 import numpy as np
 
@@ -68,7 +70,8 @@ from kernels import AIC, AIV, kernel, tile
 from kernels.tile import F32, L0A, L0B, L0C, L1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention import laws
 
-__all__ = ["BF16", "CUBE_SCRATCH", "hub", "kv_blocks", "pv", "qk", "qk_4dims", "sf", "sf_4dims", "up"]
+__all__ = ["BF16", "CUBE_SCRATCH", "cube_step", "hub", "kv_blocks", "pv", "qk", "qk_4dims", "sf", "sf_4dims",
+           "sf_step", "sf_tiles", "up"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -86,6 +89,67 @@ def kv_blocks(cache: np.ndarray) -> np.ndarray:
     if cache.shape[2] != 1:
         raise ValueError(f"paged attention kernels support kv_heads == 1, cache has shape {cache.shape}")
     return cache[:, :, 0, :]
+
+
+def cube_step(c: tile.Core, left: np.ndarray, right: np.ndarray, out: np.ndarray, names: tuple[str, str, str],
+              loop: int = 0, index: np.ndarray | None = None) -> None:
+    """One product as the reference's one-step cube kernels make it: TLOAD ``left`` (m, k) and
+    ``right`` (k, n) to L1, TMOV to L0A / L0B, TMATMUL into L0C (fp32), TSTORE to ``out`` (m, n).
+    ``names``: the L1 tiles' and the result's names (traces, errors). ``loop`` > 0: that many
+    products in one ``c.loop`` -- ``left`` and ``out`` have a leading axis of ``loop``, ``right``
+    is picked per iteration by ``index`` -- each closed by a pipe_barrier(PIPE_ALL)."""
+    (m, k), n = left.shape[-2:], right.shape[-1]
+    l1_left = c.tile(L1, (m, k), left.dtype, name=names[0])
+    l1_right = c.tile(L1, (k, n), right.dtype, name=names[1])
+    a = c.tile(L0A, (m, k), left.dtype, name="left")
+    b = c.tile(L0B, (k, n), right.dtype, name="right")
+    acc = c.tile(L0C, (m, n), F32, name=names[2])
+    with c.loop(loop) if loop else contextlib.nullcontext():
+        tile.load(l1_left, left)
+        tile.load(l1_right, right, index=index)
+        tile.move(a, l1_left)
+        tile.move(b, l1_right)
+        tile.matmul(acc, a, b)
+        tile.store(out, acc)
+        if loop:
+            tile.barrier()
+
+
+def sf_tiles(c: tile.Core, rows: int, cols: int, p_dtype: np.dtype) -> tuple[tile.Tile, ...]:
+    """The one-block softmax's UB tiles: s and p (fp32), the row reductions' scratch (held, as on
+    the chip), the row max and sum columns, p in ``p_dtype`` -- returned as (s, p, max, sum, p16)."""
+    s = c.tile(UB, (rows, cols), F32, name="sij")
+    p = c.tile(UB, (rows, cols), F32, name="pij")
+    c.tile(UB, (rows, cols), F32, name="tmp")
+    row_max = c.tile(UB, (rows, 1), F32, name="max")
+    row_sum = c.tile(UB, (rows, 1), F32, name="sum")
+    return s, p, row_max, row_sum, c.tile(UB, (rows, cols), p_dtype, name="pij_bf16")
+
+
+def sf_step(tiles: tuple[tile.Tile, ...], sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray,
+            scale: float, valid: int | np.ndarray, loop: int = 0, index: np.ndarray | None = None) -> None:
+    """The softmax of one block of scores as the reference's one-block SF kernels compute it: TLOAD
+    s, TFILLPAD past the ``valid`` tokens (-inf: exp gives 0), TMULS scale, TROWMAX, TROWEXPANDSUB,
+    TEXP, TCVT to p's dtype and back, TROWSUM of the rounded p, TSTORE p, max, sum. ``loop`` > 0:
+    that many blocks in one ``c.loop`` (``valid`` one length each, ``index`` picking the rows of
+    every argument), each closed by a pipe_barrier(PIPE_ALL)."""
+    s, p, row_max, row_sum, p16 = tiles
+    with s.core.loop(loop) if loop else contextlib.nullcontext():
+        tile.load(s, sij, index=index)
+        if loop or valid < s.shape[1]:
+            tile.fill_pad(s, valid, -np.inf)
+        tile.muls(s, s, scale)
+        tile.row_max(row_max, s)
+        tile.row_expand_sub(p, s, row_max)
+        tile.exp(p, p)
+        tile.cast(p16, p)
+        tile.cast(p, p16)
+        tile.row_sum(row_sum, p)
+        tile.store(pij, p16, index=index)
+        tile.store(mi, row_max, index=index)
+        tile.store(li, row_sum, index=index)
+        if loop:
+            tile.barrier()
 
 
 @kernel(AIC, cost=laws.qk_cost)

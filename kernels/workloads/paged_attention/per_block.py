@@ -17,6 +17,9 @@ valid_len) view of sij, and ``n_blocks`` (always 1 here). Unlike the unrolled SF
 over the chunk's blocks) this SF takes the row max of the scaled scores in one pass, as the
 reference's does.
 
+The steps are kernels.py's ``cube_step`` (QK, PV) and ``sf_tiles`` / ``sf_step`` (SF), which
+batch.py's batched kernels run in a loop over sequences.
+
 The arithmetic is the unrolled kernels' on one block (golden.golden(unroll=1)): p is rounded to
 bf16 before its row sum, QK and PV accumulate in fp32.
 """
@@ -26,9 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIC, AIV, kernel, tile
-from kernels.tile import F32, L0A, L0B, L0C, L1, UB
 from kernels.workloads.paged_attention import laws
-from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, cube_step, kv_blocks, sf_step, sf_tiles
 
 __all__ = ["pv_block", "qk_block", "sf_block"]
 
@@ -46,20 +48,8 @@ def _block(cache: np.ndarray, block_ids: np.ndarray, who: str) -> np.ndarray:
 def qk_block(qi: np.ndarray, key_cache: np.ndarray, sij: np.ndarray, block_ids: np.ndarray) -> None:
     """sij (q_tile, block_size) fp32 = qi · Kᵀ of the block ``block_ids[0]`` (no scale)."""
     kj = _block(key_cache, block_ids, "qk_block")
-    m, d = qi.shape
-    bs = kj.shape[0]
-    c = tile.Core(scratch=CUBE_SCRATCH)
-    q_l1 = c.tile(L1, (m, d), qi.dtype, name="qi")
-    k_l1 = c.tile(L1, (d, bs), key_cache.dtype, name="kj")
-    a = c.tile(L0A, (m, d), qi.dtype, name="left")
-    b = c.tile(L0B, (d, bs), key_cache.dtype, name="right")
-    s = c.tile(L0C, (m, bs), F32, name="sij")
-    tile.load(q_l1, qi)
-    tile.load(k_l1, kj.T)                          # Kᵀ: the DN layout of a row-major K block
-    tile.move(a, q_l1)
-    tile.move(b, k_l1)
-    tile.matmul(s, a, b)
-    tile.store(sij, s)
+    # Kᵀ: the DN layout of a row-major K block
+    cube_step(tile.Core(scratch=CUBE_SCRATCH), qi, kj.T, sij, ("qi", "kj", "sij"))
 
 
 @kernel(AIV, cost=laws.sf_cost)
@@ -73,43 +63,11 @@ def sf_block(sij: np.ndarray, pij: np.ndarray, mi: np.ndarray, li: np.ndarray, s
     valid = int(valid_len_last)
     if not 1 <= valid <= bs:
         raise ValueError(f"sf_block: valid_len_last must be in 1..{bs}, got {valid}")
-    c = tile.Core()
-    s = c.tile(UB, (m, bs), F32, name="sij")
-    p = c.tile(UB, (m, bs), F32, name="pij")
-    c.tile(UB, (m, bs), F32, name="tmp")                  # the row reductions' scratch on the chip
-    row_max = c.tile(UB, (m, 1), F32, name="max")
-    row_sum = c.tile(UB, (m, 1), F32, name="sum")
-    p16 = c.tile(UB, (m, bs), pij.dtype, name="pij_bf16")
-    tile.load(s, sij)
-    if valid < bs:
-        tile.fill_pad(s, valid, -np.inf)
-    tile.muls(s, s, scale)
-    tile.row_max(row_max, s)
-    tile.row_expand_sub(p, s, row_max)
-    tile.exp(p, p)
-    tile.cast(p16, p)
-    tile.cast(p, p16)
-    tile.row_sum(row_sum, p)
-    tile.store(pij, p16)
-    tile.store(mi, row_max)
-    tile.store(li, row_sum)
+    sf_step(sf_tiles(tile.Core(), m, bs, pij.dtype), sij, pij, mi, li, scale, valid)
 
 
 @kernel(AIC, cost=laws.pv_cost)
 def pv_block(pij: np.ndarray, value_cache: np.ndarray, oi_new: np.ndarray, block_ids: np.ndarray) -> None:
     """oi_new (q_tile, D) fp32 = p · V of the block ``block_ids[0]``."""
     vj = _block(value_cache, block_ids, "pv_block")
-    m, bs = pij.shape
-    d = vj.shape[1]
-    c = tile.Core(scratch=CUBE_SCRATCH)
-    p_l1 = c.tile(L1, (m, bs), pij.dtype, name="pij")
-    v_l1 = c.tile(L1, (bs, d), value_cache.dtype, name="vj")
-    a = c.tile(L0A, (m, bs), pij.dtype, name="left")
-    b = c.tile(L0B, (bs, d), value_cache.dtype, name="right")
-    o = c.tile(L0C, (m, d), F32, name="oi")
-    tile.load(p_l1, pij)
-    tile.load(v_l1, vj)
-    tile.move(a, p_l1)
-    tile.move(b, v_l1)
-    tile.matmul(o, a, b)
-    tile.store(oi_new, o)
+    cube_step(tile.Core(scratch=CUBE_SCRATCH), pij, vj, oi_new, ("pij", "vj", "oi"))
