@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from kernels import AIC, AIV, In, Out, kernel, tile
-from kernels.tile import F32, L0A, L0B, L0C, L1, UB
+from kernels.tile import F32, UB
+from kernels.workloads.cube import cube_step
 from kernels.workloads.fill import fill, normal
 from kernels.workloads.workload import Alloc, Workload
 
@@ -44,21 +45,8 @@ def _tiles(x: np.ndarray) -> np.ndarray:
 def matmul(a, b, c):
     """c[t] = a[t] @ b[t] for every 128x128 fp32 tile t of the 1-D views (the reference's
     kernel_matmul: TLOAD A, B -> L1; TMOV -> L0A, L0B; TMATMUL -> L0C; TSTORE; pipe_sync)."""
-    ta, tb, tc = _tiles(a), _tiles(b), _tiles(c)
-    co = tile.Core()
-    a_l1 = co.tile(L1, (TILE, TILE), F32, name="a_mat")
-    b_l1 = co.tile(L1, (TILE, TILE), F32, name="b_mat")
-    left = co.tile(L0A, (TILE, TILE), F32, name="left")
-    right = co.tile(L0B, (TILE, TILE), F32, name="right")
-    acc = co.tile(L0C, (TILE, TILE), F32, name="acc")
-    with co.loop(ta.shape[0]):
-        tile.load(a_l1, ta)
-        tile.load(b_l1, tb)
-        tile.move(left, a_l1)
-        tile.move(right, b_l1)
-        tile.matmul(acc, left, right)
-        tile.store(tc, acc)
-        tile.barrier()
+    ta = _tiles(a)
+    cube_step(tile.Core(), ta, _tiles(b), _tiles(c), ("a_mat", "b_mat", "acc"), loop=ta.shape[0])
 
 
 @kernel(AIV)

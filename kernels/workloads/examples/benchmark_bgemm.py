@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from kernels import AIC, AIV, In, InOut, Out, kernel, tile
-from kernels.tile import F32, L0A, L0B, L0C, L1, UB
+from kernels.tile import F32, UB
+from kernels.workloads.cube import cube_step
 from kernels.workloads.fill import fill, normal
 from kernels.workloads.workload import Alloc, Workload
 
@@ -44,19 +45,8 @@ def _tiles(x: np.ndarray, config: np.ndarray) -> np.ndarray:
 @kernel(AIC)
 def gemm(a: np.ndarray, b: np.ndarray, p: np.ndarray, config: np.ndarray) -> None:
     """P[i] = A[i] @ B[i] for each of the task's ``loop`` tiles (fp32)."""
-    t, loop = int(config[0]), int(config[3])
-    c = tile.Core()
-    a1, b1 = c.tile(L1, (t, t), F32, name="a"), c.tile(L1, (t, t), F32, name="b")
-    a0, b0 = c.tile(L0A, (t, t), F32, name="left"), c.tile(L0B, (t, t), F32, name="right")
-    acc = c.tile(L0C, (t, t), F32, name="p")
-    with c.loop(loop):
-        tile.load(a1, _tiles(a, config))
-        tile.load(b1, _tiles(b, config))
-        tile.move(a0, a1)
-        tile.move(b0, b1)
-        tile.matmul(acc, a0, b0)
-        tile.store(_tiles(p, config), acc)
-        tile.barrier()
+    cube_step(tile.Core(), _tiles(a, config), _tiles(b, config), _tiles(p, config), ("a", "b", "p"),
+              loop=int(config[3]))
 
 
 @kernel(AIV)

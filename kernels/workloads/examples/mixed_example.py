@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from kernels import AIC, AIV, In, Mixed, Out, kernel, tile
-from kernels.tile import F32, L0A, L0B, L0C, L1, UB
+from kernels.tile import F32, UB
+from kernels.workloads.cube import cube_step
 from kernels.workloads.workload import Alloc, Workload
 
 TILE = 128
@@ -43,16 +44,7 @@ def _tile(x: np.ndarray) -> np.ndarray:
 
 def _matmul(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
     """c = a @ b on one 128 x 128 fp32 tile (the reference's kernel_matmul)."""
-    core = tile.Core("matmul")
-    a1, b1 = core.tile(L1, (TILE, TILE), F32, name="a"), core.tile(L1, (TILE, TILE), F32, name="b")
-    a0, b0 = core.tile(L0A, (TILE, TILE), F32, name="left"), core.tile(L0B, (TILE, TILE), F32, name="right")
-    acc = core.tile(L0C, (TILE, TILE), F32, name="c")
-    tile.load(a1, _tile(a))
-    tile.load(b1, _tile(b))
-    tile.move(a0, a1)
-    tile.move(b0, b1)
-    tile.matmul(acc, a0, b0)
-    tile.store(_tile(c), acc)
+    cube_step(tile.Core("matmul"), _tile(a), _tile(b), _tile(c), ("a", "b", "c"))
 
 
 def _elementwise(op: Any, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

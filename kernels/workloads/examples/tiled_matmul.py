@@ -19,24 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIC, AIV, In, InOut, Out, kernel, tile
-from kernels.tile import F32, L0A, L0B, L0C, L1, UB
+from kernels.tile import UB
+from kernels.workloads.cube import cube_step
 from kernels.workloads.workload import Alloc, Workload
 
 
 @kernel(AIC)
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out (fp32) = a @ b."""
-    (m, k), n = a.shape, b.shape[1]
-    c = tile.Core()
-    a1, b1 = c.tile(L1, (m, k), a.dtype, name="a"), c.tile(L1, (k, n), b.dtype, name="b")
-    a0, b0 = c.tile(L0A, (m, k), a.dtype, name="left"), c.tile(L0B, (k, n), b.dtype, name="right")
-    acc = c.tile(L0C, (m, n), F32, name="out")
-    tile.load(a1, a)
-    tile.load(b1, b)
-    tile.move(a0, a1)
-    tile.move(b0, b1)
-    tile.matmul(acc, a0, b0)
-    tile.store(out, acc)
+    cube_step(tile.Core(), a, b, out, ("a", "b", "out"))
 
 
 @kernel(AIV)

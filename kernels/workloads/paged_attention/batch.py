@@ -56,8 +56,9 @@ import numpy as np
 from kernels import AIC, AIV, kernel, tile
 from kernels.args import In, InOut, Out
 from kernels.tile import F32, UB
+from kernels.workloads.cube import cube_step
 from kernels.workloads.paged_attention.baseline import INPUTS, build, golden_per_block, reference_case
-from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, cube_step, kv_blocks, sf_step, sf_tiles
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks, sf_step, sf_tiles
 from kernels.workloads.paged_attention.tiling import head_tiles
 from kernels.workloads.workload import Workload
 

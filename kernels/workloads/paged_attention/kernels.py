@@ -70,7 +70,7 @@ from kernels import AIC, AIV, kernel, tile
 from kernels.tile import F32, L0A, L0B, L0C, L1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention import laws
 
-__all__ = ["BF16", "CUBE_SCRATCH", "cube_step", "hub", "kv_blocks", "pv", "qk", "qk_4dims", "sf", "sf_4dims",
+__all__ = ["BF16", "CUBE_SCRATCH", "hub", "kv_blocks", "pv", "qk", "qk_4dims", "sf", "sf_4dims",
            "sf_step", "sf_tiles", "up"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -89,30 +89,6 @@ def kv_blocks(cache: np.ndarray) -> np.ndarray:
     if cache.shape[2] != 1:
         raise ValueError(f"paged attention kernels support kv_heads == 1, cache has shape {cache.shape}")
     return cache[:, :, 0, :]
-
-
-def cube_step(c: tile.Core, left: np.ndarray, right: np.ndarray, out: np.ndarray, names: tuple[str, str, str],
-              loop: int = 0, index: np.ndarray | None = None) -> None:
-    """One product as the reference's one-step cube kernels make it: TLOAD ``left`` (m, k) and
-    ``right`` (k, n) to L1, TMOV to L0A / L0B, TMATMUL into L0C (fp32), TSTORE to ``out`` (m, n).
-    ``names``: the L1 tiles' and the result's names (traces, errors). ``loop`` > 0: that many
-    products in one ``c.loop`` -- ``left`` and ``out`` have a leading axis of ``loop``, ``right``
-    is picked per iteration by ``index`` -- each closed by a pipe_barrier(PIPE_ALL)."""
-    (m, k), n = left.shape[-2:], right.shape[-1]
-    l1_left = c.tile(L1, (m, k), left.dtype, name=names[0])
-    l1_right = c.tile(L1, (k, n), right.dtype, name=names[1])
-    a = c.tile(L0A, (m, k), left.dtype, name="left")
-    b = c.tile(L0B, (k, n), right.dtype, name="right")
-    acc = c.tile(L0C, (m, n), F32, name=names[2])
-    with c.loop(loop) if loop else contextlib.nullcontext():
-        tile.load(l1_left, left)
-        tile.load(l1_right, right, index=index)
-        tile.move(a, l1_left)
-        tile.move(b, l1_right)
-        tile.matmul(acc, a, b)
-        tile.store(out, acc)
-        if loop:
-            tile.barrier()
 
 
 def sf_tiles(c: tile.Core, rows: int, cols: int, p_dtype: np.dtype) -> tuple[tile.Tile, ...]:

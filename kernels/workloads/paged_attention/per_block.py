@@ -17,8 +17,8 @@ valid_len) view of sij, and ``n_blocks`` (always 1 here). Unlike the unrolled SF
 over the chunk's blocks) this SF takes the row max of the scaled scores in one pass, as the
 reference's does.
 
-The steps are kernels.py's ``cube_step`` (QK, PV) and ``sf_tiles`` / ``sf_step`` (SF), which
-batch.py's batched kernels run in a loop over sequences.
+The steps are kernels/workloads/cube.py's ``cube_step`` (QK, PV) and kernels.py's ``sf_tiles`` /
+``sf_step`` (SF), which batch.py's batched kernels run in a loop over sequences.
 
 The arithmetic is the unrolled kernels' on one block (golden.golden(unroll=1)): p is rounded to
 bf16 before its row sum, QK and PV accumulate in fp32.
@@ -29,8 +29,9 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import AIC, AIV, kernel, tile
+from kernels.workloads.cube import cube_step
 from kernels.workloads.paged_attention import laws
-from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, cube_step, kv_blocks, sf_step, sf_tiles
+from kernels.workloads.paged_attention.kernels import CUBE_SCRATCH, kv_blocks, sf_step, sf_tiles
 
 __all__ = ["pv_block", "qk_block", "sf_block"]
 
