@@ -12,11 +12,21 @@ catalogue, examples, paged attention, the reference's scenes -- live in ``kernel
 which imports only this API.
 """
 
+from typing import Any
+
 from kernels.args import In, InOut, NoDep, Out
 from kernels.atomic import add as atomic_add
 from kernels.barrier import sync_all
-from kernels.pipe import C2V, V2C, TPipe
 from kernels.registry import AIC, AIV, CoreInfo, Kernel, Mixed, core_info, kernel, registered, resolve
 
 __all__ = ["AIC", "AIV", "Mixed", "Kernel", "CoreInfo", "kernel", "core_info", "registered", "resolve",
            "In", "Out", "InOut", "NoDep", "TPipe", "C2V", "V2C", "atomic_add", "sync_all"]
+
+
+def __getattr__(name: str) -> Any:
+    # The pipes stand on the tile layer (ml_dtypes, and its warm-up at import): loaded when a
+    # kernel module first asks for them, so that the registry and the markers alone stay light.
+    if name in ("TPipe", "C2V", "V2C"):
+        from kernels import pipe
+        return getattr(pipe, name)
+    raise AttributeError(f"module 'kernels' has no attribute {name!r}")
