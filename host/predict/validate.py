@@ -93,19 +93,15 @@ class Row:
                 "within_tolerance": self.met, "bound": self.bound}
 
 
-def record(workload: str, case: str, variant: str | None, path: str, log: Callable[[str], None] = print,
-           overrides: dict[str, Any] | None = None) -> float:
-    """Run ``workload`` ``case`` (``overrides``: case parameters changed) on the sequential engine,
-    recording its graph (and counted costs) to ``path``; the seconds it took. The result is not
-    checked against the golden (the CI tests do that on the small cases; the recording is the
-    same either way)."""
+def record(workload: str, case: str, variant: str | None, path: str, log: Callable[[str], None] = print) -> float:
+    """Run ``workload`` ``case`` on the sequential engine, recording its graph (and counted costs)
+    to ``path``; the seconds it took. The result is not checked against the golden (the CI tests
+    do that on the small cases; the recording is the same either way)."""
     from host.run import run
     t0 = time.perf_counter()
-    run(workload, case, variant, inline=True, record=path, check=False, progress=False, log=lambda s: None,
-        overrides=overrides)
+    run(workload, case, variant, inline=True, record=path, check=False, progress=False, log=lambda s: None)
     took = time.perf_counter() - t0
-    log(f"  recorded {workload} {case}{f' ({variant})' if variant else ''}{f' {overrides}' if overrides else ''} "
-        f"in {took:.1f} s")
+    log(f"  recorded {workload} {case}{f' ({variant})' if variant else ''} in {took:.1f} s")
     return took
 
 
