@@ -11,10 +11,10 @@ kernel's half: what a kernel calls, the kinds of wait, the sync-word offsets).
     waiter (part on core c)                           waker (a part that changed a sync word)
     ───────────────────────                           ──────────────────────────────────────
     ready()? ─ yes ─▶ return                          set(i, v)          publish the word
-    yield-spin up to spin_ns, ready()? ─▶ return      wake(clusters)     fence; every core of
-    drain c's semaphore (stale posts)                                    those clusters with
-    KIND, OBJ, D*, SINCE; publish WAITING = 1                            WAITING = 1: post its
-    fence                                                                semaphore
+    yield-spin up to spin_ns, ready()? ─▶ return      wake(clusters[, obj])  fence; every core
+    drain c's semaphore (stale posts)                                    of those clusters with
+    KIND, OBJ, D*, SINCE; publish WAITING = 1                            WAITING = 1 (and OBJ =
+    fence                                                                obj): post its semaphore
     loop: ready()? ─▶ return
           aborted()? ─▶ raise WaitAborted
           block on c's semaphore (SLICE s at most)
@@ -172,7 +172,7 @@ class Waiter:
 
     __slots__ = ("area", "phys", "core", "cluster", "slot", "slots", "ncores", "task", "aborted", "spin_ns",
                  "released", "sem", "q", "sync", "ln", "gm", "skew_slot", "skew_s", "seed", "rng", "chosen",
-                 "moves", "solo")
+                 "moves", "solo", "others")
 
     def __init__(self, area: WaitArea, phys: int, aborted: Callable[[], str], *, spin_ns: int = 0,
                  gm: tuple[int, int] = (0, 0), skew: str | None = None, skew_us: float = 0.0,
@@ -192,6 +192,9 @@ class Waiter:
         self.rng = random.Random(seed * 1_000_003 + phys)
         self.chosen = (-1, -1)        # (task, slot) last drawn for skew="random"
         self.moves = 0                # sync words this waiter set (progress, for a watchdog)
+        # per cluster: (core, wait line) of its cores but this one -- whom a wake() looks at
+        self.others = [tuple((c, area.line(c)) for c in range(3 * b, 3 * b + 3) if c != phys)
+                       for b in range(area.ncores // 3)]
 
     def begin(self, task: int, cluster: int, slot: int, slots: tuple[bool, bool, bool]) -> None:
         """The part about to run: task id, physical block, its part slot, the task's parts."""
@@ -250,12 +253,13 @@ class Waiter:
         finally:
             publish(q, ln + L_WAITING, 0)
 
-    def wake(self, clusters: Iterable[int]) -> None:
-        q, lines, sems, me = self.q, self.area.lines, self.area.sems, self.phys
+    def wake(self, clusters: Iterable[int], obj: int | None = None) -> None:
+        q, sems, lines = self.q, self.area.sems, self.others
         fence()
         for b in clusters:
-            for c in (3 * b, 3 * b + 1, 3 * b + 2):
-                if c != me and observe(q, lines + c * LINE_WORDS + L_WAITING):
+            for c, ln in lines[b]:
+                # (OBJ was written before WAITING = 1 and is read after it: it is this wait's)
+                if observe(q, ln + L_WAITING) and (obj is None or observe(q, ln + L_OBJ) == obj):
                     sems[c].release()
 
     def pause(self) -> None:

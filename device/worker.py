@@ -42,7 +42,18 @@ from kernels.registry import CoreInfo, set_block, set_core
 
 
 def run(ctx: DeviceContext, core: int) -> None:
-    """Entry point of a worker process (forked from the host): the set-up, then the loop.
+    """Entry point of a worker process (forked from the host). ``PTOEMU_PROFILE_WORKERS=PREFIX``
+    (a developer aid, as the scheduler's) cProfiles every core into PREFIX-<core>.prof."""
+    prof_prefix = os.environ.get("PTOEMU_PROFILE_WORKERS")
+    if prof_prefix:
+        import cProfile
+        cProfile.runctx("loop(ctx, core)", globals(), {"ctx": ctx, "core": core}, f"{prof_prefix}-{core}.prof")
+    else:
+        loop(ctx, core)
+
+
+def loop(ctx: DeviceContext, core: int) -> None:
+    """The set-up, then the loop.
 
     One function on purpose, longer than the others: it is the hot loop of every core, and the
     names it touches per task are bound once, here, as locals (the fastest lookup CPython has);

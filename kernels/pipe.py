@@ -171,40 +171,42 @@ class TPipe:
                "2 per pipe)")
         return -1
 
-    def _peer_counts(self) -> list[int]:
-        """Tiles pushed (producers) or popped (consumers) by each part on the other side; 0 for
-        a part that has not built the pipe yet."""
+    def _peer_min(self) -> int:
+        """The fewest tiles pushed (producers) or popped (consumers) by a part on the other side;
+        0 while one of them has not built the pipe yet."""
         words = self.peer_words
-        get = self.w.get
         if words is None:
             found = [self._channel(self.base + s) for s in self.peers]
             if min(found) < 0:
-                return [get(kw.word(self.base + s, _COUNTS + i)) if i >= 0 else 0 for s, i in zip(self.peers, found)]
+                return 0
             words = self.peer_words = [kw.word(self.base + s, _COUNTS + i) for s, i in zip(self.peers, found)]
-        return [get(x) for x in words]
+        get = self.w.get
+        if len(words) == 1:
+            return get(words[0])
+        return min(get(words[0]), get(words[1]))
 
     def _await_free(self, n: int) -> None:
         """Before push n: wait until a slot is free (every consumer popped tile n - depth)."""
         self.w.pause()
         depth = self.depth
-        if n - min(self._peer_counts()) >= depth:
-            self._wait(_PUSH, lambda: n - min(self._peer_counts()) < depth)
+        if n - self._peer_min() >= depth:
+            self._wait(_PUSH, lambda: n - self._peer_min() < depth)
 
     def _await_data(self, m: int) -> None:
         """Before pop m: wait until tile m is pushed (by every producing lane)."""
         self.w.pause()
-        if min(self._peer_counts()) <= m:
-            self._wait(_POP, lambda: min(self._peer_counts()) > m)
+        if self._peer_min() <= m:
+            self._wait(_POP, lambda: self._peer_min() > m)
 
     def _published(self, n: int) -> None:
-        """This side's count is n now: tell the other side (and wake it if it waits)."""
+        """This side's count is n now: tell the other side (and wake it if it waits on this pipe)."""
         w = self.w
         self.count = n
         w.set(self.my_word, n)
-        w.wake(self.clusters)
+        w.wake(self.clusters, self.key)
 
     def _wait(self, op: int, ready: Any) -> None:
-        mine, theirs = self.count, min(self._peer_counts())
+        mine, theirs = self.count, self._peer_min()
         pushed, popped = (mine, theirs) if self.producing else (theirs, mine)
         self.w.wait(ready, KIND, self.key, (self.code | op, self.where, pushed, popped))
 
