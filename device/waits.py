@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from device.ordering import fence, observe, publish
+from kernels import ffts as _ffts  # noqa: F401 - its sync words and end-of-task check, before any device
 from kernels import pipe as _pipe  # noqa: F401 - registers the pipes' end-of-task check (task_end)
 from kernels import waits as kw
 from kernels.waits import SYNC_WORDS, WaitAborted

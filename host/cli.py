@@ -155,7 +155,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
         _say(f"pipe benchmark: {a.tiles} tiles per run, {a.rounds} rounds, a process device and the sequential engine")
         mod, r = pipe_bench, pipe_bench.run(a.tiles, a.rounds, log=_say)
         if a.predict:
-            r["summary"]["predicted"] = [pipe_bench.predict_spmd(c, log=_say) for c in a.cases or ["Case1"]]
+            variants = list(catalogue.load("spmd_paged_attention").variants) if a.variant == "all" else [a.variant]
+            r["summary"]["predicted"] = [pipe_bench.predict_spmd(c, log=_say, variant=v)
+                                         for c in a.cases or ["Case1"] for v in variants]
     elif a.what == "dispatch":
         blocks = a.blocks or [1, 2, 4, 8, 16, 24]
         _say(f"dispatch benchmark: {a.tasks} no-op tasks per run, {a.rounds} rounds, blocks {blocks}")
@@ -394,7 +396,8 @@ def _check_bench_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None
         known_cases, known_variants = list(CASES), ["hub", "first_output", "alloc", "manual"]
         a.cases = a.cases or ["Case1"]
     elif a.what == "pipe":
-        known_cases, known_variants = list(catalogue.load("spmd_paged_attention").cases), []
+        wl = catalogue.load("spmd_paged_attention")
+        known_cases, known_variants = list(wl.cases), list(wl.variants)
     else:
         return
     for c in a.cases or []:

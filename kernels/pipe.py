@@ -48,7 +48,7 @@ import numpy as np
 from kernels import a2a3, tile
 from kernels import waits as kw
 
-__all__ = ["C2V", "V2C", "CHANNELS", "SPLITS", "CountingPipe", "TPipe"]
+__all__ = ["C2V", "V2C", "CHANNELS", "SPLITS", "CountingPipe", "TPipe", "load_slot"]
 
 C2V, V2C = "C2V", "V2C"
 SPLITS = ("up_down", "left_right", "none")
@@ -272,14 +272,7 @@ class TPipe:
             if dst.core.n or dst.shape != part.shape:
                 _check(dst.core.n == 0, "pop inside c.loop(): a pipe operation cannot be batched (use c.range())")
                 _check(False, f"pop of a slot part of shape {part.shape} into {dst!r}")
-            # a copy: the slot is the producer's again after this (widening for L1 copies anyway);
-            # read-only, so no later store of this core needs to check it for overlap
-            if dst.vdtype != part.dtype:
-                tile.load(dst, part)
-            else:
-                mine = part.copy()
-                mine.flags.writeable = False
-                tile.load(dst, mine)
+            load_slot(dst, part)
             out = dst
         else:
             if dst is not None:
@@ -294,6 +287,18 @@ class TPipe:
         return (f"TPipe({self.direction}, {self.shape[0]}x{self.shape[1]} {self.dtype.name}, depth {self.depth}, "
                 f"{self.split}, {'AIC' if self.slot == 0 else f'AIV lane {self.lane}'}: {self.count} "
                 f"{'pushed' if self.producing else 'popped'})")
+
+
+def load_slot(dst: tile.Tile, part: np.ndarray) -> None:
+    """TLOAD a slot's ``part`` into ``dst`` -- as a copy: the slot is the producer's again after
+    the pop (a widening load copies anyway); read-only, so no later store of this core needs to
+    check it for overlap."""
+    if dst.vdtype != part.dtype:
+        tile.load(dst, part)
+    else:
+        mine = part.copy()
+        mine.flags.writeable = False
+        tile.load(dst, mine)
 
 
 class CountingPipe(TPipe):

@@ -124,10 +124,10 @@ def run(tiles: int = 2000, rounds: int = 3, log: Callable[[str], None] = print) 
 
 
 def predict_spmd(case: str | dict = "Case1", blocks: int = 24, seed: int = 0,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, variant: str = "default") -> dict:
     """The coupled prediction of one ``spmd_paged_attention`` run (module docstring): per block
     its parts' counted programs coupled, the task the slowest block. ``case``: a case name or a
-    full parameter dict."""
+    full parameter dict; ``variant``: "default" (TPipes) or "ffts" (hand-written flag pipes)."""
     wl = catalogue.load("spmd_paged_attention")
     params = wl.case(case) if isinstance(case, str) else dict(case)
     case = params.get("name", "custom")
@@ -152,7 +152,8 @@ def predict_spmd(case: str | dict = "Case1", blocks: int = 24, seed: int = 0,
     t0 = time.perf_counter()
     with Device(Platform(blocks=blocks), kernels=[k], inline=True) as dev:
         _, tensors = build_on(dev, wl, params, seed)
-        info = dev.run(spmd.orchestrate, *(tensors[n] for n in INPUTS), tensors["out"], scale=scale_of(params), pa=k)
+        info = dev.run(spmd.orchestrate, *(tensors[n] for n in INPUTS), tensors["out"], scale=scale_of(params), pa=k,
+                       flags=variant == "ffts")
     log(f"{case}: {info['logical_blocks']} logical blocks over {info['blocks']} blocks, q_tile {info['q_tile']}; "
         f"counted on the sequential engine in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
@@ -164,7 +165,8 @@ def predict_spmd(case: str | dict = "Case1", blocks: int = 24, seed: int = 0,
     solo = {name: alone.get((worst, slot), 0.0) for slot, name in enumerate(("aic", "aiv0", "aiv1"))}
     log(f"coupled in {time.perf_counter() - t0:.1f} s: slowest block {worst}: {us:,.0f} us [{lo:,.0f}, {hi:,.0f}]; "
         "its parts alone (no waiting): " + ", ".join(f"{n} {v:,.0f} us" for n, v in solo.items()))
-    return {"case": case, "blocks": info["blocks"], "logical_blocks": info["logical_blocks"], "q_tile": info["q_tile"],
+    return {"case": case, "variant": variant, "blocks": info["blocks"], "logical_blocks": info["logical_blocks"],
+            "q_tile": info["q_tile"],
             "us": us, "us_low": lo, "us_high": hi, "slowest_block": worst, "parts_alone_us": solo,
             "blocks_us": [per_block[b][0] for b in sorted(per_block)],
             "handshake_cycles": a2a3.PARAMS["handshake_cycles"].value}
@@ -179,8 +181,9 @@ def format(r: dict) -> str:
     lines.append(f"pipe round trip AIC -> AIV -> AIC ({SHAPE[0]}x{SHAPE[1]} fp32) on a process device: "
                  f"{s['roundtrip_us']:.1f} us; one tile through a depth-2 ring to both lanes: {s['stream_us']:.1f} us")
     for p in s.get("predicted", []):
-        lines.append(f"spmd_paged_attention {p['case']} predicted on a2a3 (coupled parts, slowest of {p['blocks']} "
-                     f"blocks): {p['us']:,.0f} us [{p['us_low']:,.0f}, {p['us_high']:,.0f}]")
+        lines.append(f"spmd_paged_attention {p['case']} ({p.get('variant', 'default')}) predicted on a2a3 (coupled "
+                     f"parts, slowest of {p['blocks']} blocks): {p['us']:,.0f} us [{p['us_low']:,.0f}, "
+                     f"{p['us_high']:,.0f}]")
     return "\n".join(lines)
 
 

@@ -47,10 +47,24 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from kernels import C2V, V2C, InOut, Mixed, Out, TPipe, a2a3, core_info, kernel, tile
+from kernels import (
+    C2V,
+    V2C,
+    InOut,
+    Mixed,
+    Out,
+    TPipe,
+    a2a3,
+    core_info,
+    kernel,
+    set_cross_core,
+    tile,
+    wait_flag_dev,
+    waits,
+)
 from kernels.args import In
 from kernels.cost import Cost, TaskInfo
-from kernels.pipe import CountingPipe
+from kernels.pipe import CountingPipe, load_slot
 from kernels.tile import CUBE, F32, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention.cases import case_params
 from kernels.workloads.paged_attention.golden import golden
@@ -86,11 +100,65 @@ def _ring(fifo: np.ndarray, slot: int) -> np.ndarray:
 
 
 def _pipes(sij_fifo: np.ndarray, pij_fifo: np.ndarray, oi_fifo: np.ndarray, q_tile: int, block_size: int,
-           head_dim: int) -> tuple[TPipe, TPipe, TPipe]:
+           head_dim: int, flags: bool = False) -> tuple[Any, Any, Any]:
+    """The three pipes on this cluster's slots of the FIFO tensors: TPipes, or (``flags``, the
+    "ffts" variant) FlagPipes -- the same GM ping-pong synchronised by hand."""
     s, p, o = slot_bytes(block_size, head_dim)
+    if flags:
+        return (FlagPipe(_ring(sij_fifo, s), C2V, (q_tile, block_size), F32, 0),
+                FlagPipe(_ring(pij_fifo, p), V2C, (q_tile, block_size), BF16, 2),
+                FlagPipe(_ring(oi_fifo, o), C2V, (q_tile, head_dim), F32, 4))
     return (TPipe(_ring(sij_fifo, s), C2V, (q_tile, block_size), F32, FIFO_DEPTH),
             TPipe(_ring(pij_fifo, p), V2C, (q_tile, block_size), BF16, FIFO_DEPTH),
             TPipe(_ring(oi_fifo, o), C2V, (q_tile, head_dim), F32, FIFO_DEPTH))
+
+
+class FlagPipe:
+    """A pipe written out by hand, as the reference's "-ffts" variant of this kernel does (simpler
+    PR #671): a GM workspace of FIFO_DEPTH slots, a ready event (``event``) and a free event
+    (``event + 1``) of the cluster's cross-core semaphores (kernels/ffts.py) -- what TPUSH/TPOP
+    lower to. Splits rows between the two vector lanes (up_down). ``close()`` when done."""
+
+    def __init__(self, ring: np.ndarray, direction: str, shape: tuple[int, int], dtype: Any, event: int) -> None:
+        lane = waits.current("FlagPipe").slot - 1        # the part's lane, as a TPipe's (-1: the AIC)
+        rows, cols = shape
+        nbytes = rows * cols * np.dtype(dtype).itemsize
+        slots = [ring[i * nbytes:(i + 1) * nbytes].view(dtype).reshape(rows, cols) for i in range(FIFO_DEPTH)]
+        h = rows // 2
+        self.parts = slots if lane < 0 else [t[lane * h:(lane + 1) * h] for t in slots]
+        self.lane = max(lane, 0)
+        self.producing = (lane < 0) == (direction == C2V)
+        self.ready, self.free, self.count = event, event + 1, 0
+
+    def push(self, src: tile.Tile) -> None:
+        n = self.count
+        if n >= FIFO_DEPTH:
+            wait_flag_dev(self.free)                     # slot n % depth was taken
+        tile.store(self.parts[n % FIFO_DEPTH], src)
+        set_cross_core(self.ready)
+        self.count = n + 1
+
+    def pop(self, dst: tile.Tile) -> tile.Tile:
+        m = self.count
+        wait_flag_dev(self.ready)
+        load_slot(dst, self.parts[m % FIFO_DEPTH])
+        set_cross_core(self.free, a2a3.MTE2)
+        self.count = m + 1
+        return dst
+
+    def close(self) -> None:
+        """The producer takes the free signals of its last slots: the semaphores persist, and a
+        free signal left over would let the next task's producer overwrite a slot not yet popped
+        (the end-of-task check reports such leftovers)."""
+        if self.producing:
+            for _ in range(min(self.count, FIFO_DEPTH)):
+                wait_flag_dev(self.free)
+
+
+def _closed(pipes: tuple[Any, Any, Any]) -> None:
+    for p in pipes:
+        if isinstance(p, FlagPipe):
+            p.close()
 
 
 def _scalar_waits_for(pipe: int) -> None:
@@ -111,10 +179,10 @@ def _n_blocks(context_len: int, block_size: int) -> int:
 # same buffers call after call, and a Core's scratch generations stay bounded.
 
 def pa_aic(query, key_cache, value_cache, block_table, context_lens, out, sij_fifo, pij_fifo, oi_fifo,
-           scale, num_heads, head_dim, block_size, max_blocks_per_req, q_loop, total_logical_blocks, q_tile):
+           scale, num_heads, head_dim, block_size, max_blocks_per_req, q_loop, total_logical_blocks, q_tile, flags=0):
     """The cube part: QK-first software pipeline over every logical block of this hardware block."""
     ci = core_info()
-    pipes = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim)
+    pipes = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim, bool(flags))
     q_rows = query.reshape(-1, head_dim)
     keys_t = key_cache[:, :, 0, :].transpose(0, 2, 1)       # K blocks as (head_dim, block_size): DN
     values = value_cache[:, :, 0, :]
@@ -124,6 +192,7 @@ def pa_aic(query, key_cache, value_cache, block_table, context_lens, out, sij_fi
         if nb > 0:
             row0 = b * num_heads + qt * q_tile
             _aic_blocks(q_rows[row0:row0 + q_tile], keys_t, values, [int(x) for x in block_table[b, :nb]], pipes)
+    _closed(pipes)
 
 
 def _aic_blocks(qi: np.ndarray, keys_t: np.ndarray, values: np.ndarray, ids: list[int],
@@ -178,16 +247,17 @@ def _aic_blocks(qi: np.ndarray, keys_t: np.ndarray, values: np.ndarray, ids: lis
 # ── AIV ─────────────────────────────────────────────────────────────────────────────────────────
 
 def pa_aiv(query, key_cache, value_cache, block_table, context_lens, out, sij_fifo, pij_fifo, oi_fifo,
-           scale, num_heads, head_dim, block_size, max_blocks_per_req, q_loop, total_logical_blocks, q_tile):
+           scale, num_heads, head_dim, block_size, max_blocks_per_req, q_loop, total_logical_blocks, q_tile, flags=0):
     """A vector part: SF-first software pipeline on its half of each head tile's rows."""
     ci = core_info()
-    pipes = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim)
+    pipes = _pipes(sij_fifo, pij_fifo, oi_fifo, q_tile, block_size, head_dim, bool(flags))
     m = q_tile // 2
     for blk in range(ci.block_idx, total_logical_blocks, ci.block_num):
         b, qt = divmod(blk, q_loop)
         ctx = int(context_lens[b])
         row0 = b * num_heads + qt * q_tile + pipes[0].lane * m
         _aiv_blocks(out[row0:row0 + m], ctx, block_size, float(scale), pipes)
+    _closed(pipes)
 
 
 def _aiv_blocks(dst: np.ndarray, ctx: int, n: int, scale: float, pipes: tuple[TPipe, TPipe, TPipe]) -> None:
@@ -315,10 +385,12 @@ spmd_pa = kernel(Mixed(aic=pa_aic, aiv0=pa_aiv, aiv1=pa_aiv), name="spmd_paged_a
 # ── orchestration and workload ──────────────────────────────────────────────────────────────────
 
 def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_table: Any, context_lens: Any,
-                out: Any, *, scale: float, blocks: int | None = None, pa: Any = None) -> dict[str, int]:
+                out: Any, *, scale: float, blocks: int | None = None, pa: Any = None,
+                flags: bool = False) -> dict[str, int]:
     """One mixed task over ``blocks`` (default min(24, the device's clusters)) blocks (module
     docstring); ``pa`` may replace the kernel by another with its signature (e.g. one that
-    counts its parts)."""
+    counts its parts); ``flags``: the parts exchange tiles through FlagPipes (the "ffts"
+    variant) instead of TPipes."""
     batch, heads, head_dim = query.shape
     block_size = key_cache.shape[1]
     q_tile = q_tile_of(heads)
@@ -336,12 +408,12 @@ def orchestrate(rt: Any, query: Any, key_cache: Any, value_cache: Any, block_tab
         fifos = [rt.make_tensor((w,), np.int32) for w in words]
         rt.submit(pa or spmd_pa, In(query), In(key_cache), In(value_cache), In(block_table), In(context_lens),
                   InOut(out), *(Out(f) for f in fifos), float(scale), heads, head_dim, block_size,
-                  block_table.shape[1], q_loop, total, q_tile, blocks=blocks)
+                  block_table.shape[1], q_loop, total, q_tile, int(flags), blocks=blocks)
     return {"blocks": blocks, "logical_blocks": total, "q_tile": q_tile}
 
 
 def _orchestrate(rt: Any, t: dict, params: dict[str, Any], variant: str) -> dict:
-    return orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=scale_of(params))
+    return orchestrate(rt, *(t[n] for n in INPUTS), t["out"], scale=scale_of(params), flags=variant == "ffts")
 
 
 def _golden(before: dict[str, np.ndarray], params: dict[str, Any], variant: str) -> dict[str, np.ndarray]:
@@ -374,6 +446,7 @@ WORKLOAD = Workload(
     features=("mixed kernel", "SPMD blocks=24", "intra-cluster pipes (TPipe C2V/V2C, up_down)", "runtime FIFO tensors",
               "tile layer"),
     cases={name: _params(name, p) for name, p in CASES.items()},
+    variants=("default", "ffts"),
     build=build_case, outputs=("out",), orchestrate=_orchestrate, golden=_golden, tolerance=(1e-2, 1e-2),
     kernels=("kernels.workloads.paged_attention.spmd",),
     hardware_only=frozenset({"SmallCase1", "Case1", "Case2"}), big=frozenset({"Case1", "Case2"}),
