@@ -107,15 +107,18 @@ Adding an op: validate, compute with numpy into ``_out(dst, shape, like)`` (neve
 array in place unless ``_out`` returned it), and when ``_ON and _tl.rec`` is set (``_tl.rec`` alone
 works too, a little slower), ``_count`` it on its pipe with its cycles from kernels/a2a3.py (a new
 instruction: add its formula there, with its source). An op that lets another tile (or anything
-else) show a tile's array, as ``move`` and ``reshape`` do, marks that tile ``lent`` and sets its
-``w`` to None, so that its next write goes elsewhere. A fast path is optional: the factories
-below (``_binary_op`` ...) show one. A transfer between cores (a pipe
-push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an atomic store is
+else) show a tile's array, as ``move`` and ``reshape`` do, calls ``_lend(src, dst, array)``: that
+marks the owner ``lent`` (its ``w`` None) so that its next write goes to another generation of its
+scratch -- one no tile shows any more if there is one (``_generation``), else a new one; a kernel
+that moves a double-buffered L1 tile to L0 every step thus cycles two arrays, not one per step.
+A fast path is optional: the factories below (``_binary_op`` ...) show one. A transfer between
+cores (a pipe push/pop) is a ``_count`` on an MTE pipe with a path's cycles; an atomic store is
 ``store(..., atomic="add")``.
 """
 
 from __future__ import annotations
 
+import builtins
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -412,7 +415,12 @@ class Tile:
         lent         a move or a reshape shows ``data`` too: the next write goes to new memory
         alias        a reshape view (read-only); vsrc, vdata: its source array and view, reused
                      while the source array is the same
-        tag, gen     scratch key (Core scratch name, tile index, generation); lent -> gen + 1
+        tag, gen     scratch key (Core scratch name, tile index, generation); lent -> a generation
+                     no tile shows any more (``_generation``)
+        lends        generation -> [(tile, array)]: the tiles given a view of that generation's
+                     array (by a move, extract or reshape), and the view; while a tile's ``data``
+                     is still that view, the generation is taken
+        lender       (owner tile, generation) whose array this tile's ``data`` views, or None
         mem, memo    the scratch array of the last write (of generation ``gen``) and its memory
                      order: the next write reuses it if nothing shows it (this call's or, for a
                      reused tile, the last call's: its values are dead)
@@ -424,7 +432,7 @@ class Tile:
 
     # (the fields every op reads first, so that they share the object's first cache line)
     __slots__ = ("w", "data", "buf", "shape", "own", "core", "lent", "alias", "dtype", "vdtype", "bufs", "key",
-                 "name", "tag", "gen", "nbytes", "sig", "views", "mem", "memo", "vsrc", "vdata")
+                 "name", "tag", "gen", "nbytes", "sig", "views", "mem", "memo", "vsrc", "vdata", "lends", "lender")
 
     def __repr__(self) -> str:
         return (f"Tile({self.name!r}, {a2a3.BUFFERS[self.buf]}, {self.shape[0]}x{self.shape[1]} "
@@ -471,7 +479,9 @@ class Core:
                 if t.sig == (buf, shape, dtype, bufs, name):
                     # the same request as last call: the same tile (its key stays unique), no values
                     # yet; it fits, as the same sequence of requests fitted before
-                    t.core, t.data, t.lent = self, None, False
+                    t.core, t.data, t.lent, t.lender = self, None, False, None
+                    if t.lends:
+                        t.lends = {}
                     if t.gen:                     # (Tile.mem is of the current generation)
                         t.gen, t.tag, t.mem = 0, t.tag[:2] + (0,), None
                     m = t.mem                     # the first write may go to last call's array
@@ -521,6 +531,7 @@ class Core:
         t.vdtype = F32 if (buf != UB and dt in _HALF) else dt
         t.key = next(_keys)
         t.data, t.own, t.lent, t.alias, t.gen, t.mem, t.memo, t.w = None, False, False, False, 0, None, None, None
+        t.lends, t.lender = {}, None
         t.tag = (self.scratch, idx, 0)
         t.sig, t.views = (buf, shape, dtype, bufs, name), {}
         tiles.append(t)
@@ -594,13 +605,63 @@ def _fresh(dst: Tile, shape: tuple[int, ...], order: tuple[int, ...] | None = No
         raise TileError(f"{dst.core.name}: tile {dst.name!r} is a reshape view (read-only): write the tile "
                         f"it views, then reshape")
     if dst.lent:
-        dst.gen += 1
-        dst.lent = False
-        dst.tag = dst.tag[:2] + (dst.gen,)
+        _unlend(dst)
     a = _scratch(dst.tag, shape, dst.vdtype, order)
     dst.data, dst.own, dst.mem, dst.memo = a, True, a, order
     dst.w = None if dst.core.n else a
     return a
+
+
+def scratch_bytes() -> int:
+    """Bytes of scratch memory this thread's tiles hold (what a core process keeps between
+    kernels): bounded by the tiles a kernel allocates and the views of them it keeps at once, not
+    by how many steps it runs."""
+    pool = _tl.pool
+    return sum(entry[0].nbytes for entry in pool.values()) if pool else 0
+
+
+def _unlend(t: Tile) -> None:
+    """``t`` is about to be written while lent: over its array if no tile shows it any more, else
+    into another generation's."""
+    g = _generation(t)
+    t.lent = False
+    if g != t.gen:
+        t.gen, t.tag = g, t.tag[:2] + (g,)
+        t.own, t.mem = False, None        # its arrays are the other tiles' now
+
+
+def _generation(t: Tile) -> int:
+    """The scratch generation ``t``'s next write goes to, ``t`` being lent: one whose array no
+    tile shows any more (``lends``; its values are dead), else a new one."""
+    lends = t.lends
+    for g, held in lends.items():
+        for b, a in held.values():
+            if b.data is a:
+                break
+        else:
+            del lends[g]
+            return g
+    return 1 + builtins.max((t.gen, *lends))
+
+
+def _lend(src: Tile, dst: Tile, a: np.ndarray) -> None:
+    """``dst`` now shows ``a``, a view of ``src``'s values: if those are scratch memory (``src``'s
+    own, or what ``src`` itself was lent), its owner's generation stays taken while ``dst`` shows
+    ``a`` (a tile shows one array at a time: its last lend counts), and the owner's next write
+    goes elsewhere."""
+    if src.own:
+        src.lent, src.w = True, None
+        owner, g = src, src.gen
+    elif src.lender is not None:
+        owner, g = src.lender
+    else:
+        dst.lender = None
+        return
+    held = owner.lends.get(g)
+    if held is None:
+        held = owner.lends[g] = {}
+    held[id(dst)] = (dst, a)
+    dst.lender = (owner, g)
 
 
 def _out(dst: Tile, shape: tuple[int, ...], like: np.ndarray | None = None) -> np.ndarray:
@@ -611,14 +672,16 @@ def _out(dst: Tile, shape: tuple[int, ...], like: np.ndarray | None = None) -> n
     when both sides walk memory in one order). Fetch the sources' data before calling: this may
     rebind ``dst.data``. (Writing over a source is safe: numpy ufuncs and assignments resolve
     overlap.)"""
+    if dst.lent:
+        _unlend(dst)
     d = dst.data
-    if dst.own and not dst.lent and d is not None and d.shape == shape:
+    if dst.own and d is not None and d.shape == shape:
         if not dst.core.n:
             dst.w = d
         return d
     order = _memory_order(like) if like is not None and like.shape == shape and len(shape) > 1 else None
     m = dst.mem
-    if m is not None and not dst.lent and m.shape == shape and dst.memo == order:
+    if m is not None and m.shape == shape and dst.memo == order:
         dst.data, dst.own = m, True
         dst.w = None if dst.core.n else m
         return m
@@ -814,9 +877,8 @@ def move(dst: Tile, src: Tile) -> None:
     if dst.alias:
         raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
     dst.data, dst.own, dst.w = d, False, None     # the values are the same: share them
-    if src.own:
-        src.lent, src.w = True, None              # src's next write goes elsewhere
-    elif src.key in core.borrowed:
+    _lend(src, dst, d)                            # (src's next write goes elsewhere)
+    if not src.own and src.key in core.borrowed:
         core.borrowed[dst.key] = dst
     if _ON and _tl.rec is not None:
         nb = src.shape[0] * src.shape[1] * src.dtype.itemsize
@@ -866,9 +928,8 @@ def extract(dst: Tile, src: Tile, row: int | _Each = 0, col: int | _Each = 0) ->
     if dst.alias:
         raise TileError(f"{core.name}: tile {dst.name!r} is a reshape view (read-only)")
     dst.data, dst.own, dst.w = view, False, None  # the same values: share them
-    if src.own:
-        src.lent, src.w = True, None              # src's next write goes elsewhere
-    elif src.key in core.borrowed:
+    _lend(src, dst, view)                         # (src's next write goes elsewhere)
+    if not src.own and src.key in core.borrowed:
         core.borrowed[dst.key] = dst
     if _ON and _tl.rec is not None:
         nb = dh * dw * dst.dtype.itemsize
@@ -1355,7 +1416,8 @@ def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
         t.name, t.buf, t.dtype, t.vdtype, t.bufs = f"{src.name}[{rows}x{cols}]", src.buf, src.dtype, src.vdtype, \
             src.bufs
         t.shape, t.alias, t.own, t.lent, t.gen, t.nbytes = (rows, cols), True, False, False, 0, 0
-        t.sig = t.views = t.mem = t.memo = t.vsrc = t.vdata = t.w = None
+        t.sig = t.views = t.mem = t.memo = t.vsrc = t.vdata = t.w = t.lender = None
+        t.lends = {}
         if views is not None:
             views[shape] = t
     t.core, t.key, t.tag = src.core, src.key, src.tag
@@ -1364,9 +1426,7 @@ def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
     else:
         t.data = t.vdata = d.reshape(shape if d.ndim == 2 else d.shape[:1] + t.shape)
         t.vsrc = d
-    if src.own:
-        src.lent = True                           # the view keeps these values; src's next write goes elsewhere
-        src.w = None
+    _lend(src, t, t.data)                         # the view keeps these values; src's next write goes elsewhere
     return t
 
 

@@ -360,6 +360,60 @@ def test_values_survive_reuse_of_tiles_and_scratch_across_calls() -> None:
         np.testing.assert_array_equal(last, 6 * x + 1)
 
 
+def test_a_long_kernel_cycles_its_scratch_instead_of_growing_it() -> None:
+    # double-buffered L1 tiles moved to L0 every step, a reshape view taken every step: the
+    # scratch memory stays what two steps need, however many steps one Core runs
+    def kernel(steps: int, q: np.ndarray, ks: np.ndarray, out: np.ndarray) -> None:
+        nonlocal rows
+        c = Core("cycle")
+        ql, a = c.tile(L1, (16, 64), F32), c.tile(L0A, (16, 64), F32)
+        kl = (c.tile(L1, (64, 64), F32), c.tile(L1, (64, 64), F32))
+        b, acc = c.tile(L0B, (64, 64), F32), c.tile(L0C, (16, 64), F32)
+        tile.load(ql, q)
+        tile.move(a, ql)
+        tile.load(kl[0], ks[0])
+        for i in range(steps):
+            tile.move(b, kl[i % 2])
+            if i + 1 < steps:
+                tile.load(kl[(i + 1) % 2], ks[(i + 1) % len(ks)])     # the next block, while b shows this one
+            tile.matmul(acc, a, b)
+            tile.store(out[i], acc)
+        v = Core("cycle_v")
+        col = v.tile(UB, (4, 1), F32)
+        for i in range(steps):
+            tile.fill(col, float(i))                  # col is lent to the last step's view
+            tile.store(rows[i], tile.reshape(col, (1, 4)))
+
+    q, ks = _f32(16, 64), np.stack([_f32(64, 64) for _ in range(3)])
+    rows = np.empty(0)
+    sizes = []
+    for steps in (8, 64):
+        out, rows = np.empty((steps, 16, 64), np.float32), np.empty((steps, 1, 4), np.float32)
+        kernel(steps, q, ks, out)
+        for i in range(steps):                        # b kept block i while block i + 1 was loaded
+            np.testing.assert_allclose(out[i], q @ ks[i % 3], rtol=1e-5)
+            np.testing.assert_array_equal(rows[i], np.full((1, 4), i, np.float32))
+        sizes.append(tile.scratch_bytes())
+    assert sizes[1] == sizes[0]
+
+
+def test_a_view_of_a_view_keeps_its_values_while_the_owner_is_rewritten() -> None:
+    # L1 -> L0B by a move, then that L0B tile's values shown again by a reshape: the L1 tile's
+    # next loads must not land in the memory the reshape still shows
+    c = Core("chain")
+    l1, l0 = c.tile(L1, (8, 8), F32), c.tile(L0B, (8, 8), F32)
+    x, y = _f32(8, 8), _f32(8, 8)
+    tile.load(l1, x)
+    tile.move(l0, l1)
+    view = tile.reshape(l0, (4, 16))
+    tile.move(c.tile(L0A, (8, 8), F32), l1)         # another borrower of the same values
+    tile.load(l1, y)                                # l1 rewritten: x must survive in l0 and view
+    np.testing.assert_array_equal(l0.data, x)
+    np.testing.assert_array_equal(view.data, x.reshape(4, 16))
+    tile.load(l1, x + 1)
+    np.testing.assert_array_equal(view.data, x.reshape(4, 16))
+
+
 # ---------------------------------------------------------------- errors
 
 
