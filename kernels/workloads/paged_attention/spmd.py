@@ -29,6 +29,11 @@ sized for the largest q_tile and block (64 x max(block_size, 128) fp32 for sij, 
 the slice of the cluster it runs on (on the chip the 24 blocks of the launch are the 24 clusters;
 on a narrower device the launch is the device's width, ``blocks = min(24, clusters)``).
 
+Variant "ffts": the same kernel with its three pipes written out by hand (``FlagPipe``): GM
+ping-pong slots and a ready / free pair of the cluster's cross-core events each (kernels/ffts.py),
+what TPUSH/TPOP lower to -- the reference's own A/B of the two (simpler PR #671). Same bits, the
+same counted transfers and flags, so the same predicted time.
+
 Golden: the same independent vectorised model as the other paged attentions (golden.py), one KV
 block per chunk; tolerance 1e-2 as the reference's test (p's bf16 rounding is relative to the
 running max here, to the block's own max there).
