@@ -168,9 +168,11 @@ def _closed(pipes: tuple[Any, Any, Any]) -> None:
 
 def _scalar_waits_for(pipe: int) -> None:
     """set_flag(pipe, PIPE_S); wait_flag(pipe, PIPE_S): the scalar unit -- which issues every
-    instruction -- waits until ``pipe`` is done, so nothing after starts before it."""
-    for dst in (MTE2, MTE1, MTE3, CUBE, VECTOR):
-        tile.sync(pipe, dst)
+    instruction -- waits until ``pipe`` is done, so nothing after starts before it (an ordering of
+    the counted schedule: nothing to do unless counting)."""
+    if tile.collecting():
+        for dst in (MTE2, MTE1, MTE3, CUBE, VECTOR):
+            tile.sync(pipe, dst)
 
 
 def _n_blocks(context_len: int, block_size: int) -> int:
@@ -219,13 +221,13 @@ def _aic_blocks(qi: np.ndarray, keys_t: np.ndarray, values: np.ndarray, ids: lis
         """aic_qk_step / aic_pv_step: [TLOAD KV block i], [TPOP the left operand], TMOV both to L0,
         TLOAD the next block meanwhile, TMATMUL, TPUSH the result; the FIX -> S flag after it."""
         if not loaded:
-            tile.load(l1[i % 2], cache, index=(block,))
+            tile.load(l1[i % 2], cache[block])
         if into is not None:
             into.pop(left)
         tile.move(a, left)
         tile.move(b, l1[i % 2])
         if nxt >= 0:
-            tile.load(l1[(i + 1) % 2], cache, index=(nxt,))
+            tile.load(l1[(i + 1) % 2], cache[nxt])
         tile.matmul(acc, a, b)
         out.push(acc)
         _scalar_waits_for(MTE3)
