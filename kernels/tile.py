@@ -1401,6 +1401,9 @@ def _arange(n: int) -> np.ndarray:
 _ARANGES: dict = {}
 
 
+_COPY_VIEW = 256          # elements: a reshape of a tile this small copies its values
+
+
 def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
     """TRESHAPE: a read-only view of src's current values as a (rows, cols) tile of the same size."""
     d = src.data
@@ -1421,6 +1424,11 @@ def reshape(src: Tile, shape: tuple[int, int]) -> Tile:
         if views is not None:
             views[shape] = t
     t.core, t.key, t.tag = src.core, src.key, src.tag
+    if src.own and d.ndim == 2 and d.size <= _COPY_VIEW:
+        # a few values (a row of maxima, a column of sums): a copy is cheaper than lending src's
+        # array and moving src's next write elsewhere, and shows the same values
+        t.data, t.vsrc, t.lender = d.reshape(shape).copy(), None, None
+        return t
     if t.vsrc is d:                               # the same values as last time (e.g. last call's scratch)
         t.data = t.vdata
     else:
