@@ -983,6 +983,8 @@ def matmul(c: Tile, a: Tile, b: Tile, acc: bool = False) -> None:
             r = _fresh(c, (m, n, nn))
             np.matmul(x, yt.T, out=r.reshape(m, n * nn))
             c.data, c.w = r.transpose(1, 0, 2), None
+    elif x.ndim == 2 and y.ndim == 2:                 # one product, the usual case outside a loop
+        np.matmul(x, y, out=_out(c, (m, nn)))
     else:
         np.matmul(x, y, out=_out(c, np.broadcast_shapes(x.shape[:-2], y.shape[:-2]) + (m, nn)))
     if _ON and _tl.rec is not None:
