@@ -15,12 +15,12 @@ from kernels.workloads.paged_attention import spmd
 WL = catalogue.load("spmd_paged_attention")
 
 
-def _run(case: str, blocks: int = 3, **device) -> tuple[np.ndarray, dict, dict]:
+def _run(case: str, blocks: int = 3, variant: str = "default", **device) -> tuple[np.ndarray, dict, dict]:
     params = WL.case(case)
     with Device(Platform(blocks=blocks, stall_timeout=60), kernels=list(WL.kernels), **device) as dev:
         arrays, tensors = build_on(dev, WL, params, 0)
         before = {k: v.copy() for k, v in arrays.items()}
-        info = dev.run(WL.orchestrate, tensors, params, "default")
+        info = dev.run(WL.orchestrate, tensors, params, variant)
         st = dev.stats()
         return dev.to_host(tensors["out"]), before, {"info": info, "stats": st}
 
@@ -32,10 +32,12 @@ def test_both_engines_give_the_same_bits(case):
     np.testing.assert_array_equal(got, inline)
 
 
-@pytest.mark.parametrize("case,skew,seed", [("small", "aiv1", 1), ("small", "aic", 2), ("heads64", "random", 3)])
-def test_lane_skew_fuzzing_keeps_the_golden_result(case, skew, seed):
-    got, before, _ = _run(case, schedule="random", seed=seed, jitter_us=50, skew=skew, skew_us=300)
-    want = WL.golden(before, WL.case(case), "default")
+@pytest.mark.parametrize("case,skew,seed,variant", [
+    ("small", "aiv1", 1, "default"), ("small", "aic", 2, "default"), ("heads64", "random", 3, "default"),
+    ("small", "random", 4, "ffts")])
+def test_lane_skew_fuzzing_keeps_the_golden_result(case, skew, seed, variant):
+    got, before, _ = _run(case, variant=variant, schedule="random", seed=seed, jitter_us=50, skew=skew, skew_us=300)
+    want = WL.golden(before, WL.case(case), variant)
     assert compare({"out": got}, want, WL.tolerance)["pass"]
 
 
