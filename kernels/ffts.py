@@ -56,13 +56,19 @@ def _describe(obj: int, d: tuple[int, ...]) -> str:
 KIND = kw.register_kind(2, "cross-core flag", _describe)
 
 
+_VECTOR_SLOTS: dict[tuple[bool, bool, bool], tuple[int, ...]] = {}
+
+
 def _check(w: kw.Waits, event: int, what: str) -> tuple[int, ...]:
     """The vector slots of the task; errors for a bad event or a task that is not mixed."""
-    if not isinstance(event, int) or isinstance(event, bool) or not 0 <= event < EVENTS:
+    if type(event) is not int or not 0 <= event < EVENTS:          # (a bool is not an event)
         raise ValueError(f"{what}: event must be an int in 0..{EVENTS - 1} (the cluster's {EVENTS} "
                          f"semaphores), got {event!r}")
-    vec = tuple(s for s in (1, 2) if w.slots[s])
-    if not (w.slots[0] and vec):
+    slots = w.slots
+    vec = _VECTOR_SLOTS.get(slots)
+    if vec is None:
+        vec = _VECTOR_SLOTS[slots] = tuple(s for s in (1, 2) if slots[s])
+    if not (slots[0] and vec):
         raise ValueError(f"{what}: cross-core flags join the cube part and the vector parts of a mixed kernel "
                          "(kernel(Mixed(aic=..., aiv0=..., aiv1=...))); this task has one kind of part")
     return vec
@@ -73,13 +79,14 @@ def set_cross_core(event: int, pipe: int = a2a3.MTE3) -> None:
     last instruction on ``pipe`` ends (the chip's ffts_cross_core_sync(pipe, ...))."""
     w = kw.current("set_cross_core()")
     vec = _check(w, event, "set_cross_core()")
-    base, slot = 3 * w.cluster, w.slot
-    receivers = vec if slot == 0 else (0,)
+    slot = w.slot
+    base = 3 * w.cluster * kw.SYNC_WORDS + event           # kw.word(3 * cluster + s, offset + event)
+    get = w.get
     w.pause()
-    mine = kw.word(base + slot, _SENT + event)
-    n = w.get(mine) + 1
-    for r in receivers:
-        taken = w.get(kw.word(base + r, _TAKEN + event))
+    mine = base + slot * kw.SYNC_WORDS + _SENT
+    n = get(mine) + 1
+    for r in (vec if slot == 0 else (0,)):
+        taken = get(base + r * kw.SYNC_WORDS + _TAKEN)
         if n - taken > LIMIT:
             raise RuntimeError(f"set_cross_core({event}) on cluster {w.cluster}, {_PARTS[slot]}: the counter of "
                                f"{_PARTS[r]} would pass {LIMIT} ({n - taken} signals not taken): the chip's "
@@ -95,14 +102,18 @@ def wait_flag_dev(event: int) -> None:
     signalled), then take one signal (module docstring). Nothing after it starts before."""
     w = kw.current("wait_flag_dev()")
     vec = _check(w, event, "wait_flag_dev()")
-    base, slot = 3 * w.cluster, w.slot
+    slot = w.slot
+    base = 3 * w.cluster * kw.SYNC_WORDS + event
+    get = w.get
     senders = vec if slot == 0 else (0,)
-    words = [kw.word(base + s, _SENT + event) for s in senders]
-    mine = kw.word(base + slot, _TAKEN + event)
-    taken = w.get(mine)
+    first = base + senders[0] * kw.SYNC_WORDS + _SENT
+    second = base + senders[-1] * kw.SYNC_WORDS + _SENT     # (the same word with one sender)
+    mine = base + slot * kw.SYNC_WORDS + _TAKEN
+    taken = get(mine)
 
     def signals() -> int:
-        return min(w.get(x) for x in words)
+        a, b = get(first), get(second)
+        return a if a < b else b
 
     w.pause()
     if signals() <= taken:
