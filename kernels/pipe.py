@@ -48,7 +48,7 @@ import numpy as np
 from kernels import a2a3, tile
 from kernels import waits as kw
 
-__all__ = ["C2V", "V2C", "CHANNELS", "SPLITS", "CountingPipe", "TPipe", "load_slot"]
+__all__ = ["C2V", "V2C", "CHANNELS", "SPLITS", "CountingPipe", "TPipe", "load_slot", "slot_parts"]
 
 C2V, V2C = "C2V", "V2C"
 SPLITS = ("up_down", "left_right", "none")
@@ -138,16 +138,13 @@ class TPipe:
 
     def _sides(self, slot: int, slots: tuple[bool, bool, bool], key: int, ring: np.ndarray) -> None:
         """This part's side of the pipe (``slot``), its channel key and its slot views on ``ring``."""
-        rows, cols = self.shape
-        slot_bytes = rows * cols * self.dtype.itemsize
         self.slot, self.key = slot, key
         self.producing = slot in self.producers
         self.peers = self.consumers if self.producing else self.producers
         self.lane = slot - 1
-        raw = ring.reshape(-1).view(np.uint8)
-        self.tiles = [raw[i * slot_bytes:(i + 1) * slot_bytes].view(self.dtype).reshape(rows, cols)
-                      for i in range(self.depth)]
-        self.parts = [self._part(t) for t in self.tiles]         # what this side pushes / pops of slot i
+        # what this side pushes / pops of slot i
+        self.parts = slot_parts(ring, self.shape, self.dtype, self.depth, -1 if self.split == "none" else self.lane,
+                                self.split)
         self.writes = self.c2v or self.split != "none" or self.lane == 0
 
     # -- the channel table -----------------------------------------------------------------------
@@ -209,17 +206,6 @@ class TPipe:
         mine, theirs = self.count, self._peer_min()
         pushed, popped = (mine, theirs) if self.producing else (theirs, mine)
         self.w.wait(ready, KIND, self.key, (self.code | op, self.where, pushed, popped))
-
-    def _part(self, t: np.ndarray) -> np.ndarray:
-        """The region of a slot's tile this side pushes or pops."""
-        if self.slot == 0 or self.split == "none":
-            return t
-        rows, cols = self.shape
-        if self.split == "up_down":
-            h = rows // 2
-            return t[self.lane * h:(self.lane + 1) * h]
-        h = cols // 2
-        return t[:, self.lane * h:(self.lane + 1) * h]
 
     def _misuse(self, op: str) -> None:
         side, other = ("AIC", "the AIC pushes") if self.slot == 0 else ("AIV", "the AIVs push")
@@ -287,6 +273,24 @@ class TPipe:
         return (f"TPipe({self.direction}, {self.shape[0]}x{self.shape[1]} {self.dtype.name}, depth {self.depth}, "
                 f"{self.split}, {'AIC' if self.slot == 0 else f'AIV lane {self.lane}'}: {self.count} "
                 f"{'pushed' if self.producing else 'popped'})")
+
+
+def slot_parts(ring: np.ndarray, shape: tuple[int, int], dtype: np.dtype, depth: int, lane: int,
+               split: str = "up_down") -> list[np.ndarray]:
+    """The ``depth`` slots of ``ring``'s bytes as (rows, cols) tiles of ``dtype``, each cut to the
+    part vector lane ``lane`` pushes or pops (row halves for "up_down", column halves for
+    "left_right"); ``lane`` -1: the whole tile (the AIC's side)."""
+    rows, cols = shape
+    nbytes = rows * cols * np.dtype(dtype).itemsize
+    raw = ring.reshape(-1).view(np.uint8)
+    tiles = [raw[i * nbytes:(i + 1) * nbytes].view(dtype).reshape(rows, cols) for i in range(depth)]
+    if lane < 0:
+        return tiles
+    if split == "up_down":
+        h = rows // 2
+        return [t[lane * h:(lane + 1) * h] for t in tiles]
+    h = cols // 2
+    return [t[:, lane * h:(lane + 1) * h] for t in tiles]
 
 
 def load_slot(dst: tile.Tile, part: np.ndarray) -> None:

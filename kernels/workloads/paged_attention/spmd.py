@@ -69,7 +69,7 @@ from kernels import (
 )
 from kernels.args import In
 from kernels.cost import Cost, TaskInfo
-from kernels.pipe import CountingPipe, load_slot
+from kernels.pipe import CountingPipe, load_slot, slot_parts
 from kernels.tile import CUBE, F32, L0A, L0B, L0C, L1, MTE1, MTE2, MTE3, UB, VECTOR
 from kernels.workloads.paged_attention.cases import case_params
 from kernels.workloads.paged_attention.golden import golden
@@ -126,11 +126,7 @@ class FlagPipe:
 
     def __init__(self, ring: np.ndarray, direction: str, shape: tuple[int, int], dtype: Any, event: int) -> None:
         lane = waits.current("FlagPipe").slot - 1        # the part's lane, as a TPipe's (-1: the AIC)
-        rows, cols = shape
-        nbytes = rows * cols * np.dtype(dtype).itemsize
-        slots = [ring[i * nbytes:(i + 1) * nbytes].view(dtype).reshape(rows, cols) for i in range(FIFO_DEPTH)]
-        h = rows // 2
-        self.parts = slots if lane < 0 else [t[lane * h:(lane + 1) * h] for t in slots]
+        self.parts = slot_parts(ring, shape, dtype, FIFO_DEPTH, lane)
         self.lane = max(lane, 0)
         self.producing = (lane < 0) == (direction == C2V)
         self.ready, self.free, self.count = event, event + 1, 0
