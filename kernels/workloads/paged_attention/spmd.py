@@ -105,17 +105,15 @@ def _ring(fifo: np.ndarray, slot: int) -> np.ndarray:
 
 
 def _pipes(sij_fifo: np.ndarray, pij_fifo: np.ndarray, oi_fifo: np.ndarray, q_tile: int, block_size: int,
-           head_dim: int, flags: bool = False) -> tuple[Any, Any, Any]:
+           head_dim: int, flags: bool = False) -> tuple[Any, ...]:
     """The three pipes on this cluster's slots of the FIFO tensors: TPipes, or (``flags``, the
     "ffts" variant) FlagPipes -- the same GM ping-pong synchronised by hand."""
     s, p, o = slot_bytes(block_size, head_dim)
-    if flags:
-        return (FlagPipe(_ring(sij_fifo, s), C2V, (q_tile, block_size), F32, 0),
-                FlagPipe(_ring(pij_fifo, p), V2C, (q_tile, block_size), BF16, 2),
-                FlagPipe(_ring(oi_fifo, o), C2V, (q_tile, head_dim), F32, 4))
-    return (TPipe(_ring(sij_fifo, s), C2V, (q_tile, block_size), F32, FIFO_DEPTH),
-            TPipe(_ring(pij_fifo, p), V2C, (q_tile, block_size), BF16, FIFO_DEPTH),
-            TPipe(_ring(oi_fifo, o), C2V, (q_tile, head_dim), F32, FIFO_DEPTH))
+    specs = ((sij_fifo, s, C2V, (q_tile, block_size), F32), (pij_fifo, p, V2C, (q_tile, block_size), BF16),
+             (oi_fifo, o, C2V, (q_tile, head_dim), F32))
+    return tuple(FlagPipe(_ring(fifo, nbytes), direction, shape, dt, 2 * i) if flags      # events 2i, 2i + 1
+                 else TPipe(_ring(fifo, nbytes), direction, shape, dt, FIFO_DEPTH)
+                 for i, (fifo, nbytes, direction, shape, dt) in enumerate(specs))
 
 
 class FlagPipe:
