@@ -18,9 +18,10 @@ one mixed task), from the kernels' own counted instructions: the workload runs o
 engine with every part's tile instructions and pipe flags collected, each block's three parts are
 replayed as coupled timelines (kernels/a2a3.py ``couple_us``: a stage that waits for a pipe flag
 pays the handshake latency, so the pipeline runs at its slowest stage's pace), and the task takes
-as long as its slowest block (the blocks run on clusters of their own). Until counted costs travel
-in the recorded graph, this is where the coupled prediction is made; ``ptoemu predict`` on a
-recording of it falls back to the kernel's declared law (roofline).
+as long as its slowest block (the blocks run on clusters of their own); ``--variant ffts`` does
+the same for the variant whose pipes are written out as cross-core flags. ``ptoemu predict`` on a
+recording uses the kernel's law (spmd.spmd_cost), which replays the busiest block's parts with
+counting pipes: the same time when every sequence has the cache's blocks / batch.
 """
 
 from __future__ import annotations
